@@ -1,0 +1,92 @@
+/**
+ * Messages between the controller and its agents, whatever the transport (JSON over a
+ * WebSocket for `embedded`). Orders carry ids; the agent applies each id once and acknowledges
+ * it; the controller re-sends until acknowledged. Agent status is level-triggered: every
+ * heartbeat carries the whole status, so a lost message costs nothing.
+ */
+import type { InstanceState } from './states.js';
+import type { AppSpec, ResolvedImports, RoleSpec } from './types.js';
+
+export const PROTOCOL_VERSION = 1;
+
+/** Everything the agent needs to run one role. */
+export interface Assignment {
+  readonly app: string;
+  /** Folder holding the app file; `${appDir}` in templates. */
+  readonly appDir: string;
+  readonly role: RoleSpec;
+  readonly imports: ResolvedImports;
+  /** Hash of `imports`; the agent reports the one it last applied. */
+  readonly importsVersion: string;
+}
+
+export type Order =
+  | { readonly id: string; readonly kind: 'assign'; readonly assignment: Assignment }
+  | {
+      readonly id: string;
+      readonly kind: 'imports';
+      readonly imports: ResolvedImports;
+      readonly importsVersion: string;
+    }
+  | { readonly id: string; readonly kind: 'stop'; readonly reason: string };
+
+export type OrderKind = Order['kind'];
+
+/** Instance vitals sampled by the agent. CPU figures are fractions (1 = one core busy ... of all cores for the host). */
+export interface Vitals {
+  readonly at: number;
+  /** 1, 5, 15 minute load averages. */
+  readonly loadavg: readonly [number, number, number];
+  /** Host CPU utilisation over the last interval, 0..1 of all cores. */
+  readonly cpu: number;
+  readonly memUsedBytes: number;
+  readonly memTotalBytes: number;
+  /** The role's process tree: CPU in cores (1 = one core busy), resident memory. */
+  readonly role?: { readonly cpu: number; readonly rssBytes: number; readonly pids: number };
+}
+
+export interface LastExit {
+  readonly code: number | null;
+  readonly signal: string | null;
+  /** Last lines of the process's stdout/stderr. */
+  readonly tail: readonly string[];
+}
+
+export interface AgentStatus {
+  readonly state: InstanceState;
+  readonly role?: string;
+  /** Rendered exports; present only while serving. */
+  readonly exports?: Readonly<Record<string, string>>;
+  readonly importsVersion?: string;
+  /** Times the start command was restarted since assignment. */
+  readonly restarts: number;
+  readonly lastExit?: LastExit;
+  /** A sentence for people: why the agent is in this state. */
+  readonly message?: string;
+  /** When the role's process last became healthy (ms epoch). */
+  readonly servingSince?: number;
+}
+
+export type AgentMessage =
+  | {
+      readonly type: 'hello';
+      readonly protocol: number;
+      readonly instanceId: string;
+      readonly joinToken: string;
+      readonly epoch: number;
+      readonly pid: number;
+      readonly status: AgentStatus;
+      /** Order ids already applied (so a reconnect does not re-apply). */
+      readonly applied: readonly string[];
+    }
+  | { readonly type: 'ack'; readonly orderId: string }
+  | { readonly type: 'status'; readonly status: AgentStatus; readonly vitals?: Vitals }
+  | { readonly type: 'log'; readonly lines: readonly string[] };
+
+export type ControllerMessage =
+  | { readonly type: 'welcome'; readonly heartbeatMs: number }
+  /** The instance is fenced (destroyed, replaced or unknown): the agent must stop its role and exit. */
+  | { readonly type: 'refused'; readonly reason: string }
+  | { readonly type: 'order'; readonly order: Order };
+
+export type { AppSpec };

@@ -1,0 +1,73 @@
+/**
+ * The compiled (validated, defaulted) form of an app file. `parseAppFile` in `spec.ts` turns
+ * YAML text into an {@link AppSpec}; everything downstream works on these types only.
+ */
+
+/** A health check run by the agent against its role's process. */
+export interface HealthSpec {
+  /** Exactly one of http / tcp / exec is set. `http` is a path, probed on 127.0.0.1:${port}. */
+  readonly http?: string;
+  /** Probe that the role's port accepts TCP connections. */
+  readonly tcp?: boolean;
+  /** A bash command; exit 0 is healthy. Runs with the role's environment. */
+  readonly exec?: string;
+  /** @default 2000 */
+  readonly intervalMs: number;
+  /** @default 1000 */
+  readonly timeoutMs: number;
+  /** Consecutive failures before the check counts as failed. @default 3 */
+  readonly failureThreshold: number;
+}
+
+/** One entry of a role's `imports`, e.g. `db.url`, `api.*`, `cache.url?`. */
+export interface ImportRef {
+  /** The text as written in the app file. */
+  readonly raw: string;
+  readonly role: string;
+  /** An export key, or `*` for every export of every member. */
+  readonly key: string;
+  /** A trailing `?`: the role starts without it and gets it later through `update`. */
+  readonly optional: boolean;
+}
+
+export interface RoleSpec {
+  readonly name: string;
+  /** Lower bound of the role's count. `count: N` compiles to min = max = desired = N. */
+  readonly min: number;
+  readonly max: number;
+  /** The count the role starts at. @default min */
+  readonly count: number;
+  /** Long-running command supervised by the agent (the process plug-in). Optional. */
+  readonly start?: string;
+  /** Lifecycle steps run by bash (the script plug-in). */
+  readonly deploy?: string;
+  readonly stop?: string;
+  readonly update?: string;
+  readonly undeploy?: string;
+  /** Extra environment (templated). */
+  readonly env: Readonly<Record<string, string>>;
+  /** Templated values published once the role serves. */
+  readonly exports: Readonly<Record<string, string>>;
+  readonly imports: readonly ImportRef[];
+  readonly health?: HealthSpec;
+  /** Time `stop` (or SIGTERM) has before SIGKILL. @default 10000 */
+  readonly stopTimeoutMs: number;
+}
+
+export interface AppSpec {
+  readonly app: string;
+  /** Roles in the order written in the file. */
+  readonly roles: Readonly<Record<string, RoleSpec>>;
+}
+
+/** One member of an imported role, as seen by the importer. */
+export interface ImportedMember {
+  readonly instance: string;
+  readonly exports: Readonly<Record<string, string>>;
+}
+
+/**
+ * What a role's imports resolve to: for each imported role, its serving members (sorted by
+ * instance id) with the exports the importer asked for.
+ */
+export type ResolvedImports = Readonly<Record<string, readonly ImportedMember[]>>;
