@@ -32,7 +32,7 @@ export interface ImportRef {
 
 export interface RoleSpec {
   readonly name: string;
-  /** Lower bound of the role's count. `count: N` compiles to min = max = desired = N. */
+  /** Bounds of the role's count. `count: N` alone compiles to min 0, max MAX_ROLE_COUNT, count N. */
   readonly min: number;
   readonly max: number;
   /** The count the role starts at. @default min */

@@ -1,0 +1,308 @@
+/**
+ * A {@link Store} over any SQL client that speaks PostgreSQL: embedded PGlite by default,
+ * a PostgreSQL server through `pg` for production. The SQL is the same for both.
+ */
+import type { AppSpec, InstanceState, LastExit } from '../../core/index.js';
+import { MIGRATIONS } from './migrations.js';
+import type {
+  EventRecord,
+  InstanceFilter,
+  InstancePatch,
+  InstanceRecord,
+  NewEvent,
+  Store,
+  StoredApp,
+  StoredOrder,
+  StoredRole,
+} from './types.js';
+
+/** The little of a SQL driver the store needs. */
+export interface SqlClient {
+  query<T>(sql: string, params?: readonly unknown[]): Promise<{ rows: T[] }>;
+  exec(sql: string): Promise<void>;
+  transaction<T>(fn: (tx: SqlClient) => Promise<T>): Promise<T>;
+  close(): Promise<void>;
+}
+
+type Row = Record<string, unknown>;
+
+const num = (v: unknown): number => (typeof v === 'number' ? v : Number(v));
+const numOrNull = (v: unknown): number | null => (v === null || v === undefined ? null : num(v));
+const strOrNull = (v: unknown): string | null => (v === null || v === undefined ? null : String(v));
+const json = (v: unknown): string | null => (v === null || v === undefined ? null : JSON.stringify(v));
+
+const INSTANCE_COLUMNS: Record<keyof InstancePatch, string> = {
+  state: 'state',
+  goal: 'goal',
+  epoch: 'epoch',
+  joinToken: 'join_token',
+  ip: 'ip',
+  port: 'port',
+  workdir: 'workdir',
+  providerRef: 'provider_ref',
+  roleHash: 'role_hash',
+  exports: 'exports',
+  importsSent: 'imports_sent',
+  importsApplied: 'imports_applied',
+  assignOrderId: 'assign_order_id',
+  stopOrderId: 'stop_order_id',
+  restarts: 'restarts',
+  message: 'message',
+  lastExit: 'last_exit',
+  startedAt: 'started_at',
+  stateSince: 'state_since',
+  stopRequestedAt: 'stop_requested_at',
+  destroyedAt: 'destroyed_at',
+};
+const JSON_COLUMNS = new Set(['provider_ref', 'exports', 'last_exit']);
+
+function toApp(r: Row): StoredApp {
+  return {
+    name: String(r.name),
+    spec: r.spec as AppSpec,
+    appDir: String(r.app_dir),
+    generation: num(r.generation),
+    deleting: Boolean(r.deleting),
+    createdAt: num(r.created_at),
+    updatedAt: num(r.updated_at),
+  };
+}
+
+function toInstance(r: Row): InstanceRecord {
+  return {
+    id: String(r.id),
+    app: String(r.app),
+    role: String(r.role),
+    state: r.state as InstanceState,
+    goal: r.goal === 'stop' ? 'stop' : 'run',
+    epoch: num(r.epoch),
+    joinToken: String(r.join_token),
+    ip: String(r.ip),
+    port: num(r.port),
+    workdir: String(r.workdir),
+    providerRef: (r.provider_ref as Record<string, unknown> | null) ?? null,
+    roleHash: String(r.role_hash),
+    exports: (r.exports as Record<string, string> | null) ?? null,
+    importsSent: strOrNull(r.imports_sent),
+    importsApplied: strOrNull(r.imports_applied),
+    assignOrderId: strOrNull(r.assign_order_id),
+    stopOrderId: strOrNull(r.stop_order_id),
+    restarts: num(r.restarts),
+    message: strOrNull(r.message),
+    lastExit: (r.last_exit as LastExit | null) ?? null,
+    createdAt: num(r.created_at),
+    startedAt: numOrNull(r.started_at),
+    stateSince: num(r.state_since),
+    stopRequestedAt: numOrNull(r.stop_requested_at),
+    destroyedAt: numOrNull(r.destroyed_at),
+  };
+}
+
+function toEvent(r: Row): EventRecord {
+  return {
+    id: num(r.id),
+    at: num(r.at),
+    app: strOrNull(r.app),
+    role: strOrNull(r.role),
+    instance: strOrNull(r.instance),
+    kind: String(r.kind),
+    message: String(r.message),
+    data: (r.data as Record<string, unknown> | null) ?? null,
+  };
+}
+
+export class SqlStore implements Store {
+  private constructor(
+    private readonly db: SqlClient,
+    private readonly inTx: boolean,
+  ) {}
+
+  /** Opens the store and applies pending migrations. */
+  static async open(db: SqlClient): Promise<SqlStore> {
+    await db.exec(`create table if not exists drover_migrations (id integer primary key, name text not null, applied_at bigint not null)`);
+    const done = new Set(
+      (await db.query<{ id: number }>('select id from drover_migrations')).rows.map((r) => num(r.id)),
+    );
+    for (const m of MIGRATIONS) {
+      if (done.has(m.id)) continue;
+      await db.transaction(async (tx) => {
+        await tx.exec(m.sql);
+        await tx.query('insert into drover_migrations (id, name, applied_at) values ($1, $2, $3)', [m.id, m.name, Date.now()]);
+      });
+    }
+    return new SqlStore(db, false);
+  }
+
+  async close(): Promise<void> {
+    if (!this.inTx) await this.db.close();
+  }
+
+  async transaction<T>(fn: (tx: Store) => Promise<T>): Promise<T> {
+    if (this.inTx) return fn(this);
+    return this.db.transaction((tx) => fn(new SqlStore(tx, true)));
+  }
+
+  async putApp(a: { name: string; spec: AppSpec; appDir: string; at: number }): Promise<{ app: StoredApp; changed: boolean }> {
+    return this.transaction(async (tx) => {
+      const self = tx as SqlStore;
+      const prev = await self.getApp(a.name);
+      const changed = !prev || JSON.stringify(prev.spec) !== JSON.stringify(a.spec) || prev.appDir !== a.appDir || prev.deleting;
+      if (!prev) {
+        await self.db.query(
+          'insert into apps (name, spec, app_dir, generation, deleting, created_at, updated_at) values ($1, $2::json, $3, 1, false, $4, $4)',
+          [a.name, JSON.stringify(a.spec), a.appDir, a.at],
+        );
+      } else if (changed) {
+        await self.db.query(
+          'update apps set spec = $2::json, app_dir = $3, generation = generation + 1, deleting = false, updated_at = $4 where name = $1',
+          [a.name, JSON.stringify(a.spec), a.appDir, a.at],
+        );
+      }
+      const roles = await self.listRoles(a.name);
+      const byName = new Map(roles.map((r) => [r.role, r]));
+      for (const role of Object.values(a.spec.roles)) {
+        const old = byName.get(role.name);
+        const oldSpec = prev?.spec.roles[role.name];
+        if (!old) {
+          await self.db.query('insert into roles (app, role, desired, pinned) values ($1, $2, $3, false)', [a.name, role.name, role.count]);
+        } else {
+          // The file's count wins when the file changed it; otherwise a hand-set count stays,
+          // clamped into the (possibly new) bounds.
+          const fileChanged = !oldSpec || oldSpec.count !== role.count || oldSpec.min !== role.min || oldSpec.max !== role.max;
+          const desired = fileChanged && !old.pinned ? role.count : Math.min(role.max, Math.max(role.min, old.desired));
+          if (desired !== old.desired) await self.setRoleCount(a.name, role.name, desired, old.pinned);
+        }
+        byName.delete(role.name);
+      }
+      for (const gone of byName.keys()) await self.db.query('delete from roles where app = $1 and role = $2', [a.name, gone]);
+      const app = await self.getApp(a.name);
+      if (!app) throw new Error(`app ${a.name} vanished during putApp`);
+      return { app, changed };
+    });
+  }
+
+  async getApp(name: string): Promise<StoredApp | undefined> {
+    const r = await this.db.query<Row>('select * from apps where name = $1', [name]);
+    return r.rows[0] ? toApp(r.rows[0]) : undefined;
+  }
+
+  async listApps(): Promise<StoredApp[]> {
+    return (await this.db.query<Row>('select * from apps order by name')).rows.map(toApp);
+  }
+
+  async setAppDeleting(name: string, at: number): Promise<void> {
+    await this.db.query('update apps set deleting = true, updated_at = $2 where name = $1', [name, at]);
+  }
+
+  async deleteApp(name: string): Promise<void> {
+    await this.db.query('delete from apps where name = $1', [name]);
+  }
+
+  async listRoles(app: string): Promise<StoredRole[]> {
+    const r = await this.db.query<Row>('select * from roles where app = $1 order by role', [app]);
+    return r.rows.map((x) => ({ app: String(x.app), role: String(x.role), desired: num(x.desired), pinned: Boolean(x.pinned) }));
+  }
+
+  async setRoleCount(app: string, role: string, desired: number, pinned: boolean): Promise<void> {
+    await this.db.query('update roles set desired = $3, pinned = $4 where app = $1 and role = $2', [app, role, desired, pinned]);
+  }
+
+  async insertInstance(i: InstanceRecord): Promise<void> {
+    await this.db.query(
+      `insert into instances (id, app, role, state, goal, epoch, join_token, ip, port, workdir, provider_ref, role_hash,
+         exports, imports_sent, imports_applied, assign_order_id, stop_order_id, restarts, message, last_exit,
+         created_at, started_at, state_since, stop_requested_at, destroyed_at)
+       values ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11::jsonb,$12,$13::jsonb,$14,$15,$16,$17,$18,$19,$20::jsonb,$21,$22,$23,$24,$25)`,
+      [
+        i.id, i.app, i.role, i.state, i.goal, i.epoch, i.joinToken, i.ip, i.port, i.workdir, json(i.providerRef), i.roleHash,
+        json(i.exports), i.importsSent, i.importsApplied, i.assignOrderId, i.stopOrderId, i.restarts, i.message, json(i.lastExit),
+        i.createdAt, i.startedAt, i.stateSince, i.stopRequestedAt, i.destroyedAt,
+      ],
+    );
+  }
+
+  async updateInstance(id: string, patch: InstancePatch): Promise<void> {
+    const sets: string[] = [];
+    const params: unknown[] = [id];
+    for (const [k, v] of Object.entries(patch)) {
+      const col = INSTANCE_COLUMNS[k as keyof InstancePatch];
+      if (!col || v === undefined) continue;
+      params.push(JSON_COLUMNS.has(col) ? json(v) : v);
+      sets.push(`${col} = $${params.length}${JSON_COLUMNS.has(col) ? '::jsonb' : ''}`);
+    }
+    if (!sets.length) return;
+    await this.db.query(`update instances set ${sets.join(', ')} where id = $1`, params);
+  }
+
+  async getInstance(id: string): Promise<InstanceRecord | undefined> {
+    const r = await this.db.query<Row>('select * from instances where id = $1', [id]);
+    return r.rows[0] ? toInstance(r.rows[0]) : undefined;
+  }
+
+  async listInstances(f: InstanceFilter = {}): Promise<InstanceRecord[]> {
+    const where: string[] = [];
+    const params: unknown[] = [];
+    if (f.app !== undefined) {
+      params.push(f.app);
+      where.push(`app = $${params.length}`);
+    }
+    if (f.role !== undefined) {
+      params.push(f.role);
+      where.push(`role = $${params.length}`);
+    }
+    if (f.goneSince !== undefined && !f.includeGone) {
+      params.push(f.goneSince);
+      where.push(`(destroyed_at is null or destroyed_at >= $${params.length})`);
+    } else if (!f.includeGone) where.push('destroyed_at is null');
+    const sql = `select * from instances ${where.length ? 'where ' + where.join(' and ') : ''} order by created_at, id`;
+    return (await this.db.query<Row>(sql, params)).rows.map(toInstance);
+  }
+
+  async putOrder(o: Omit<StoredOrder, 'ackedAt'>): Promise<void> {
+    await this.db.query(
+      'insert into orders (id, instance_id, kind, payload, created_at) values ($1, $2, $3, $4::jsonb, $5) on conflict (id) do nothing',
+      [o.id, o.instanceId, o.kind, JSON.stringify(o.payload), o.createdAt],
+    );
+  }
+
+  async ackOrder(id: string, at: number): Promise<void> {
+    await this.db.query('update orders set acked_at = $2 where id = $1 and acked_at is null', [id, at]);
+  }
+
+  async pendingOrders(instanceId: string): Promise<StoredOrder[]> {
+    const r = await this.db.query<Row>('select * from orders where instance_id = $1 and acked_at is null order by created_at, id', [instanceId]);
+    return r.rows.map((x) => ({
+      id: String(x.id),
+      instanceId: String(x.instance_id),
+      kind: String(x.kind),
+      payload: x.payload,
+      createdAt: num(x.created_at),
+      ackedAt: null,
+    }));
+  }
+
+  async appendEvent(e: NewEvent): Promise<EventRecord> {
+    const r = await this.db.query<Row>(
+      'insert into events (at, app, role, instance, kind, message, data) values ($1,$2,$3,$4,$5,$6,$7::jsonb) returning *',
+      [e.at, e.app, e.role, e.instance, e.kind, e.message, json(e.data)],
+    );
+    return toEvent(r.rows[0]!);
+  }
+
+  async listEvents(q: { after?: number; app?: string; limit?: number }): Promise<EventRecord[]> {
+    const params: unknown[] = [q.after ?? 0];
+    let sql = 'select * from events where id > $1';
+    if (q.app !== undefined) {
+      params.push(q.app);
+      sql += ` and app = $${params.length}`;
+    }
+    params.push(Math.min(Math.max(q.limit ?? 100, 1), 1000));
+    // Without `after`, the newest events are wanted (then shown oldest first).
+    if (q.after === undefined) {
+      sql = `select * from (${sql} order by id desc limit $${params.length}) t order by id`;
+    } else {
+      sql += ` order by id limit $${params.length}`;
+    }
+    return (await this.db.query<Row>(sql, params)).rows.map(toEvent);
+  }
+}

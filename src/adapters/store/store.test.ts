@@ -1,0 +1,123 @@
+/**
+ * The store conformance suite: what every Store implementation must do. Run here against
+ * embedded PGlite (in memory and in a folder, reopened to check durability and migrations).
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseAppFile } from '../../core/index.js';
+import { openPgliteStore } from './pglite.js';
+import type { InstanceRecord, Store } from './types.js';
+
+const spec = parseAppFile(`
+app: shop
+roles:
+  web:
+    count: 2
+    start: web
+  db:
+    min: 1
+    max: 3
+    start: db
+`);
+
+const rec = (id: string, over: Partial<InstanceRecord> = {}): InstanceRecord => ({
+  id, app: 'shop', role: 'web', state: 'provisioning', goal: 'run', epoch: 1, joinToken: 't', ip: '127.0.0.1', port: 1000,
+  workdir: '/tmp/x', providerRef: { pid: 1 }, roleHash: 'h', exports: null, importsSent: null, importsApplied: null,
+  assignOrderId: null, stopOrderId: null, restarts: 0, message: null, lastExit: null, createdAt: 1, startedAt: null,
+  stateSince: 1, stopRequestedAt: null, destroyedAt: null, ...over,
+});
+
+export function storeConformance(name: string, open: () => Promise<{ store: Store; reopen?: () => Promise<Store>; cleanup: () => void }>) {
+  test(`${name}: apps keep their spec, role order and counts; a hand-set count survives a re-apply`, async () => {
+    const { store, cleanup } = await open();
+    try {
+      const first = await store.putApp({ name: 'shop', spec, appDir: '/a', at: 10 });
+      assert.equal(first.changed, true);
+      assert.deepEqual(Object.keys(first.app.spec.roles), ['web', 'db']);
+      assert.deepEqual(first.app.spec, spec);
+      const same = await store.putApp({ name: 'shop', spec, appDir: '/a', at: 11 });
+      assert.equal(same.changed, false);
+      assert.equal(same.app.generation, 1);
+      await store.setRoleCount('shop', 'db', 3, true);
+      await store.putApp({ name: 'shop', spec, appDir: '/b', at: 12 });
+      const roles = await store.listRoles('shop');
+      assert.deepEqual(roles.map((r) => [r.role, r.desired, r.pinned]), [['db', 3, true], ['web', 2, false]]);
+      assert.equal((await store.getApp('shop'))?.generation, 2);
+    } finally {
+      await store.close();
+      cleanup();
+    }
+  });
+
+  test(`${name}: instances, orders and events`, async () => {
+    const { store, cleanup } = await open();
+    try {
+      await store.putApp({ name: 'shop', spec, appDir: '/a', at: 10 });
+      await store.insertInstance(rec('i-1'));
+      await store.insertInstance(rec('i-2', { createdAt: 2 }));
+      await store.updateInstance('i-1', { state: 'serving', exports: { url: 'http://x' }, lastExit: { code: 1, signal: null, tail: ['a'] } });
+      const i1 = await store.getInstance('i-1');
+      assert.equal(i1?.state, 'serving');
+      assert.deepEqual(i1?.exports, { url: 'http://x' });
+      assert.deepEqual(i1?.lastExit, { code: 1, signal: null, tail: ['a'] });
+      await store.updateInstance('i-2', { destroyedAt: 50, state: 'failed' });
+      assert.deepEqual((await store.listInstances({ app: 'shop' })).map((i) => i.id), ['i-1']);
+      assert.deepEqual((await store.listInstances({ app: 'shop', goneSince: 40 })).map((i) => i.id), ['i-1', 'i-2']);
+      assert.deepEqual((await store.listInstances({ app: 'shop', goneSince: 60 })).map((i) => i.id), ['i-1']);
+
+      await store.putOrder({ id: 'o-1', instanceId: 'i-1', kind: 'stop', payload: { id: 'o-1', kind: 'stop', reason: 'x' }, createdAt: 5 });
+      await store.putOrder({ id: 'o-1', instanceId: 'i-1', kind: 'stop', payload: { id: 'o-1', kind: 'stop', reason: 'x' }, createdAt: 5 });
+      assert.equal((await store.pendingOrders('i-1')).length, 1, 'an order id is stored once');
+      await store.ackOrder('o-1', 6);
+      assert.equal((await store.pendingOrders('i-1')).length, 0);
+
+      for (let k = 0; k < 5; k++) await store.appendEvent({ at: k, app: 'shop', role: null, instance: null, kind: 'k', message: `m${k}`, data: null });
+      const latest = await store.listEvents({ limit: 2 });
+      assert.deepEqual(latest.map((e) => e.message), ['m3', 'm4']);
+      const after = await store.listEvents({ after: latest[0]!.id });
+      assert.deepEqual(after.map((e) => e.message), ['m4']);
+    } finally {
+      await store.close();
+      cleanup();
+    }
+  });
+
+  test(`${name}: a failed transaction leaves nothing behind`, async () => {
+    const { store, cleanup } = await open();
+    try {
+      await store.putApp({ name: 'shop', spec, appDir: '/a', at: 10 });
+      await assert.rejects(
+        store.transaction(async (tx) => {
+          await tx.insertInstance(rec('i-9'));
+          throw new Error('boom');
+        }),
+        /boom/,
+      );
+      assert.equal(await store.getInstance('i-9'), undefined);
+    } finally {
+      await store.close();
+      cleanup();
+    }
+  });
+}
+
+storeConformance('pglite (memory)', async () => ({ store: await openPgliteStore(), cleanup: () => {} }));
+
+test('pglite (folder): state survives a restart; migrations run once', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'drover-store-'));
+  try {
+    const a = await openPgliteStore(join(dir, 'db'));
+    await a.putApp({ name: 'shop', spec, appDir: '/a', at: 10 });
+    await a.insertInstance(rec('i-1'));
+    await a.close();
+    const b = await openPgliteStore(join(dir, 'db'));
+    assert.equal((await b.getApp('shop'))?.name, 'shop');
+    assert.equal((await b.getInstance('i-1'))?.id, 'i-1');
+    await b.close();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

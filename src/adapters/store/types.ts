@@ -1,0 +1,128 @@
+/**
+ * The controller's durable state, in drover's own words. Implementations: PGlite (embedded,
+ * the default) and anything else speaking the same SQL through {@link SqlClient}.
+ */
+import type { AppSpec, InstanceState, LastExit } from '../../core/index.js';
+
+export interface StoredApp {
+  readonly name: string;
+  readonly spec: AppSpec;
+  /** Folder holding the app file (`${appDir}`). */
+  readonly appDir: string;
+  /** Incremented on every apply that changed the spec. */
+  readonly generation: number;
+  /** Set by `DELETE /v1/apps/{name}`: roles stop in reverse dependency order, then the app goes. */
+  readonly deleting: boolean;
+  readonly createdAt: number;
+  readonly updatedAt: number;
+}
+
+export interface StoredRole {
+  readonly app: string;
+  readonly role: string;
+  readonly desired: number;
+  /** Count set by hand (`drover scale`) rather than by the file. */
+  readonly pinned: boolean;
+}
+
+export type InstanceGoal = 'run' | 'stop';
+
+export interface InstanceRecord {
+  readonly id: string;
+  readonly app: string;
+  readonly role: string;
+  readonly state: InstanceState;
+  readonly goal: InstanceGoal;
+  /** Fencing generation: an agent presenting another epoch is refused. */
+  readonly epoch: number;
+  readonly joinToken: string;
+  readonly ip: string;
+  readonly port: number;
+  readonly workdir: string;
+  /** Provider-specific handle (the local provider keeps the agent's pid). */
+  readonly providerRef: Readonly<Record<string, unknown>> | null;
+  /** Hash of the role spec the instance was created for; a changed role rolls its instances. */
+  readonly roleHash: string;
+  readonly exports: Readonly<Record<string, string>> | null;
+  /** Version of the imports last sent (assign or imports order). */
+  readonly importsSent: string | null;
+  /** Version the agent reports having applied. */
+  readonly importsApplied: string | null;
+  readonly assignOrderId: string | null;
+  readonly stopOrderId: string | null;
+  readonly restarts: number;
+  readonly message: string | null;
+  readonly lastExit: LastExit | null;
+  readonly createdAt: number;
+  /** When the role first became healthy on this instance. */
+  readonly startedAt: number | null;
+  readonly stateSince: number;
+  /** When the controller asked it to stop (goal became `stop`). */
+  readonly stopRequestedAt: number | null;
+  /** When the provider destroyed it. */
+  readonly destroyedAt: number | null;
+}
+
+export type InstancePatch = Partial<Omit<InstanceRecord, 'id' | 'app' | 'role' | 'createdAt'>>;
+
+export interface EventRecord {
+  readonly id: number;
+  readonly at: number;
+  readonly app: string | null;
+  readonly role: string | null;
+  readonly instance: string | null;
+  /** Stable kind, e.g. `scale`, `instance.state`, `instance.failed`. */
+  readonly kind: string;
+  /** A sentence a person can read. */
+  readonly message: string;
+  readonly data: Readonly<Record<string, unknown>> | null;
+}
+
+export type NewEvent = Omit<EventRecord, 'id'>;
+
+export interface StoredOrder {
+  readonly id: string;
+  readonly instanceId: string;
+  readonly kind: string;
+  readonly payload: unknown;
+  readonly createdAt: number;
+  readonly ackedAt: number | null;
+}
+
+export interface InstanceFilter {
+  readonly app?: string;
+  readonly role?: string;
+  /** Also destroyed instances. */
+  readonly includeGone?: boolean;
+  /** Also instances destroyed at or after this time. */
+  readonly goneSince?: number;
+}
+
+export interface Store {
+  close(): Promise<void>;
+  /** Runs `fn` atomically. Nested calls reuse the outer transaction. */
+  transaction<T>(fn: (tx: Store) => Promise<T>): Promise<T>;
+
+  /** Saves an app (new or changed) and its roles' desired counts; returns the stored app. */
+  putApp(app: { name: string; spec: AppSpec; appDir: string; at: number }): Promise<{ app: StoredApp; changed: boolean }>;
+  getApp(name: string): Promise<StoredApp | undefined>;
+  listApps(): Promise<StoredApp[]>;
+  setAppDeleting(name: string, at: number): Promise<void>;
+  deleteApp(name: string): Promise<void>;
+
+  listRoles(app: string): Promise<StoredRole[]>;
+  setRoleCount(app: string, role: string, desired: number, pinned: boolean): Promise<void>;
+
+  insertInstance(rec: InstanceRecord): Promise<void>;
+  updateInstance(id: string, patch: InstancePatch): Promise<void>;
+  getInstance(id: string): Promise<InstanceRecord | undefined>;
+  /** Instances not yet destroyed (or all, with `includeGone`). */
+  listInstances(filter?: InstanceFilter): Promise<InstanceRecord[]>;
+
+  putOrder(order: Omit<StoredOrder, 'ackedAt'>): Promise<void>;
+  ackOrder(id: string, at: number): Promise<void>;
+  pendingOrders(instanceId: string): Promise<StoredOrder[]>;
+
+  appendEvent(ev: NewEvent): Promise<EventRecord>;
+  listEvents(q: { after?: number; app?: string; limit?: number }): Promise<EventRecord[]>;
+}

@@ -1,0 +1,21 @@
+/**
+ * The agent: one per instance, carrying out the controller's orders for one role.
+ *
+ * ```ts
+ * import { Agent } from './agent/index.js';
+ *
+ * const agent = new Agent({
+ *   controllerUrl: 'http://127.0.0.1:7420',
+ *   instanceId: 'i-1',
+ *   joinToken: process.env.DROVER_JOIN_TOKEN!,
+ *   epoch: 1,
+ *   workdir: '/var/lib/drover/i-1',
+ *   port: 8080,
+ * });
+ * const exit = await agent.run(); // until stopped ('terminated'), fenced ('refused') or shutdown()
+ * ```
+ *
+ * As a process, `node dist/agent/main.js` reads the same settings from DROVER_* variables.
+ */
+export { Agent, type AgentExit, type AgentOptions } from './runtime.js';
+export { agentOptionsFromEnv, AgentEnvError } from './main.js';

@@ -1,0 +1,108 @@
+/**
+ * Output of role commands: split into lines, keep the last few for status reports, and append
+ * everything to the role's log file so a person can read the whole story later.
+ */
+import { createWriteStream, type WriteStream } from 'node:fs';
+import type { Readable } from 'node:stream';
+
+/** Where whole lines of output go. */
+export interface LineSink {
+  write(line: string): void;
+}
+
+/**
+ * Appends lines to `${workdir}/role.log`. One instance is shared by the process and script
+ * plug-ins so their lines keep the order in which they arrived.
+ */
+export class RoleLog implements LineSink {
+  readonly #stream: WriteStream;
+  #closed = false;
+
+  constructor(readonly path: string) {
+    this.#stream = createWriteStream(path, { flags: 'a' });
+    // A log we cannot write must not take the agent down with it; the tail still reaches status.
+    this.#stream.on('error', () => {
+      this.#closed = true;
+    });
+  }
+
+  write(line: string): void {
+    // Background processes left by a script may keep writing after the agent closed the log.
+    if (!this.#closed) this.#stream.write(line + '\n');
+  }
+
+  close(): Promise<void> {
+    if (this.#closed) return Promise.resolve();
+    this.#closed = true;
+    return new Promise((resolve) => this.#stream.end(resolve));
+  }
+}
+
+/** Splits chunks from several streams into lines; remembers the last `max` of them. */
+export class LineTail {
+  readonly #lines: string[] = [];
+  readonly #partial = new Map<Readable, string>();
+
+  constructor(
+    private readonly max: number,
+    private readonly sink?: LineSink,
+    private readonly prefix = '',
+  ) {}
+
+  /** Reads `stream` as UTF-8 until it ends. */
+  follow(stream: Readable | null): void {
+    if (!stream) return;
+    stream.setEncoding('utf8');
+    stream.on('data', (chunk: string) => this.#push(stream, chunk));
+    stream.on('end', () => this.#flush(stream));
+    // A destroyed pipe (the child is gone) is not worth an unhandled 'error'.
+    stream.on('error', () => this.#flush(stream));
+  }
+
+  lines(): string[] {
+    return [...this.#lines];
+  }
+
+  /** Adds a line that did not come from the process (e.g. why it was killed). */
+  note(line: string): void {
+    this.#add(line);
+  }
+
+  /** Emits partial lines still buffered, e.g. when the process exited without a final newline. */
+  flushAll(): void {
+    for (const s of [...this.#partial.keys()]) this.#flush(s);
+  }
+
+  #push(stream: Readable, chunk: string): void {
+    const text = (this.#partial.get(stream) ?? '') + chunk;
+    const parts = text.split('\n');
+    this.#partial.set(stream, parts.pop() ?? '');
+    for (const p of parts) this.#add(p.endsWith('\r') ? p.slice(0, -1) : p);
+  }
+
+  #flush(stream: Readable): void {
+    const rest = this.#partial.get(stream);
+    this.#partial.delete(stream);
+    if (rest) this.#add(rest);
+  }
+
+  #add(line: string): void {
+    this.#lines.push(line);
+    if (this.#lines.length > this.max) this.#lines.splice(0, this.#lines.length - this.max);
+    this.sink?.write(this.prefix + line);
+  }
+}
+
+/** "250ms", "2s", "1.5s", "90s". */
+export function formatDuration(ms: number): string {
+  if (ms < 1000) return `${Math.round(ms)}ms`;
+  const s = ms / 1000;
+  return `${Number.isInteger(s) ? s : s.toFixed(1)}s`;
+}
+
+/** "exited with code 1" / "was killed by SIGKILL". */
+export function describeExit(code: number | null, signal: string | null): string {
+  if (signal) return `was killed by ${signal}`;
+  if (code === null) return 'could not be run';
+  return `exited with code ${code}`;
+}

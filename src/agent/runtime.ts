@@ -1,0 +1,889 @@
+/**
+ * The agent runtime: one per instance. It keeps a WebSocket to the controller, applies the
+ * controller's orders for one role (deploy, wait for imports, start, health-check, update,
+ * stop) and reports its whole status on every change and every heartbeat.
+ *
+ * The role outlives the controller: if the connection drops, the role keeps running with its
+ * last imports while the agent reconnects, forever.
+ */
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { pino, type Logger } from 'pino';
+import WebSocket, { type RawData } from 'ws';
+import {
+  PROTOCOL_VERSION,
+  type AgentMessage,
+  type AgentStatus,
+  type Assignment,
+  type ControllerMessage,
+  type LastExit,
+  type Order,
+} from '../core/protocol.js';
+import type { InstanceState } from '../core/states.js';
+import { importEnv, renderTemplate, type BuiltinValues } from '../core/template.js';
+import type { ResolvedImports } from '../core/types.js';
+import { describeExit, formatDuration, RoleLog } from './output.js';
+import { ProcessSupervisor, type ProcessEvent } from './process.js';
+import { groupMembers, killGroup, readEnviron } from './procfs.js';
+import { HealthWatcher, type HealthEvent } from './probes.js';
+import { runScript, type ScriptResult } from './script.js';
+import { VitalsSampler, type VitalsOptions } from './vitals.js';
+
+export interface AgentOptions {
+  /** Where the controller listens, e.g. `http://127.0.0.1:7420`; the agent dials `ws://…/v1/agent`. */
+  readonly controllerUrl: string;
+  readonly instanceId: string;
+  /** Proves to the controller that this agent is the one it made the instance for. */
+  readonly joinToken: string;
+  /** The instance's incarnation; lets the controller fence an older agent of the same id. */
+  readonly epoch: number;
+  /** The role's working directory: commands run here, `role.log` is written here. */
+  readonly workdir: string;
+  /** `${ip}` in templates. @default '127.0.0.1' */
+  readonly ip?: string;
+  /** The port allocated to this instance's role: `${port}`, `$PORT`, and what probes check. */
+  readonly port: number;
+  /** @default pino() to stdout */
+  readonly logger?: Logger;
+
+  /** First reconnect delay; doubles on every failed attempt. @default 250 */
+  readonly reconnectMinMs?: number;
+  /** @default 5000 */
+  readonly reconnectMaxMs?: number;
+  /** A connection attempt that takes longer is abandoned. @default 5000 */
+  readonly handshakeTimeoutMs?: number;
+
+  /** First restart delay of a crashed start command; doubles per consecutive failure. @default 1000 */
+  readonly restartBackoffMs?: number;
+  /** @default 30000 */
+  readonly restartBackoffMaxMs?: number;
+  /** A run that stayed up this long resets the failure count. @default 60000 */
+  readonly stableAfterMs?: number;
+  /** Consecutive restarts before the role is `failed`. @default 5 */
+  readonly maxRestarts?: number;
+  /** Without a health check, a start command counts as healthy after staying up this long. @default 300 */
+  readonly healthGraceMs?: number;
+  /** Probe interval until the first success. @default min(health.intervalMs, 500) */
+  readonly startupProbeIntervalMs?: number;
+  /** Time limit of `deploy`, `update` and `undeploy`. (`stop` has the role's stopTimeoutMs.) @default 600000 */
+  readonly scriptTimeoutMs?: number;
+  /** When fenced or shut down: time between SIGTERM and SIGKILL of the role. @default 1000 */
+  readonly killTimeoutMs?: number;
+  /** After a `stop` order, how long to keep trying to deliver the final status. @default 10000 */
+  readonly finalStatusTimeoutMs?: number;
+  readonly vitals?: VitalsOptions;
+}
+
+type CompiledAgentOptions = Required<Omit<AgentOptions, 'logger' | 'vitals' | 'startupProbeIntervalMs'>> &
+  Pick<AgentOptions, 'vitals' | 'startupProbeIntervalMs'>;
+
+function compile(o: AgentOptions): CompiledAgentOptions {
+  return {
+    ip: '127.0.0.1',
+    reconnectMinMs: 250,
+    reconnectMaxMs: 5000,
+    handshakeTimeoutMs: 5000,
+    restartBackoffMs: 1000,
+    restartBackoffMaxMs: 30_000,
+    stableAfterMs: 60_000,
+    maxRestarts: 5,
+    healthGraceMs: 300,
+    scriptTimeoutMs: 600_000,
+    killTimeoutMs: 1000,
+    finalStatusTimeoutMs: 10_000,
+    ...withoutUndefined(o),
+  } as CompiledAgentOptions;
+}
+
+/** Why {@link Agent.run} resolved. */
+export interface AgentExit {
+  /** `terminated`: a stop order was carried out. `refused`: the controller fenced this agent. `shutdown`: {@link Agent.shutdown}. */
+  readonly reason: 'terminated' | 'refused' | 'shutdown';
+  readonly message: string;
+}
+
+/** The agent's own variables, not for role commands: the join token would let them pose as the agent. */
+const AGENT_ONLY_ENV = ['DROVER_CONTROLLER_URL', 'DROVER_INSTANCE_ID', 'DROVER_JOIN_TOKEN', 'DROVER_EPOCH'];
+/** Order ids remembered for de-duplication; far more than one instance's lifetime needs. */
+const MAX_APPLIED = 1000;
+
+export class Agent {
+  readonly #o: CompiledAgentOptions;
+  readonly #log: Logger;
+  readonly #url: string;
+  readonly #vitals: VitalsSampler;
+
+  // What is reported.
+  #state: InstanceState = 'spare';
+  #message?: string;
+  #exports?: Record<string, string>;
+  #servingSince?: number;
+  #lastExit?: LastExit;
+  #appliedImportsVersion?: string;
+
+  // The role.
+  #phase: 'running' | 'stopping' | 'done' = 'running';
+  #assignment?: Assignment;
+  /** Aborts whatever the role is doing (deploy, waiting, update, stop scripts). */
+  #roleAbort = new AbortController();
+  #lifecycleRun?: Promise<void>;
+  #importsWaiters = new Set<() => void>();
+  /** The start step was reached: updates apply from here on, `stop` makes sense. */
+  #started = false;
+  #supervisor?: ProcessSupervisor;
+  #health?: HealthWatcher;
+  #graceTimer?: NodeJS.Timeout;
+  /** Why the current run is being restarted by the agent (a failed liveness check). */
+  #livenessReason?: string;
+  #updateRun?: Promise<void>;
+  #updatePending = false;
+  #roleLog?: RoleLog;
+  #halting?: Promise<void>;
+  /** Stop-phase scripts to end if the agent halts meanwhile. */
+  readonly #haltAborts = new Set<AbortController>();
+
+  // The connection.
+  readonly #applied = new Set<string>();
+  #ws?: WebSocket;
+  #welcomed = false;
+  #welcomeWaiters = new Set<() => void>();
+  #heartbeat?: NodeJS.Timeout;
+  #welcomeTimer?: NodeJS.Timeout;
+  #heartbeatMs = 0;
+  #lastPong = 0;
+  #reconnectTimer?: NodeJS.Timeout;
+  #attempt = 0;
+
+  #running = false;
+  #resolveRun!: (exit: AgentExit) => void;
+  readonly #done: Promise<AgentExit>;
+
+  constructor(options: AgentOptions) {
+    this.#o = compile(options);
+    this.#log = (options.logger ?? pino()).child({ instance: options.instanceId });
+    this.#url = agentUrl(options.controllerUrl);
+    this.#vitals = new VitalsSampler(options.vitals);
+    this.#done = new Promise((resolve) => (this.#resolveRun = resolve));
+  }
+
+  /** Connects and serves orders until stopped, fenced or shut down. Call once. */
+  run(): Promise<AgentExit> {
+    if (!this.#running) {
+      this.#running = true;
+      mkdirSync(this.#o.workdir, { recursive: true });
+      this.#killStrays();
+      this.#log.info({ url: this.#url, epoch: this.#o.epoch }, 'agent starting');
+      this.#vitals.sample();
+      this.#connect();
+    }
+    return this.#done;
+  }
+
+  /**
+   * Ends the role's processes at once (no `stop`/`undeploy` scripts: the instance itself is
+   * going away), tells the controller if it can, and resolves {@link run}.
+   */
+  shutdown(reason = 'agent shut down'): Promise<void> {
+    return this.#halt({ reason: 'shutdown', message: reason });
+  }
+
+  /** The whole status, as the controller sees it. */
+  status(): AgentStatus {
+    return {
+      state: this.#state,
+      role: this.#assignment?.role.name,
+      exports: this.#state === 'serving' ? this.#exports : undefined,
+      importsVersion: this.#appliedImportsVersion,
+      restarts: this.#supervisor?.restarts ?? 0,
+      lastExit: this.#lastExit,
+      message: this.#message,
+      servingSince: this.#state === 'serving' ? this.#servingSince : undefined,
+    };
+  }
+
+  /** Pid (and process group) of the role's running start command. */
+  get rolePid(): number | undefined {
+    return this.#supervisor?.pid;
+  }
+
+  // ---- connection ------------------------------------------------------------------------
+
+  #connect(): void {
+    if (this.#phase === 'done') return;
+    const ws = new WebSocket(this.#url, { handshakeTimeout: this.#o.handshakeTimeoutMs });
+    this.#ws = ws;
+    ws.on('open', () => {
+      this.#log.info('connected to controller');
+      // A controller that accepts the socket but never answers hello is as good as none.
+      clearTimeout(this.#welcomeTimer);
+      this.#welcomeTimer = setTimeout(() => {
+        if (this.#ws === ws && !this.#welcomed) {
+          this.#log.warn('no welcome from the controller; reconnecting');
+          ws.terminate();
+        }
+      }, this.#o.handshakeTimeoutMs);
+      void this.#send({
+        type: 'hello',
+        protocol: PROTOCOL_VERSION,
+        instanceId: this.#o.instanceId,
+        joinToken: this.#o.joinToken,
+        epoch: this.#o.epoch,
+        pid: process.pid,
+        status: this.status(),
+        applied: [...this.#applied],
+      });
+    });
+    ws.on('message', (data: RawData) => this.#onMessage(data));
+    ws.on('pong', () => (this.#lastPong = Date.now()));
+    ws.on('error', (err) => {
+      // Each failed attempt would log the same line every few seconds while the controller is away.
+      if (this.#welcomed || this.#attempt === 0) this.#log.warn({ err: err.message }, 'controller connection error');
+    });
+    ws.on('close', () => {
+      if (this.#ws !== ws) return;
+      if (this.#welcomed) this.#log.warn('lost the controller connection; the role keeps running, reconnecting');
+      this.#ws = undefined;
+      this.#welcomed = false;
+      clearInterval(this.#heartbeat);
+      clearTimeout(this.#welcomeTimer);
+      this.#scheduleReconnect();
+    });
+  }
+
+  #scheduleReconnect(): void {
+    if (this.#phase === 'done' || this.#halting) return;
+    const delay = Math.min(this.#o.reconnectMinMs * 2 ** this.#attempt, this.#o.reconnectMaxMs);
+    this.#attempt += 1;
+    this.#log.debug({ delayMs: delay }, 'reconnecting');
+    this.#reconnectTimer = setTimeout(() => this.#connect(), delay);
+  }
+
+  #onMessage(data: RawData): void {
+    let msg: unknown;
+    try {
+      msg = JSON.parse(rawText(data));
+    } catch {
+      this.#log.warn('ignored a controller message that is not JSON');
+      return;
+    }
+    if (!isControllerMessage(msg)) {
+      this.#log.warn({ msg }, 'ignored a controller message of unknown shape');
+      return;
+    }
+    switch (msg.type) {
+      case 'welcome':
+        this.#onWelcome(msg.heartbeatMs);
+        return;
+      case 'refused':
+        this.#log.error({ reason: msg.reason }, 'controller refused this agent; stopping the role and exiting');
+        void this.#halt({ reason: 'refused', message: `refused by the controller: ${msg.reason}` });
+        return;
+      case 'order':
+        this.#onOrder(msg.order);
+        return;
+    }
+  }
+
+  #onWelcome(heartbeatMs: number): void {
+    clearTimeout(this.#welcomeTimer);
+    this.#welcomed = true;
+    this.#attempt = 0;
+    this.#heartbeatMs = heartbeatMs;
+    this.#lastPong = Date.now();
+    clearInterval(this.#heartbeat);
+    this.#heartbeat = setInterval(() => this.#beat(), heartbeatMs);
+    this.#log.info({ heartbeatMs }, 'welcomed by the controller');
+    void this.#sendStatus();
+    for (const w of this.#welcomeWaiters) w();
+    this.#welcomeWaiters.clear();
+  }
+
+  #beat(): void {
+    const ws = this.#ws;
+    if (!ws) return;
+    // A controller that vanished without closing the socket is noticed here, not by TCP hours later.
+    if (Date.now() - this.#lastPong > 3 * this.#heartbeatMs + 1000) {
+      this.#log.warn('controller stopped answering pings; reconnecting');
+      ws.terminate();
+      return;
+    }
+    ws.ping();
+    void this.#sendStatus();
+  }
+
+  #send(msg: AgentMessage): Promise<boolean> {
+    const ws = this.#ws;
+    if (!ws || ws.readyState !== WebSocket.OPEN) return Promise.resolve(false);
+    return new Promise((resolve) => ws.send(JSON.stringify(msg), (err) => resolve(!err)));
+  }
+
+  #sendStatus(): Promise<boolean> {
+    if (!this.#welcomed) return Promise.resolve(false);
+    return this.#send({ type: 'status', status: this.status(), vitals: this.#vitals.sample(this.#supervisor?.pid) });
+  }
+
+  #sendLog(lines: readonly string[]): void {
+    if (this.#welcomed && lines.length) void this.#send({ type: 'log', lines });
+  }
+
+  /** Resolves once welcomed, or false after `ms`. */
+  #waitWelcome(ms: number): Promise<boolean> {
+    if (this.#welcomed) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.#welcomeWaiters.delete(done);
+        resolve(false);
+      }, ms);
+      const done = (): void => {
+        clearTimeout(timer);
+        resolve(true);
+      };
+      this.#welcomeWaiters.add(done);
+    });
+  }
+
+  // ---- orders ----------------------------------------------------------------------------
+
+  #onOrder(order: Order): void {
+    if (this.#applied.has(order.id)) {
+      this.#log.debug({ orderId: order.id }, 'order already applied; acknowledging again');
+    } else {
+      this.#applied.add(order.id);
+      if (this.#applied.size > MAX_APPLIED) this.#applied.delete(this.#applied.values().next().value!);
+      this.#log.info({ orderId: order.id, kind: order.kind }, 'order');
+      try {
+        this.#apply(order);
+      } catch (err) {
+        this.#log.error({ err, orderId: order.id }, 'failed to apply order');
+      }
+    }
+    void this.#send({ type: 'ack', orderId: order.id });
+  }
+
+  #apply(order: Order): void {
+    switch (order.kind) {
+      case 'assign':
+        this.#assign(order.assignment);
+        return;
+      case 'imports':
+        this.#setImports(order.imports, order.importsVersion);
+        return;
+      case 'stop':
+        void this.#stopRole(order.reason).catch((err: unknown) => this.#log.error({ err }, 'stop failed'));
+        return;
+    }
+  }
+
+  #assign(a: Assignment): void {
+    if (this.#phase !== 'running') {
+      this.#log.warn({ role: a.role.name }, 'ignored assign: the agent is stopping');
+      return;
+    }
+    const cur = this.#assignment;
+    if (cur) {
+      if (cur.role.name === a.role.name && cur.app === a.app) {
+        // The same role again (a re-sent or re-issued order): only newer imports are news.
+        if (a.importsVersion !== cur.importsVersion) this.#setImports(a.imports, a.importsVersion);
+        return;
+      }
+      this.#log.error({ role: a.role.name, current: cur.role.name }, 'ignored assign to another role');
+      this.#message = `ignored an order to assume role ${a.role.name}: already assigned role ${cur.role.name}`;
+      void this.#sendStatus();
+      return;
+    }
+    this.#assignment = a;
+    this.#roleLog = new RoleLog(join(this.#o.workdir, 'role.log'));
+    this.#setState('assigned', `assigned role ${a.role.name} of app ${a.app}`);
+    this.#lifecycleRun = this.#lifecycle(this.#roleAbort.signal).catch((err: unknown) => {
+      this.#log.error({ err }, 'role lifecycle failed');
+      if (this.#phase === 'running') this.#setState('failed', `agent error: ${errorText(err)}`);
+    });
+  }
+
+  #setImports(imports: ResolvedImports, importsVersion: string): void {
+    const a = this.#assignment;
+    if (!a || this.#phase !== 'running') {
+      this.#log.warn({ importsVersion }, 'ignored imports: no role assigned');
+      return;
+    }
+    this.#assignment = { ...a, imports, importsVersion };
+    if (this.#state === 'waiting') {
+      for (const w of this.#importsWaiters) w();
+      this.#importsWaiters.clear();
+    } else if (this.#started && this.#state !== 'failed' && importsVersion !== this.#appliedImportsVersion) {
+      this.#scheduleUpdate();
+    }
+    // Before the start step nothing needs doing: start uses the latest imports.
+  }
+
+  // ---- role lifecycle --------------------------------------------------------------------
+
+  async #lifecycle(signal: AbortSignal): Promise<void> {
+    const role = this.#assignment!.role;
+    this.#setState('deploying', role.deploy ? 'running deploy' : 'nothing to deploy');
+    if (role.deploy) {
+      const r = await this.#step('deploy', role.deploy, this.#o.scriptTimeoutMs, signal);
+      if (signal.aborted) return;
+      if (r.code !== 0) {
+        this.#stepFailed('deploy', r);
+        return;
+      }
+    }
+    for (;;) {
+      const missing = this.#missingImports();
+      if (missing.length === 0) break;
+      this.#setState('waiting', `waiting for ${missing.join(', ')}`);
+      await this.#importsChanged(signal);
+      if (signal.aborted) return;
+    }
+    this.#started = true;
+    this.#appliedImportsVersion = this.#assignment!.importsVersion;
+    if (role.start) this.#startProcess(role.start);
+    else this.#serve();
+  }
+
+  /** Required imports with no member yet, as written in the app file. */
+  #missingImports(): string[] {
+    const a = this.#assignment!;
+    const missing = a.role.imports.filter((i) => !i.optional && (a.imports[i.role]?.length ?? 0) === 0);
+    return [...new Set(missing.map((i) => i.raw))];
+  }
+
+  #importsChanged(signal: AbortSignal): Promise<void> {
+    return new Promise((resolve) => {
+      if (signal.aborted) return resolve();
+      const done = (): void => {
+        this.#importsWaiters.delete(done);
+        signal.removeEventListener('abort', done);
+        resolve();
+      };
+      this.#importsWaiters.add(done);
+      signal.addEventListener('abort', done, { once: true });
+    });
+  }
+
+  #startProcess(command: string): void {
+    const role = this.#assignment!.role;
+    const env = this.#env();
+    this.#setState('starting', 'start command launched; waiting for it to become healthy');
+    const sup = new ProcessSupervisor({
+      command: this.#render(command),
+      env,
+      cwd: this.#o.workdir,
+      log: this.#roleLog,
+      restartBackoffMs: this.#o.restartBackoffMs,
+      restartBackoffMaxMs: this.#o.restartBackoffMaxMs,
+      stableAfterMs: this.#o.stableAfterMs,
+      maxRestarts: this.#o.maxRestarts,
+      stopTimeoutMs: role.stopTimeoutMs,
+      onEvent: (e) => this.#onProcessEvent(e),
+    });
+    this.#supervisor = sup;
+    sup.start();
+  }
+
+  #onProcessEvent(e: ProcessEvent): void {
+    if (this.#phase !== 'running') return;
+    switch (e.type) {
+      case 'spawned': {
+        this.#log.info({ pid: e.pid }, 'start command running');
+        this.#writePgidFile(e.pid);
+        this.#livenessReason = undefined;
+        this.#watchHealth();
+        const restarts = this.#supervisor?.restarts ?? 0;
+        if (restarts > 0) this.#setState('starting', `start command restarted (restart ${restarts})`);
+        return;
+      }
+      case 'exited': {
+        this.#unwatchHealth();
+        this.#withdraw();
+        this.#lastExit = e.exit;
+        const why = this.#livenessReason ?? `start command ${describeExit(e.exit.code, e.exit.signal)}`;
+        const message = `${why}, restarting in ${formatDuration(e.restartInMs)}`;
+        this.#log.warn({ exit: e.exit.code, signal: e.exit.signal, failures: e.failures }, message);
+        this.#sendLog([`[start] ${message}`, ...e.exit.tail]);
+        this.#setState('starting', message);
+        return;
+      }
+      case 'failed': {
+        this.#unwatchHealth();
+        this.#withdraw();
+        this.#lastExit = e.exit;
+        const why = this.#livenessReason ?? `start command ${describeExit(e.exit.code, e.exit.signal)}`;
+        const message = `${why}; gave up after ${this.#supervisor?.restarts ?? 0} restarts`;
+        this.#log.error({ exit: e.exit.code, signal: e.exit.signal }, message);
+        this.#sendLog([`[start] ${message}`, ...e.exit.tail]);
+        this.#setState('failed', message);
+        return;
+      }
+      case 'stopped':
+        return;
+    }
+  }
+
+  #watchHealth(): void {
+    this.#unwatchHealth();
+    const spec = this.#assignment!.role.health;
+    if (!spec) {
+      this.#graceTimer = setTimeout(() => this.#serve(), this.#o.healthGraceMs);
+      return;
+    }
+    this.#health = new HealthWatcher({
+      spec,
+      target: { port: this.#o.port, env: this.#env(), cwd: this.#o.workdir },
+      startupIntervalMs: this.#o.startupProbeIntervalMs,
+      onEvent: (ev) => this.#onHealth(ev),
+    });
+    this.#health.start();
+  }
+
+  #unwatchHealth(): void {
+    clearTimeout(this.#graceTimer);
+    this.#health?.stop();
+    this.#health = undefined;
+  }
+
+  #onHealth(ev: HealthEvent): void {
+    if (this.#phase !== 'running') return;
+    switch (ev.type) {
+      case 'passed':
+        this.#serve();
+        return;
+      case 'pending':
+        // Quietly: the next heartbeat carries it; a status per probe would be noise.
+        this.#message = `waiting for the health check to pass: ${ev.reason}`;
+        return;
+      case 'failed': {
+        const why = `health check failed ${ev.failures} times: ${ev.reason}`;
+        this.#log.warn(why);
+        this.#withdraw();
+        this.#livenessReason = why;
+        this.#setState('starting', `${why}; restarting the start command`);
+        this.#supervisor?.restart(why);
+        return;
+      }
+    }
+  }
+
+  #serve(): void {
+    if (this.#phase !== 'running') return;
+    this.#exports = this.#renderExports();
+    this.#servingSince = Date.now();
+    this.#setState('serving', 'serving');
+  }
+
+  /** Out of rotation: the exports are no longer published. */
+  #withdraw(): void {
+    this.#exports = undefined;
+    this.#servingSince = undefined;
+  }
+
+  #renderExports(): Record<string, string> {
+    const a = this.#assignment!;
+    const builtins = this.#builtins();
+    return Object.fromEntries(
+      Object.entries(a.role.exports).map(([k, v]) => [k, renderTemplate(v, builtins, a.imports)]),
+    );
+  }
+
+  // ---- updates ---------------------------------------------------------------------------
+
+  /** One update at a time; imports that arrive meanwhile are coalesced so the latest win. */
+  #scheduleUpdate(): void {
+    this.#updatePending = true;
+    this.#updateRun ??= this.#updates().finally(() => (this.#updateRun = undefined));
+  }
+
+  async #updates(): Promise<void> {
+    const signal = this.#roleAbort.signal;
+    while (this.#updatePending && this.#phase === 'running' && this.#state !== 'failed') {
+      this.#updatePending = false;
+      const a = this.#assignment!;
+      const version = a.importsVersion;
+      if (version === this.#appliedImportsVersion) continue;
+      // A restart after this point starts with the new imports, whatever `update` does.
+      if (a.role.start) this.#supervisor?.reconfigure(this.#render(a.role.start), this.#env());
+      if (this.#state === 'serving') this.#exports = this.#renderExports();
+      if (!a.role.update) {
+        this.#appliedImportsVersion = version;
+        void this.#sendStatus();
+        continue;
+      }
+      const r = await this.#step('update', a.role.update, this.#o.scriptTimeoutMs, signal);
+      if (signal.aborted || this.#phase !== 'running') return;
+      if (r.code === 0) {
+        this.#appliedImportsVersion = version;
+        if (this.#message?.startsWith('update ')) this.#message = `imports ${version} applied`;
+      } else {
+        // Still serving with what it had; the controller sees the old importsVersion and why.
+        const message = `update ${stepOutcome(r, this.#o.scriptTimeoutMs)}; still running with the previous imports`;
+        this.#log.warn({ importsVersion: version, tail: r.tail }, message);
+        this.#sendLog([`[update] ${message}`, ...r.tail]);
+        this.#message = message;
+      }
+      void this.#sendStatus();
+    }
+  }
+
+  // ---- stopping --------------------------------------------------------------------------
+
+  async #stopRole(reason: string): Promise<void> {
+    if (this.#phase !== 'running') return;
+    this.#phase = 'stopping';
+    const message = reason ? `stopping: ${reason}` : 'stopping';
+    this.#roleAbort.abort();
+    this.#unwatchHealth();
+    this.#withdraw();
+    this.#setState('stopping', message);
+    // The aborted deploy or update must be gone before stop/undeploy run.
+    await this.#lifecycleRun;
+    await this.#updateRun;
+
+    const a = this.#assignment;
+    const stopAbort = new AbortController();
+    const halted = (): boolean => this.#halting !== undefined;
+    if (a) {
+      const role = a.role;
+      const stopScript = role.stop && this.#started ? role.stop : undefined;
+      const runStop = (): Promise<unknown> =>
+        stopScript
+          ? this.#step('stop', stopScript, role.stopTimeoutMs, this.#haltSignal(stopAbort)).then((r) => {
+              if (r.code !== 0) this.#log.warn({ tail: r.tail }, `stop ${stepOutcome(r, role.stopTimeoutMs)}`);
+            })
+          : Promise.resolve();
+      if (this.#supervisor) await this.#supervisor.stop(role.stopTimeoutMs, runStop);
+      else await runStop();
+      if (halted()) return;
+      if (role.undeploy) {
+        const r = await this.#step('undeploy', role.undeploy, this.#o.scriptTimeoutMs, this.#haltSignal(stopAbort));
+        if (halted()) return;
+        if (r.code !== 0) this.#log.warn({ tail: r.tail }, `undeploy ${stepOutcome(r, this.#o.scriptTimeoutMs)}`);
+      }
+    }
+    this.#setState('terminated', reason ? `stopped: ${reason}` : 'stopped');
+    const deadline = Date.now() + this.#o.finalStatusTimeoutMs;
+    // The controller should hear "terminated" from the agent itself rather than guess it.
+    while (!halted() && Date.now() < deadline) {
+      if ((await this.#waitWelcome(deadline - Date.now())) && (await this.#sendStatus())) break;
+    }
+    if (halted()) return;
+    await this.#finish({ reason: 'terminated', message: `role stopped: ${reason || 'stop order'}` });
+  }
+
+  /** Aborts `ac` as soon as the agent halts, so a `stop` or `undeploy` script does not hold it. */
+  #haltSignal(ac: AbortController): AbortSignal {
+    this.#haltAborts.add(ac);
+    return ac.signal;
+  }
+  /** Fenced or shut down: end the role's processes now, skip the scripts, and finish. */
+  #halt(exit: AgentExit): Promise<void> {
+    this.#halting ??= (async () => {
+      const wasActive = this.#phase === 'running' || this.#phase === 'stopping';
+      this.#phase = 'stopping';
+      this.#roleAbort.abort();
+      for (const ac of this.#haltAborts) ac.abort();
+      this.#unwatchHealth();
+      this.#withdraw();
+      await this.#supervisor?.kill(this.#o.killTimeoutMs);
+      await this.#lifecycleRun;
+      await this.#updateRun;
+      if (exit.reason === 'shutdown' && wasActive) {
+        this.#setState('terminated', exit.message);
+        await Promise.race([this.#sendStatus(), new Promise((r) => setTimeout(r, 1000).unref())]);
+      }
+      await this.#finish(exit);
+    })();
+    return this.#halting;
+  }
+
+  async #finish(exit: AgentExit): Promise<void> {
+    if (this.#phase === 'done') return;
+    this.#phase = 'done';
+    clearInterval(this.#heartbeat);
+    clearTimeout(this.#reconnectTimer);
+    clearTimeout(this.#welcomeTimer);
+    this.#welcomed = false;
+    const ws = this.#ws;
+    this.#ws = undefined;
+    ws?.close(1000, exit.reason);
+    await this.#roleLog?.close();
+    rmSync(this.#pgidFile, { force: true });
+    this.#log.info({ reason: exit.reason }, exit.message);
+    this.#resolveRun(exit);
+  }
+
+  // ---- strays ----------------------------------------------------------------------------
+
+  /**
+   * Records the role's process group in the workdir. The role runs in its own group, so it
+   * survives an agent that is SIGKILLed or crashes; the file lets the next agent (or the
+   * provider) find and end it instead of leaving it holding the port.
+   */
+  get #pgidFile(): string {
+    return join(this.#o.workdir, 'role.pgid');
+  }
+
+  #writePgidFile(pgid: number): void {
+    try {
+      writeFileSync(this.#pgidFile, `${pgid}\n`);
+    } catch (err) {
+      this.#log.warn({ err }, 'could not record the role process group');
+    }
+  }
+
+  /** Ends a role process group left behind by an earlier agent in this workdir. */
+  #killStrays(): void {
+    let pgid: number;
+    try {
+      pgid = Number(readFileSync(this.#pgidFile, 'utf8').trim());
+    } catch {
+      return;
+    }
+    rmSync(this.#pgidFile, { force: true });
+    if (!Number.isSafeInteger(pgid) || pgid <= 1) return;
+    // The pgid may have been reused since (a reboot): only a group that carries this
+    // instance's own environment is ours to kill.
+    const mine = (groupMembers(pgid) ?? []).some((p) => {
+      const env = readEnviron(p.pid);
+      return env?.includes(`DROVER_INSTANCE=${this.#o.instanceId}`) && env.includes(`DROVER_WORKDIR=${this.#o.workdir}`);
+    });
+    if (mine) {
+      this.#log.warn({ pgid }, 'ending role processes left by an earlier agent');
+      killGroup(pgid, 'SIGKILL');
+    }
+  }
+
+  // ---- helpers ---------------------------------------------------------------------------
+
+  #setState(state: InstanceState, message?: string): void {
+    if (state !== this.#state) this.#log.info({ from: this.#state, to: state, message }, `state ${state}`);
+    this.#state = state;
+    this.#message = message;
+    void this.#sendStatus();
+  }
+
+  #stepFailed(name: string, r: ScriptResult): void {
+    this.#lastExit = { code: r.code, signal: r.signal, tail: r.tail };
+    const last = r.tail.at(-1);
+    const message = `${name} ${stepOutcome(r, this.#o.scriptTimeoutMs)}${last ? `: ${last}` : ''}`;
+    this.#log.error({ tail: r.tail }, message);
+    this.#sendLog([`[${name}] ${message}`, ...r.tail]);
+    this.#setState('failed', message);
+  }
+
+  async #step(name: string, command: string, timeoutMs: number, signal: AbortSignal): Promise<ScriptResult> {
+    this.#log.info({ step: name }, `running ${name}`);
+    const r = await runScript({
+      command: this.#render(command),
+      env: this.#env(),
+      cwd: this.#o.workdir,
+      timeoutMs,
+      signal,
+      log: this.#roleLog,
+      logPrefix: `[${name}] `,
+    });
+    this.#log.info({ step: name, code: r.code, signal: r.signal, timedOut: r.timedOut, aborted: r.aborted }, `${name} done`);
+    return r;
+  }
+
+  #builtins(): BuiltinValues {
+    const a = this.#assignment!;
+    return {
+      port: String(this.#o.port),
+      ip: this.#o.ip,
+      instance: this.#o.instanceId,
+      role: a.role.name,
+      app: a.app,
+      workdir: this.#o.workdir,
+      appDir: a.appDir,
+    };
+  }
+
+  #render(template: string): string {
+    return renderTemplate(template, this.#builtins(), this.#assignment!.imports);
+  }
+
+  /** process.env + built-ins and imports + the role's own env, in that order of precedence. */
+  #env(): NodeJS.ProcessEnv {
+    const a = this.#assignment!;
+    const builtins = this.#builtins();
+    const env: NodeJS.ProcessEnv = { ...process.env };
+    for (const k of AGENT_ONLY_ENV) delete env[k];
+    Object.assign(env, importEnv(builtins, a.imports));
+    for (const [k, v] of Object.entries(a.role.env)) env[k] = renderTemplate(v, builtins, a.imports);
+    return env;
+  }
+}
+
+function stepOutcome(r: ScriptResult, timeoutMs: number): string {
+  if (r.timedOut) return `timed out after ${formatDuration(timeoutMs)}`;
+  return describeExit(r.code, r.signal);
+}
+
+function agentUrl(controllerUrl: string): string {
+  const u = new URL(controllerUrl);
+  if (u.protocol === 'http:') u.protocol = 'ws:';
+  else if (u.protocol === 'https:') u.protocol = 'wss:';
+  u.pathname = `${u.pathname.replace(/\/+$/, '')}/v1/agent`;
+  return u.toString();
+}
+
+function rawText(data: RawData): string {
+  if (Array.isArray(data)) return Buffer.concat(data).toString('utf8');
+  if (data instanceof ArrayBuffer) return Buffer.from(data).toString('utf8');
+  return data.toString('utf8');
+}
+
+function errorText(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+function withoutUndefined<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+}
+
+function isRecord(x: unknown): x is Record<string, unknown> {
+  return typeof x === 'object' && x !== null && !Array.isArray(x);
+}
+
+/** Enough checking that a malformed message is ignored instead of crashing the agent. */
+function isControllerMessage(m: unknown): m is ControllerMessage {
+  if (!isRecord(m)) return false;
+  switch (m.type) {
+    case 'welcome':
+      return typeof m.heartbeatMs === 'number' && m.heartbeatMs > 0;
+    case 'refused':
+      return typeof m.reason === 'string';
+    case 'order':
+      return isOrder(m.order);
+    default:
+      return false;
+  }
+}
+
+function isOrder(o: unknown): o is Order {
+  if (!isRecord(o) || typeof o.id !== 'string') return false;
+  switch (o.kind) {
+    case 'assign': {
+      const a = o.assignment;
+      return (
+        isRecord(a) &&
+        typeof a.app === 'string' &&
+        typeof a.appDir === 'string' &&
+        isRecord(a.role) &&
+        typeof a.role.name === 'string' &&
+        Array.isArray(a.role.imports) &&
+        isRecord(a.role.env) &&
+        isRecord(a.role.exports) &&
+        isRecord(a.imports) &&
+        typeof a.importsVersion === 'string'
+      );
+    }
+    case 'imports':
+      return isRecord(o.imports) && typeof o.importsVersion === 'string';
+    case 'stop':
+      return typeof o.reason === 'string';
+    default:
+      return false;
+  }
+}

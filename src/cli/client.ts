@@ -1,0 +1,90 @@
+/**
+ * A small client of the controller's REST API, and how the CLI finds the controller: DROVER_URL
+ * and DROVER_TOKEN if set, else `controller.json` and `token` in the data folder.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+
+export class CliError extends Error {
+  constructor(
+    message: string,
+    readonly exitCode = 1,
+  ) {
+    super(message);
+    this.name = 'CliError';
+  }
+}
+
+export interface Target {
+  readonly url: string;
+  readonly token: string;
+}
+
+export function findTarget(dataDir: string, env: NodeJS.ProcessEnv = process.env): Target {
+  const dir = resolve(dataDir);
+  let url = env.DROVER_URL;
+  let token = env.DROVER_TOKEN;
+  if (!url) {
+    const info = join(dir, 'controller.json');
+    if (!existsSync(info)) {
+      throw new CliError(`no controller found: ${info} does not exist. Start one with \`drover up\`, or set DROVER_URL and DROVER_TOKEN.`);
+    }
+    url = (JSON.parse(readFileSync(info, 'utf8')) as { url: string }).url;
+  }
+  if (!token) {
+    const file = join(dir, 'token');
+    if (!existsSync(file)) throw new CliError(`no token: set DROVER_TOKEN, or run from the folder holding ${file}.`);
+    token = readFileSync(file, 'utf8').trim();
+  }
+  return { url: url.replace(/\/+$/, ''), token };
+}
+
+export interface ApiErrorBody {
+  error?: { code?: string; message?: string; details?: { path: string; message: string }[] };
+}
+
+export class HttpError extends CliError {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export class Client {
+  constructor(readonly target: Target) {}
+
+  async request<T>(method: string, path: string, body?: unknown, timeoutMs = 30_000): Promise<T> {
+    let res: Response;
+    try {
+      res = await fetch(this.target.url + path, {
+        method,
+        headers: {
+          authorization: `Bearer ${this.target.token}`,
+          ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
+        },
+        ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+        signal: AbortSignal.timeout(timeoutMs),
+      });
+    } catch (err) {
+      const why = err instanceof Error ? (err.cause instanceof Error ? err.cause.message : err.message) : String(err);
+      throw new CliError(`cannot reach the controller at ${this.target.url}: ${why}`);
+    }
+    const text = await res.text();
+    let data: unknown;
+    try {
+      data = text ? JSON.parse(text) : undefined;
+    } catch {
+      data = undefined;
+    }
+    if (!res.ok) {
+      const e = (data as ApiErrorBody | undefined)?.error;
+      const details = e?.details?.length ? '\n' + e.details.map((d) => (d.path ? `  ${d.path}: ${d.message}` : `  ${d.message}`)).join('\n') : '';
+      const msg = e?.details?.length ? `${e.code ?? res.status}:${details}` : `${e?.code ?? res.status}: ${e?.message ?? text}`;
+      throw new HttpError(res.status, e?.code ?? String(res.status), msg);
+    }
+    return data as T;
+  }
+}

@@ -1,0 +1,415 @@
+/**
+ * The `drover` command.
+ *
+ * Exit codes: 0 ok, 1 failure (including an invalid app file or an unreachable controller),
+ * 2 usage error.
+ */
+import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync, openSync, closeSync, readFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { pino } from 'pino';
+import { appFileJsonSchema, parseAppFile, SpecError, type AppSpec } from '../core/index.js';
+import { DEFAULT_PORT, startServer, VERSION, type RunningController } from '../controller/index.js';
+import { CliError, Client, findTarget, HttpError } from './client.js';
+import { ago, table } from './format.js';
+
+interface InstanceJson {
+  id: string;
+  role: string;
+  state: string;
+  address: string | null;
+  exports: Record<string, string>;
+  startedAt: string | null;
+  stateSince: string;
+  message: string | null;
+  restarts: number;
+  lastExit: { code: number | null; signal: string | null; tail: string[] } | null;
+}
+interface RoleJson {
+  name: string;
+  desired: number;
+  pinned: boolean;
+  min: number;
+  max: number;
+  live: number;
+  serving: number;
+  missingImports: string[];
+  instances: InstanceJson[];
+}
+interface AppJson {
+  name: string;
+  generation: number;
+  deleting: boolean;
+  converged: boolean;
+  startOrder: string[][];
+  roles: RoleJson[];
+}
+interface EventJson {
+  id: number;
+  at: string;
+  app: string | null;
+  role: string | null;
+  instance: string | null;
+  kind: string;
+  message: string;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function out(s: string): void {
+  process.stdout.write(s.endsWith('\n') ? s : s + '\n');
+}
+
+function readSpec(file: string): { spec: AppSpec; yaml: string; appDir: string } {
+  const path = resolve(file);
+  if (!existsSync(path)) throw new CliError(`${file}: no such file`);
+  const yaml = readFileSync(path, 'utf8');
+  try {
+    return { spec: parseAppFile(yaml), yaml, appDir: dirname(path) };
+  } catch (err) {
+    if (err instanceof SpecError) throw new CliError(`${file} is invalid:\n${err.issues.map((i) => `  ${i.path ? `${i.path}: ` : ''}${i.message}`).join('\n')}`);
+    throw err;
+  }
+}
+
+function parseInteger(v: string): number {
+  if (!/^\d+$/.test(v)) throw new InvalidArgumentError('expected a whole number');
+  return Number(v);
+}
+
+async function listApps(client: Client): Promise<AppJson[]> {
+  const { apps } = await client.request<{ apps: { name: string }[] }>('GET', '/v1/apps');
+  return Promise.all(apps.map((a) => client.request<AppJson>('GET', `/v1/apps/${a.name}`)));
+}
+
+async function pickApp(client: Client, name: string | undefined): Promise<string> {
+  if (name) return name;
+  const { apps } = await client.request<{ apps: { name: string }[] }>('GET', '/v1/apps');
+  if (apps.length === 1 && apps[0]) return apps[0].name;
+  if (apps.length === 0) throw new CliError('no app is applied; run `drover apply FILE`');
+  throw new CliError(`several apps (${apps.map((a) => a.name).join(', ')}); name one with --app`);
+}
+
+function renderStatus(apps: AppJson[]): string {
+  if (apps.length === 0) return 'no apps';
+  const now = Date.now();
+  const parts: string[] = [];
+  for (const a of apps) {
+    const flag = a.deleting ? 'deleting' : a.converged ? 'converged' : 'converging';
+    parts.push(`app ${a.name} (generation ${a.generation}, ${flag})`);
+    const rows: string[][] = [['ROLE', 'INSTANCE', 'STATE', 'ADDRESS', 'UP', 'EXPORTS / NOTE']];
+    for (const r of a.roles) {
+      const count = `${r.serving}/${r.desired} serving${r.pinned ? ' (set by hand)' : ''}`;
+      const waiting = r.missingImports.length ? `; waiting for ${r.missingImports.join(', ')}` : '';
+      rows.push([r.name, '', '', '', '', count + waiting]);
+      for (const i of r.instances) {
+        const ex = Object.entries(i.exports).map(([k, v]) => `${k}=${v}`).join(' ');
+        const note = i.state === 'serving' ? ex : (i.message ?? ex);
+        rows.push(['', i.id, i.state, i.address ?? '-', i.startedAt ? ago(i.startedAt, now) : '-', note]);
+      }
+    }
+    parts.push(table(rows));
+  }
+  return parts.join('\n\n');
+}
+
+function renderEvent(e: EventJson): string {
+  const where = [e.app, e.role].filter(Boolean).join('/');
+  return `${e.at}  ${where.padEnd(20)}  ${e.message}`;
+}
+
+/** Waits until the app converges, or says why it cannot. */
+async function waitConverged(client: Client, name: string, timeoutMs: number, sinceEvent: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let last: AppJson | undefined;
+  while (Date.now() < deadline) {
+    last = await client.request<AppJson>('GET', `/v1/apps/${name}`);
+    if (last.converged) return;
+    // A role that keeps failing will not converge by waiting.
+    const { events } = await client.request<{ events: EventJson[] }>('GET', `/v1/events?app=${name}&after=${sinceEvent}&limit=1000`);
+    const failures = new Map<string, EventJson[]>();
+    for (const e of events) if (e.kind === 'instance.failed' && e.role) failures.set(e.role, [...(failures.get(e.role) ?? []), e]);
+    for (const [role, evs] of failures) {
+      if (evs.length >= 2) throw new CliError(`app ${name} cannot converge: role ${role} keeps failing:\n${evs[evs.length - 1]?.message ?? ''}`);
+    }
+    await sleep(300);
+  }
+  const why = (last?.roles ?? [])
+    .filter((r) => r.serving !== r.desired || r.live !== r.desired)
+    .map((r) => {
+      const bits = [`${r.name}: ${r.serving}/${r.desired} serving`];
+      if (r.missingImports.length) bits.push(`waiting for ${r.missingImports.join(', ')}`);
+      const stuck = r.instances.filter((i) => i.state !== 'serving').map((i) => `${i.id} ${i.state}${i.message ? ` (${i.message})` : ''}`);
+      if (stuck.length) bits.push(stuck.join(', '));
+      return bits.join('; ');
+    });
+  throw new CliError(`app ${name} did not converge within ${Math.round(timeoutMs / 1000)}s:\n  ${why.join('\n  ') || 'no progress reported'}`);
+}
+
+async function lastEventId(client: Client): Promise<number> {
+  const { events } = await client.request<{ events: EventJson[] }>('GET', '/v1/events?limit=1');
+  return events[events.length - 1]?.id ?? 0;
+}
+
+async function applyFile(client: Client, file: string): Promise<string> {
+  const { spec, yaml, appDir } = readSpec(file);
+  const res = await client.request<{ changed: boolean }>('PUT', `/v1/apps/${spec.app}`, { yaml, appDir });
+  out(`app ${spec.app} ${res.changed ? 'applied' : 'unchanged'}`);
+  return spec.app;
+}
+
+/** Deletes every app (reverse dependency order, done by the controller) and waits until gone. */
+async function deleteAll(client: Client, timeoutMs: number): Promise<void> {
+  const { apps } = await client.request<{ apps: { name: string }[] }>('GET', '/v1/apps');
+  for (const a of apps) await client.request('DELETE', `/v1/apps/${a.name}`);
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const left = (await client.request<{ apps: { name: string }[] }>('GET', '/v1/apps')).apps;
+    if (left.length === 0) return;
+    if (Date.now() > deadline) throw new CliError(`apps still stopping after ${Math.round(timeoutMs / 1000)}s: ${left.map((a) => a.name).join(', ')}`);
+    await sleep(250);
+  }
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** A controller already serving this data folder, if any. */
+async function runningController(dataDir: string): Promise<Client | undefined> {
+  try {
+    const t = findTarget(dataDir, {});
+    const info = JSON.parse(readFileSync(join(resolve(dataDir), 'controller.json'), 'utf8')) as { pid: number };
+    if (!pidAlive(info.pid)) return undefined;
+    const c = new Client(t);
+    await c.request('GET', '/v1/health', undefined, 2000);
+    return c;
+  } catch {
+    return undefined;
+  }
+}
+
+export function buildProgram(): Command {
+  const program = new Command('drover')
+    .description('Elastic application orchestrator: starts roles in dependency order and keeps them at the right size.')
+    .version(VERSION)
+    .showHelpAfterError()
+    .exitOverride()
+    .configureOutput({ writeErr: (s) => process.stderr.write(s) });
+
+  const dataDirOpt = () => new Option('--data-dir <dir>', 'controller data folder (state, token, instance folders)').default('.drover').env('DROVER_DATA_DIR');
+  const clientFor = (dataDir: string) => new Client(findTarget(dataDir));
+
+  program
+    .command('up')
+    .description('start a controller on this machine and apply FILE; in the foreground until Ctrl-C (which stops the app)')
+    .argument('[file]', 'app file', 'drover.yaml')
+    .addOption(dataDirOpt())
+    .option('--port <n>', 'controller port on 127.0.0.1 (0 = any free port)', parseInteger, DEFAULT_PORT)
+    .option('--detach', 'run the controller in the background; return once the app has converged')
+    .option('--timeout <seconds>', 'with --detach: how long to wait for convergence', parseInteger, 120)
+    .action(async (file: string, o: { dataDir: string; port: number; detach?: boolean; timeout: number }) => {
+      readSpec(file); // refuse a bad file before starting anything
+      const existing = await runningController(o.dataDir);
+      if (o.detach) {
+        let client = existing;
+        if (!client) {
+          const dir = resolve(o.dataDir);
+          mkdirSync(dir, { recursive: true });
+          const log = openSync(join(dir, 'controller.log'), 'a');
+          const script = process.argv[1] ?? '';
+          const child = spawn(process.execPath, [...process.execArgv, script, 'controller', '--data-dir', dir, '--port', String(o.port)], {
+            detached: true,
+            stdio: ['ignore', log, log],
+            env: process.env,
+          });
+          closeSync(log);
+          child.unref();
+          const deadline = Date.now() + 30_000;
+          while (!client) {
+            if (Date.now() > deadline) throw new CliError(`the controller did not start within 30s; see ${join(dir, 'controller.log')}`);
+            if (child.exitCode !== null) throw new CliError(`the controller exited with code ${child.exitCode}; see ${join(dir, 'controller.log')}`);
+            await sleep(150);
+            client = await runningController(dir);
+          }
+        }
+        const since = await lastEventId(client);
+        const name = await applyFile(client, file);
+        await waitConverged(client, name, o.timeout * 1000, since);
+        out(renderStatus(await listApps(client)));
+        out(`\n${name} is up. Controller: ${client.target.url} (data in ${resolve(o.dataDir)}). Stop with \`drover down\`.`);
+        return;
+      }
+      if (existing) throw new CliError(`a controller already runs for ${resolve(o.dataDir)}; use \`drover apply ${file}\` or \`drover down\` first`);
+      await runForeground(file, o.dataDir, o.port);
+    });
+
+  program
+    .command('controller')
+    .description('run only the controller, in the foreground (what `up --detach` starts in the background)')
+    .addOption(dataDirOpt())
+    .option('--port <n>', 'port on 127.0.0.1', parseInteger, DEFAULT_PORT)
+    .action(async (o: { dataDir: string; port: number }) => {
+      let server: RunningController | undefined;
+      const stop = () => void server?.close().then(() => process.exit(0));
+      server = await startServer({ dataDir: o.dataDir, port: o.port, ...(process.env.DROVER_TOKEN ? { token: process.env.DROVER_TOKEN } : {}), onShutdown: stop });
+      process.once('SIGTERM', stop);
+      process.once('SIGINT', stop);
+      await new Promise(() => {});
+    });
+
+  program
+    .command('apply')
+    .description('apply FILE to the running controller (create or change the app)')
+    .argument('<file>', 'app file')
+    .addOption(dataDirOpt())
+    .option('--wait', 'wait until the app has converged')
+    .option('--timeout <seconds>', 'with --wait: how long', parseInteger, 120)
+    .action(async (file: string, o: { dataDir: string; wait?: boolean; timeout: number }) => {
+      const client = clientFor(o.dataDir);
+      const since = await lastEventId(client);
+      const name = await applyFile(client, file);
+      if (o.wait) await waitConverged(client, name, o.timeout * 1000, since);
+    });
+
+  program
+    .command('validate')
+    .description('check an app file without applying it')
+    .argument('<file>', 'app file')
+    .action((file: string) => {
+      const { spec } = readSpec(file);
+      out(`${file}: ok (app ${spec.app}, roles ${Object.keys(spec.roles).join(', ')})`);
+    });
+
+  program
+    .command('schema')
+    .description('print the JSON Schema of the app file (for editors)')
+    .action(() => out(JSON.stringify(appFileJsonSchema(), null, 2)));
+
+  program
+    .command('status')
+    .description('show every app, role and instance')
+    .addOption(dataDirOpt())
+    .option('--json', 'machine-readable output')
+    .action(async (o: { dataDir: string; json?: boolean }) => {
+      const apps = await listApps(clientFor(o.dataDir));
+      if (o.json) {
+        out(JSON.stringify({ apps: apps.map((a) => ({ name: a.name, generation: a.generation, converged: a.converged, deleting: a.deleting, roles: a.roles })) }, null, 2));
+      } else out(renderStatus(apps));
+    });
+
+  program
+    .command('scale')
+    .description('set a role\'s count by hand: drover scale api=3')
+    .argument('<role=count>', 'role and count, e.g. api=3')
+    .addOption(dataDirOpt())
+    .option('--app <name>', 'app (needed only when several are applied)')
+    .action(async (arg: string, o: { dataDir: string; app?: string }) => {
+      const m = /^([a-z][a-z0-9-]*)=(\d+)$/.exec(arg);
+      if (!m) throw new CliError(`expected ROLE=COUNT (e.g. api=3), got "${arg}"`, 2);
+      const client = clientFor(o.dataDir);
+      const app = await pickApp(client, o.app);
+      const r = await client.request<RoleJson>('PUT', `/v1/apps/${app}/roles/${m[1]}/count`, { count: Number(m[2]) });
+      out(`${app}/${r.name}: desired ${r.desired} (now ${r.serving} serving)`);
+    });
+
+  program
+    .command('events')
+    .description('list recorded decisions and changes')
+    .addOption(dataDirOpt())
+    .option('--app <name>', 'only this app')
+    .option('--follow', 'keep printing new events')
+    .option('--json', 'one JSON object per line')
+    .option('--limit <n>', 'how many recent events', parseInteger, 50)
+    .action(async (o: { dataDir: string; app?: string; follow?: boolean; json?: boolean; limit: number }) => {
+      const client = clientFor(o.dataDir);
+      const q = o.app ? `&app=${o.app}` : '';
+      const print = (e: EventJson) => out(o.json ? JSON.stringify(e) : renderEvent(e));
+      const first = await client.request<{ events: EventJson[] }>('GET', `/v1/events?limit=${o.limit}${q}`);
+      first.events.forEach(print);
+      if (!o.follow) return;
+      let after = first.events[first.events.length - 1]?.id ?? 0;
+      for (;;) {
+        const r = await client.request<{ events: EventJson[] }>('GET', `/v1/events?after=${after}&waitMs=25000${q}`, undefined, 35_000);
+        r.events.forEach(print);
+        after = r.events[r.events.length - 1]?.id ?? after;
+      }
+    });
+
+  program
+    .command('down')
+    .description('stop every app (roles in reverse dependency order), then the controller')
+    .addOption(dataDirOpt())
+    .option('--timeout <seconds>', 'how long to wait for roles to stop', parseInteger, 120)
+    .action(async (o: { dataDir: string; timeout: number }) => {
+      const client = clientFor(o.dataDir);
+      await deleteAll(client, o.timeout * 1000);
+      out('all apps stopped');
+      let pid: number | undefined;
+      try {
+        pid = (JSON.parse(readFileSync(join(resolve(o.dataDir), 'controller.json'), 'utf8')) as { pid: number }).pid;
+      } catch {
+        pid = undefined;
+      }
+      await client.request('POST', '/v1/shutdown');
+      for (let i = 0; pid !== undefined && i < 100 && pidAlive(pid); i++) await sleep(100);
+      out('controller stopped');
+    });
+
+  return program;
+}
+
+async function runForeground(file: string, dataDir: string, port: number): Promise<void> {
+  const logger = pino({ level: process.env.DROVER_LOG_LEVEL ?? 'info', transport: { target: 'pino-pretty', options: { destination: 2, ignore: 'pid,hostname', translateTime: 'HH:MM:ss' } } });
+  const server = await startServer({ dataDir, port, logger, ...(process.env.DROVER_TOKEN ? { token: process.env.DROVER_TOKEN } : {}) });
+  const client = new Client({ url: server.url, token: server.token });
+  await applyFile(client, file);
+  out(`controller at ${server.url}; Ctrl-C stops the app and the controller`);
+  await new Promise<void>((resolveDone) => {
+    let stopping = false;
+    const onSignal = () => {
+      if (stopping) {
+        out('second interrupt: leaving now; instances may still be running (`drover up` again, then `drover down`)');
+        process.exit(130);
+      }
+      stopping = true;
+      out('stopping the app (Ctrl-C again to leave at once)…');
+      deleteAll(client, 120_000)
+        .catch((err: unknown) => process.stderr.write(`${err instanceof Error ? err.message : String(err)}\n`))
+        .finally(() => void server.close().then(resolveDone));
+    };
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+    server.http.server.on('close', () => resolveDone());
+  });
+}
+
+/** Runs the CLI; resolves to the exit code. */
+export async function main(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv);
+    return 0;
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') return 0;
+      return 2;
+    }
+    if (err instanceof HttpError) {
+      process.stderr.write(`drover: ${err.message}\n`);
+      return 1;
+    }
+    if (err instanceof CliError) {
+      process.stderr.write(`drover: ${err.message}\n`);
+      return err.exitCode;
+    }
+    process.stderr.write(`drover: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    return 1;
+  }
+}

@@ -1,0 +1,44 @@
+/**
+ * The registry of API error codes. Every error the API returns has one of these codes, a
+ * message naming the field and the reason, and the HTTP status given here. docs/api.md lists
+ * the same codes; a test keeps the two in step.
+ */
+export const ERROR_CODES = {
+  unauthorized: { status: 401, description: 'Missing or invalid bearer token.' },
+  not_found: { status: 404, description: 'No such app, role, instance or route.' },
+  invalid_request: { status: 400, description: 'The request is malformed: bad JSON, a missing or mistyped field, a bad parameter.' },
+  invalid_spec: { status: 422, description: 'The app file is invalid; `details` lists each field and reason. Nothing was applied.' },
+  name_mismatch: { status: 400, description: 'The app name in the path differs from `app` in the file.' },
+  count_out_of_bounds: { status: 422, description: "A manual count outside the role's min/max." },
+  app_deleting: { status: 409, description: 'The app is being deleted; wait until it is gone.' },
+  payload_too_large: { status: 413, description: 'The request body is larger than the limit.' },
+  unsupported_media_type: { status: 415, description: 'The body is not JSON.' },
+  internal: { status: 500, description: 'A bug: the controller could not handle the request. Logged with the request id.' },
+} as const;
+
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+export interface ErrorBody {
+  readonly error: {
+    readonly code: ErrorCode;
+    readonly message: string;
+    readonly details?: readonly { readonly path: string; readonly message: string }[];
+  };
+}
+
+export class ApiError extends Error {
+  readonly status: number;
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+    readonly details?: readonly { path: string; message: string }[],
+  ) {
+    super(message);
+    this.name = 'ApiError';
+    this.status = ERROR_CODES[code].status;
+  }
+
+  body(): ErrorBody {
+    return { error: { code: this.code, message: this.message, ...(this.details ? { details: this.details } : {}) } };
+  }
+}

@@ -1,0 +1,85 @@
+/**
+ * Drover's pure core: the app model, import resolution, states, templates and the wire protocol.
+ * No I/O and no wall clock here; everything is a function of its arguments (and a `Clock`).
+ *
+ * @example
+ * ```ts
+ * import { parseAppFile, startOrder, resolveImports, importsVersion, SpecError } from './core/index.js';
+ *
+ * try {
+ *   const spec = parseAppFile(await readFile('drover.yaml', 'utf8'));
+ *   startOrder(spec); // [['db'], ['api'], ['lb']]
+ *   const { imports, missing } = resolveImports(spec.roles.api!, { db: [{ instance: 'i-1', exports: { url: 'http://10.0.0.7:5432' } }] });
+ *   if (missing.length === 0) send({ imports, importsVersion: importsVersion(imports) });
+ * } catch (e) {
+ *   if (e instanceof SpecError) console.error(e.message); // one `path: reason` per line
+ *   else throw e;
+ * }
+ * ```
+ *
+ * Other folders import from here only; each block below names one module's public part.
+ */
+
+export type {
+  AppSpec,
+  HealthSpec,
+  ImportedMember,
+  ImportRef,
+  ResolvedImports,
+  RoleSpec,
+} from './types.js';
+
+export { ALL_STATES, countsTowardRole, InstanceState, isTerminal } from './states.js';
+
+export { ManualClock, systemClock, type Clock } from './clock.js';
+
+export {
+  BUILTIN_VARS,
+  envName,
+  importEnv,
+  importValue,
+  isBuiltin,
+  renderTemplate,
+  templateRefs,
+  type BuiltinValues,
+  type BuiltinVar,
+  type TemplateRef,
+} from './template.js';
+
+export {
+  PROTOCOL_VERSION,
+  type AgentMessage,
+  type AgentStatus,
+  type Assignment,
+  type ControllerMessage,
+  type LastExit,
+  type Order,
+  type OrderKind,
+  type Vitals,
+} from './protocol.js';
+
+export { appFileJsonSchema, appFileSchema, compileAppSpec, parseAppFile, SpecError, type SpecIssue } from './spec.js';
+
+export {
+  dependents,
+  findCycle,
+  importsVersion,
+  requiredDeps,
+  resolveImports,
+  satisfied,
+  startOrder,
+  stopOrder,
+} from './imports.js';
+
+export {
+  DEFAULT_PLANNER_OPTIONS,
+  failureBackoff,
+  plan,
+  roleHash,
+  type Plan,
+  type PlanAction,
+  type PlanInput,
+  type PlanInstance,
+  type PlannerOptions,
+  type RoleSummary,
+} from './planner.js';

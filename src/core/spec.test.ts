@@ -1,0 +1,480 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import fc from 'fast-check';
+import { stringify } from 'yaml';
+import { appFileJsonSchema, compileAppSpec, parseAppFile, SpecError } from './spec.js';
+import type { AppSpec } from './types.js';
+
+/** The error lines a file is refused with; fails if it is accepted or fails some other way. */
+function refusal(text: string): string[] {
+  try {
+    parseAppFile(text);
+  } catch (e) {
+    assert.ok(e instanceof SpecError, `expected a SpecError, got ${String(e)}`);
+    return e.message.split('\n');
+  }
+  assert.fail('expected the file to be refused');
+}
+
+const yaml = (lines: string[]) => `${lines.join('\n')}\n`;
+
+test('a minimal file compiles with every default filled in', () => {
+  const spec = parseAppFile(yaml(['app: hello', 'roles:', '  web:', '    start: node server.mjs']));
+  assert.deepEqual(spec, {
+    app: 'hello',
+    roles: {
+      web: {
+        name: 'web',
+        min: 0,
+        max: 1000,
+        count: 1,
+        start: 'node server.mjs',
+        env: {},
+        exports: {},
+        imports: [],
+        stopTimeoutMs: 10_000,
+      },
+    },
+  });
+});
+
+const FULL = yaml([
+  '# yaml-language-server: $schema=../schema/drover.schema.json',
+  'app: three-tier',
+  'roles:',
+  '  db:',
+  '    count: 1',
+  '    start: node ${appDir}/db.mjs --port ${port}',
+  '    exports: { url: "http://${ip}:${port}" }',
+  '    health: { tcp: true }',
+  '    stopTimeout: 1m',
+  '  cache:',
+  '    count: 0',
+  '    start: node cache.mjs',
+  '    exports: { url: "redis://${ip}:${port}", size: 64 }',
+  '  api:',
+  '    min: 2',
+  '    max: 6',
+  '    count: 3',
+  '    deploy: |',
+  '      npm ci --prefix ${workdir}',
+  '    start: node api.mjs --db ${db.url} --cache "${cache.url}"',
+  '    stop: kill -TERM "$PID"',
+  '    update: echo "db is now ${db.url}, home is ${HOME}"',
+  '    undeploy: rm -rf ${workdir}/node_modules',
+  '    env: { DB: "${db.url}", WORKERS: 4, DEBUG: false }',
+  '    exports: { endpoint: "http://${ip}:${port}" }',
+  '    imports: [db.url, cache.*?]',
+  '    health: { http: /health, interval: 1.5s, timeout: 500ms, failureThreshold: 5 }',
+  '  lb:',
+  '    start: node lb.mjs',
+  '    imports: [api.*]',
+  '    health: { exec: "curl -fs http://127.0.0.1:${port}/" }',
+  '    stopTimeout: 0s',
+]);
+
+test('a full file compiles field by field', () => {
+  const spec = parseAppFile(FULL);
+  assert.equal(spec.app, 'three-tier');
+  assert.deepEqual(Object.keys(spec.roles), ['db', 'cache', 'api', 'lb'], 'roles keep file order');
+  const { db, cache, api, lb } = spec.roles;
+  assert.deepEqual(db, {
+    name: 'db',
+    min: 0,
+    max: 1000,
+    count: 1,
+    start: 'node ${appDir}/db.mjs --port ${port}',
+    env: {},
+    exports: { url: 'http://${ip}:${port}' },
+    imports: [],
+    health: { tcp: true, intervalMs: 2000, timeoutMs: 1000, failureThreshold: 3 },
+    stopTimeoutMs: 60_000,
+  });
+  assert.deepEqual([cache?.min, cache?.max, cache?.count], [0, 1000, 0]);
+  assert.deepEqual(cache?.exports, { url: 'redis://${ip}:${port}', size: '64' });
+  assert.deepEqual(api, {
+    name: 'api',
+    min: 2,
+    max: 6,
+    count: 3,
+    deploy: 'npm ci --prefix ${workdir}\n',
+    start: 'node api.mjs --db ${db.url} --cache "${cache.url}"',
+    stop: 'kill -TERM "$PID"',
+    update: 'echo "db is now ${db.url}, home is ${HOME}"',
+    undeploy: 'rm -rf ${workdir}/node_modules',
+    env: { DB: '${db.url}', WORKERS: '4', DEBUG: 'false' },
+    exports: { endpoint: 'http://${ip}:${port}' },
+    imports: [
+      { raw: 'db.url', role: 'db', key: 'url', optional: false },
+      { raw: 'cache.*?', role: 'cache', key: '*', optional: true },
+    ],
+    health: { http: '/health', intervalMs: 1500, timeoutMs: 500, failureThreshold: 5 },
+    stopTimeoutMs: 10_000,
+  });
+  assert.deepEqual(lb?.imports, [{ raw: 'api.*', role: 'api', key: '*', optional: false }]);
+  assert.deepEqual(lb?.health, { exec: 'curl -fs http://127.0.0.1:${port}/', intervalMs: 2000, timeoutMs: 1000, failureThreshold: 3 });
+  assert.equal(lb?.stopTimeoutMs, 0);
+});
+
+test('a compiled spec survives a JSON round trip unchanged', () => {
+  const spec = parseAppFile(FULL);
+  assert.deepEqual(JSON.parse(JSON.stringify(spec)), spec);
+});
+
+test('compileAppSpec takes an already parsed object', () => {
+  const spec = compileAppSpec({ app: 'x', roles: { a: { min: 1, max: 4 } } });
+  assert.deepEqual([spec.roles.a?.min, spec.roles.a?.max, spec.roles.a?.count], [1, 4, 1], 'count defaults to min');
+});
+
+test('durations take ms, s, m and h, with decimals', () => {
+  const ms = (d: string) => parseAppFile(yaml(['app: x', 'roles:', '  a:', `    stopTimeout: ${d}`])).roles.a?.stopTimeoutMs;
+  assert.equal(ms('500ms'), 500);
+  assert.equal(ms('2s'), 2000);
+  assert.equal(ms('1.5s'), 1500);
+  assert.equal(ms('1m'), 60_000);
+  assert.equal(ms('1h'), 3_600_000);
+});
+
+// ---- refusals, each with its exact message ----------------------------------------------------
+
+test('an unknown key is named', () => {
+  assert.deepEqual(refusal(yaml(['app: x', 'roles:', '  db:', '    strat: node db.mjs'])), ['roles.db: unknown key "strat"']);
+  assert.deepEqual(refusal(yaml(['app: x', 'role: {}', 'roles: { a: {} }'])), ['unknown key "role"']);
+});
+
+test('a missing field is required', () => {
+  assert.deepEqual(refusal(yaml(['roles: { a: {} }'])), ['app: required']);
+  assert.deepEqual(refusal(yaml(['app: x'])), ['roles: required']);
+});
+
+test('names must be lowercase', () => {
+  assert.deepEqual(refusal(yaml(['app: Shop', 'roles:', '  Web: {}', '  ok: {}'])), [
+    'app: expected a name of lowercase letters, digits and "-", starting with a letter, at most 63 characters',
+    'roles.Web: invalid role name: expected lowercase letters, digits and "-", starting with a letter, at most 63 characters',
+  ]);
+  assert.deepEqual(refusal(yaml(['app: x', 'roles: {}'])), ['roles: expected at least one role']);
+});
+
+test('a bad count is refused', () => {
+  assert.deepEqual(refusal(yaml(['app: x', 'roles:', '  db:', '    count: -1'])), ['roles.db.count: expected an integer >= 0']);
+  assert.deepEqual(refusal(yaml(['app: x', 'roles:', '  db:', '    count: 1.5'])), ['roles.db.count: expected an integer >= 0']);
+  assert.deepEqual(refusal(yaml(['app: x', 'roles:', '  db:', '    count: two'])), ['roles.db.count: expected an integer >= 0']);
+  assert.deepEqual(refusal(yaml(['app: x', 'roles:', '  db:', '    min: 0', '    max: 0'])), ['roles.db.max: expected an integer >= 1']);
+});
+
+test('min, max and count must agree', () => {
+  assert.deepEqual(refusal(yaml(['app: x', 'roles:', '  db:', '    min: 3', '    max: 2'])), ['roles.db.min: must not exceed max (2)']);
+  assert.deepEqual(refusal(yaml(['app: x', 'roles:', '  db:', '    min: 1', '    max: 3', '    count: 5'])), [
+    'roles.db.count: must be between min (1) and max (3)',
+  ]);
+  assert.deepEqual(refusal(yaml(['app: x', 'roles:', '  db:', '    min: 1'])), ['roles.db.max: required when min is set']);
+  assert.deepEqual(refusal(yaml(['app: x', 'roles:', '  db:', '    max: 3'])), ['roles.db.min: required when max is set']);
+});
+
+test('a bad duration is refused', () => {
+  for (const d of ['5', '5d', '"5 s"', '-1s', '.5s', 'soon', '[1s]']) {
+    assert.deepEqual(refusal(yaml(['app: x', 'roles:', '  db:', `    health: { tcp: true, interval: ${d} }`])), [
+      'roles.db.health.interval: expected a duration such as "5s" or "500ms"',
+    ]);
+  }
+  assert.deepEqual(refusal(yaml(['app: x', 'roles:', '  db:', '    health: { tcp: true, timeout: 0s }'])), [
+    'roles.db.health.timeout: expected a duration greater than 0',
+  ]);
+  assert.deepEqual(refusal(yaml(['app: x', 'roles:', '  db:', '    stopTimeout: 1000h'])), [
+    'roles.db.stopTimeout: expected a duration of at most 596h',
+  ]);
+});
+
+test('health takes exactly one kind of check', () => {
+  assert.deepEqual(refusal(yaml(['app: x', 'roles:', '  db:', '    health: { http: /health, tcp: true }'])), [
+    'roles.db.health: expected exactly one of http, tcp or exec (found http and tcp)',
+  ]);
+  assert.deepEqual(refusal(yaml(['app: x', 'roles:', '  db:', '    health: { interval: 5s }'])), [
+    'roles.db.health: expected exactly one of http, tcp or exec (found none)',
+  ]);
+  assert.deepEqual(refusal(yaml(['app: x', 'roles:', '  db:', '    health: { http: health }'])), [
+    'roles.db.health.http: expected a path starting with "/"',
+  ]);
+  assert.deepEqual(refusal(yaml(['app: x', 'roles:', '  db:', '    health: { tcp: false }'])), [
+    'roles.db.health.tcp: expected true (leave tcp out for no TCP check)',
+  ]);
+});
+
+test('env and export names are checked', () => {
+  assert.deepEqual(refusal(yaml(['app: x', 'roles:', '  db:', '    env: { "1X": a, "A B": b }', '    exports: { "-u": c }'])), [
+    'roles.db.env["1X"]: invalid variable name: expected letters, digits and "_", not starting with a digit',
+    'roles.db.env["A B"]: invalid variable name: expected letters, digits and "_", not starting with a digit',
+    'roles.db.exports["-u"]: invalid export name: expected letters, digits, "_" and "-", starting with a letter or "_"',
+  ]);
+  assert.deepEqual(refusal(yaml(['app: x', 'roles:', '  db:', '    env: { __proto__: a }'])), [
+    'roles.db.env.__proto__: "__proto__" is a reserved name',
+  ]);
+  assert.deepEqual(refusal(yaml(['app: x', 'roles:', '  db:', '    env: { A: { b: c } }'])), ['roles.db.env.A: expected a string']);
+});
+
+test('a malformed import is refused', () => {
+  assert.deepEqual(refusal(yaml(['app: x', 'roles:', '  db: {}', '  api:', '    imports: [db, db.url??, 7]'])), [
+    'roles.api.imports[0]: expected "role.key", "role.*" or "role.key?", got "db"',
+    'roles.api.imports[1]: expected "role.key", "role.*" or "role.key?", got "db.url??"',
+    'roles.api.imports[2]: expected "role.key", "role.*" or "role.key?"',
+  ]);
+});
+
+test('an import of an unknown role is refused', () => {
+  assert.deepEqual(refusal(yaml(['app: x', 'roles:', '  db: {}', '  api:', '    imports: [dbx.url]'])), [
+    'roles.api.imports[0]: no role "dbx"',
+  ]);
+});
+
+test('a role cannot import itself', () => {
+  assert.deepEqual(refusal(yaml(['app: x', 'roles:', '  api:', '    exports: { u: x }', '    imports: [api.u]'])), [
+    'roles.api.imports[0]: a role cannot import itself',
+  ]);
+});
+
+test('an import of a key the role does not export is refused', () => {
+  assert.deepEqual(refusal(yaml(['app: x', 'roles:', '  db:', '    exports: { dsn: x }', '  api:', '    imports: [db.url]'])), [
+    'roles.api.imports[0]: role "db" exports no "url"',
+  ]);
+});
+
+test('a duplicate import is refused', () => {
+  assert.deepEqual(refusal(yaml(['app: x', 'roles:', '  db:', '    exports: { url: x }', '  api:', '    imports: [db.url, db.url?]'])), [
+    'roles.api.imports[1]: duplicate import "db.url" (already at imports[0])',
+  ]);
+});
+
+test('a template may only use what the role imports', () => {
+  const lines = [
+    'app: x',
+    'roles:',
+    '  db:',
+    '    exports: { url: x, port: "5432" }',
+    '  api:',
+    '    imports: [db.url]',
+    '    start: run ${db.url} ${db.port} ${HOME} ${1}',
+    '    env: { P: "${db.port}" }',
+    '    exports: { self: "${api.self}" }',
+    '    health: { exec: "check ${nope.x}" }',
+  ];
+  assert.deepEqual(refusal(yaml(lines)), [
+    'roles.api.start: ${db.port} is not imported (add "db.port" to imports)',
+    'roles.api.env.P: ${db.port} is not imported (add "db.port" to imports)',
+    "roles.api.exports.self: ${api.self} refers to the role's own export; a role cannot import itself",
+    'roles.api.health.exec: ${nope.x} refers to no role "nope"',
+  ]);
+});
+
+test('a wildcard import covers every exported key in templates, and only those', () => {
+  const ok = parseAppFile(yaml(['app: x', 'roles:', '  db:', '    exports: { url: x }', '  api:', '    imports: [db.*]', '    start: run ${db.url}']));
+  assert.equal(ok.roles.api?.start, 'run ${db.url}');
+  assert.deepEqual(refusal(yaml(['app: x', 'roles:', '  db:', '    exports: { url: x }', '  api:', '    imports: [db.*]', '    start: run ${db.dsn}'])), [
+    'roles.api.start: ${db.dsn}: role "db" exports no "dsn"',
+  ]);
+});
+
+test('${role.*} is refused inside a template', () => {
+  assert.deepEqual(refusal(yaml(['app: x', 'roles:', '  db:', '    exports: { url: x }', '  api:', '    imports: [db.*]', '    start: run ${db.*}'])), [
+    'roles.api.start: ${db.*} cannot be used in a template: name one export, e.g. ${db.url}, or read $DB_MEMBERS',
+  ]);
+});
+
+test('a cycle of required imports is refused with the cycle spelled out', () => {
+  const lines = [
+    'app: x',
+    'roles:',
+    '  web:',
+    '    exports: { u: x }',
+    '    imports: [db.u]',
+    '  db:',
+    '    exports: { u: x }',
+    '    imports: [api.u]',
+    '  api:',
+    '    exports: { u: x }',
+    '    imports: [web.u]',
+  ];
+  assert.deepEqual(refusal(yaml(lines)), ['import cycle: api → web → db → api']);
+  assert.deepEqual(refusal(yaml(['app: x', 'roles:', '  db:', '    exports: { u: x }', '    imports: [api.*]', '  api:', '    exports: { u: x }', '    imports: [db.u]'])), [
+    'import cycle: api → db → api',
+  ]);
+});
+
+test('optional imports may form a cycle', () => {
+  const spec = parseAppFile(yaml(['app: x', 'roles:', '  a:', '    exports: { u: x }', '    imports: [b.u?]', '  b:', '    exports: { u: x }', '    imports: [a.u]']));
+  assert.deepEqual(Object.keys(spec.roles), ['a', 'b']);
+});
+
+test('YAML syntax errors carry their line and column', () => {
+  assert.deepEqual(refusal('app: x\nroles: [1, 2\nweb: {}\n'), [
+    'YAML syntax error at line 3, column 1: Flow sequence in block collection must be sufficiently indented and end with a ]',
+  ]);
+  assert.deepEqual(refusal('app: x\napp: y\nroles: { a: {} }\n'), ['YAML syntax error at line 2, column 1: Map keys must be unique']);
+});
+
+test('a file that is not a mapping is refused whole', () => {
+  assert.deepEqual(refusal(''), ['the app file is empty: expected a mapping with "app" and "roles"']);
+  assert.deepEqual(refusal('- a\n- b\n'), ['expected a mapping with "app" and "roles"']);
+});
+
+test('every issue is reported at once, with paths and reasons apart', () => {
+  const lines = [
+    'app: x',
+    'roles:',
+    '  db:',
+    '    count: -1',
+    '  api:',
+    '    imports: [dbx.url]',
+    '  web:',
+    '    imports: [api.*]',
+    '    strat: x',
+  ];
+  try {
+    parseAppFile(yaml(lines));
+    assert.fail('expected a SpecError');
+  } catch (e) {
+    assert.ok(e instanceof SpecError);
+    assert.equal(e.name, 'SpecError');
+    assert.deepEqual(e.issues, [
+      { path: 'roles.db.count', message: 'expected an integer >= 0' },
+      { path: 'roles.web', message: 'unknown key "strat"' },
+      { path: 'roles.api.imports[0]', message: 'no role "dbx"' },
+    ]);
+    assert.equal(e.message, e.issues.map((i) => `${i.path}: ${i.message}`).join('\n'));
+  }
+});
+
+// ---- JSON Schema -------------------------------------------------------------------------------
+
+test('schema/drover.schema.json is up to date (run: npx tsx scripts/write-schema.ts)', () => {
+  const onDisk = readFileSync(new URL('../../schema/drover.schema.json', import.meta.url), 'utf8');
+  assert.equal(onDisk, `${JSON.stringify(appFileJsonSchema(), null, 2)}\n`);
+});
+
+test('the JSON Schema names itself and refuses unknown keys', () => {
+  const schema = appFileJsonSchema();
+  assert.equal(schema.$id, 'urn:drover:app-file:v1');
+  assert.equal(schema.title, 'drover.yaml');
+  assert.equal(schema.additionalProperties, false);
+  assert.deepEqual(schema.required, ['app', 'roles']);
+});
+
+// ---- fuzz --------------------------------------------------------------------------------------
+
+/** Either a spec or a SpecError with at least one issue; anything else is a bug. */
+function outcome(run: () => AppSpec): void {
+  let spec: AppSpec;
+  try {
+    spec = run();
+  } catch (e) {
+    if (!(e instanceof SpecError)) throw e;
+    assert.ok(e.issues.length > 0);
+    return;
+  }
+  assert.equal(typeof spec.app, 'string');
+  for (const [name, role] of Object.entries(spec.roles)) {
+    assert.equal(role.name, name);
+    assert.ok(role.min <= role.count && role.count <= role.max);
+  }
+}
+
+const VALID = {
+  app: 'fuzz',
+  roles: {
+    db: { count: 1, start: 'db --port ${port}', exports: { url: 'x', port: 1 }, health: { tcp: true } },
+    api: {
+      min: 1,
+      max: 3,
+      start: 'api ${db.url}',
+      env: { A: 'b' },
+      imports: ['db.url', 'cache.*?'],
+      exports: { endpoint: 'e' },
+      health: { http: '/h', interval: '1s' },
+    },
+    cache: { exports: { url: 'c' }, stopTimeout: '5s' },
+  },
+};
+
+const MUTATION_PATHS: (string | number)[][] = [
+  [],
+  ['app'],
+  ['roles'],
+  ['roles', 'db'],
+  ['roles', 'db', 'count'],
+  ['roles', 'db', 'min'],
+  ['roles', 'db', 'exports'],
+  ['roles', 'db', 'exports', 'url'],
+  ['roles', 'db', 'health'],
+  ['roles', 'db', 'health', 'http'],
+  ['roles', 'api', 'imports'],
+  ['roles', 'api', 'imports', 0],
+  ['roles', 'api', 'imports', 2],
+  ['roles', 'api', 'env'],
+  ['roles', 'api', 'env', 'B'],
+  ['roles', 'api', 'start'],
+  ['roles', 'api', 'health', 'interval'],
+  ['roles', 'api', 'max'],
+  ['roles', 'cache', 'stopTimeout'],
+  ['roles', 'cache', 'imports'],
+  ['roles', 'new'],
+  ['extra'],
+];
+
+const anything = fc.anything({
+  withBigInt: true,
+  withBoxedValues: true,
+  withDate: true,
+  withMap: true,
+  withSet: true,
+  withNullPrototype: true,
+  withObjectString: true,
+  withSparseArray: true,
+  withTypedArray: true,
+  withUnicodeString: true,
+});
+
+/** Sets (or, for `undefined`, deletes) the value at `path` when its parent is an object. */
+function mutate(root: unknown, path: readonly (string | number)[], value: unknown): unknown {
+  if (path.length === 0) return value;
+  let parent: unknown = root;
+  for (const seg of path.slice(0, -1)) {
+    if (typeof parent !== 'object' || parent === null) return root;
+    parent = Reflect.get(parent, seg);
+  }
+  if (typeof parent !== 'object' || parent === null) return root;
+  const last = path[path.length - 1]!;
+  // Reflect, not `delete`/`=`: fuzzed parents include typed arrays and frozen boxes, which throw.
+  if (value === undefined) Reflect.deleteProperty(parent, last);
+  else Reflect.set(parent, last, value);
+  return root;
+}
+
+const mutated = fc
+  .array(fc.tuple(fc.constantFrom(...MUTATION_PATHS), fc.oneof(anything, fc.constant(undefined))), { maxLength: 4 })
+  .map((muts) => muts.reduce<unknown>((acc, [path, value]) => mutate(acc, path, value), structuredClone(VALID)));
+
+test('fuzz: compileAppSpec returns a spec or throws SpecError, on any value', () => {
+  fc.assert(fc.property(anything, (raw) => outcome(() => compileAppSpec(raw))), { numRuns: 500 });
+  fc.assert(fc.property(mutated, (raw) => outcome(() => compileAppSpec(raw))), { numRuns: 1000 });
+});
+
+test('fuzz: parseAppFile returns a spec or throws SpecError, on any text', () => {
+  fc.assert(fc.property(fc.string({ unit: 'binary' }), (text) => outcome(() => parseAppFile(text))), { numRuns: 500 });
+  const yamlText = mutated.map((raw) => {
+    try {
+      // stringify(undefined) is undefined, whatever its type says.
+      const text: string | undefined = stringify(raw);
+      return text ?? '';
+    } catch {
+      return String(raw);
+    }
+  });
+  const edited = fc
+    .tuple(yamlText, fc.nat(), fc.string({ maxLength: 8 }))
+    .map(([text, at, insert]) => text.slice(0, at % (text.length + 1)) + insert + text.slice(at % (text.length + 1)));
+  fc.assert(fc.property(fc.oneof(yamlText, edited), (text) => outcome(() => parseAppFile(text))), { numRuns: 1000 });
+});
+
+test('the valid fuzz seed compiles', () => {
+  assert.deepEqual(Object.keys(compileAppSpec(structuredClone(VALID)).roles), ['db', 'api', 'cache']);
+});

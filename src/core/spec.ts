@@ -1,0 +1,474 @@
+/**
+ * The app file (`drover.yaml`): its raw schema, and the compiler from raw YAML to an
+ * {@link AppSpec}. A file is refused whole, with every problem found at once, each naming the
+ * field (`roles.api.imports[0]`) and the reason; nothing downstream ever sees a half-valid spec.
+ */
+import { z } from 'zod';
+import { LineCounter, parseDocument } from 'yaml';
+import { cyclesOf } from './imports.js';
+import { envName, templateRefs } from './template.js';
+import type { AppSpec, HealthSpec, ImportRef, RoleSpec } from './types.js';
+
+/** One problem in an app file. `path` is empty for problems of the whole document. */
+export interface SpecIssue {
+  /** Dotted, with `[i]` for list items: `roles.api.imports[0]`. */
+  readonly path: string;
+  readonly message: string;
+}
+
+/** An app file that cannot be used. `message` lists every issue, one `path: reason` per line. */
+export class SpecError extends Error {
+  override readonly name = 'SpecError';
+  readonly issues: readonly SpecIssue[];
+  constructor(issues: readonly SpecIssue[], options?: { cause?: unknown }) {
+    super(issues.map((i) => (i.path ? `${i.path}: ${i.message}` : i.message)).join('\n'), options);
+    this.issues = issues;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw schema
+
+const NAME = /^[a-z][a-z0-9-]{0,62}$/;
+const ENV_KEY = /^[A-Za-z_][A-Za-z0-9_]*$/;
+/** Same alphabet as a key in a `${role.key}` template reference. */
+const EXPORT_KEY = /^[A-Za-z_][A-Za-z0-9_-]*$/;
+const IMPORT = /^([a-z][a-z0-9-]{0,62})\.([A-Za-z_][A-Za-z0-9_-]*|\*)(\?)?$/;
+const DURATION = /^(\d+(?:\.\d+)?)(ms|s|m|h)$/;
+const UNIT_MS = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 } as const;
+/** Node's timers cannot wait longer (2^31 - 1 ms, about 596h). */
+const MAX_DURATION_MS = 2 ** 31 - 1;
+
+const NAME_RULE = 'lowercase letters, digits and "-", starting with a letter, at most 63 characters';
+const DURATION_MSG = 'expected a duration such as "5s" or "500ms"';
+
+/** An error for a schema that names a missing required field `required`, whatever else is wrong. */
+function err(message: string): { error: (iss: { input?: unknown }) => string } {
+  return { error: (iss) => (iss.input === undefined ? 'required' : message) };
+}
+
+function parseDuration(text: string): number {
+  const m = DURATION.exec(text);
+  if (!m) return NaN;
+  return Math.round(Number(m[1]) * UNIT_MS[m[2] as keyof typeof UNIT_MS]);
+}
+
+function duration(opts: { positive: boolean }) {
+  const positive = opts.positive ? (ms: number) => ms > 0 : () => true;
+  return z
+    .string(err(DURATION_MSG))
+    .regex(DURATION, { ...err(DURATION_MSG), abort: true })
+    .refine((s) => parseDuration(s) <= MAX_DURATION_MS, { error: 'expected a duration of at most 596h' })
+    .refine((s) => positive(parseDuration(s)), { error: 'expected a duration greater than 0' })
+    .transform(parseDuration);
+}
+
+function intAtLeast(min: number) {
+  const msg = `expected an integer >= ${min}`;
+  return z.int(err(msg)).min(min, err(msg));
+}
+
+const command = (what: string) =>
+  z
+    .string(err('expected a string (a bash command)'))
+    .refine((s) => s.trim() !== '', { error: 'expected a command, got an empty string' })
+    .meta({ description: what });
+
+/** YAML turns `port: 8080` and `debug: true` into numbers and booleans; a value is text here. */
+const scalarText = z
+  .union([z.string(), z.number(), z.boolean()], err('expected a string'))
+  .transform((v) => String(v));
+
+const envKey = z
+  .string()
+  .regex(ENV_KEY, { error: 'invalid variable name: expected letters, digits and "_", not starting with a digit' });
+
+const exportKey = z.string().regex(EXPORT_KEY, {
+  error: 'invalid export name: expected letters, digits, "_" and "-", starting with a letter or "_"',
+});
+
+const roleName = z.string().regex(NAME, { error: `invalid role name: expected ${NAME_RULE}` });
+
+const importRef = z
+  .string(err('expected "role.key", "role.*" or "role.key?"'))
+  .regex(IMPORT, {
+    error: (iss) =>
+      `expected "role.key", "role.*" or "role.key?", got ${JSON.stringify(typeof iss.input === 'string' ? iss.input : '')}`,
+  })
+  .transform((raw): ImportRef => {
+    const [, role = '', key = '', optional] = IMPORT.exec(raw) ?? [];
+    return { raw, role, key, optional: optional === '?' };
+  })
+  .meta({
+    description:
+      'An export of another role: "db.url", every export of every member "api.*", or optional with a trailing "?" ("cache.url?").',
+  });
+
+const healthSchema = z
+  .strictObject(
+    {
+      http: z
+        .string(err('expected a path starting with "/"'))
+        // A regex rather than startsWith: that one becomes a non-standard JSON Schema `format`.
+        .regex(/^\//, err('expected a path starting with "/"'))
+        .optional()
+        .meta({ description: 'Path probed with HTTP GET on 127.0.0.1:${port}.' }),
+      tcp: z
+        .literal(true, err('expected true (leave tcp out for no TCP check)'))
+        .optional()
+        .meta({ description: "Healthy when the role's port accepts TCP connections." }),
+      exec: command('A bash command run with the role\'s environment; exit 0 is healthy.').optional(),
+      interval: duration({ positive: true }).prefault('2s').meta({ description: 'Time between probes.' }),
+      timeout: duration({ positive: true }).prefault('1s').meta({ description: 'Time one probe may take.' }),
+      failureThreshold: intAtLeast(1)
+        .default(3)
+        .meta({ description: 'Consecutive failed probes before the check counts as failed.' }),
+    },
+    err('expected a mapping'),
+  )
+  .superRefine((h, ctx) => {
+    const kinds = (['http', 'tcp', 'exec'] as const).filter((k) => h[k] !== undefined);
+    if (kinds.length !== 1) {
+      const found = kinds.length === 0 ? 'none' : kinds.join(' and ');
+      ctx.addIssue({ code: 'custom', input: h, message: `expected exactly one of http, tcp or exec (found ${found})` });
+    }
+  })
+  .meta({
+    description: 'How the agent tells that the role works. Exactly one of http, tcp or exec.',
+    // JSON Schema can say "exactly one" where zod needs a refinement; editors then flag it too.
+    oneOf: [{ required: ['http'] }, { required: ['tcp'] }, { required: ['exec'] }],
+  });
+
+const roleSchema = z
+  .strictObject(
+    {
+      count: intAtLeast(0)
+        .optional()
+        .meta({ description: 'Instances to run. Alone: a fixed size. With min/max: the size to start at (default min).' }),
+      min: intAtLeast(0).optional().meta({ description: 'Fewest instances scaling may leave. Goes with max.' }),
+      max: intAtLeast(1).optional().meta({ description: 'Most instances scaling may make. Goes with min.' }),
+      start: command('Long-running command the agent starts and supervises (templated).').optional(),
+      deploy: command('bash script run once before start: fetch, build, configure (templated).').optional(),
+      stop: command('bash script run to stop the role; SIGTERM otherwise (templated).').optional(),
+      update: command('bash script re-run whenever an import changes value or members (templated).').optional(),
+      undeploy: command('bash script run after stop when the instance leaves the role (templated).').optional(),
+      env: z
+        .record(envKey, scalarText, err('expected a mapping of variable names to values'))
+        .optional()
+        .meta({ description: "Extra environment for the role's commands; values are templated." }),
+      exports: z
+        .record(exportKey, scalarText, err('expected a mapping of export names to values'))
+        .optional()
+        .meta({ description: 'Values published once the role serves, e.g. url: "http://${ip}:${port}".' }),
+      imports: z
+        .array(importRef, err('expected a list such as [db.url, cache.url?]'))
+        .optional()
+        .meta({ description: 'Exports of other roles this role needs; a required one holds the start until it resolves.' }),
+      health: healthSchema.optional(),
+      stopTimeout: duration({ positive: false })
+        .prefault('10s')
+        .meta({ description: 'Time stop (or SIGTERM) has before SIGKILL.' }),
+    },
+    err('expected a mapping'),
+  )
+  .superRefine((r, ctx) => {
+    const issue = (path: string, message: string) => ctx.addIssue({ code: 'custom', input: r, path: [path], message });
+    if (r.min !== undefined && r.max === undefined) issue('max', 'required when min is set');
+    else if (r.max !== undefined && r.min === undefined) issue('min', 'required when max is set');
+    else if (r.min !== undefined && r.max !== undefined) {
+      if (r.min > r.max) issue('min', `must not exceed max (${r.max})`);
+      else if (r.count !== undefined && (r.count < r.min || r.count > r.max))
+        issue('count', `must be between min (${r.min}) and max (${r.max})`);
+    }
+  })
+  .meta({
+    description: 'One kind of server: how to deploy, start, stop and update it, what it exports and imports.',
+    dependencies: { min: ['max'], max: ['min'] },
+  });
+
+type ParsedRole = z.output<typeof roleSchema>;
+
+/** The raw app file, as written. {@link compileAppSpec} adds the checks across roles. */
+export const appFileSchema = z
+  .strictObject(
+    {
+      app: z
+        .string(err(`expected a name of ${NAME_RULE}`))
+        .regex(NAME, err(`expected a name of ${NAME_RULE}`))
+        .meta({ description: `The application's name: ${NAME_RULE}.` }),
+      roles: z
+        .record(roleName, roleSchema, err('expected a mapping of role names to roles'))
+        .refine((roles) => Object.keys(roles).length > 0, { error: 'expected at least one role' })
+        .meta({ description: 'The roles of the app, by name; started in the order their imports require.' }),
+    },
+    {
+      error: (iss) =>
+        iss.code === 'invalid_type'
+          ? iss.input === undefined || iss.input === null
+            ? 'the app file is empty: expected a mapping with "app" and "roles"'
+            : 'expected a mapping with "app" and "roles"'
+          : undefined,
+    },
+  );
+
+/** Fallback wording for issues that no field above words itself. */
+const errorMap = (iss: z.core.$ZodRawIssue): string | undefined => {
+  switch (iss.code) {
+    case 'invalid_type':
+      if (iss.input === undefined) return 'required';
+      return `expected ${TYPE_WORDS[iss.expected] ?? iss.expected}`;
+    case 'invalid_value':
+      return `expected ${iss.values.map((v) => String(v)).join(' or ')}`;
+    default:
+      return undefined;
+  }
+};
+
+const TYPE_WORDS: Partial<Record<string, string>> = {
+  object: 'a mapping',
+  record: 'a mapping',
+  array: 'a list',
+  string: 'a string',
+  number: 'a number',
+  int: 'an integer',
+  boolean: 'true or false',
+};
+
+/** A JSON Schema of the app file for editors (draft-07: the one YAML/JSON editors know best). */
+export function appFileJsonSchema(): Record<string, unknown> {
+  const { $schema, ...rest } = z.toJSONSchema(appFileSchema, { io: 'input', target: 'draft-07' });
+  return {
+    $schema,
+    $id: 'urn:drover:app-file:v1',
+    title: 'drover.yaml',
+    description:
+      'A drover app file: the roles of an application, how to run them, what they export and import. ' +
+      'Reference: docs/app-file.md.',
+    ...rest,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Compile
+
+/** YAML text → {@link AppSpec}. Throws {@link SpecError} listing every problem, YAML syntax included. */
+export function parseAppFile(text: string): AppSpec {
+  const lineCounter = new LineCounter();
+  const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
+  if (doc.errors.length > 0) {
+    throw new SpecError(
+      doc.errors.map((e) => {
+        const { line, col } = lineCounter.linePos(e.pos[0]);
+        return { path: '', message: `YAML syntax error at line ${line}, column ${col}: ${e.message}` };
+      }),
+    );
+  }
+  let raw: unknown;
+  try {
+    raw = doc.toJS({ maxAliasCount: 100 });
+  } catch (cause) {
+    // Alias bombs and aliases to nowhere surface only here.
+    const reason = cause instanceof Error ? cause.message : String(cause);
+    throw new SpecError([{ path: '', message: `YAML error: ${reason}` }], { cause });
+  }
+  return compileAppSpec(raw);
+}
+
+/** A parsed app file (any JS value) → {@link AppSpec}, or {@link SpecError} listing every problem. */
+export function compileAppSpec(raw: unknown): AppSpec {
+  const issues: SpecIssue[] = [];
+  const parsed = appFileSchema.safeParse(raw, { error: errorMap });
+  if (!parsed.success) issues.push(...fromZod(parsed.error.issues));
+
+  // Roles are also compiled one by one so the checks across roles still run, and report,
+  // when some other role (or `app`) is broken.
+  const roles = new Map<string, RoleSpec>();
+  const broken = new Set<string>();
+  const rawRoles = isObject(raw) && Object.hasOwn(raw, 'roles') ? raw.roles : undefined;
+  if (isObject(rawRoles)) {
+    for (const [name, value] of Object.entries(rawRoles)) {
+      if (!NAME.test(name)) continue;
+      const role = roleSchema.safeParse(value, { error: errorMap });
+      if (role.success) roles.set(name, buildRole(name, role.data));
+      else broken.add(name);
+    }
+  }
+  issues.push(...protoKeys(rawRoles), ...crossRoleIssues(roles, broken));
+
+  if (issues.length > 0 || !parsed.success) throw new SpecError(dedupe(issues));
+  return { app: parsed.data.app, roles: Object.fromEntries(roles) };
+}
+
+/**
+ * zod skips a `__proto__` key of a record without a word (it would replace the prototype of the
+ * object it builds), so a role or variable of that name would silently vanish: refuse it.
+ */
+function protoKeys(rawRoles: unknown): SpecIssue[] {
+  if (!isObject(rawRoles)) return [];
+  const issues: SpecIssue[] = [];
+  const reserved = (path: PropertyKey[]) => issues.push({ path: pathOf(path), message: '"__proto__" is a reserved name' });
+  if (Object.hasOwn(rawRoles, '__proto__')) reserved(['roles', '__proto__']);
+  for (const [name, role] of Object.entries(rawRoles)) {
+    if (!isObject(role)) continue;
+    for (const field of ['env', 'exports'] as const) {
+      const map = Object.hasOwn(role, field) ? role[field] : undefined;
+      if (isObject(map) && Object.hasOwn(map, '__proto__')) reserved(['roles', name, field, '__proto__']);
+    }
+  }
+  return issues;
+}
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/** Upper bound of a role with only `count` (or nothing) in the file. */
+export const MAX_ROLE_COUNT = 1000;
+
+function buildRole(name: string, r: ParsedRole): RoleSpec {
+  // `count` alone is a size, not a bound: `drover scale` may move it anywhere in [0, MAX_ROLE_COUNT].
+  const fixed = r.min === undefined && r.max === undefined;
+  const min = r.min ?? 0;
+  const max = r.max ?? (fixed ? MAX_ROLE_COUNT : 1);
+  // Absent steps are left out rather than set to undefined, so a spec survives a JSON round trip unchanged.
+  const steps: { -readonly [K in 'start' | 'deploy' | 'stop' | 'update' | 'undeploy' | 'health']?: RoleSpec[K] } = {};
+  for (const k of ['start', 'deploy', 'stop', 'update', 'undeploy'] as const) if (r[k] !== undefined) steps[k] = r[k];
+  if (r.health) steps.health = buildHealth(r.health);
+  return {
+    name,
+    min,
+    max,
+    count: r.count ?? (fixed ? 1 : min),
+    ...steps,
+    env: { ...r.env },
+    exports: { ...r.exports },
+    imports: r.imports ?? [],
+    stopTimeoutMs: r.stopTimeout,
+  };
+}
+
+function buildHealth(h: NonNullable<ParsedRole['health']>): HealthSpec {
+  const kind = h.http !== undefined ? { http: h.http } : h.tcp !== undefined ? { tcp: h.tcp } : { exec: h.exec ?? '' };
+  return { ...kind, intervalMs: h.interval, timeoutMs: h.timeout, failureThreshold: h.failureThreshold };
+}
+
+/**
+ * Imports and template references against the other roles, and cycles of required imports.
+ * A role in `broken` exists but did not compile: refs to it are neither refused nor checked.
+ */
+function crossRoleIssues(roles: ReadonlyMap<string, RoleSpec>, broken: ReadonlySet<string>): SpecIssue[] {
+  const issues: SpecIssue[] = [];
+  const exists = (name: string) => roles.has(name) || broken.has(name);
+  const exportsOf = (name: string) => roles.get(name)?.exports;
+
+  for (const role of roles.values()) {
+    const seen = new Map<string, number>();
+    role.imports.forEach((ref, i) => {
+      const path = pathOf(['roles', role.name, 'imports', i]);
+      const add = (message: string) => issues.push({ path, message });
+      if (ref.role === role.name) return add('a role cannot import itself');
+      if (!exists(ref.role)) return add(`no role ${q(ref.role)}`);
+      const id = `${ref.role}.${ref.key}`;
+      const first = seen.get(id);
+      if (first !== undefined) return add(`duplicate import ${q(id)} (already at imports[${first}])`);
+      seen.set(id, i);
+      const exported = exportsOf(ref.role);
+      if (exported && ref.key !== '*' && !Object.hasOwn(exported, ref.key))
+        add(`role ${q(ref.role)} exports no ${q(ref.key)}`);
+    });
+
+    for (const [path, template] of templatesOf(role)) {
+      const reported = new Set<string>();
+      for (const ref of templateRefs(template)) {
+        if (ref.key === undefined || reported.has(ref.text)) continue;
+        reported.add(ref.text);
+        const message = templateRefProblem(role, ref.name, ref.key, ref.text, exists, exportsOf);
+        if (message) issues.push({ path: pathOf(['roles', role.name, ...path]), message });
+      }
+    }
+  }
+
+  const graph = new Map(
+    [...roles.values()].map((r) => [
+      r.name,
+      r.imports.filter((ref) => !ref.optional && ref.role !== r.name).map((ref) => ref.role),
+    ]),
+  );
+  for (const cycle of cyclesOf(graph)) issues.push({ path: '', message: `import cycle: ${cycle.join(' → ')}` });
+  return issues;
+}
+
+function templateRefProblem(
+  role: RoleSpec,
+  name: string,
+  key: string,
+  text: string,
+  exists: (name: string) => boolean,
+  exportsOf: (name: string) => Readonly<Record<string, string>> | undefined,
+): string | undefined {
+  if (key === '*')
+    return `${text} cannot be used in a template: name one export, e.g. \${${name}.url}, or read $${envName(name, 'members')}`;
+  if (name === role.name) return `${text} refers to the role's own export; a role cannot import itself`;
+  if (!exists(name)) return `${text} refers to no role ${q(name)}`;
+  const byName = role.imports.filter((ref) => ref.role === name);
+  if (byName.some((ref) => ref.key === key)) return undefined; // the import itself is checked above
+  if (!byName.some((ref) => ref.key === '*')) return `${text} is not imported (add ${q(`${name}.${key}`)} to imports)`;
+  const exported = exportsOf(name);
+  if (exported && !Object.hasOwn(exported, key)) return `${text}: role ${q(name)} exports no ${q(key)}`;
+  return undefined;
+}
+
+/** Every templated text of a role, with its path below the role. */
+function templatesOf(role: RoleSpec): [(string | number)[], string][] {
+  const out: [(string | number)[], string][] = [];
+  for (const k of ['start', 'deploy', 'stop', 'update', 'undeploy'] as const) {
+    const t = role[k];
+    if (t !== undefined) out.push([[k], t]);
+  }
+  for (const [k, v] of Object.entries(role.env)) out.push([['env', k], v]);
+  for (const [k, v] of Object.entries(role.exports)) out.push([['exports', k], v]);
+  if (role.health?.exec !== undefined) out.push([['health', 'exec'], role.health.exec]);
+  return out;
+}
+
+function fromZod(zodIssues: readonly z.core.$ZodIssue[]): SpecIssue[] {
+  const out: SpecIssue[] = [];
+  for (const iss of zodIssues) {
+    const path = pathOf(iss.path);
+    if (iss.code === 'unrecognized_keys') {
+      for (const key of iss.keys) out.push({ path, message: `unknown key ${q(key)}` });
+    } else if (iss.code === 'invalid_key') {
+      out.push({ path, message: iss.issues[0]?.message ?? iss.message });
+    } else {
+      out.push({ path, message: iss.message });
+    }
+  }
+  return out;
+}
+
+const PLAIN_KEY = /^[A-Za-z_][A-Za-z0-9_-]*$/;
+
+/** `['roles', 'api', 'imports', 0]` → `roles.api.imports[0]`; odd keys are quoted: `env["A B"]`. */
+function pathOf(path: readonly PropertyKey[]): string {
+  let out = '';
+  for (const seg of path) {
+    if (typeof seg === 'number') out += `[${seg}]`;
+    else if (typeof seg === 'string' && PLAIN_KEY.test(seg)) out += out ? `.${seg}` : seg;
+    else out += `[${JSON.stringify(String(seg))}]`;
+  }
+  return out;
+}
+
+function q(s: string): string {
+  return JSON.stringify(s);
+}
+
+function dedupe(issues: readonly SpecIssue[]): SpecIssue[] {
+  const seen = new Set<string>();
+  return issues.filter((i) => {
+    const k = `${i.path}\0${i.message}`;
+    if (seen.has(k)) return false;
+    seen.add(k);
+    return true;
+  });
+}
