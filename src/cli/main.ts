@@ -256,9 +256,9 @@ export function buildProgram(): Command {
     .addOption(dataDirOpt())
     .option('--port <n>', 'port on 127.0.0.1', parseInteger, DEFAULT_PORT)
     .action(async (o: { dataDir: string; port: number }) => {
-      let server: RunningController | undefined;
-      const stop = () => void server?.close().then(() => process.exit(0));
-      server = await startServer({ dataDir: o.dataDir, port: o.port, ...(process.env.DROVER_TOKEN ? { token: process.env.DROVER_TOKEN } : {}), onShutdown: stop });
+      const holder: { server?: RunningController } = {};
+      const stop = () => void holder.server?.close().then(() => process.exit(0));
+      holder.server = await startServer({ dataDir: o.dataDir, port: o.port, ...(process.env.DROVER_TOKEN ? { token: process.env.DROVER_TOKEN } : {}), onShutdown: stop });
       process.once('SIGTERM', stop);
       process.once('SIGINT', stop);
       await new Promise(() => {});

@@ -8,7 +8,6 @@ import { timingSafeEqual } from 'node:crypto';
 import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance } from 'fastify';
 import swagger from '@fastify/swagger';
 import websocket from '@fastify/websocket';
-import type { Logger } from 'pino';
 import { compileAppSpec, parseAppFile, SpecError, startOrder, type AppSpec } from '../core/index.js';
 import type { EventRecord } from '../adapters/store/index.js';
 import { EmbeddedTransport } from '../adapters/transport/index.js';
@@ -19,7 +18,7 @@ export interface ApiOptions {
   readonly controller: Controller;
   /** The bearer token clients must present. */
   readonly token: string;
-  readonly logger: Logger | false;
+  readonly logger: FastifyBaseLogger | false;
   /** Folder used as `${appDir}` when an apply names none. */
   readonly defaultAppDir: string;
   readonly version: string;
@@ -140,7 +139,7 @@ function fail(code: ErrorCode, message: string): never {
 export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
   const c = opts.controller;
   const app = Fastify({
-    ...(opts.logger === false ? { logger: false } : { loggerInstance: opts.logger as FastifyBaseLogger }),
+    ...(opts.logger === false ? { logger: false } : { loggerInstance: opts.logger }),
     bodyLimit: opts.bodyLimit ?? 1 << 20,
     ajv: { customOptions: { allErrors: false, coerceTypes: 'array', removeAdditional: false } },
     disableRequestLogging: true,

@@ -28,7 +28,7 @@ type Row = Record<string, unknown>;
 
 const num = (v: unknown): number => (typeof v === 'number' ? v : Number(v));
 const numOrNull = (v: unknown): number | null => (v === null || v === undefined ? null : num(v));
-const strOrNull = (v: unknown): string | null => (v === null || v === undefined ? null : String(v));
+const strOrNull = (v: unknown): string | null => (typeof v === 'string' ? v : v === null || v === undefined ? null : JSON.stringify(v));
 const json = (v: unknown): string | null => (v === null || v === undefined ? null : JSON.stringify(v));
 
 const INSTANCE_COLUMNS: Record<keyof InstancePatch, string> = {
