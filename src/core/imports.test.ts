@@ -12,7 +12,7 @@ import {
   stopOrder,
 } from './imports.js';
 import { compileAppSpec, parseAppFile, SpecError } from './spec.js';
-import type { AppSpec, ImportRef, RoleSpec } from './types.js';
+import type { AppSpec, ImportedMember, ImportRef, RoleSpec } from './types.js';
 
 // ---- random import graphs ---------------------------------------------------------------------
 
@@ -48,10 +48,11 @@ const acyclic: fc.Arbitrary<Graph> = fc.integer({ min: 1, max: 14 }).chain((n) =
         ...Array.from({ length: n }, (_, i) =>
           fc.array(
             fc.tuple(
-              fc.integer({ min: 0, max: n - 1 }).filter((j) => j !== i),
+              // Any other role: skip over i rather than filter it out (a lone role has no other).
+              fc.integer({ min: 0, max: Math.max(0, n - 2) }).map((j) => (j >= i ? j + 1 : j)),
               fc.constantFrom<Edge>('url', '*', 'url?', '*?', 'url+port?'),
             ),
-            { maxLength: 4 },
+            { maxLength: n > 1 ? 4 : 0 },
           ),
         ),
       ),
@@ -189,18 +190,22 @@ test('requiredDeps lists each required role once; dependents counts optional imp
   assert.throws(() => dependents(THREE_TIER, 'constructor'), /no role "constructor"/);
 });
 
+/** A compiled app with one bare role: hand-built specs start from it, so they get every default field. */
+const BARE = compileAppSpec({ app: 'loop', roles: { me: {} } });
+
+/** A role importing `imports` as given: no check that the roles exist or that the graph is acyclic. */
 function role(imports: string[], name = 'me'): RoleSpec {
   const refs = imports.map((raw): ImportRef => {
     const optional = raw.endsWith('?');
     const [r = '', key = ''] = (optional ? raw.slice(0, -1) : raw).split('.');
     return { raw, role: r, key, optional };
   });
-  return { name, min: 1, max: 1, count: 1, env: {}, exports: {}, imports: refs, stopTimeoutMs: 10_000 };
+  return { ...BARE.roles.me!, name, imports: refs };
 }
 
 test('findCycle and startOrder on a hand-built spec with a cycle', () => {
   const spec: AppSpec = {
-    app: 'loop',
+    ...BARE,
     roles: { b: role(['a.x'], 'b'), a: role(['c.x'], 'a'), c: role(['b.x', 'd.x?'], 'c'), d: role(['a.x'], 'd') },
   };
   assert.deepEqual(findCycle(spec), ['a', 'c', 'b', 'a']);
@@ -209,7 +214,7 @@ test('findCycle and startOrder on a hand-built spec with a cycle', () => {
 
 // ---- resolveImports ---------------------------------------------------------------------------
 
-const SERVING = {
+const SERVING: Readonly<Record<string, readonly ImportedMember[]>> = {
   db: [
     { instance: 'i-3', exports: { url: 'db3', port: '3' } },
     { instance: 'i-1', exports: { url: 'db1', port: '1' } },
