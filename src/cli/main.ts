@@ -34,6 +34,11 @@ interface RoleJson {
   max: number;
   live: number;
   serving: number;
+  draining: number;
+  spares: number;
+  degraded: boolean;
+  policies: string[];
+  lastDecision: { at: string; desired: number; reason: string } | null;
   missingImports: string[];
   instances: InstanceJson[];
 }
@@ -42,6 +47,7 @@ interface AppJson {
   generation: number;
   deleting: boolean;
   converged: boolean;
+  spares: Record<string, number>;
   startOrder: string[][];
   roles: RoleJson[];
 }
@@ -97,12 +103,18 @@ function renderStatus(apps: AppJson[]): string {
   const parts: string[] = [];
   for (const a of apps) {
     const flag = a.deleting ? 'deleting' : a.converged ? 'converged' : 'converging';
-    parts.push(`app ${a.name} (generation ${a.generation}, ${flag})`);
+    const appSpares = a.spares['*'] ? `, ${a.spares['*']} warm spare(s)` : '';
+    parts.push(`app ${a.name} (generation ${a.generation}, ${flag}${appSpares})`);
     const rows: string[][] = [['ROLE', 'INSTANCE', 'STATE', 'ADDRESS', 'UP', 'EXPORTS / NOTE']];
     for (const r of a.roles) {
-      const count = `${r.serving}/${r.desired} serving${r.pinned ? ' (set by hand)' : ''}`;
-      const waiting = r.missingImports.length ? `; waiting for ${r.missingImports.join(', ')}` : '';
-      rows.push([r.name, '', '', '', '', count + waiting]);
+      const mode = r.policies.length ? (r.pinned ? ' (set by hand; policies paused)' : ' (auto)') : r.pinned ? ' (set by hand)' : '';
+      const bits = [`${r.serving}/${r.desired} serving${mode}`];
+      if (r.draining) bits.push(`${r.draining} draining`);
+      if (r.spares) bits.push(`${r.spares} warm spare(s)`);
+      if (r.degraded) bits.push('DEGRADED: replacements keep failing');
+      if (r.missingImports.length) bits.push(`waiting for ${r.missingImports.join(', ')}`);
+      if (r.lastDecision && !r.pinned) bits.push(`last decision: ${r.lastDecision.reason}`);
+      rows.push([r.name, '', '', '', '', bits.join('; ')]);
       for (const i of r.instances) {
         const ex = Object.entries(i.exports).map(([k, v]) => `${k}=${v}`).join(' ');
         const note = i.state === 'serving' ? ex : (i.message ?? ex);
@@ -306,17 +318,21 @@ export function buildProgram(): Command {
 
   program
     .command('scale')
-    .description('set a role\'s count by hand: drover scale api=3')
-    .argument('<role=count>', 'role and count, e.g. api=3')
+    .description("set a role's count by hand (`drover scale api=3`, which pauses its policies), or hand it back to them (`drover scale api --auto`)")
+    .argument('<role=count|role>', 'role and count, e.g. api=3; or a role with --auto')
     .addOption(dataDirOpt())
     .option('--app <name>', 'app (needed only when several are applied)')
-    .action(async (arg: string, o: { dataDir: string; app?: string }) => {
-      const m = /^([a-z][a-z0-9-]*)=(\d+)$/.exec(arg);
-      if (!m) throw new CliError(`expected ROLE=COUNT (e.g. api=3), got "${arg}"`, 2);
+    .option('--auto', "hand the role's count back to its scaling policies")
+    .action(async (arg: string, o: { dataDir: string; app?: string; auto?: boolean }) => {
+      const m = /^([a-z][a-z0-9-]*)(?:=(\d+))?$/.exec(arg);
+      if (!m || (m[2] === undefined) !== Boolean(o.auto)) {
+        throw new CliError(`expected ROLE=COUNT (e.g. api=3) or ROLE --auto, got "${arg}"${o.auto ? ' --auto' : ''}`, 2);
+      }
       const client = clientFor(o.dataDir);
       const app = await pickApp(client, o.app);
-      const r = await client.request<RoleJson>('PUT', `/v1/apps/${app}/roles/${m[1]}/count`, { count: Number(m[2]) });
-      out(`${app}/${r.name}: desired ${r.desired} (now ${r.serving} serving)`);
+      const body = o.auto ? { auto: true } : { count: Number(m[2]) };
+      const r = await client.request<RoleJson>('PUT', `/v1/apps/${app}/roles/${m[1]}/count`, body);
+      out(`${app}/${r.name}: desired ${r.desired} (now ${r.serving} serving)${o.auto ? '; scaling policies in charge' : ''}`);
     });
 
   program

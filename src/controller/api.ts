@@ -205,6 +205,7 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
       createdAt: iso(stored.createdAt),
       updatedAt: iso(stored.updatedAt),
       converged: p?.converged ?? false,
+      spares: p?.spares ?? {},
       startOrder: startOrder(stored.spec),
       spec: stored.spec,
     };
@@ -231,6 +232,14 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
         live: s?.live ?? 0,
         serving: s?.serving ?? 0,
         missingImports: s?.missingImports ?? [],
+        draining: s?.draining ?? 0,
+        spares: s?.spares ?? 0,
+        degraded: s?.degraded ?? false,
+        policies: r.scale.map((pol) => `${pol.kind} on ${pol.metric}`),
+        lastDecision: (() => {
+          const d = c.decisionFor(name, r.name);
+          return d ? { at: iso(d.at), desired: d.desired, reason: d.reason } : null;
+        })(),
         imports: r.imports.map((i) => i.raw),
         exports: Object.keys(r.exports),
         instances: instances.filter((i) => i.role === r.name).map(instanceJson),
@@ -301,19 +310,25 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
     return roles.find((r) => r.name === req.params.role) ?? fail('not_found', `app "${req.params.name}" has no role "${req.params.role}"`);
   });
 
-  app.put<{ Params: { name: string; role: string }; Body: { count: number } }>(
+  app.put<{ Params: { name: string; role: string }; Body: { count?: number; auto?: boolean } }>(
     '/v1/apps/:name/roles/:role/count',
     {
       schema: {
         tags: ['roles'],
         summary: "Set a role's count by hand (it stays until the file changes it or it is set again)",
         params: roleParams,
-        body: { type: 'object', additionalProperties: false, required: ['count'], properties: { count: { type: 'integer', minimum: 0, maximum: 10000 } } },
+        body: {
+          type: 'object',
+          additionalProperties: false,
+          properties: { count: { type: 'integer', minimum: 0, maximum: 10000 }, auto: { type: 'boolean', enum: [true] } },
+          oneOf: [{ required: ['count'] }, { required: ['auto'] }],
+        },
         response: { 200: roleSchema, ...errors(400, 401, 404, 409, 422) },
       },
     },
     async (req) => {
-      await c.scale(req.params.name, req.params.role, req.body.count);
+      const b = req.body;
+      await c.scale(req.params.name, req.params.role, b.count !== undefined ? { count: b.count } : { auto: true });
       const roles = await rolesOf(req.params.name);
       return roles.find((r) => r.name === req.params.role);
     },
@@ -387,6 +402,11 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
       return { events: events.map(eventJson) };
     },
   );
+
+  app.get('/metrics', { schema: { hide: true } }, async (_req, reply) => {
+    const m = c.metrics.registry;
+    return reply.header('content-type', m.contentType).send(await m.metrics());
+  });
 
   app.post('/v1/shutdown', { schema: { tags: ['controller'], summary: 'Stop the controller (apps keep running unless deleted first)', response: { 202: { type: 'object', additionalProperties: true }, 401: errorSchema } } }, async (_req, reply) => {
     reply.raw.on('finish', () => setImmediate(() => opts.onShutdown?.()));

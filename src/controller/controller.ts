@@ -7,9 +7,24 @@ import { randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
 import type { Logger } from 'pino';
 import {
   DEFAULT_PLANNER_OPTIONS,
+  evaluate,
   isTerminal,
+  MetricStore,
+  pickJson,
+  pickPrometheus,
+  parsePrometheusText,
   plan,
+  rankVictims,
+  recordAction,
+  renderTemplate,
+  resolveImports,
   roleHash,
+  samplesFromVitals,
+  victimWhy,
+  type Decision,
+  type ImportedMember,
+  type MetricSource,
+  type PolicyState,
   type AgentStatus,
   type AppSpec,
   type Clock,
@@ -23,6 +38,7 @@ import type { EventRecord, InstancePatch, InstanceRecord, NewEvent, Store, Store
 import type { Provider } from '../adapters/providers/index.js';
 import type { ControllerTransport, HelloMessage, TransportHandlers } from '../adapters/transport/index.js';
 import { ApiError } from './errors.js';
+import { ControllerMetrics } from './metrics.js';
 import { Runner } from './runner.js';
 
 export interface ControllerOptions {
@@ -36,6 +52,8 @@ export interface ControllerOptions {
   readonly resendMs?: number;
   /** Level-triggered safety net: every app is reconciled at least this often. @default 5000 */
   readonly resyncMs?: number;
+  /** How often scaling policies are evaluated (a role with policies is reconciled at least this often). @default 1000 */
+  readonly evaluateMs?: number;
   readonly planner?: Partial<PlannerOptions>;
 }
 
@@ -74,6 +92,14 @@ export class Controller {
   private controllerUrl?: string;
   private timers: NodeJS.Timeout[] = [];
   private stopped = false;
+  readonly metrics = new ControllerMetrics();
+  readonly metricStore = new MetricStore();
+  private readonly policyStates = new Map<string, PolicyState>();
+  private readonly lastDecision = new Map<string, Decision & { at: number }>();
+  private readonly scrapeDue = new Map<string, number>();
+  private readonly evaluateMs: number;
+  /** Keys (`app/role`) the metric store holds samples for. */
+  private readonly metricRoles = new Set<string>();
 
   constructor(private readonly opts: ControllerOptions) {
     this.store = opts.store;
@@ -83,7 +109,8 @@ export class Controller {
     this.heartbeatMs = opts.heartbeatMs ?? 2000;
     this.plannerOptions = { ...DEFAULT_PLANNER_OPTIONS, heartbeatTimeoutMs: this.heartbeatMs * 3, ...opts.planner };
     this.startedAt = this.clock.now();
-    this.runner = new Runner((key) => this.reconcile(key), this.log);
+    this.evaluateMs = opts.evaluateMs ?? 1000;
+    this.runner = new Runner((key) => this.timedReconcile(key), this.log);
     this.events.setMaxListeners(0);
     this.provider.onExit((id, info) => {
       void this.onAgentExit(id, info.code, info.signal).catch((err: unknown) => this.log.error({ err, id }, 'handling agent exit failed'));
@@ -98,6 +125,7 @@ export class Controller {
     this.timers.push(
       setInterval(() => void this.resendPending().catch((err: unknown) => this.log.warn({ err }, 'resend failed')), this.opts.resendMs ?? 3000),
       setInterval(() => void this.resync().catch((err: unknown) => this.log.warn({ err }, 'resync failed')), this.opts.resyncMs ?? 5000),
+      setInterval(() => void this.scrapeRoleMetrics().catch((err: unknown) => this.log.warn({ err }, 'scrape failed')), 250),
     );
   }
 
@@ -136,18 +164,45 @@ export class Controller {
     return res;
   }
 
-  async scale(appName: string, role: string, count: number): Promise<void> {
+  /** Pins a role's count by hand (`count`), or hands it back to its policies (`auto`). */
+  async scale(appName: string, role: string, what: { count: number } | { auto: true }): Promise<void> {
     const app = await this.store.getApp(appName);
     const r = app?.spec.roles[role];
     if (!app || !r) throw new ApiError('not_found', app ? `app "${appName}" has no role "${role}"` : `no app "${appName}"`);
     if (app.deleting) throw new ApiError('app_deleting', `app "${appName}" is being deleted`);
-    if (count < r.min || count > r.max) {
-      throw new ApiError('count_out_of_bounds', `count: ${count} is outside ${role}'s bounds [${r.min}, ${r.max}]`);
-    }
     const before = (await this.store.listRoles(appName)).find((x) => x.role === role)?.desired ?? r.count;
-    await this.store.setRoleCount(appName, role, count, true);
-    await this.record({ app: appName, role, instance: null, kind: 'scale.manual', message: `${role} ${before}→${count}: set by hand`, data: { from: before, to: count } });
+    if ('auto' in what) {
+      if (r.scale.length === 0) throw new ApiError('no_policy', `auto: role ${role} has no scale policies; set its count instead`);
+      await this.store.setRoleCount(appName, role, before, false);
+      await this.record({ app: appName, role, instance: null, kind: 'scale.auto', message: `${role}: handed back to its scaling policies (at ${before})` });
+    } else {
+      const count = what.count;
+      if (count < r.min || count > r.max) {
+        throw new ApiError('count_out_of_bounds', `count: ${count} is outside ${role}'s bounds [${r.min}, ${r.max}]`);
+      }
+      await this.store.setRoleCount(appName, role, count, true);
+      const key = `${appName}/${role}`;
+      this.policyStates.set(key, recordAction(this.policyStates.get(key), this.clock.now(), before, count));
+      const paused = r.scale.length ? ` (policies paused until \`drover scale ${role} --auto\`)` : '';
+      await this.record({ app: appName, role, instance: null, kind: 'scale.manual', message: `${role} ${before}→${count}: set by hand${paused}`, data: { from: before, to: count } });
+    }
     this.runner.enqueue(appName);
+  }
+
+  /** The last autoscaling decision for a role, if its policies ran. */
+  decisionFor(app: string, role: string): (Decision & { at: number }) | undefined {
+    return this.lastDecision.get(`${app}/${role}`);
+  }
+
+  private forgetAppState(app: string): void {
+    for (const m of [this.policyStates, this.lastDecision, this.scrapeDue, this.notes] as Map<string, unknown>[]) {
+      for (const k of [...m.keys()]) if (k.startsWith(`${app}/`)) m.delete(k);
+    }
+    for (const r of [...this.metricRoles]) {
+      if (!r.startsWith(`${app}/`)) continue;
+      this.metricStore.forgetRole(r);
+      this.metricRoles.delete(r);
+    }
   }
 
   async deleteApp(appName: string): Promise<void> {
@@ -202,11 +257,72 @@ export class Controller {
     return plan({
       app: { name: app.name, spec: app.spec, deleting: app.deleting },
       desired: Object.fromEntries(roles.map((r) => [r.role, r.desired])),
-      instances: instances.map((i) => ({ ...i, lastSeenAt: this.live.get(i.id)?.lastSeenAt ?? null })),
+      instances: instances.map((i) => {
+        const l = this.live.get(i.id);
+        return { ...i, lastSeenAt: l?.lastSeenAt ?? null, busy: l?.vitals?.role?.cpu ?? 0, tenants: 0 };
+      }),
       now,
       controllerStartedAt: this.startedAt,
       options: this.plannerOptions,
     });
+  }
+
+  private async timedReconcile(appName: string): Promise<{ requeueAfterMs?: number }> {
+    const end = this.metrics.reconcileSeconds.startTimer();
+    try {
+      return await this.reconcile(appName);
+    } catch (err) {
+      this.metrics.reconcileErrors.inc();
+      throw err;
+    } finally {
+      end();
+    }
+  }
+
+  /**
+   * Runs the scaling policies of every unpinned role with policies; a changed count is stored
+   * (the plan then acts on it) and explained in an event.
+   */
+  private async autoscale(app: StoredApp): Promise<void> {
+    const roles = await this.store.listRoles(app.name);
+    const instances = await this.store.listInstances({ app: app.name });
+    const now = this.clock.now();
+    for (const role of Object.values(app.spec.roles)) {
+      if (role.scale.length === 0) continue;
+      const row = roles.find((r) => r.role === role.name);
+      if (!row || row.pinned) continue;
+      const key = `${app.name}/${role.name}`;
+      const live = instances.filter((i) => i.role === role.name && i.goal === 'run' && !isTerminal(i.state) && i.state !== 'unresponsive');
+      const state = this.policyStates.get(key) ?? (row.policyState as PolicyState | null) ?? undefined;
+      const d = evaluate(role.scale, {
+        role: role.name,
+        now,
+        current: row.desired,
+        min: role.min,
+        max: role.max,
+        instances: live.map((i) => ({ id: i.id, servingSince: i.state === 'serving' ? (i.startedAt ?? i.stateSince) : null })),
+        warmupMs: role.warmupMs,
+        metrics: this.metricStore,
+        metricsKey: key,
+      }, state);
+      this.policyStates.set(key, d.state);
+      this.lastDecision.set(key, { ...d, at: now });
+      if (!d.changed) continue;
+      let reason = d.reason;
+      if (d.desired < row.desired) {
+        // Name the victims the plan will choose, so the event tells the whole decision.
+        const hash = roleHash(role);
+        const victims = rankVictims(
+          live.map((i) => ({ ...i, lastSeenAt: null, busy: this.live.get(i.id)?.vitals?.role?.cpu ?? 0, tenants: 0 })),
+          hash,
+        ).slice(0, row.desired - d.desired);
+        if (victims.length) reason += `; victim${victims.length > 1 ? 's' : ''} ${victims.map((v) => `${v.id} (${victimWhy(v, hash)})`).join(', ')}`;
+      }
+      await this.store.setRoleCount(app.name, role.name, d.desired, false);
+      await this.store.setPolicyState(app.name, role.name, d.state);
+      this.metrics.decisions.inc({ kind: d.desired > row.desired ? 'scale_out' : 'scale_in' });
+      await this.record({ app: app.name, role: role.name, instance: null, kind: 'scale.policy', message: reason, data: { from: row.desired, to: d.desired, inputs: d.inputs } });
+    }
   }
 
   private async reconcile(appName: string): Promise<{ requeueAfterMs?: number }> {
@@ -216,30 +332,104 @@ export class Controller {
       this.runner.forget(appName);
       return {};
     }
+    const scaled = !app.deleting && Object.values(app.spec.roles).some((r) => r.scale.length > 0);
+    if (scaled) await this.autoscale(app);
     const p = await this.planFor(app);
     // Instances are made and destroyed in parallel (each can take seconds); orders go out in order.
     const slow = p.actions.filter((a) => a.kind === 'create' || a.kind === 'destroy');
     await Promise.all(slow.map((a) => this.execute(app, a)));
     for (const a of p.actions) if (a.kind !== 'create' && a.kind !== 'destroy') await this.execute(app, a);
+    this.updateGauges(app, p);
     // A destroyed instance can unblock the next step (the next role to stop, a replacement):
     // look again at once rather than at the next resync.
     if (p.actions.some((a) => a.kind === 'destroy')) return { requeueAfterMs: 0 };
-    return p.requeueAfterMs !== undefined ? { requeueAfterMs: p.requeueAfterMs } : {};
+    const next = Math.min(p.requeueAfterMs ?? Infinity, scaled ? this.evaluateMs : Infinity);
+    return Number.isFinite(next) ? { requeueAfterMs: next } : {};
+  }
+
+  private updateGauges(app: StoredApp, p: Plan): void {
+    for (const [role, s] of Object.entries(p.roles)) {
+      const labels = { app: app.name, role };
+      this.metrics.desired.set(labels, s.desired);
+      this.metrics.actual.set(labels, s.live);
+      this.metrics.serving.set(labels, s.serving);
+      this.metrics.degraded.set(labels, s.degraded ? 1 : 0);
+    }
+    for (const [pool, n] of Object.entries(p.spares)) this.metrics.spares.set({ app: app.name, pool }, n);
+    this.metrics.connectedAgents.set(this.transport?.connected().length ?? 0);
+  }
+
+  /** Scrapes role-scope metrics (a queue's backlog, say) from their templated URLs when due. */
+  private async scrapeRoleMetrics(): Promise<void> {
+    if (this.stopped) return;
+    const now = this.clock.now();
+    for (const app of await this.store.listApps()) {
+      if (app.deleting) continue;
+      let serving: Record<string, ImportedMember[]> | undefined;
+      for (const role of Object.values(app.spec.roles)) {
+        for (const m of role.metrics) {
+          if (m.scope !== 'role') continue;
+          const key = `${app.name}/${role.name}/${m.name}`;
+          if ((this.scrapeDue.get(key) ?? 0) > now) continue;
+          this.scrapeDue.set(key, now + m.intervalMs);
+          serving ??= await this.servingMembers(app.name);
+          const { imports } = resolveImports(role, serving);
+          const url = renderTemplate(m.url, { port: '', ip: '', instance: '', role: role.name, app: app.name, workdir: '', appDir: app.appDir }, imports);
+          void this.scrapeOne(`${app.name}/${role.name}`, m, url);
+        }
+      }
+    }
+  }
+
+  private async servingMembers(app: string): Promise<Record<string, ImportedMember[]>> {
+    const out: Record<string, ImportedMember[]> = {};
+    for (const i of await this.store.listInstances({ app })) {
+      if (i.role && i.goal === 'run' && i.state === 'serving' && i.exports) (out[i.role] ??= []).push({ instance: i.id, exports: i.exports });
+    }
+    return out;
+  }
+
+  private async scrapeOne(key: string, m: MetricSource, url: string): Promise<void> {
+    try {
+      const res = await fetch(url, { signal: AbortSignal.timeout(m.timeoutMs) });
+      if (!res.ok) throw new Error(`HTTP ${res.status}`);
+      const text = await res.text();
+      const value = m.format === 'json' ? pickJson(JSON.parse(text) as unknown, m.select) : pickPrometheus(parsePrometheusText(text), m.select);
+      if (value === undefined) throw new Error(`no value at ${m.select}`);
+      this.addSample(key, m.name, { t: this.clock.now(), value });
+    } catch (err) {
+      this.log.debug({ err, url, metric: m.name }, 'role metric scrape failed');
+    }
+  }
+
+  private addSample(key: string, metric: string, sample: { t: number; value: number; instance?: string }): void {
+    this.metricStore.add(key, metric, sample);
+    this.metricRoles.add(key);
+  }
+
+  /** Stores an order and sends it if the agent is connected; the resend loop covers the rest. */
+  private async order(instanceId: string, order: Order, patch: InstancePatch): Promise<void> {
+    await this.store.transaction(async (tx) => {
+      await tx.putOrder({ id: order.id, instanceId, kind: order.kind, payload: order, createdAt: this.clock.now() });
+      await tx.updateInstance(instanceId, patch);
+    });
+    this.transport?.send(instanceId, { type: 'order', order });
   }
 
   private async execute(app: StoredApp, a: PlanAction): Promise<void> {
     const now = this.clock.now();
+    this.metrics.decisions.inc({ kind: a.kind });
     switch (a.kind) {
       case 'create': {
         const id = `i-${token(4)}`;
         const rec: InstanceRecord = {
-          id, app: app.name, role: a.role, state: 'provisioning', goal: 'run', epoch: 1, joinToken: token(16),
+          id, app: app.name, role: a.role, pool: a.pool, state: 'provisioning', goal: 'run', epoch: 1, joinToken: token(16),
           ip: '', port: 0, workdir: '', providerRef: null, roleHash: a.roleHash, exports: null, importsSent: null,
-          importsApplied: null, assignOrderId: null, stopOrderId: null, restarts: 0, message: null, lastExit: null,
-          createdAt: now, startedAt: null, stateSince: now, stopRequestedAt: null, destroyedAt: null,
+          importsApplied: null, assignOrderId: null, stopOrderId: null, drainOrderId: null, restarts: 0, message: null, lastExit: null,
+          createdAt: now, startedAt: null, stateSince: now, stopRequestedAt: null, drainRequestedAt: null, destroyedAt: null,
         };
         await this.store.insertInstance(rec);
-        await this.record({ app: app.name, role: a.role, instance: id, kind: 'instance.create', message: a.reason });
+        await this.record({ app: app.name, role: a.role ?? a.pool, instance: id, kind: a.role ? 'instance.create' : 'spare.create', message: a.reason });
         try {
           const made = await this.provider.createInstance({
             instanceId: id, epoch: rec.epoch, joinToken: rec.joinToken, controllerUrl: this.controllerUrl ?? '', app: app.name, role: a.role,
@@ -248,7 +438,7 @@ export class Controller {
         } catch (err) {
           const msg = err instanceof Error ? err.message : String(err);
           await this.store.updateInstance(id, { state: 'failed', stateSince: now, message: `provider ${this.provider.name} could not create it: ${msg}` });
-          await this.record({ app: app.name, role: a.role, instance: id, kind: 'instance.failed', message: `${id} (${a.role}) could not be created: ${msg}` });
+          await this.record({ app: app.name, role: a.role, instance: id, kind: 'instance.failed', message: `${id} (${a.role ?? 'spare'}) could not be created: ${msg}` });
         }
         return;
       }
@@ -259,21 +449,14 @@ export class Controller {
           id: `o-${randomUUID()}`, kind: 'assign',
           assignment: { app: app.name, appDir: app.appDir, role, imports: a.imports, importsVersion: a.importsVersion },
         };
-        await this.store.transaction(async (tx) => {
-          await tx.putOrder({ id: order.id, instanceId: a.instanceId, kind: order.kind, payload: order, createdAt: now });
-          await tx.updateInstance(a.instanceId, { assignOrderId: order.id, importsSent: a.importsVersion });
-        });
-        this.transport?.send(a.instanceId, { type: 'order', order });
-        await this.record({ app: app.name, role: a.role, instance: a.instanceId, kind: 'instance.assign', message: a.reason });
+        const claim: InstancePatch = a.claim ? { role: a.role, pool: null, roleHash: a.roleHash } : {};
+        await this.order(a.instanceId, order, { ...claim, assignOrderId: order.id, importsSent: a.importsVersion });
+        await this.record({ app: app.name, role: a.role, instance: a.instanceId, kind: a.claim ? 'spare.claim' : 'instance.assign', message: a.reason });
         return;
       }
       case 'imports': {
         const order: Order = { id: `o-${randomUUID()}`, kind: 'imports', imports: a.imports, importsVersion: a.importsVersion };
-        await this.store.transaction(async (tx) => {
-          await tx.putOrder({ id: order.id, instanceId: a.instanceId, kind: order.kind, payload: order, createdAt: now });
-          await tx.updateInstance(a.instanceId, { importsSent: a.importsVersion });
-        });
-        this.transport?.send(a.instanceId, { type: 'order', order });
+        await this.order(a.instanceId, order, { importsSent: a.importsVersion });
         await this.record({ app: app.name, role: a.role, instance: a.instanceId, kind: 'instance.imports', message: a.reason, data: { version: a.importsVersion } });
         return;
       }
@@ -281,18 +464,48 @@ export class Controller {
         const inst = await this.store.getInstance(a.instanceId);
         if (!inst || inst.goal === 'stop') return;
         await this.record({ app: app.name, role: a.role, instance: a.instanceId, kind: 'instance.stop', message: a.reason });
-        if (inst.state === 'provisioning' || !inst.assignOrderId) {
-          // Nothing runs there yet: no role to stop gracefully.
+        if (inst.state === 'provisioning' || inst.role === null || !inst.assignOrderId) {
+          // Nothing runs there yet (or a spare): no role to stop gracefully.
           await this.store.updateInstance(a.instanceId, { goal: 'stop', stopRequestedAt: now });
           await this.destroy(app.name, inst, 'terminated', `${inst.id} had no role running; destroyed directly`);
           return;
         }
         const order: Order = { id: `o-${randomUUID()}`, kind: 'stop', reason: a.reason };
-        await this.store.transaction(async (tx) => {
-          await tx.putOrder({ id: order.id, instanceId: a.instanceId, kind: order.kind, payload: order, createdAt: now });
-          await tx.updateInstance(a.instanceId, { goal: 'stop', stopRequestedAt: now, stopOrderId: order.id, exports: null });
-        });
-        this.transport?.send(a.instanceId, { type: 'order', order });
+        await this.order(a.instanceId, order, { goal: 'stop', stopRequestedAt: now, stopOrderId: order.id, exports: null });
+        return;
+      }
+      case 'drain': {
+        await this.store.updateInstance(a.instanceId, { goal: 'drain', drainRequestedAt: now, drainOrderId: null, exports: null });
+        await this.record({ app: app.name, role: a.role, instance: a.instanceId, kind: 'instance.drain', message: `${a.reason}; taking it out of rotation first` });
+        return;
+      }
+      case 'drainOrder': {
+        const order: Order = { id: `o-${randomUUID()}`, kind: 'drain', reason: a.reason, timeoutMs: a.timeoutMs };
+        await this.order(a.instanceId, order, { drainOrderId: order.id });
+        await this.record({ app: app.name, role: a.role, instance: a.instanceId, kind: 'instance.drain', message: a.reason });
+        return;
+      }
+      case 'undrain': {
+        const inst = await this.store.getInstance(a.instanceId);
+        if (!inst || inst.goal !== 'drain') return;
+        if (inst.drainOrderId !== null) {
+          const order: Order = { id: `o-${randomUUID()}`, kind: 'undrain', reason: a.reason };
+          await this.order(a.instanceId, order, { goal: 'run', drainRequestedAt: null, drainOrderId: null });
+        } else {
+          await this.store.updateInstance(a.instanceId, { goal: 'run', drainRequestedAt: null });
+        }
+        await this.record({ app: app.name, role: a.role, instance: a.instanceId, kind: 'instance.undrain', message: a.reason });
+        return;
+      }
+      case 'unresponsive': {
+        const inst = await this.store.getInstance(a.instanceId);
+        if (!inst || inst.destroyedAt !== null || inst.state === 'unresponsive') return;
+        // A new epoch fences the old agent: if it comes back, its hello is refused and it must
+        // stop its role; until then its exports are gone from every importer.
+        await this.store.updateInstance(a.instanceId, { state: 'unresponsive', stateSince: now, epoch: inst.epoch + 1, exports: null });
+        this.transport?.fence(a.instanceId, a.reason);
+        this.metrics.replacements.inc({ app: app.name, role: a.role ?? 'spare', reason: 'unresponsive' });
+        await this.record({ app: app.name, role: a.role, instance: a.instanceId, kind: 'instance.unresponsive', message: a.reason });
         return;
       }
       case 'destroy': {
@@ -305,15 +518,16 @@ export class Controller {
         await this.store.deleteApp(app.name);
         await this.record({ app: app.name, role: null, instance: null, kind: 'app.deleted', message: a.reason });
         this.runner.forget(app.name);
+        this.forgetAppState(app.name);
         return;
       }
       case 'note': {
-        const key = `${app.name}/${a.role}`;
+        const key = `${app.name}/${a.role}/${a.topic}`;
         // Only the gist counts for de-duplication: the countdown in the sentence changes every pass.
         const gist = a.reason.replace(/\d+s$/, '');
         if (this.notes.get(key) === gist) return;
         this.notes.set(key, gist);
-        await this.record({ app: app.name, role: a.role, instance: null, kind: 'role.backoff', message: a.reason });
+        await this.record({ app: app.name, role: a.role, instance: null, kind: a.topic === 'degraded' ? 'role.degraded' : 'role.backoff', message: a.reason });
         return;
       }
     }
@@ -326,11 +540,10 @@ export class Controller {
     if (state !== inst.state) {
       await this.store.updateInstance(inst.id, { state, stateSince: now, exports: null });
     }
-    await this.record({
-      app, role: inst.role, instance: inst.id, kind: finalState === 'unresponsive' ? 'instance.unresponsive' : 'instance.destroy', message: reason,
-    });
+    await this.record({ app, role: inst.role, instance: inst.id, kind: 'instance.destroy', message: reason });
     await this.provider.destroyInstance({ id: inst.id, providerRef: inst.providerRef });
     await this.store.updateInstance(inst.id, { destroyedAt: this.clock.now(), exports: null });
+    if (inst.drainRequestedAt !== null && inst.goal === 'drain') this.metrics.drainSeconds.observe((this.clock.now() - inst.drainRequestedAt) / 1000);
     this.live.delete(inst.id);
   }
 
@@ -365,11 +578,15 @@ export class Controller {
     },
     onStatus: async (id: string, status: AgentStatus, vitals: Vitals | undefined) => {
       const now = this.clock.now();
-      this.live.set(id, { lastSeenAt: now, ...(vitals ? { vitals } : {}) });
+      const prev = this.live.get(id);
+      this.live.set(id, { lastSeenAt: now, ...(vitals ? { vitals } : prev?.vitals ? { vitals: prev.vitals } : {}) });
       const inst = await this.store.getInstance(id);
       if (!inst || inst.destroyedAt !== null) {
         this.transport?.fence(id, 'instance no longer exists');
         return;
+      }
+      if (vitals && inst.role !== null && status.state === 'serving') {
+        for (const { metric, sample } of samplesFromVitals(id, vitals)) this.addSample(`${inst.app}/${inst.role}`, metric, sample);
       }
       await this.applyStatus(inst, status, now);
     },
@@ -377,7 +594,14 @@ export class Controller {
       await this.store.ackOrder(orderId, this.clock.now());
     },
     onLog: (id: string, lines: readonly string[]) => {
-      for (const line of lines) this.log.info({ instance: id }, line);
+      void this.store.getInstance(id).then(async (inst) => {
+        if (!inst || lines.length === 0) return;
+        await this.record({
+          app: inst.app, role: inst.role, instance: id, kind: 'instance.log',
+          message: `${id}${inst.role ? ` (${inst.role ?? 'spare'})` : ''}: last output\n  | ${lines.slice(-20).join('\n  | ')}`,
+          data: { lines: [...lines] },
+        });
+      }).catch((err: unknown) => this.log.warn({ err }, 'could not record agent log lines'));
     },
     onDisconnect: (id: string) => {
       this.log.debug({ instance: id }, 'agent disconnected');
@@ -409,13 +633,13 @@ export class Controller {
         const tail = exit?.tail.length ? `\n  | ${exit.tail.slice(-10).join('\n  | ')}` : '';
         await this.record({
           app: inst.app, role: inst.role, instance: inst.id, kind: 'instance.failed',
-          message: `${inst.id} (${inst.role}) failed after ${s.restarts} restart(s), ${code}${why}${tail}`,
+          message: `${inst.id} (${inst.role ?? 'spare'}) failed after ${s.restarts} restart(s), ${code}${why}${tail}`,
           data: { lastExit: exit ?? null, restarts: s.restarts },
         });
       } else {
         await this.record({
           app: inst.app, role: inst.role, instance: inst.id, kind: 'instance.state',
-          message: `${inst.id} (${inst.role}): ${inst.state} → ${s.state}${why}`,
+          message: `${inst.id} (${inst.role ?? 'spare'}): ${inst.state} → ${s.state}${why}`,
           data: { from: inst.state, to: s.state },
         });
       }
@@ -434,7 +658,7 @@ export class Controller {
     } else {
       const how = signal ? `signal ${signal}` : `exit code ${code}`;
       await this.store.updateInstance(id, { state: 'failed', stateSince: now, exports: null, message: `agent process ended (${how})` });
-      await this.record({ app: inst.app, role: inst.role, instance: id, kind: 'instance.failed', message: `${id} (${inst.role}): agent process ended (${how}); replacing it` });
+      await this.record({ app: inst.app, role: inst.role, instance: id, kind: 'instance.failed', message: `${id} (${inst.role ?? 'spare'}): agent process ended (${how}); replacing it` });
     }
     this.runner.enqueue(inst.app);
   }

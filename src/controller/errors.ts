@@ -11,6 +11,7 @@ export const ERROR_CODES = {
   name_mismatch: { status: 400, description: 'The app name in the path differs from `app` in the file.' },
   count_out_of_bounds: { status: 422, description: "A manual count outside the role's min/max." },
   app_deleting: { status: 409, description: 'The app is being deleted; wait until it is gone.' },
+  no_policy: { status: 422, description: 'Asked to hand a role back to its scaling policies, but it has none.' },
   payload_too_large: { status: 413, description: 'The request body is larger than the limit.' },
   unsupported_media_type: { status: 415, description: 'The body is not JSON.' },
   internal: { status: 500, description: 'A bug: the controller could not handle the request. Logged with the request id.' },

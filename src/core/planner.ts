@@ -6,19 +6,27 @@
  * can run the same function on a virtual clock. Every action carries a sentence saying why.
  *
  * Rules, in the words an operator would use:
- * - A role keeps `desired` live instances. A changed role spec rolls its instances one at a time:
- *   a new instance first, the old one stopped once the new one serves (surge 1, none unavailable).
- * - Scale-in stops instances that are not serving first, then the newest.
- * - An instance whose agent stops heartbeating is `unresponsive`: it no longer counts, it is
- *   destroyed and replaced. An instance stuck provisioning is failed and replaced.
- * - The first failure is replaced at once; after that replacements back off (5 s doubling up
- *   to 5 min) so a broken role never
- *   becomes a tight crash loop across instances.
+ * - A role keeps `desired` live instances. New capacity comes first from instances that are
+ *   draining (the drain is cancelled), then from warm spares (a spare takes the role in about a
+ *   second), and only then from new instances. Spare pools are refilled in the same pass.
+ * - A changed role spec rolls its instances one at a time: a new instance first, the old one
+ *   stopped once the new one serves (surge 1, none unavailable).
+ * - Scale-in chooses its victims in this order: instances running an old spec, then those not
+ *   serving yet, then the fewest tenants, then the least busy (role CPU), then the newest. A
+ *   serving victim is drained: it leaves its importers (the load balancer) first, and only once
+ *   they have applied that change is the instance told to finish its in-flight work and stop.
+ * - An instance whose agent stops heartbeating is `unresponsive`: it stops counting at once, its
+ *   epoch is bumped (so the old agent, if it comes back, is refused), a replacement is
+ *   commissioned, and the old instance is destroyed once the role is back to strength (or after
+ *   a grace period). An instance stuck provisioning is failed and replaced.
+ * - The first failure of a role is replaced at once; after that replacements back off (5 s
+ *   doubling up to 5 min). Three failures within the window mark the role `degraded`: no more
+ *   replacements until the window passes or the role's spec changes.
  * - Deleting an app stops roles in reverse dependency order: a role stops only once every role
  *   that imports it is gone.
  */
 import { createHash } from 'node:crypto';
-import { importsVersion, resolveImports, stopOrder } from './imports.js';
+import { dependents, importsVersion, resolveImports, stopOrder } from './imports.js';
 import type { InstanceState } from './states.js';
 import type { AppSpec, ImportedMember, ResolvedImports, RoleSpec } from './types.js';
 
@@ -27,42 +35,63 @@ export interface PlannerOptions {
   readonly heartbeatTimeoutMs: number;
   /** An instance whose agent has not registered after this long is failed. @default 60000 */
   readonly provisionTimeoutMs: number;
-  /** Extra time past a role's stopTimeout before a stopping instance is destroyed anyway. @default 15000 */
+  /** Extra time past a role's stop (or drain) timeout before the instance is destroyed anyway. @default 15000 */
   readonly stopGraceMs: number;
+  /** An unresponsive instance is destroyed at the latest this long after it was declared so. @default 30000 */
+  readonly unresponsiveGraceMs: number;
+  /** Longest wait for importers to drop a draining member before its drain order goes anyway. @default 10000 */
+  readonly deregisterTimeoutMs: number;
   /** First delay before replacing a failed instance; doubles per recent failure. @default 5000 */
   readonly failureBackoffMs: number;
   /** Cap of that delay. @default 300000 */
   readonly failureBackoffMaxMs: number;
   /** Failures older than this are forgotten by the backoff. @default 600000 */
   readonly failureWindowMs: number;
+  /** Failures within the window that mark a role degraded. @default 3 */
+  readonly degradedAfter: number;
 }
 
 export const DEFAULT_PLANNER_OPTIONS: PlannerOptions = {
   heartbeatTimeoutMs: 6000,
   provisionTimeoutMs: 60000,
   stopGraceMs: 15000,
+  unresponsiveGraceMs: 30000,
+  deregisterTimeoutMs: 10000,
   failureBackoffMs: 5000,
   failureBackoffMaxMs: 300000,
   failureWindowMs: 600000,
+  degradedAfter: 3,
 };
+
+export type InstanceGoal = 'run' | 'drain' | 'stop';
 
 /** What the planner needs to know of an instance (the store's record has all of it). */
 export interface PlanInstance {
   readonly id: string;
-  readonly role: string;
+  /** null: a warm spare, no role yet. */
+  readonly role: string | null;
+  /** For a spare: the role it is kept for, or `*` for any role of the app. */
+  readonly pool: string | null;
   readonly state: InstanceState;
-  readonly goal: 'run' | 'stop';
+  readonly goal: InstanceGoal;
   readonly roleHash: string;
   readonly exports: Readonly<Record<string, string>> | null;
   readonly importsSent: string | null;
+  readonly importsApplied: string | null;
   readonly assignOrderId: string | null;
   readonly stopOrderId: string | null;
+  readonly drainOrderId: string | null;
   readonly createdAt: number;
   readonly stateSince: number;
   readonly stopRequestedAt: number | null;
+  readonly drainRequestedAt: number | null;
   readonly destroyedAt: number | null;
   /** Last heartbeat seen; null if none since the controller started. */
   readonly lastSeenAt: number | null;
+  /** Role CPU in cores from the last vitals, for choosing scale-in victims. */
+  readonly busy?: number;
+  /** Tenants placed on the instance. */
+  readonly tenants?: number;
 }
 
 export interface PlanInput {
@@ -77,11 +106,21 @@ export interface PlanInput {
 }
 
 export type PlanAction =
-  | { readonly kind: 'create'; readonly role: string; readonly roleHash: string; readonly reason: string }
+  | {
+      readonly kind: 'create';
+      /** null: a warm spare for `pool`. */
+      readonly role: string | null;
+      readonly pool: string | null;
+      readonly roleHash: string;
+      readonly reason: string;
+    }
   | {
       readonly kind: 'assign';
       readonly instanceId: string;
       readonly role: string;
+      /** The instance was a spare: it takes the role now. */
+      readonly claim: boolean;
+      readonly roleHash: string;
       readonly imports: ResolvedImports;
       readonly importsVersion: string;
       readonly reason: string;
@@ -94,25 +133,35 @@ export type PlanAction =
       readonly importsVersion: string;
       readonly reason: string;
     }
-  | { readonly kind: 'stop'; readonly instanceId: string; readonly role: string; readonly reason: string }
+  | { readonly kind: 'stop'; readonly instanceId: string; readonly role: string | null; readonly reason: string }
+  /** Take the instance out of its importers; its drain order follows once they applied that. */
+  | { readonly kind: 'drain'; readonly instanceId: string; readonly role: string; readonly reason: string }
+  | { readonly kind: 'drainOrder'; readonly instanceId: string; readonly role: string; readonly timeoutMs: number; readonly reason: string }
+  | { readonly kind: 'undrain'; readonly instanceId: string; readonly role: string; readonly reason: string }
+  | { readonly kind: 'unresponsive'; readonly instanceId: string; readonly role: string | null; readonly reason: string }
   | {
       readonly kind: 'destroy';
       readonly instanceId: string;
-      readonly role: string;
+      readonly role: string | null;
       /** The state to record if the instance is not already terminal. */
       readonly finalState: 'terminated' | 'failed' | 'unresponsive';
       readonly reason: string;
     }
   | { readonly kind: 'forgetApp'; readonly reason: string }
-  /** Nothing to do now, but worth telling (a role waiting out a backoff). */
-  | { readonly kind: 'note'; readonly role: string; readonly reason: string };
+  /** Nothing to do now, but worth telling (a role waiting out a backoff, a degraded role). */
+  | { readonly kind: 'note'; readonly role: string; readonly topic: 'backoff' | 'degraded'; readonly reason: string };
 
 export interface RoleSummary {
   readonly desired: number;
   readonly live: number;
   readonly serving: number;
+  readonly draining: number;
+  /** Warm spares kept for this role (not counting the app-wide pool). */
+  readonly spares: number;
   /** Required imports with no member yet, as written (`db.url`). */
   readonly missingImports: readonly string[];
+  /** Replacements keep failing: the role is not being replaced until the window passes. */
+  readonly degraded: boolean;
 }
 
 export interface Plan {
@@ -120,13 +169,15 @@ export interface Plan {
   /** Run again after this long even if nothing wakes the reconciler. */
   readonly requeueAfterMs?: number;
   readonly roles: Readonly<Record<string, RoleSummary>>;
-  /** Every role has its desired count serving, nothing is leaving. */
+  /** Warm spares per pool (role name, or `*`). */
+  readonly spares: Readonly<Record<string, number>>;
+  /** Every role has its desired count serving, nothing is leaving, spare pools are full. */
   readonly converged: boolean;
 }
 
-/** Hash of what an instance runs; counts are left out, so scaling never rolls instances. */
+/** Hash of what an instance runs; counts, spares and policies are left out, so scaling never rolls instances. */
 export function roleHash(role: RoleSpec): string {
-  const { min: _min, max: _max, count: _count, ...rest } = role;
+  const { min: _min, max: _max, count: _count, spares: _spares, scale: _scale, warmupMs: _w, ...rest } = role;
   return createHash('sha256').update(JSON.stringify(rest)).digest('hex').slice(0, 16);
 }
 
@@ -141,7 +192,30 @@ const LIVE: ReadonlySet<InstanceState> = new Set<InstanceState>([
   'serving',
 ]);
 
-const isGone = (i: PlanInstance) => i.destroyedAt !== null;
+/** The role's instances ranked for scale-in, best victim first. See the module comment for the order. */
+export function rankVictims<T extends PlanInstance>(candidates: readonly T[], currentHash: string): T[] {
+  const key = (i: PlanInstance) => [
+    i.roleHash !== currentHash ? 0 : 1,
+    i.state === 'serving' ? 1 : 0,
+    i.tenants ?? 0,
+    i.busy ?? 0,
+    -i.createdAt,
+  ];
+  return [...candidates].sort((a, b) => {
+    const ka = key(a);
+    const kb = key(b);
+    for (let k = 0; k < ka.length; k++) if (ka[k] !== kb[k]) return ka[k]! - kb[k]!;
+    return a.id < b.id ? 1 : -1;
+  });
+}
+
+/** Why `v` was chosen, for the event: `newest, no tenants`. */
+export function victimWhy(v: PlanInstance, currentHash: string): string {
+  if (v.roleHash !== currentHash) return 'runs an old spec';
+  if (v.state !== 'serving') return `not serving yet, ${v.state}`;
+  const t = v.tenants ? `${v.tenants} tenant(s)` : 'no tenants';
+  return `${t}, cpu ${(v.busy ?? 0).toFixed(2)}`;
+}
 
 export function plan(input: PlanInput): Plan {
   const o = input.options ?? DEFAULT_PLANNER_OPTIONS;
@@ -154,95 +228,121 @@ export function plan(input: PlanInput): Plan {
     requeue = requeue === undefined ? v : Math.min(requeue, v);
   };
 
-  const present = input.instances.filter((i) => !isGone(i));
+  const present = input.instances.filter((i) => i.destroyedAt === null);
   const handled = new Set<string>();
+  const unresponsive: PlanInstance[] = [];
 
-  // 1. Instances that are over: terminal, silent, stuck, or asked to stop long ago.
+  // 1. Instances that are over: terminal, silent, stuck, or asked to leave long ago.
   for (const i of present) {
-    const role = spec.roles[i.role];
-    if (i.state === 'terminated' || i.state === 'failed') {
-      actions.push({ kind: 'destroy', instanceId: i.id, role: i.role, finalState: i.state, reason: `${i.id} is ${i.state}; releasing it` });
+    const role = i.role !== null ? spec.roles[i.role] : undefined;
+    const done = (finalState: 'terminated' | 'failed' | 'unresponsive', reason: string) => {
+      actions.push({ kind: 'destroy', instanceId: i.id, role: i.role, finalState, reason });
       handled.add(i.id);
+    };
+    if (i.state === 'terminated' || i.state === 'failed') {
+      done(i.state, `${i.id} is ${i.state}; releasing it`);
       continue;
     }
     if (i.state === 'unresponsive') {
-      actions.push({ kind: 'destroy', instanceId: i.id, role: i.role, finalState: 'unresponsive', reason: `${i.id} is unresponsive; fencing and destroying it` });
+      unresponsive.push(i);
       handled.add(i.id);
       continue;
     }
-    const seen = i.lastSeenAt ?? Math.max(i.createdAt, input.controllerStartedAt);
     if (i.state === 'provisioning') {
       const age = now - Math.max(i.createdAt, input.controllerStartedAt);
       if (age >= o.provisionTimeoutMs) {
-        actions.push({
-          kind: 'destroy', instanceId: i.id, role: i.role, finalState: 'failed',
-          reason: `${i.id} did not register within ${Math.round(o.provisionTimeoutMs / 1000)}s; giving up on it`,
-        });
-        handled.add(i.id);
+        done('failed', `${i.id} did not register within ${Math.round(o.provisionTimeoutMs / 1000)}s; giving up on it`);
       } else wakeIn(o.provisionTimeoutMs - age);
       continue;
     }
-    if (i.goal === 'stop' && i.stopRequestedAt !== null) {
-      const deadline = i.stopRequestedAt + (role?.stopTimeoutMs ?? 10000) + o.stopGraceMs;
+    const leaveStarted = i.goal === 'stop' ? i.stopRequestedAt : i.goal === 'drain' && i.drainOrderId !== null ? i.drainRequestedAt : null;
+    if (leaveStarted !== null) {
+      const budget = (role?.stopTimeoutMs ?? 10000) + (i.goal === 'drain' ? (role?.drainTimeoutMs ?? 30000) + o.deregisterTimeoutMs : 0);
+      const deadline = leaveStarted + budget + o.stopGraceMs;
       if (now >= deadline) {
-        actions.push({ kind: 'destroy', instanceId: i.id, role: i.role, finalState: 'terminated', reason: `${i.id} did not finish stopping in time; destroying it` });
-        handled.add(i.id);
+        done('terminated', `${i.id} did not finish ${i.goal === 'drain' ? 'draining' : 'stopping'} in time; destroying it`);
         continue;
       }
       wakeIn(deadline - now);
     }
+    const seen = i.lastSeenAt ?? Math.max(i.createdAt, input.controllerStartedAt);
     const silentFor = now - seen;
     if (silentFor >= o.heartbeatTimeoutMs) {
       actions.push({
-        kind: 'destroy', instanceId: i.id, role: i.role, finalState: 'unresponsive',
-        reason: `${i.id} (${i.role}) sent no heartbeat for ${(silentFor / 1000).toFixed(1)}s (timeout ${o.heartbeatTimeoutMs / 1000}s); replacing it`,
+        kind: 'unresponsive', instanceId: i.id, role: i.role,
+        reason: `${i.id}${i.role ? ` (${i.role})` : ''} sent no heartbeat for ${(silentFor / 1000).toFixed(1)}s (timeout ${o.heartbeatTimeoutMs / 1000}s); fencing it and commissioning a replacement`,
       });
+      unresponsive.push(i);
       handled.add(i.id);
     } else wakeIn(o.heartbeatTimeoutMs - silentFor);
   }
   const alive = present.filter((i) => !handled.has(i.id));
 
-  // Serving members, by role: what importers see.
+  // Serving members, by role: what importers see. Draining and leaving members are already out.
   const serving: Record<string, ImportedMember[]> = {};
   for (const i of alive) {
-    if (i.goal === 'run' && i.state === 'serving' && i.exports) (serving[i.role] ??= []).push({ instance: i.id, exports: i.exports });
+    if (i.role !== null && i.goal === 'run' && i.state === 'serving' && i.exports) (serving[i.role] ??= []).push({ instance: i.id, exports: i.exports });
   }
 
   const summaries: Record<string, RoleSummary> = {};
-  let converged = !input.app.deleting;
+  const spareCounts: Record<string, number> = {};
 
   // 2. Deleting: stop in reverse dependency order, then forget the app.
   if (input.app.deleting) {
-    if (alive.length === 0 && present.length === handled.size) {
-      actions.push({ kind: 'forgetApp', reason: `app ${input.app.name} deleted: every instance is gone` });
-      return { actions, roles: summaries, converged: false };
+    for (const u of unresponsive) actions.push({ kind: 'destroy', instanceId: u.id, role: u.role, finalState: 'unresponsive', reason: `app ${input.app.name} is being deleted; destroying unresponsive ${u.id}` });
+    if (present.length === handled.size) {
+      if (alive.length === 0 && unresponsive.length === 0) actions.push({ kind: 'forgetApp', reason: `app ${input.app.name} deleted: every instance is gone` });
+      return { actions, requeueAfterMs: requeue ?? 1000, roles: summaries, spares: spareCounts, converged: false };
     }
-    const remaining = (role: string) => present.some((i) => i.role === role);
-    const orphanRoles = new Set(present.map((i) => i.role).filter((r) => !spec.roles[r]));
-    let blocked = false;
-    for (const wave of [[...orphanRoles], ...stopOrder(spec)]) {
-      if (blocked) break;
-      for (const role of wave) {
-        for (const i of alive) {
-          if (i.role === role && i.goal === 'run') {
-            actions.push({ kind: 'stop', instanceId: i.id, role, reason: `app ${input.app.name} is being deleted; stopping ${role} (${i.id})` });
-          }
+    const remaining = (role: string | null) => present.some((i) => i.role === role && !handled.has(i.id));
+    const stopAll = (role: string | null) => {
+      for (const i of alive) {
+        if (i.role === role && i.goal !== 'stop') {
+          actions.push({ kind: 'stop', instanceId: i.id, role, reason: `app ${input.app.name} is being deleted; stopping ${role ?? 'spare'} ${i.id}` });
         }
       }
-      if (wave.some(remaining)) blocked = true;
+    };
+    stopAll(null);
+    const orphanRoles = [...new Set(alive.map((i) => i.role).filter((r): r is string => r !== null && !spec.roles[r]))];
+    for (const wave of [orphanRoles, ...stopOrder(spec)]) {
+      for (const role of wave) stopAll(role);
+      if (wave.some(remaining)) break;
     }
-    return { actions, requeueAfterMs: requeue ?? 1000, roles: summaries, converged: false };
+    return { actions, requeueAfterMs: requeue ?? 1000, roles: summaries, spares: spareCounts, converged: false };
   }
+
+  let converged = true;
 
   // 3. Instances of roles no longer in the app.
   for (const i of alive) {
-    if (!spec.roles[i.role] && i.goal === 'run') {
+    if (i.role !== null && !spec.roles[i.role] && i.goal !== 'stop') {
       actions.push({ kind: 'stop', instanceId: i.id, role: i.role, reason: `role ${i.role} was removed from the app; stopping ${i.id}` });
       converged = false;
     }
   }
 
-  // 4. Each role: size, rolling update, assignment, imports.
+  // Warm spares available to claim, by pool; claimed ones are taken out as the roles need them.
+  const readySpares = new Map<string, PlanInstance[]>();
+  const allSpares = alive.filter((i) => i.role === null && i.goal === 'run');
+  for (const s of allSpares) {
+    if (s.state !== 'spare') continue;
+    const pool = s.pool ?? '*';
+    readySpares.set(pool, [...(readySpares.get(pool) ?? []), s]);
+  }
+  const claimed = new Set<string>();
+  const takeSpare = (role: string): PlanInstance | undefined => {
+    for (const pool of [role, '*']) {
+      const list = readySpares.get(pool) ?? [];
+      // Oldest first: it has waited longest and is surely warm.
+      const s = list.sort((a, b) => a.createdAt - b.createdAt).find((x) => !claimed.has(x.id));
+      if (s) {
+        claimed.add(s.id);
+        return s;
+      }
+    }
+    return undefined;
+  };
+
   const importsByRole = new Map<string, { imports: ResolvedImports; version: string; missing: string[] }>();
   const importsOf = (role: RoleSpec) => {
     let r = importsByRole.get(role.name);
@@ -253,51 +353,82 @@ export function plan(input: PlanInput): Plan {
     }
     return r;
   };
+  const importsSentTo = new Set<string>();
 
+  // 4. Each role: size, rolling update, drain, assignment, imports.
   for (const role of Object.values(spec.roles)) {
     const hash = roleHash(role);
-    const desired = input.desired[role.name] ?? role.count;
+    const desired = Math.min(role.max, Math.max(role.min, input.desired[role.name] ?? role.count));
     const mine = alive.filter((i) => i.role === role.name);
     const live = mine.filter((i) => i.goal === 'run' && LIVE.has(i.state));
+    const draining = mine.filter((i) => i.goal === 'drain');
     const leaving = mine.filter((i) => i.goal === 'stop');
     const servingNow = live.filter((i) => i.state === 'serving');
     const fresh = live.filter((i) => i.roleHash === hash);
     const outdated = live.filter((i) => i.roleHash !== hash);
     const imp = importsOf(role);
-    summaries[role.name] = { desired, live: live.length, serving: servingNow.length, missingImports: imp.missing };
-    if (servingNow.length !== desired || live.length !== desired || outdated.length > 0 || leaving.length > 0) converged = false;
+    const failures = recentFailures(input.instances, role.name, hash, now, o);
+    const degraded = failures.count >= o.degradedAfter;
+    if (servingNow.length !== desired || live.length !== desired || outdated.length > 0 || leaving.length > 0 || draining.length > 0) converged = false;
 
-    // Scale out / surge.
+    // Scale out / surge: cancelled drains first, then spares, then new instances.
     const surge = outdated.length > 0 ? 1 : 0;
     let toCreate = Math.max(0, Math.min(desired - fresh.length, desired + surge - live.length));
-    if (toCreate > 0) {
-      const backoff = failureBackoff(input.instances, role.name, now, o);
-      if (backoff.waitMs > 0) {
+    let added = 0;
+    for (const d of draining) {
+      if (toCreate <= 0) break;
+      if (d.roleHash !== hash || (d.state !== 'serving' && d.state !== 'draining')) continue;
+      actions.push({ kind: 'undrain', instanceId: d.id, role: role.name, reason: `${role.name} ${live.length + added}→${live.length + added + 1}: load came back; cancelling the drain of ${d.id}` });
+      toCreate--;
+      added++;
+    }
+    const replacing = failures.count > 0 || unresponsive.some((u) => u.role === role.name);
+    if (toCreate > 0 && replacing) {
+      if (degraded) {
         actions.push({
-          kind: 'note', role: role.name,
-          reason: `${role.name}: ${backoff.failures} failed instance(s) in the last ${Math.round(o.failureWindowMs / 60000)} min; next replacement in ${Math.ceil(backoff.waitMs / 1000)}s`,
+          kind: 'note', role: role.name, topic: 'degraded',
+          reason: `${role.name} is degraded: ${failures.count} instances failed in the last ${Math.round(o.failureWindowMs / 60000)} min; not replacing until the window passes or the role changes`,
         });
-        wakeIn(backoff.waitMs);
+        wakeIn(failures.oldest + o.failureWindowMs - now);
         toCreate = 0;
+      } else {
+        const backoff = failureBackoff(failures, now, o);
+        if (backoff > 0) {
+          actions.push({
+            kind: 'note', role: role.name, topic: 'backoff',
+            reason: `${role.name}: ${failures.count} failed instance(s) in the last ${Math.round(o.failureWindowMs / 60000)} min; next replacement in ${Math.ceil(backoff / 1000)}s`,
+          });
+          wakeIn(backoff);
+          toCreate = 0;
+        }
       }
     }
     for (let k = 0; k < toCreate; k++) {
-      const reason =
+      const n = live.length + added;
+      const why =
         outdated.length > 0 && fresh.length + k >= live.length - outdated.length
-          ? `${role.name}: rolling to the new spec (${outdated.length} outdated); creating a replacement`
-          : `${role.name} ${live.length + k}→${live.length + k + 1}: ${live.length + k} live, ${desired} desired`;
-      actions.push({ kind: 'create', role: role.name, roleHash: hash, reason });
+          ? `${role.name}: rolling to the new spec (${outdated.length} outdated)`
+          : `${role.name} ${n}→${n + 1}: ${n} live, ${desired} desired`;
+      const spare = takeSpare(role.name);
+      if (spare) {
+        const { imports, version } = imp;
+        actions.push({
+          kind: 'assign', instanceId: spare.id, role: role.name, claim: true, roleHash: hash, imports, importsVersion: version,
+          reason: `${why}; warm spare ${spare.id} takes the role`,
+        });
+      } else {
+        actions.push({ kind: 'create', role: role.name, pool: null, roleHash: hash, reason: `${why}; creating an instance` });
+      }
+      added++;
     }
 
-    // Scale in / finish the roll: stop the least useful first, never dropping below the
-    // serving count the role needs.
-    let excess = live.length + toCreate - desired;
+    // Scale in / finish the roll: the best victims first, never dropping below the serving count
+    // the role needs. Serving victims drain; the others stop at once.
+    let excess = live.length + added - desired;
     if (excess > 0) {
-      const rank = (i: PlanInstance) => (i.roleHash !== hash ? 0 : 2) + (i.state === 'serving' ? 1 : 0);
-      const victims = [...live].sort((a, b) => rank(a) - rank(b) || b.createdAt - a.createdAt || (a.id < b.id ? 1 : -1));
       let servingLeft = servingNow.length;
-      let remaining = live.length + toCreate;
-      for (const v of victims) {
+      let remaining = live.length + added;
+      for (const v of rankVictims(live, hash)) {
         if (excess <= 0) break;
         const isServing = v.state === 'serving';
         if (isServing && servingLeft - 1 < Math.min(desired, servingNow.length)) continue;
@@ -306,11 +437,9 @@ export function plan(input: PlanInput): Plan {
         if (isServing) servingLeft--;
         remaining--;
         excess--;
-        const why =
-          v.roleHash !== hash
-            ? `${role.name}: ${v.id} runs an old spec; stopping it`
-            : `${role.name} ${live.length}→${live.length - 1}: ${desired} desired; stopping ${v.id} (${isServing ? 'newest' : `not serving yet, ${v.state}`})`;
-        actions.push({ kind: 'stop', instanceId: v.id, role: role.name, reason: why });
+        const head = v.roleHash !== hash ? `${role.name}: ${v.id} runs an old spec` : `${role.name} ${remaining + 1}→${remaining}: ${desired} desired`;
+        const why = `${head}; victim ${v.id} (${victimWhy(v, hash)})`;
+        actions.push(isServing ? { kind: 'drain', instanceId: v.id, role: role.name, reason: why } : { kind: 'stop', instanceId: v.id, role: role.name, reason: why });
       }
     }
 
@@ -318,7 +447,7 @@ export function plan(input: PlanInput): Plan {
     for (const i of live) {
       if (i.state === 'spare' && i.assignOrderId === null) {
         actions.push({
-          kind: 'assign', instanceId: i.id, role: role.name, imports: imp.imports, importsVersion: imp.version,
+          kind: 'assign', instanceId: i.id, role: role.name, claim: false, roleHash: i.roleHash, imports: imp.imports, importsVersion: imp.version,
           reason: `${i.id} registered; assigning role ${role.name}`,
         });
       } else if (i.assignOrderId !== null && i.importsSent !== imp.version && role.imports.length > 0) {
@@ -327,27 +456,104 @@ export function plan(input: PlanInput): Plan {
           kind: 'imports', instanceId: i.id, role: role.name, imports: imp.imports, importsVersion: imp.version,
           reason: `${i.id} (${role.name}): imports changed (${members || 'none'})`,
         });
+        importsSentTo.add(i.id);
+      }
+    }
+
+    const poolSize = allSpares.filter((s) => s.pool === role.name).length;
+    summaries[role.name] = {
+      desired, live: live.length, serving: servingNow.length, draining: draining.length, spares: poolSize, missingImports: imp.missing, degraded,
+    };
+  }
+
+  // 5. Unresponsive instances: destroyed once their role is back to strength, or after a grace.
+  for (const u of unresponsive) {
+    const s = u.role !== null ? summaries[u.role] : undefined;
+    const strong = !s || s.serving >= s.desired;
+    const since = u.state === 'unresponsive' ? u.stateSince : now;
+    if (strong || now - since >= o.unresponsiveGraceMs) {
+      actions.push({
+        kind: 'destroy', instanceId: u.id, role: u.role, finalState: 'unresponsive',
+        reason: strong ? `${u.id} was unresponsive and is replaced; destroying it` : `${u.id} unresponsive for ${Math.round(o.unresponsiveGraceMs / 1000)}s; destroying it`,
+      });
+    } else wakeIn(since + o.unresponsiveGraceMs - now);
+    converged = false;
+  }
+
+  // 6. Drains: the drain order goes once every importer has applied imports without the member.
+  for (const i of alive) {
+    if (i.goal !== 'drain' || i.drainOrderId !== null || i.role === null) continue;
+    const role = spec.roles[i.role];
+    if (!role) continue;
+    const importers = alive.filter(
+      (x) => x.role !== null && x.goal === 'run' && x.assignOrderId !== null && dependents(spec, role.name).includes(x.role),
+    );
+    const caughtUp = importers.every((x) => !importsSentTo.has(x.id) && x.importsApplied === x.importsSent);
+    const waited = now - (i.drainRequestedAt ?? now);
+    if (caughtUp || waited >= o.deregisterTimeoutMs) {
+      actions.push({
+        kind: 'drainOrder', instanceId: i.id, role: role.name, timeoutMs: role.drainTimeoutMs,
+        reason: caughtUp
+          ? `${i.id} is out of ${importers.length ? 'its importers' : 'rotation'}; draining (up to ${role.drainTimeoutMs / 1000}s)`
+          : `${i.id}: importers did not confirm within ${o.deregisterTimeoutMs / 1000}s; draining anyway`,
+      });
+    } else wakeIn(Math.min(200, o.deregisterTimeoutMs - waited));
+  }
+
+  // 7. Spare pools: refill (after claims), trim when the file asks for fewer.
+  const pools: [string, number][] = [['*', spec.spares], ...Object.values(spec.roles).map((r) => [r.name, r.spares] as [string, number])];
+  for (const [pool, want] of pools) {
+    const inPool = allSpares.filter((s) => (s.pool ?? '*') === pool && !claimed.has(s.id));
+    spareCounts[pool] = inPool.length;
+    if (inPool.length < want) {
+      converged = false;
+      for (let k = inPool.length; k < want; k++) {
+        actions.push({
+          kind: 'create', role: null, pool, roleHash: '',
+          reason: `spares${pool === '*' ? '' : ` for ${pool}`} ${k}→${k + 1}: keeping ${want} warm`,
+        });
+      }
+    } else if (inPool.length > want) {
+      const extra = [...inPool].sort((a, b) => (a.state === 'provisioning' ? 0 : 1) - (b.state === 'provisioning' ? 0 : 1) || b.createdAt - a.createdAt);
+      for (const s of extra.slice(0, inPool.length - want)) {
+        actions.push({ kind: 'stop', instanceId: s.id, role: null, reason: `spares${pool === '*' ? '' : ` for ${pool}`}: ${want} wanted; releasing ${s.id}` });
       }
     }
   }
+  // Spares of pools that no longer exist.
+  for (const s of allSpares) {
+    if (s.pool !== null && s.pool !== '*' && !spec.roles[s.pool]) actions.push({ kind: 'stop', instanceId: s.id, role: null, reason: `role ${s.pool} was removed; releasing its spare ${s.id}` });
+  }
 
   if (!converged && requeue === undefined) wakeIn(1000);
-  return { actions, ...(requeue !== undefined ? { requeueAfterMs: requeue } : {}), roles: summaries, converged };
+  return { actions, ...(requeue !== undefined ? { requeueAfterMs: requeue } : {}), roles: summaries, spares: spareCounts, converged };
 }
 
-/** How long a role must still wait before another replacement, given its recent failures. */
-export function failureBackoff(
-  instances: readonly PlanInstance[],
-  role: string,
-  now: number,
-  o: PlannerOptions,
-): { failures: number; waitMs: number } {
-  const recent = instances.filter((i) => i.role === role && i.state === 'failed' && now - i.stateSince < o.failureWindowMs);
-  if (recent.length === 0) return { failures: 0, waitMs: 0 };
-  // One failure is replaced at once (an agent can die for reasons of its own); repeated
-  // failures are a pattern, and each one doubles the wait.
-  if (recent.length < 2) return { failures: recent.length, waitMs: 0 };
-  const last = Math.max(...recent.map((i) => i.stateSince));
-  const delay = Math.min(o.failureBackoffMaxMs, o.failureBackoffMs * 2 ** (recent.length - 2));
-  return { failures: recent.length, waitMs: Math.max(0, last + delay - now) };
+export interface RecentFailures {
+  readonly count: number;
+  readonly last: number;
+  readonly oldest: number;
+}
+
+/**
+ * Instances of `role` running its current spec that failed or went silent within the window. A
+ * changed spec starts with a clean slate: the operator may have fixed what was failing.
+ */
+export function recentFailures(instances: readonly PlanInstance[], role: string, hash: string, now: number, o: PlannerOptions): RecentFailures {
+  const recent = instances.filter(
+    (i) => i.role === role && i.roleHash === hash && (i.state === 'failed' || i.state === 'unresponsive') && now - i.stateSince < o.failureWindowMs,
+  );
+  if (recent.length === 0) return { count: 0, last: 0, oldest: 0 };
+  const times = recent.map((i) => i.stateSince);
+  return { count: recent.length, last: Math.max(...times), oldest: Math.min(...times) };
+}
+
+/**
+ * How long a role must still wait before another replacement. One failure is replaced at once (an
+ * agent can die for reasons of its own); repeated failures are a pattern, each doubling the wait.
+ */
+export function failureBackoff(f: RecentFailures, now: number, o: PlannerOptions): number {
+  if (f.count < 2) return 0;
+  const delay = Math.min(o.failureBackoffMaxMs, o.failureBackoffMs * 2 ** (f.count - 2));
+  return Math.max(0, f.last + delay - now);
 }

@@ -28,7 +28,15 @@ export type Order =
       readonly imports: ResolvedImports;
       readonly importsVersion: string;
     }
-  | { readonly id: string; readonly kind: 'stop'; readonly reason: string };
+  | { readonly id: string; readonly kind: 'stop'; readonly reason: string }
+  /**
+   * Leave gracefully: the instance is already out of its importers' member lists (out of the load
+   * balancer). Wait until in-flight work is done (no established connection to the role's port)
+   * or `timeoutMs`, then stop as for `stop`, sending the last log lines first.
+   */
+  | { readonly id: string; readonly kind: 'drain'; readonly reason: string; readonly timeoutMs: number }
+  /** Load came back: if the drain has not begun to stop the role, serve again. */
+  | { readonly id: string; readonly kind: 'undrain'; readonly reason: string };
 
 export type OrderKind = Order['kind'];
 
@@ -42,7 +50,15 @@ export interface Vitals {
   readonly memUsedBytes: number;
   readonly memTotalBytes: number;
   /** The role's process tree: CPU in cores (1 = one core busy), resident memory. */
-  readonly role?: { readonly cpu: number; readonly rssBytes: number; readonly pids: number };
+  readonly role?: {
+    readonly cpu: number;
+    readonly rssBytes: number;
+    readonly pids: number;
+    /** Established TCP connections to the role's port: its in-flight work. */
+    readonly connections?: number;
+  };
+  /** Instance-scope metrics declared by the role (`metrics:`), last scraped values. */
+  readonly metrics?: Readonly<Record<string, number>>;
 }
 
 export interface LastExit {

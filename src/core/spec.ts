@@ -6,6 +6,7 @@
 import { z } from 'zod';
 import { LineCounter, parseDocument } from 'yaml';
 import { cyclesOf } from './imports.js';
+import { checkPolicyMetrics, compileMetrics, compileScale, metricsSchema, scaleSchema } from './policy-spec.js';
 import { envName, templateRefs } from './template.js';
 import type { AppSpec, HealthSpec, ImportRef, RoleSpec } from './types.js';
 
@@ -168,11 +169,23 @@ const roleSchema = z
       stopTimeout: duration({ positive: false })
         .prefault('10s')
         .meta({ description: 'Time stop (or SIGTERM) has before SIGKILL.' }),
+      spares: intAtLeast(0)
+        .optional()
+        .meta({ description: 'Warm spares kept for this role: agents running, no role yet, ready to take it in about a second.' }),
+      warmup: duration({ positive: false })
+        .prefault('30s')
+        .meta({ description: "After an instance starts serving, its metrics are left out of averages this long." }),
+      drainTimeout: duration({ positive: false })
+        .prefault('30s')
+        .meta({ description: 'How long a draining instance may take to finish in-flight work before it is stopped.' }),
+      scale: scaleSchema.optional().meta({ description: 'Scaling policies; the largest count any of them wants wins. Needs min and max.' }),
+      metrics: metricsSchema.optional().meta({ description: 'Metrics scraped besides the built-in vitals (cpu, host_cpu, load1, memory).' }),
     },
     err('expected a mapping'),
   )
   .superRefine((r, ctx) => {
     const issue = (path: string, message: string) => ctx.addIssue({ code: 'custom', input: r, path: [path], message });
+    if (r.scale?.length && r.min === undefined && r.max === undefined) issue('scale', 'needs min and max: the bounds scaling stays within');
     if (r.min !== undefined && r.max === undefined) issue('max', 'required when min is set');
     else if (r.max !== undefined && r.min === undefined) issue('min', 'required when max is set');
     else if (r.min !== undefined && r.max !== undefined) {
@@ -196,6 +209,9 @@ export const appFileSchema = z
         .string(err(`expected a name of ${NAME_RULE}`))
         .regex(NAME, err(`expected a name of ${NAME_RULE}`))
         .meta({ description: `The application's name: ${NAME_RULE}.` }),
+      spares: intAtLeast(0)
+        .optional()
+        .meta({ description: 'Warm spares kept for any role of the app; a scale-out takes one before making a new instance.' }),
       roles: z
         .record(roleName, roleSchema, err('expected a mapping of role names to roles'))
         .refine((roles) => Object.keys(roles).length > 0, { error: 'expected at least one role' })
@@ -296,7 +312,7 @@ export function compileAppSpec(raw: unknown): AppSpec {
   issues.push(...protoKeys(rawRoles), ...crossRoleIssues(roles, broken));
 
   if (issues.length > 0 || !parsed.success) throw new SpecError(dedupe(issues));
-  return { app: parsed.data.app, roles: Object.fromEntries(roles) };
+  return { app: parsed.data.app, spares: parsed.data.spares ?? 0, roles: Object.fromEntries(roles) };
 }
 
 /**
@@ -344,6 +360,11 @@ function buildRole(name: string, r: ParsedRole): RoleSpec {
     exports: { ...r.exports },
     imports: r.imports ?? [],
     stopTimeoutMs: r.stopTimeout,
+    spares: r.spares ?? 0,
+    warmupMs: r.warmup,
+    drainTimeoutMs: r.drainTimeout,
+    scale: compileScale(r.scale ?? []),
+    metrics: compileMetrics(r.metrics ?? []),
   };
 }
 
@@ -362,6 +383,7 @@ function crossRoleIssues(roles: ReadonlyMap<string, RoleSpec>, broken: ReadonlyS
   const exportsOf = (name: string) => roles.get(name)?.exports;
 
   for (const role of roles.values()) {
+    for (const m of checkPolicyMetrics(role.scale, role.metrics)) issues.push({ path: pathOf(['roles', role.name]) + '.' + m.path, message: m.message });
     const seen = new Map<string, number>();
     role.imports.forEach((ref, i) => {
       const path = pathOf(['roles', role.name, 'imports', i]);
@@ -428,6 +450,9 @@ function templatesOf(role: RoleSpec): [(string | number)[], string][] {
   for (const [k, v] of Object.entries(role.env)) out.push([['env', k], v]);
   for (const [k, v] of Object.entries(role.exports)) out.push([['exports', k], v]);
   if (role.health?.exec !== undefined) out.push([['health', 'exec'], role.health.exec]);
+  role.metrics.forEach((m, i) => {
+    if (m.scope === 'role') out.push([['metrics', i, 'url'], m.url]);
+  });
   return out;
 }
 

@@ -1,3 +1,6 @@
+import type { Policy } from './policy.js';
+import type { MetricSource } from './policy-spec.js';
+
 /**
  * The compiled (validated, defaulted) form of an app file. `parseAppFile` in `spec.ts` turns
  * YAML text into an {@link AppSpec}; everything downstream works on these types only.
@@ -52,10 +55,22 @@ export interface RoleSpec {
   readonly health?: HealthSpec;
   /** Time `stop` (or SIGTERM) has before SIGKILL. @default 10000 */
   readonly stopTimeoutMs: number;
+  /** Warm spares kept for this role: agents running, no role, ready to take it. @default 0 */
+  readonly spares: number;
+  /** After it starts serving, an instance's metrics are left out of averages this long. @default 30000 */
+  readonly warmupMs: number;
+  /** How long a draining instance may take to finish in-flight work before it is stopped. @default 30000 */
+  readonly drainTimeoutMs: number;
+  /** Scaling policies; empty = the count is set by the file or by hand. @default [] */
+  readonly scale: readonly Policy[];
+  /** Metrics scraped besides the built-in vitals. @default [] */
+  readonly metrics: readonly MetricSource[];
 }
 
 export interface AppSpec {
   readonly app: string;
+  /** Warm spares kept for any role of the app. @default 0 */
+  readonly spares: number;
   /** Roles in the order written in the file. */
   readonly roles: Readonly<Record<string, RoleSpec>>;
 }

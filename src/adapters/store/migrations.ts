@@ -22,12 +22,15 @@ export const MIGRATIONS: readonly { readonly id: number; readonly name: string; 
         role text not null,
         desired integer not null,
         pinned boolean not null default false,
+        -- the autoscaler's memory (stabilization windows, cooldowns), so a restart keeps it
+        policy_state json,
         primary key (app, role)
       );
       create table instances (
         id text primary key,
         app text not null,
-        role text not null,
+        role text, -- null: a warm spare
+        pool text, -- for a spare: the role it is kept for, or '*'
         state text not null,
         goal text not null,
         epoch integer not null,
@@ -42,6 +45,7 @@ export const MIGRATIONS: readonly { readonly id: number; readonly name: string; 
         imports_applied text,
         assign_order_id text,
         stop_order_id text,
+        drain_order_id text,
         restarts integer not null default 0,
         message text,
         last_exit jsonb,
@@ -49,6 +53,7 @@ export const MIGRATIONS: readonly { readonly id: number; readonly name: string; 
         started_at bigint,
         state_since bigint not null,
         stop_requested_at bigint,
+        drain_requested_at bigint,
         destroyed_at bigint
       );
       create index instances_live on instances (app, role) where destroyed_at is null;

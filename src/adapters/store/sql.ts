@@ -32,6 +32,8 @@ const strOrNull = (v: unknown): string | null => (typeof v === 'string' ? v : v 
 const json = (v: unknown): string | null => (v === null || v === undefined ? null : JSON.stringify(v));
 
 const INSTANCE_COLUMNS: Record<keyof InstancePatch, string> = {
+  role: 'role',
+  pool: 'pool',
   state: 'state',
   goal: 'goal',
   epoch: 'epoch',
@@ -46,12 +48,14 @@ const INSTANCE_COLUMNS: Record<keyof InstancePatch, string> = {
   importsApplied: 'imports_applied',
   assignOrderId: 'assign_order_id',
   stopOrderId: 'stop_order_id',
+  drainOrderId: 'drain_order_id',
   restarts: 'restarts',
   message: 'message',
   lastExit: 'last_exit',
   startedAt: 'started_at',
   stateSince: 'state_since',
   stopRequestedAt: 'stop_requested_at',
+  drainRequestedAt: 'drain_requested_at',
   destroyedAt: 'destroyed_at',
 };
 const JSON_COLUMNS = new Set(['provider_ref', 'exports', 'last_exit']);
@@ -72,9 +76,10 @@ function toInstance(r: Row): InstanceRecord {
   return {
     id: String(r.id),
     app: String(r.app),
-    role: String(r.role),
+    role: strOrNull(r.role),
+    pool: strOrNull(r.pool),
     state: r.state as InstanceState,
-    goal: r.goal === 'stop' ? 'stop' : 'run',
+    goal: r.goal === 'stop' || r.goal === 'drain' ? r.goal : 'run',
     epoch: num(r.epoch),
     joinToken: String(r.join_token),
     ip: String(r.ip),
@@ -87,6 +92,7 @@ function toInstance(r: Row): InstanceRecord {
     importsApplied: strOrNull(r.imports_applied),
     assignOrderId: strOrNull(r.assign_order_id),
     stopOrderId: strOrNull(r.stop_order_id),
+    drainOrderId: strOrNull(r.drain_order_id),
     restarts: num(r.restarts),
     message: strOrNull(r.message),
     lastExit: (r.last_exit as LastExit | null) ?? null,
@@ -94,6 +100,7 @@ function toInstance(r: Row): InstanceRecord {
     startedAt: numOrNull(r.started_at),
     stateSince: num(r.state_since),
     stopRequestedAt: numOrNull(r.stop_requested_at),
+    drainRequestedAt: numOrNull(r.drain_requested_at),
     destroyedAt: numOrNull(r.destroyed_at),
   };
 }
@@ -200,23 +207,27 @@ export class SqlStore implements Store {
 
   async listRoles(app: string): Promise<StoredRole[]> {
     const r = await this.db.query<Row>('select * from roles where app = $1 order by role', [app]);
-    return r.rows.map((x) => ({ app: String(x.app), role: String(x.role), desired: num(x.desired), pinned: Boolean(x.pinned) }));
+    return r.rows.map((x) => ({ app: String(x.app), role: String(x.role), desired: num(x.desired), pinned: Boolean(x.pinned), policyState: x.policy_state ?? null }));
   }
 
   async setRoleCount(app: string, role: string, desired: number, pinned: boolean): Promise<void> {
     await this.db.query('update roles set desired = $3, pinned = $4 where app = $1 and role = $2', [app, role, desired, pinned]);
   }
 
+  async setPolicyState(app: string, role: string, state: unknown): Promise<void> {
+    await this.db.query('update roles set policy_state = $3::json where app = $1 and role = $2', [app, role, json(state)]);
+  }
+
   async insertInstance(i: InstanceRecord): Promise<void> {
     await this.db.query(
-      `insert into instances (id, app, role, state, goal, epoch, join_token, ip, port, workdir, provider_ref, role_hash,
-         exports, imports_sent, imports_applied, assign_order_id, stop_order_id, restarts, message, last_exit,
-         created_at, started_at, state_since, stop_requested_at, destroyed_at)
-       values ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11::jsonb,$12,$13::jsonb,$14,$15,$16,$17,$18,$19,$20::jsonb,$21,$22,$23,$24,$25)`,
+      `insert into instances (id, app, role, pool, state, goal, epoch, join_token, ip, port, workdir, provider_ref, role_hash,
+         exports, imports_sent, imports_applied, assign_order_id, stop_order_id, drain_order_id, restarts, message, last_exit,
+         created_at, started_at, state_since, stop_requested_at, drain_requested_at, destroyed_at)
+       values ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12::jsonb,$13,$14::jsonb,$15,$16,$17,$18,$19,$20,$21,$22::jsonb,$23,$24,$25,$26,$27,$28)`,
       [
-        i.id, i.app, i.role, i.state, i.goal, i.epoch, i.joinToken, i.ip, i.port, i.workdir, json(i.providerRef), i.roleHash,
-        json(i.exports), i.importsSent, i.importsApplied, i.assignOrderId, i.stopOrderId, i.restarts, i.message, json(i.lastExit),
-        i.createdAt, i.startedAt, i.stateSince, i.stopRequestedAt, i.destroyedAt,
+        i.id, i.app, i.role, i.pool, i.state, i.goal, i.epoch, i.joinToken, i.ip, i.port, i.workdir, json(i.providerRef), i.roleHash,
+        json(i.exports), i.importsSent, i.importsApplied, i.assignOrderId, i.stopOrderId, i.drainOrderId, i.restarts, i.message, json(i.lastExit),
+        i.createdAt, i.startedAt, i.stateSince, i.stopRequestedAt, i.drainRequestedAt, i.destroyedAt,
       ],
     );
   }

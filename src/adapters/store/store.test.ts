@@ -24,10 +24,10 @@ roles:
 `);
 
 const rec = (id: string, over: Partial<InstanceRecord> = {}): InstanceRecord => ({
-  id, app: 'shop', role: 'web', state: 'provisioning', goal: 'run', epoch: 1, joinToken: 't', ip: '127.0.0.1', port: 1000,
+  id, app: 'shop', role: 'web', pool: null, state: 'provisioning', goal: 'run', epoch: 1, joinToken: 't', ip: '127.0.0.1', port: 1000,
   workdir: '/tmp/x', providerRef: { pid: 1 }, roleHash: 'h', exports: null, importsSent: null, importsApplied: null,
-  assignOrderId: null, stopOrderId: null, restarts: 0, message: null, lastExit: null, createdAt: 1, startedAt: null,
-  stateSince: 1, stopRequestedAt: null, destroyedAt: null, ...over,
+  assignOrderId: null, stopOrderId: null, drainOrderId: null, restarts: 0, message: null, lastExit: null, createdAt: 1, startedAt: null,
+  stateSince: 1, stopRequestedAt: null, drainRequestedAt: null, destroyedAt: null, ...over,
 });
 
 export function storeConformance(name: string, open: () => Promise<{ store: Store; reopen?: () => Promise<Store>; cleanup: () => void }>) {

@@ -21,16 +21,22 @@ export interface StoredRole {
   readonly app: string;
   readonly role: string;
   readonly desired: number;
-  /** Count set by hand (`drover scale`) rather than by the file. */
+  /** Count set by hand (`drover scale`): the autoscaler leaves the role alone until `--auto`. */
   readonly pinned: boolean;
+  /** The autoscaler's state for this role (plain JSON), kept across controller restarts. */
+  readonly policyState: unknown;
 }
 
-export type InstanceGoal = 'run' | 'stop';
+/** run: keep serving. drain: leaving gracefully (out of importers, finishing work). stop: leaving now. */
+export type InstanceGoal = 'run' | 'drain' | 'stop';
 
 export interface InstanceRecord {
   readonly id: string;
   readonly app: string;
-  readonly role: string;
+  /** null: a warm spare with no role yet. */
+  readonly role: string | null;
+  /** For a spare: the role it is kept for, or `*` for any role of the app. */
+  readonly pool: string | null;
   readonly state: InstanceState;
   readonly goal: InstanceGoal;
   /** Fencing generation: an agent presenting another epoch is refused. */
@@ -50,6 +56,7 @@ export interface InstanceRecord {
   readonly importsApplied: string | null;
   readonly assignOrderId: string | null;
   readonly stopOrderId: string | null;
+  readonly drainOrderId: string | null;
   readonly restarts: number;
   readonly message: string | null;
   readonly lastExit: LastExit | null;
@@ -59,11 +66,13 @@ export interface InstanceRecord {
   readonly stateSince: number;
   /** When the controller asked it to stop (goal became `stop`). */
   readonly stopRequestedAt: number | null;
+  /** When the controller decided to drain it (goal became `drain`). */
+  readonly drainRequestedAt: number | null;
   /** When the provider destroyed it. */
   readonly destroyedAt: number | null;
 }
 
-export type InstancePatch = Partial<Omit<InstanceRecord, 'id' | 'app' | 'role' | 'createdAt'>>;
+export type InstancePatch = Partial<Omit<InstanceRecord, 'id' | 'app' | 'createdAt'>>;
 
 export interface EventRecord {
   readonly id: number;
@@ -112,6 +121,7 @@ export interface Store {
 
   listRoles(app: string): Promise<StoredRole[]>;
   setRoleCount(app: string, role: string, desired: number, pinned: boolean): Promise<void>;
+  setPolicyState(app: string, role: string, state: unknown): Promise<void>;
 
   insertInstance(rec: InstanceRecord): Promise<void>;
   updateInstance(id: string, patch: InstancePatch): Promise<void>;

@@ -1,0 +1,20 @@
+/**
+ * The controller's own Prometheus metrics (`GET /metrics`), one registry per controller so
+ * several controllers in one process (tests) do not collide.
+ */
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+
+export class ControllerMetrics {
+  readonly registry = new Registry();
+  readonly desired = new Gauge({ name: 'drover_role_desired', help: 'Desired instance count per role', labelNames: ['app', 'role'] as const, registers: [this.registry] });
+  readonly actual = new Gauge({ name: 'drover_role_instances', help: 'Live instances per role (counting toward its size)', labelNames: ['app', 'role'] as const, registers: [this.registry] });
+  readonly serving = new Gauge({ name: 'drover_role_serving', help: 'Serving instances per role', labelNames: ['app', 'role'] as const, registers: [this.registry] });
+  readonly spares = new Gauge({ name: 'drover_spares', help: 'Warm spare instances per pool (a role, or * for the app)', labelNames: ['app', 'pool'] as const, registers: [this.registry] });
+  readonly degraded = new Gauge({ name: 'drover_role_degraded', help: '1 while a role is degraded (replacements keep failing)', labelNames: ['app', 'role'] as const, registers: [this.registry] });
+  readonly decisions = new Counter({ name: 'drover_decisions_total', help: 'Decisions taken, by kind', labelNames: ['kind'] as const, registers: [this.registry] });
+  readonly replacements = new Counter({ name: 'drover_replacements_total', help: 'Instances replaced because they failed or stopped answering', labelNames: ['app', 'role', 'reason'] as const, registers: [this.registry] });
+  readonly drainSeconds = new Histogram({ name: 'drover_drain_duration_seconds', help: 'From drain start to instance stopped', buckets: [0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300], registers: [this.registry] });
+  readonly reconcileSeconds = new Histogram({ name: 'drover_reconcile_duration_seconds', help: 'Time of one reconcile pass of one app', buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5], registers: [this.registry] });
+  readonly reconcileErrors = new Counter({ name: 'drover_reconcile_errors_total', help: 'Reconcile passes that failed (retried with backoff)', registers: [this.registry] });
+  readonly connectedAgents = new Gauge({ name: 'drover_agents_connected', help: 'Agents connected to this controller', registers: [this.registry] });
+}
