@@ -25,6 +25,7 @@ export type {
   HealthSpec,
   ImportedMember,
   ImportRef,
+  LoadBalancerSpec,
   ResolvedImports,
   RoleSpec,
 } from './types.js';

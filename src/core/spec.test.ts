@@ -19,10 +19,14 @@ function refusal(text: string): string[] {
 
 const yaml = (lines: string[]) => `${lines.join('\n')}\n`;
 
+/** What a role without scaling settings compiles to. */
+const ELASTIC_DEFAULTS = { spares: 0, warmupMs: 30_000, drainTimeoutMs: 30_000, scale: [], metrics: [] };
+
 test('a minimal file compiles with every default filled in', () => {
   const spec = parseAppFile(yaml(['app: hello', 'roles:', '  web:', '    start: node server.mjs']));
   assert.deepEqual(spec, {
     app: 'hello',
+    spares: 0,
     roles: {
       web: {
         name: 'web',
@@ -34,6 +38,7 @@ test('a minimal file compiles with every default filled in', () => {
         exports: {},
         imports: [],
         stopTimeoutMs: 10_000,
+        ...ELASTIC_DEFAULTS,
       },
     },
   });
@@ -90,6 +95,7 @@ test('a full file compiles field by field', () => {
     imports: [],
     health: { tcp: true, intervalMs: 2000, timeoutMs: 1000, failureThreshold: 3 },
     stopTimeoutMs: 60_000,
+    ...ELASTIC_DEFAULTS,
   });
   assert.deepEqual([cache?.min, cache?.max, cache?.count], [0, 1000, 0]);
   assert.deepEqual(cache?.exports, { url: 'redis://${ip}:${port}', size: '64' });
@@ -111,6 +117,7 @@ test('a full file compiles field by field', () => {
     ],
     health: { http: '/health', intervalMs: 1500, timeoutMs: 500, failureThreshold: 5 },
     stopTimeoutMs: 10_000,
+    ...ELASTIC_DEFAULTS,
   });
   assert.deepEqual(lb?.imports, [{ raw: 'api.*', role: 'api', key: '*', optional: false }]);
   assert.deepEqual(lb?.health, { exec: 'curl -fs http://127.0.0.1:${port}/', intervalMs: 2000, timeoutMs: 1000, failureThreshold: 3 });
@@ -466,7 +473,12 @@ test('fuzz: parseAppFile returns a spec or throws SpecError, on any text', () =>
       const text: string | undefined = stringify(raw);
       return text ?? '';
     } catch {
-      return String(raw);
+      // fast-check also makes objects without a prototype, which String() cannot print.
+      try {
+        return JSON.stringify(raw) ?? '';
+      } catch {
+        return '';
+      }
     }
   });
   const edited = fc
@@ -477,4 +489,42 @@ test('fuzz: parseAppFile returns a spec or throws SpecError, on any text', () =>
 
 test('the valid fuzz seed compiles', () => {
   assert.deepEqual(Object.keys(compileAppSpec(structuredClone(VALID)).roles), ['db', 'api', 'cache']);
+});
+
+test('a load balancer role: compiled with defaults; its members must be imported and exported', () => {
+  const base = ['app: x', 'roles:', '  api:', '    count: 2', '    start: api', '    exports: { endpoint: "http://${ip}:${port}" }', '  lb:'];
+  const spec = parseAppFile(yaml([...base, '    imports: [api.*]', '    loadBalancer: { members: api.endpoint, healthCheck: { path: /health } }']));
+  assert.deepEqual(spec.roles.lb?.loadBalancer, {
+    driver: 'builtin',
+    members: { role: 'api', key: 'endpoint' },
+    balance: 'roundrobin',
+    healthCheck: { path: '/health', intervalMs: 2000, failureThreshold: 3 },
+    ejectAfterFailures: 3,
+    ejectForMs: 10_000,
+  });
+  assert.deepEqual(refusal(yaml([...base, '    loadBalancer: { members: api.endpoint }'])), [
+    'roles.lb.loadBalancer.members: api.endpoint is not imported (add "api.*" to imports)',
+  ]);
+  assert.deepEqual(refusal(yaml([...base, '    imports: [api.*]', '    loadBalancer: { members: api.url, driver: nginx }'])), [
+    'roles.lb.loadBalancer.driver: expected builtin or haproxy',
+  ]);
+  assert.deepEqual(refusal(yaml([...base, '    imports: [api.*]', '    start: x', '    loadBalancer: { members: api.endpoint }'])), [
+    'roles.lb.start: a load balancer role runs its driver; leave start out',
+  ]);
+});
+
+test('scaling: policies need bounds, and name metrics that exist', () => {
+  const role = ['app: x', 'roles:', '  w:', '    start: w'];
+  assert.deepEqual(refusal(yaml([...role, '    scale: [ { queue: { metric: backlog, perInstance: 10 } } ]'])), [
+    'roles.w.scale: needs min and max: the bounds scaling stays within',
+  ]);
+  const lines = refusal(yaml([...role, '    min: 0', '    max: 4', '    scale: [ { queue: { metric: backlog, perInstance: 10 } } ]']));
+  assert.equal(lines.length, 1);
+  assert.match(lines[0]!, /^roles\.w\.scale\[0\]\.queue\.metric: .*backlog/);
+  const ok = parseAppFile(
+    yaml([...role, '    min: 0', '    max: 4', '    spares: 1', '    warmup: 5s', '    scale: [ { threshold: { metric: cpu, upper: 0.8, lower: 0.2, for: 10s } } ]']),
+  );
+  assert.equal(ok.roles.w?.scale[0]?.kind, 'threshold');
+  assert.equal(ok.roles.w?.spares, 1);
+  assert.equal(ok.roles.w?.warmupMs, 5000);
 });

@@ -8,7 +8,7 @@ import { LineCounter, parseDocument } from 'yaml';
 import { cyclesOf } from './imports.js';
 import { checkPolicyMetrics, compileMetrics, compileScale, metricsSchema, scaleSchema } from './policy-spec.js';
 import { envName, templateRefs } from './template.js';
-import type { AppSpec, HealthSpec, ImportRef, RoleSpec } from './types.js';
+import type { AppSpec, HealthSpec, ImportRef, LoadBalancerSpec, RoleSpec } from './types.js';
 
 /** One problem in an app file. `path` is empty for problems of the whole document. */
 export interface SpecIssue {
@@ -140,6 +140,43 @@ const healthSchema = z
     oneOf: [{ required: ['http'] }, { required: ['tcp'] }, { required: ['exec'] }],
   });
 
+const loadBalancerSchema = z
+  .strictObject(
+    {
+      driver: z
+        .enum(['builtin', 'haproxy'], err('expected builtin or haproxy'))
+        .prefault('builtin')
+        .meta({ description: 'builtin: a Node reverse proxy inside the agent. haproxy: a supervised HAProxy driven through its runtime API.' }),
+      listen: z
+        .number(err('expected a port number'))
+        .int(err('expected a port number'))
+        .min(1, err('expected a port from 1 to 65535'))
+        .max(65535, err('expected a port from 1 to 65535'))
+        .optional()
+        .meta({ description: 'Port the balancer listens on (127.0.0.1 for the local provider); default: the instance port (${port}).' }),
+      members: z
+        .string(err('expected role.key, e.g. api.endpoint'))
+        .regex(/^[a-z][a-z0-9-]{0,62}\.[A-Za-z_][A-Za-z0-9_-]*$/, err('expected role.key, e.g. api.endpoint'))
+        .meta({ description: "The imported export whose value is each member's address (http://ip:port or ip:port)." }),
+      balance: z.enum(['roundrobin', 'leastconn'], err('expected roundrobin or leastconn')).prefault('roundrobin'),
+      healthCheck: z
+        .strictObject(
+          {
+            path: z.string().regex(/^\//, err('expected a path starting with "/"')).optional(),
+            interval: duration({ positive: true }).prefault('2s'),
+            failureThreshold: intAtLeast(1).default(3),
+          },
+          err('expected a mapping'),
+        )
+        .optional()
+        .meta({ description: 'Active health checks of members (HTTP GET of path, else TCP connect).' }),
+      ejectAfterFailures: intAtLeast(1).default(3).meta({ description: 'Consecutive failed connections that take a member out (passive health).' }),
+      ejectFor: duration({ positive: true }).prefault('10s').meta({ description: 'How long an ejected member stays out before it is tried again.' }),
+    },
+    err('expected a mapping'),
+  )
+  .meta({ description: "Makes the role a load balancer over another role's members, reconfigured live as they come and go." });
+
 const roleSchema = z
   .strictObject(
     {
@@ -178,6 +215,7 @@ const roleSchema = z
       drainTimeout: duration({ positive: false })
         .prefault('30s')
         .meta({ description: 'How long a draining instance may take to finish in-flight work before it is stopped.' }),
+      loadBalancer: loadBalancerSchema.optional(),
       scale: scaleSchema.optional().meta({ description: 'Scaling policies; the largest count any of them wants wins. Needs min and max.' }),
       metrics: metricsSchema.optional().meta({ description: 'Metrics scraped besides the built-in vitals (cpu, host_cpu, load1, memory).' }),
     },
@@ -186,6 +224,7 @@ const roleSchema = z
   .superRefine((r, ctx) => {
     const issue = (path: string, message: string) => ctx.addIssue({ code: 'custom', input: r, path: [path], message });
     if (r.scale?.length && r.min === undefined && r.max === undefined) issue('scale', 'needs min and max: the bounds scaling stays within');
+    if (r.loadBalancer && r.start !== undefined) issue('start', 'a load balancer role runs its driver; leave start out');
     if (r.min !== undefined && r.max === undefined) issue('max', 'required when min is set');
     else if (r.max !== undefined && r.min === undefined) issue('min', 'required when max is set');
     else if (r.min !== undefined && r.max !== undefined) {
@@ -338,6 +377,21 @@ function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
+function buildLoadBalancer(lb: NonNullable<ParsedRole['loadBalancer']>): LoadBalancerSpec {
+  const [role = '', key = ''] = lb.members.split('.');
+  return {
+    driver: lb.driver,
+    ...(lb.listen !== undefined ? { listen: lb.listen } : {}),
+    members: { role, key },
+    balance: lb.balance,
+    ...(lb.healthCheck
+      ? { healthCheck: { ...(lb.healthCheck.path !== undefined ? { path: lb.healthCheck.path } : {}), intervalMs: lb.healthCheck.interval, failureThreshold: lb.healthCheck.failureThreshold } }
+      : {}),
+    ejectAfterFailures: lb.ejectAfterFailures,
+    ejectForMs: lb.ejectFor,
+  };
+}
+
 /** Upper bound of a role with only `count` (or nothing) in the file. */
 export const MAX_ROLE_COUNT = 1000;
 
@@ -363,6 +417,7 @@ function buildRole(name: string, r: ParsedRole): RoleSpec {
     spares: r.spares ?? 0,
     warmupMs: r.warmup,
     drainTimeoutMs: r.drainTimeout,
+    ...(r.loadBalancer ? { loadBalancer: buildLoadBalancer(r.loadBalancer) } : {}),
     scale: compileScale(r.scale ?? []),
     metrics: compileMetrics(r.metrics ?? []),
   };
@@ -383,6 +438,16 @@ function crossRoleIssues(roles: ReadonlyMap<string, RoleSpec>, broken: ReadonlyS
   const exportsOf = (name: string) => roles.get(name)?.exports;
 
   for (const role of roles.values()) {
+    const lb = role.loadBalancer;
+    if (lb) {
+      const path = pathOf(['roles', role.name, 'loadBalancer', 'members']);
+      const covered = role.imports.some((ref) => ref.role === lb.members.role && (ref.key === '*' || ref.key === lb.members.key));
+      if (!exists(lb.members.role)) issues.push({ path, message: `no role ${q(lb.members.role)}` });
+      else if (!covered) issues.push({ path, message: `${lb.members.role}.${lb.members.key} is not imported (add ${q(`${lb.members.role}.*`)} to imports)` });
+      else if (exportsOf(lb.members.role) && !Object.hasOwn(exportsOf(lb.members.role) ?? {}, lb.members.key)) {
+        issues.push({ path, message: `role ${q(lb.members.role)} exports no ${q(lb.members.key)}` });
+      }
+    }
     for (const m of checkPolicyMetrics(role.scale, role.metrics)) issues.push({ path: pathOf(['roles', role.name]) + '.' + m.path, message: m.message });
     const seen = new Map<string, number>();
     role.imports.forEach((ref, i) => {

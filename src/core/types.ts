@@ -33,6 +33,23 @@ export interface ImportRef {
   readonly optional: boolean;
 }
 
+/** A role that balances load over another role's members (`loadBalancer:`). */
+export interface LoadBalancerSpec {
+  /** @default 'builtin' */
+  readonly driver: 'builtin' | 'haproxy';
+  /** Port to listen on; absent: the instance's port. */
+  readonly listen?: number;
+  /** The imported export that gives each member's address, e.g. api.endpoint. */
+  readonly members: { readonly role: string; readonly key: string };
+  /** @default 'roundrobin' */
+  readonly balance: 'roundrobin' | 'leastconn';
+  readonly healthCheck?: { readonly path?: string; readonly intervalMs: number; readonly failureThreshold: number };
+  /** @default 3 */
+  readonly ejectAfterFailures: number;
+  /** @default 10000 */
+  readonly ejectForMs: number;
+}
+
 export interface RoleSpec {
   readonly name: string;
   /** Bounds of the role's count. `count: N` alone compiles to min 0, max MAX_ROLE_COUNT, count N. */
@@ -53,6 +70,8 @@ export interface RoleSpec {
   readonly exports: Readonly<Record<string, string>>;
   readonly imports: readonly ImportRef[];
   readonly health?: HealthSpec;
+  /** The role is a load balancer run by its agent (no start command). */
+  readonly loadBalancer?: LoadBalancerSpec;
   /** Time `stop` (or SIGTERM) has before SIGKILL. @default 10000 */
   readonly stopTimeoutMs: number;
   /** Warm spares kept for this role: agents running, no role, ready to take it. @default 0 */
