@@ -54,9 +54,10 @@ const instanceSchema = {
   properties: {
     id: { type: 'string' },
     app: { type: 'string' },
-    role: { type: 'string' },
+    role: { type: ['string', 'null'], description: 'null for a warm spare' },
+    pool: { type: ['string', 'null'], description: "a spare's pool: the role it is kept for, or *" },
     state: { type: 'string' },
-    goal: { type: 'string', enum: ['run', 'stop'] },
+    goal: { type: 'string', enum: ['run', 'drain', 'stop'] },
     address: { type: 'string', description: 'ip:port of the role' },
     exports: { type: 'object', additionalProperties: { type: 'string' } },
     startedAt: { type: ['string', 'null'], description: 'When the role first became healthy (ISO 8601)' },
@@ -104,6 +105,7 @@ export function instanceJson(i: InstanceView) {
     id: i.id,
     app: i.app,
     role: i.role,
+    pool: i.pool,
     state: i.state,
     goal: i.goal,
     address: i.port ? `${i.ip}:${i.port}` : null,
@@ -139,10 +141,10 @@ function fail(code: ErrorCode, message: string): never {
 export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
   const c = opts.controller;
   const app = Fastify({
-    ...(opts.logger === false ? { logger: false } : { loggerInstance: opts.logger }),
+    // Per-request logs would drown the events; errors still get through at warn.
+    ...(opts.logger === false ? { logger: false } : { loggerInstance: opts.logger.child({}, { level: 'warn' }) }),
     bodyLimit: opts.bodyLimit ?? 1 << 20,
     ajv: { customOptions: { allErrors: false, coerceTypes: 'array', removeAdditional: false } },
-    disableRequestLogging: true,
   });
 
   await app.register(swagger, {

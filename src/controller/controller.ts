@@ -653,7 +653,9 @@ export class Controller {
     if (!inst || inst.destroyedAt !== null) return;
     this.transport?.fence(id, 'agent exited');
     const now = this.clock.now();
-    if (inst.goal === 'stop' || isTerminal(inst.state)) {
+    // Already fenced and being replaced: its exit is the fencing working, not a new failure.
+    if (inst.state === 'unresponsive') return;
+    if (inst.goal !== 'run' || isTerminal(inst.state)) {
       if (!isTerminal(inst.state)) await this.store.updateInstance(id, { state: 'terminated', stateSince: now, exports: null });
     } else {
       const how = signal ? `signal ${signal}` : `exit code ${code}`;

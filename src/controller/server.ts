@@ -30,6 +30,8 @@ export interface ServerOptions {
   readonly store?: Store;
   readonly provider?: Provider;
   readonly heartbeatMs?: number;
+  /** How often scaling policies run. @default 1000 */
+  readonly evaluateMs?: number;
   readonly planner?: Partial<PlannerOptions>;
   /** Environment for agents made by the local provider. */
   readonly agentEnv?: Readonly<Record<string, string>>;
@@ -73,6 +75,7 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningCont
   const controller = new Controller({
     store, provider, clock: opts.clock ?? systemClock, logger,
     ...(opts.heartbeatMs !== undefined ? { heartbeatMs: opts.heartbeatMs } : {}),
+    ...(opts.evaluateMs !== undefined ? { evaluateMs: opts.evaluateMs } : {}),
     ...(opts.planner ? { planner: opts.planner } : {}),
   });
   const transport = new EmbeddedTransport(controller.handlers, controller.heartbeatMs);

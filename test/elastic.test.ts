@@ -1,0 +1,178 @@
+/**
+ * Elasticity on real processes: warm spares, fencing a frozen agent, draining, and a CPU-bound
+ * role scaled by its policy. The controller runs in this process (startServer); agents and roles
+ * are real child processes on 127.0.0.1.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pino } from 'pino';
+import { startServer, type RunningController, type ServerOptions } from '../src/controller/index.js';
+import { killAll, processesWithEnv, ROOT, sleep, until } from './helpers.js';
+
+const FIXTURES = join(ROOT, 'test/fixtures');
+
+interface Inst {
+  id: string;
+  role: string;
+  state: string;
+  address: string | null;
+  exports: Record<string, string>;
+}
+interface Ev {
+  id: number;
+  kind: string;
+  instance: string | null;
+  message: string;
+}
+
+async function harness(t: { after: (fn: () => Promise<void>) => void }, opts: Partial<ServerOptions> = {}) {
+  const dir = mkdtempSync(join(tmpdir(), 'drover-elastic-'));
+  const server: RunningController = await startServer({ dataDir: join(dir, '.drover'), port: 0, logger: pino({ level: 'silent' }), ...opts });
+  t.after(async () => {
+    await server.close();
+    killAll(processesWithEnv(dir));
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const api = async <T>(method: string, path: string, body?: unknown): Promise<T> => {
+    const r = await fetch(server.url + path, {
+      method,
+      headers: { authorization: `Bearer ${server.token}`, ...(body ? { 'content-type': 'application/json' } : {}) },
+      ...(body ? { body: JSON.stringify(body) } : {}),
+    });
+    const data = (await r.json()) as T;
+    if (!r.ok) throw new Error(`${method} ${path}: ${r.status} ${JSON.stringify(data)}`);
+    return data;
+  };
+  const apply = (yaml: string) => api('PUT', `/v1/apps/${/^app: (\S+)/m.exec(yaml)![1]}`, { yaml, appDir: FIXTURES });
+  const instances = async (role?: string) => (await api<{ instances: Inst[] }>('GET', `/v1/instances${role ? `?role=${role}` : ''}`)).instances;
+  const events = async () => (await api<{ events: Ev[] }>('GET', '/v1/events?limit=1000&after=0')).events;
+  const serving = async (role: string) => (await instances(role)).filter((i) => i.state === 'serving');
+  return { dir, server, api, apply, instances, events, serving };
+}
+
+test('scale-out takes a warm spare and the pool refills', { timeout: 90_000 }, async (t) => {
+  const h = await harness(t, { heartbeatMs: 500 });
+  await h.apply(`app: spares
+roles:
+  web:
+    count: 1
+    spares: 1
+    start: exec node \${appDir}/burner.mjs
+    exports: { url: "http://\${ip}:\${port}" }
+    health: { http: /health, interval: 200ms }
+`);
+  await until('1 serving and a warm spare', async () => {
+    const all = await h.instances();
+    return all.filter((i) => i.role === 'web' && i.state === 'serving').length === 1 && all.some((i) => i.role === null && i.state === 'spare') ? all : undefined;
+  }, 40_000);
+  const spare = (await h.instances()).find((i) => i.role === null)!;
+  const t0 = Date.now();
+  await h.api('PUT', '/v1/apps/spares/roles/web/count', { count: 2 });
+  await until('the spare serving web', async () => ((await h.serving('web')).some((i) => i.id === spare.id) ? true : undefined), 20_000, 50);
+  const tookMs = Date.now() - t0;
+  await until('the pool refilled', async () => ((await h.instances()).some((i) => i.role === null && i.state === 'spare' && i.id !== spare.id) ? true : undefined), 30_000);
+  const ev = await h.events();
+  assert.ok(ev.some((e) => e.kind === 'spare.claim' && e.instance === spare.id && /warm spare .* takes the role/.test(e.message)));
+  assert.ok(tookMs < 10_000, `a spare took ${tookMs} ms to serve`);
+});
+
+test('a frozen agent is declared unresponsive, replaced, and fenced when it wakes', { timeout: 90_000 }, async (t) => {
+  const h = await harness(t, { heartbeatMs: 500 });
+  await h.apply(`app: fence
+roles:
+  web:
+    count: 2
+    start: exec node \${appDir}/burner.mjs
+    exports: { url: "http://\${ip}:\${port}" }
+    health: { http: /health, interval: 200ms }
+`);
+  await until('2 serving', async () => ((await h.serving('web')).length === 2 ? true : undefined), 40_000);
+  const victim = (await h.serving('web'))[0]!;
+  const agent = processesWithEnv(`DROVER_INSTANCE_ID=${victim.id}\0`)[0]!;
+  process.kill(agent, 'SIGSTOP');
+  try {
+    await until('unresponsive', async () => ((await h.events()).some((e) => e.kind === 'instance.unresponsive' && e.instance === victim.id) ? true : undefined), 20_000, 100);
+  } finally {
+    process.kill(agent, 'SIGCONT');
+  }
+  await until('replaced: 2 serving without the victim', async () => {
+    const s = await h.serving('web');
+    return s.length === 2 && !s.some((i) => i.id === victim.id) ? true : undefined;
+  }, 30_000);
+  await until('the old instance gone, with every process', async () => {
+    const all = await h.api<{ instances: (Inst & { destroyedAt: string | null })[] }>('GET', '/v1/instances?all=true');
+    const v = all.instances.find((i) => i.id === victim.id);
+    return v?.destroyedAt && processesWithEnv(`DROVER_INSTANCE=${victim.id}\0`).length === 0 ? true : undefined;
+  }, 30_000);
+  const after = (await h.events()).filter((e) => e.instance === victim.id);
+  const fencedAt = after.findIndex((e) => e.kind === 'instance.unresponsive');
+  assert.ok(!after.slice(fencedAt).some((e) => /→ serving/.test(e.message)), 'the fenced instance never served again');
+});
+
+test('a drain lets in-flight requests finish', { timeout: 90_000 }, async (t) => {
+  const h = await harness(t, { heartbeatMs: 500 });
+  await h.apply(`app: drain
+roles:
+  web:
+    count: 2
+    drainTimeout: 20s
+    start: exec node \${appDir}/burner.mjs
+    exports: { url: "http://\${ip}:\${port}" }
+    health: { http: /health, interval: 200ms }
+`);
+  await until('2 serving', async () => ((await h.serving('web')).length === 2 ? true : undefined), 40_000);
+  const members = await h.serving('web');
+  const inflight = members.map((m) => fetch(`${m.exports.url}/slow?ms=3000`).then(async (r) => ({ status: r.status, body: await r.text() })));
+  await sleep(300);
+  await h.api('PUT', '/v1/apps/drain/roles/web/count', { count: 1 });
+  const results = await Promise.all(inflight);
+  assert.deepEqual(results.map((r) => r.status), [200, 200]);
+  await until('one instance left', async () => ((await h.instances('web')).length === 1 ? true : undefined), 40_000);
+  const ev = await h.events();
+  const drained = ev.find((e) => e.kind === 'instance.drain')!;
+  assert.ok(drained, 'a drain event');
+  assert.ok(ev.some((e) => e.kind === 'instance.log' && e.instance === drained.instance), 'the drained instance sent its last log lines');
+});
+
+test('a CPU-bound role scales out under load and back in after it', { timeout: 150_000 }, async (t) => {
+  const h = await harness(t, { heartbeatMs: 1000, evaluateMs: 500 });
+  await h.apply(`app: burn
+roles:
+  web:
+    min: 1
+    max: 4
+    warmup: 1s
+    start: exec node \${appDir}/burner.mjs
+    exports: { url: "http://\${ip}:\${port}" }
+    health: { http: /health, interval: 300ms }
+    scale:
+      - target: { metric: cpu, target: 0.25, window: 5s, scaleDown: { stabilization: 4s, percent: 100, period: 1s } }
+`);
+  await until('1 serving', async () => ((await h.serving('web')).length === 1 ? true : undefined), 40_000);
+  // Bounded load: ~40 requests/s of 20 ms of CPU each (0.8 core), spread over the members.
+  let members = (await h.serving('web')).map((i) => i.exports.url!);
+  let peak = 1;
+  const refresh = setInterval(() => {
+    void h.serving('web').then((s) => {
+      if (s.length) members = s.map((i) => i.exports.url!);
+      peak = Math.max(peak, s.length);
+    }).catch(() => {});
+  }, 500);
+  t.after(() => clearInterval(refresh));
+  let k = 0;
+  const failures: string[] = [];
+  const deadline = Date.now() + 25_000;
+  while (Date.now() < deadline && peak < 3) {
+    const url = members[k++ % members.length]!;
+    fetch(`${url}/work?ms=20`).then((r) => r.text()).catch((e: unknown) => failures.push(String(e)));
+    await sleep(25);
+  }
+  assert.ok(peak >= 3, `peak ${peak} serving under load`);
+  await until('back to 1 after the load', async () => ((await h.instances('web')).length === 1 ? true : undefined), 60_000, 500);
+  const ev = await h.events();
+  assert.ok(ev.some((e) => e.kind === 'scale.policy' && /^web 1→\d: mean cpu/.test(e.message)), 'the scale-out is explained');
+  assert.ok(ev.some((e) => e.kind === 'scale.policy' && /→1: .*victim/.test(e.message)), 'the scale-in names its victims');
+});
