@@ -52,7 +52,7 @@ export interface ControllerOptions {
   readonly resendMs?: number;
   /** Level-triggered safety net: every app is reconciled at least this often. @default 5000 */
   readonly resyncMs?: number;
-  /** How often scaling policies are evaluated (a role with policies is reconciled at least this often). @default 1000 */
+  /** How often scaling policies are evaluated (a role with policies is reconciled at least this often). @default 500 */
   readonly evaluateMs?: number;
   readonly planner?: Partial<PlannerOptions>;
 }
@@ -109,7 +109,7 @@ export class Controller {
     this.heartbeatMs = opts.heartbeatMs ?? 2000;
     this.plannerOptions = { ...DEFAULT_PLANNER_OPTIONS, heartbeatTimeoutMs: this.heartbeatMs * 3, ...opts.planner };
     this.startedAt = this.clock.now();
-    this.evaluateMs = opts.evaluateMs ?? 1000;
+    this.evaluateMs = opts.evaluateMs ?? 500;
     this.runner = new Runner((key) => this.timedReconcile(key), this.log);
     this.events.setMaxListeners(0);
     this.provider.onExit((id, info) => {

@@ -30,7 +30,7 @@ export interface ServerOptions {
   readonly store?: Store;
   readonly provider?: Provider;
   readonly heartbeatMs?: number;
-  /** How often scaling policies run. @default 1000 */
+  /** How often scaling policies run. @default 500 */
   readonly evaluateMs?: number;
   readonly planner?: Partial<PlannerOptions>;
   /** Environment for agents made by the local provider. */
