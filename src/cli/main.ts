@@ -25,6 +25,7 @@ interface InstanceJson {
   message: string | null;
   restarts: number;
   lastExit: { code: number | null; signal: string | null; tail: string[] } | null;
+  balancer: { driver: string; listen: string; members: { id: string; address: string; state: string; removing: boolean; activeConnections: number; ejected: boolean }[] } | null;
 }
 interface RoleJson {
   name: string;
@@ -119,6 +120,13 @@ function renderStatus(apps: AppJson[]): string {
         const ex = Object.entries(i.exports).map(([k, v]) => `${k}=${v}`).join(' ');
         const note = i.state === 'serving' ? ex : (i.message ?? ex);
         rows.push(['', i.id, i.state, i.address ?? '-', i.startedAt ? ago(i.startedAt, now) : '-', note]);
+        if (i.balancer) {
+          rows.push(['', '', '', '', '', `balancer (${i.balancer.driver}) on ${i.balancer.listen}: ${i.balancer.members.length} member(s)`]);
+          for (const m of i.balancer.members) {
+            const st = m.ejected ? 'ejected' : m.removing ? 'leaving' : m.state;
+            rows.push(['', '', '', '', '', `  ${m.id} ${m.address} ${st}, ${m.activeConnections} conn`]);
+          }
+        }
       }
     }
     parts.push(table(rows));

@@ -120,6 +120,7 @@ export function instanceJson(i: InstanceView) {
     connected: i.connected,
     lastSeenAt: iso(i.lastSeenAt),
     vitals: i.vitals,
+    balancer: i.balancer,
     workdir: i.workdir,
   };
 }

@@ -26,6 +26,7 @@ import {
   type MetricSource,
   type PolicyState,
   type AgentStatus,
+  type BalancerStatus,
   type AppSpec,
   type Clock,
   type Order,
@@ -60,12 +61,14 @@ export interface ControllerOptions {
 interface LiveInfo {
   lastSeenAt: number;
   vitals?: Vitals;
+  balancer?: BalancerStatus;
 }
 
 export interface InstanceView extends InstanceRecord {
   readonly connected: boolean;
   readonly lastSeenAt: number | null;
   readonly vitals: Vitals | null;
+  readonly balancer: BalancerStatus | null;
 }
 
 const token = (bytes: number) => randomBytes(bytes).toString('hex');
@@ -238,7 +241,13 @@ export class Controller {
 
   private view(i: InstanceRecord): InstanceView {
     const l = this.live.get(i.id);
-    return { ...i, connected: this.transport?.isConnected(i.id) ?? false, lastSeenAt: l?.lastSeenAt ?? null, vitals: l?.vitals ?? null };
+    return {
+      ...i,
+      connected: this.transport?.isConnected(i.id) ?? false,
+      lastSeenAt: l?.lastSeenAt ?? null,
+      vitals: l?.vitals ?? null,
+      balancer: l?.balancer ?? null,
+    };
   }
 
   /** The plan the reconciler would make now, without acting on it: used for status. */
@@ -579,7 +588,8 @@ export class Controller {
     onStatus: async (id: string, status: AgentStatus, vitals: Vitals | undefined) => {
       const now = this.clock.now();
       const prev = this.live.get(id);
-      this.live.set(id, { lastSeenAt: now, ...(vitals ? { vitals } : prev?.vitals ? { vitals: prev.vitals } : {}) });
+      const v = vitals ?? prev?.vitals;
+      this.live.set(id, { lastSeenAt: now, ...(v ? { vitals: v } : {}), ...(status.balancer ? { balancer: status.balancer } : {}) });
       const inst = await this.store.getInstance(id);
       if (!inst || inst.destroyedAt !== null) {
         this.transport?.fence(id, 'instance no longer exists');

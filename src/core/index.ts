@@ -51,6 +51,7 @@ export {
   PROTOCOL_VERSION,
   type AgentMessage,
   type AgentStatus,
+  type BalancerStatus,
   type Assignment,
   type ControllerMessage,
   type LastExit,

@@ -81,6 +81,25 @@ export interface AgentStatus {
   readonly message?: string;
   /** When the role's process last became healthy (ms epoch). */
   readonly servingSince?: number;
+  /** For a load-balancer role: its driver and members as the balancer sees them. */
+  readonly balancer?: BalancerStatus;
+}
+
+export interface BalancerStatus {
+  readonly driver: string;
+  /** ip:port clients connect to. */
+  readonly listen: string;
+  readonly members: readonly {
+    readonly id: string;
+    readonly address: string;
+    /** ready, drain or maint; `removing` while a member that left is finishing its connections. */
+    readonly state: string;
+    readonly removing: boolean;
+    readonly activeConnections: number;
+    readonly totalRequests: number;
+    readonly failures: number;
+    readonly ejected: boolean;
+  }[];
 }
 
 export type AgentMessage =
