@@ -12,13 +12,19 @@ export interface LineSink {
 
 /**
  * Appends lines to `${workdir}/role.log`. One instance is shared by the process and script
- * plug-ins so their lines keep the order in which they arrived.
+ * plug-ins so their lines keep the order in which they arrived, and it remembers the last few:
+ * when the role is stopped they go to the controller, which outlives the workdir.
  */
 export class RoleLog implements LineSink {
   readonly #stream: WriteStream;
+  readonly #tail: string[] = [];
   #closed = false;
 
-  constructor(readonly path: string) {
+  /** @param tailLines lines kept for {@link tail}. */
+  constructor(
+    readonly path: string,
+    private readonly tailLines = 40,
+  ) {
     this.#stream = createWriteStream(path, { flags: 'a' });
     // A log we cannot write must not take the agent down with it; the tail still reaches status.
     this.#stream.on('error', () => {
@@ -27,8 +33,15 @@ export class RoleLog implements LineSink {
   }
 
   write(line: string): void {
+    this.#tail.push(line);
+    if (this.#tail.length > this.tailLines) this.#tail.splice(0, this.#tail.length - this.tailLines);
     // Background processes left by a script may keep writing after the agent closed the log.
     if (!this.#closed) this.#stream.write(line + '\n');
+  }
+
+  /** The last lines written, oldest first: every step's output, `[step] `-prefixed, and the start command's. */
+  tail(): string[] {
+    return [...this.#tail];
   }
 
   close(): Promise<void> {

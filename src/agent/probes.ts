@@ -5,6 +5,7 @@
 import http from 'node:http';
 import net from 'node:net';
 import type { HealthSpec } from '../core/types.js';
+import { trackAgentSocket } from './procfs.js';
 import { runScript } from './script.js';
 
 export interface ProbeTarget {
@@ -38,6 +39,7 @@ export function probeHttp(port: number, path: string, timeoutMs: number): Promis
       const code = res.statusCode ?? 0;
       resolve(code >= 200 && code < 400 ? OK : { ok: false, reason: `GET ${p} answered HTTP ${code}` });
     });
+    req.on('socket', trackAgentSocket);
     req.on('timeout', () => {
       req.destroy();
       resolve({ ok: false, reason: `GET ${p} timed out after ${timeoutMs}ms` });
@@ -50,6 +52,7 @@ export function probeHttp(port: number, path: string, timeoutMs: number): Promis
 export function probeTcp(port: number, timeoutMs: number): Promise<ProbeResult> {
   return new Promise((resolve) => {
     const sock = net.connect({ host: '127.0.0.1', port });
+    trackAgentSocket(sock);
     const timer = setTimeout(() => {
       sock.destroy();
       resolve({ ok: false, reason: `tcp connect to port ${port} timed out after ${timeoutMs}ms` });

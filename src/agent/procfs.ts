@@ -4,6 +4,7 @@
  * group", even after bash itself has exited and its children were re-parented.
  */
 import { readdirSync, readFileSync } from 'node:fs';
+import type { Socket } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 export interface ProcStat {
@@ -128,4 +129,70 @@ export async function terminateGroup(pgid: number, graceMs: number): Promise<voi
   if (graceMs > 0 && killGroup(pgid, 'SIGTERM') && (await waitGroupGone(pgid, graceMs))) return;
   killGroup(pgid, 'SIGKILL');
   await waitGroupGone(pgid, 2000);
+}
+
+/** The `st` column of /proc/net/tcp for an established connection. */
+const TCP_ESTABLISHED = '01';
+
+/**
+ * Local ports of the agent's own open connections to its role (health probes, metric scrapes).
+ * They are not the role's in-flight work: counted, they would hold up a drain and inflate the
+ * role's `connections`. One set per process: ephemeral ports are unique across it.
+ */
+const agentClientPorts = new Set<number>();
+
+/** Leaves `socket`, a connection the agent itself opens to its role, out of the established count. */
+export function trackAgentSocket(socket: Socket): void {
+  // net.connect to an IP address calls connect(2), which picks the local port, on the next tick;
+  // its 'connect' event comes only when the loop next polls, by which time the role's side is
+  // already established and could be counted. A tick of our own is in time: nothing that counts
+  // connections runs between the two.
+  process.nextTick(() => {
+    const port = socket.localPort;
+    if (port === undefined || socket.destroyed) return;
+    agentClientPorts.add(port);
+    socket.once('close', () => agentClientPorts.delete(port));
+  });
+}
+
+/**
+ * Counts the established connections whose local port is `port` in the text of /proc/net/tcp
+ * or /proc/net/tcp6: the server side of every connection to a role listening on that port
+ * (the client side of a loopback connection has the port as its remote end, so it is not
+ * counted twice). Connections from a remote port in `ignore` are left out.
+ */
+export function countEstablished(text: string, port: number, ignore: ReadonlySet<number> = new Set()): number {
+  let n = 0;
+  for (const line of text.split('\n')) {
+    // "  0: 0100007F:1F90 0100007F:C350 01 ..." — IPv6 addresses are 32 hex digits, same shape.
+    const f = line.trim().split(/\s+/);
+    if (f[3] !== TCP_ESTABLISHED) continue;
+    const local = hexPort(f[1]);
+    if (local === port && !ignore.has(hexPort(f[2]) ?? -1)) n += 1;
+  }
+  return n;
+}
+
+function hexPort(address: string | undefined): number | undefined {
+  const hex = address?.slice(address.lastIndexOf(':') + 1);
+  return hex && /^[0-9A-Fa-f]{4}$/.test(hex) ? parseInt(hex, 16) : undefined;
+}
+
+/**
+ * Established TCP connections to local port `port`, IPv4 and IPv6 (a dual-stack listener's
+ * IPv4 clients show up in tcp6), leaving out the agent's own ({@link trackAgentSocket}).
+ * Undefined when neither table can be read: no way to tell.
+ */
+export function readEstablished(port: number, procRoot = '/proc'): number | undefined {
+  let seen = false;
+  let n = 0;
+  for (const table of ['tcp', 'tcp6']) {
+    try {
+      n += countEstablished(readFileSync(`${procRoot}/net/${table}`, 'utf8'), port, agentClientPorts);
+      seen = true;
+    } catch {
+      // A kernel without IPv6 has no tcp6; the other table still counts.
+    }
+  }
+  return seen ? n : undefined;
 }

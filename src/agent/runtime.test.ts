@@ -15,7 +15,7 @@ import { pino } from 'pino';
 import { WebSocketServer, type WebSocket } from 'ws';
 import type { AgentMessage, AgentStatus, ControllerMessage, Order } from '../core/protocol.js';
 import type { ResolvedImports, RoleSpec } from '../core/types.js';
-import { killGroup, readStat, waitGroupGone } from './procfs.js';
+import { killGroup, readEstablished, readStat, waitGroupGone } from './procfs.js';
 import { Agent, type AgentExit, type AgentOptions } from './runtime.js';
 
 type TestContext = { after: (fn: () => unknown) => void };
@@ -139,7 +139,22 @@ function get(port: number, path = '/'): Promise<string> {
 }
 
 function role(r: Partial<RoleSpec>): RoleSpec {
-  return { name: 'api', min: 1, max: 1, count: 1, env: {}, exports: {}, imports: [], stopTimeoutMs: 2000, ...r };
+  return {
+    name: 'api',
+    min: 1,
+    max: 1,
+    count: 1,
+    env: {},
+    exports: {},
+    imports: [],
+    stopTimeoutMs: 2000,
+    spares: 0,
+    warmupMs: 0,
+    drainTimeoutMs: 30_000,
+    scale: [],
+    metrics: [],
+    ...r,
+  };
 }
 
 function dbImports(url: string): ResolvedImports {
@@ -325,6 +340,10 @@ void test('the agent carries a role from assign through imports, updates and rec
     assert.equal(h.file('stop.txt'), 'stop-script\n');
     assert.equal(h.file('undeployed.txt'), 'undeployed\n');
     assert.match(h.file('role.log'), /^\[deploy\] deploying to \//m);
+    const after = c.messages.slice(since);
+    const logAt = after.findIndex((m) => m.type === 'log');
+    assert.ok(logAt >= 0 && logAt < after.findIndex((m) => statusOf(m)?.state === 'terminated'), 'last lines before the final status');
+    assert.ok((after[logAt] as Extract<AgentMessage, { type: 'log' }>).lines.some((l) => l.startsWith('[deploy] deploying to /')));
   });
 });
 
@@ -491,4 +510,226 @@ void test('a role process group left by an earlier agent in the workdir is ended
   await start(ours);
   await waitGroupGone(ours, 2000);
   assert.ok(!alive(ours), 'our stray group is gone');
+});
+
+// ---- drain, undrain, metrics -----------------------------------------------------------
+
+/** A role server: /slow answers after 1.5s; /metrics and /stats expose numbers; SIGTERM says bye. */
+const ROLE_SERVER = `
+const http = require('http');
+const server = http.createServer((req, res) => {
+  if (req.url === '/slow') return void setTimeout(() => res.end('slow done'), 1500);
+  if (req.url === '/metrics') return void res.end('# TYPE queue_depth gauge\\nqueue_depth 7\\nother 1\\n');
+  if (req.url === '/stats') return void res.end(JSON.stringify({ stats: { backlog: '3' } }));
+  res.end('ok');
+});
+server.listen(process.env.PORT, '127.0.0.1', () => console.log('listening on ' + process.env.PORT));
+process.on('SIGTERM', () => { console.log('bye'); process.exit(0); });
+`;
+
+function request(port: number, path: string): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    http
+      .get({ host: '127.0.0.1', port, path, agent: false }, (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (c: string) => (body += c));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+      })
+      .on('error', reject);
+  });
+}
+
+async function waitConnections(port: number, atLeast: number): Promise<void> {
+  const deadline = Date.now() + 5000;
+  while ((readEstablished(port) ?? 0) < atLeast) {
+    if (Date.now() > deadline) throw new Error(`fewer than ${atLeast} connections to port ${port}`);
+    await sleep(10);
+  }
+}
+
+/** Holds a connection to the role open, as a client that never finishes would. */
+async function holdConnection(t: TestContext, port: number): Promise<net.Socket> {
+  const sock = net.connect({ host: '127.0.0.1', port });
+  sock.on('error', () => undefined);
+  await new Promise<void>((resolve) => sock.once('connect', () => resolve()));
+  t.after(() => sock.destroy());
+  return sock;
+}
+
+/** Assigns a role running ROLE_SERVER and waits until it serves. */
+async function serveRole(h: Harness, r: Partial<RoleSpec> = {}): Promise<AgentStatus> {
+  writeFileSync(join(h.workdir, 'server.cjs'), ROLE_SERVER);
+  const since = h.controller.mark();
+  h.controller.order({
+    id: 'assign-1',
+    kind: 'assign',
+    assignment: {
+      app: 'shop',
+      appDir: '/srv/shop',
+      role: role({
+        start: 'exec node server.cjs',
+        exports: { endpoint: 'http://${ip}:${port}' },
+        health: { http: '/health', intervalMs: 100, timeoutMs: 500, failureThreshold: 3 },
+        ...r,
+      }),
+      imports: {},
+      importsVersion: 'v0',
+    },
+  });
+  return statusOf(await h.controller.waitStatus('serving', (s) => s.state === 'serving', since))!;
+}
+
+void test('drain lets an in-flight request finish, then stops and sends the last output lines', async (t) => {
+  const h = await harness(t);
+  const { controller: c } = h;
+  await c.waitFor('hello', (m) => m.type === 'hello');
+  await serveRole(h);
+  const pid = h.agent.rolePid!;
+
+  const inFlight = request(h.port, '/slow');
+  await waitConnections(h.port, 1);
+  const since = c.mark();
+  const drainedAt = Date.now();
+  c.order({ id: 'd1', kind: 'drain', reason: 'scale in', timeoutMs: 10_000 });
+  await c.waitAck('d1', since);
+  const draining = statusOf(await c.waitStatus('draining', (s) => s.state === 'draining', since))!;
+  assert.match(draining.message ?? '', /^draining: waiting for 1 in-flight connection \(up to 10s\)$/);
+  assert.equal(draining.exports, undefined, 'out of rotation');
+
+  const res = await inFlight;
+  const answeredAt = Date.now();
+  assert.deepEqual(res, { status: 200, body: 'slow done' });
+  await c.waitStatus('terminated', (s) => s.state === 'terminated', since);
+  const exit = await h.exit;
+  assert.equal(exit.reason, 'terminated');
+  assert.ok(!alive(pid), 'role process is gone');
+  assert.ok(Date.now() - drainedAt < 5000, 'the drain ended with the request, not at the timeout');
+
+  // From the order on: a heartbeat may have said `serving` just before it arrived.
+  const after = c.messages.slice(c.messages.findIndex((m, i) => i >= since && statusOf(m)?.state === 'draining'));
+  const states = after.flatMap((m) => statusOf(m)?.state ?? []);
+  assert.deepEqual([...new Set(states)], ['draining', 'stopping', 'terminated']);
+  const stopping = after.map(statusOf).find((s) => s?.state === 'stopping')!;
+  assert.match(stopping.message ?? '', /^stopping: scale in \(drained\)$/);
+  const logAt = after.findIndex((m) => m.type === 'log');
+  const terminatedAt = after.findIndex((m) => statusOf(m)?.state === 'terminated');
+  assert.ok(logAt >= 0 && logAt < terminatedAt, 'the last lines arrive before the final status');
+  const log = after[logAt] as Extract<AgentMessage, { type: 'log' }>;
+  assert.match(log.lines[0] ?? '', /stopped: scale in; last output of role api/);
+  assert.ok(log.lines.includes(`listening on ${h.port}`));
+  assert.equal(log.lines.at(-1), 'bye', 'output written while stopping is included');
+  assert.ok(answeredAt - drainedAt >= 1000, 'the slow request really was in flight');
+});
+
+void test('drain gives up waiting after timeoutMs and stops anyway', async (t) => {
+  const h = await harness(t);
+  const { controller: c } = h;
+  await c.waitFor('hello', (m) => m.type === 'hello');
+  await serveRole(h);
+  const pid = h.agent.rolePid!;
+  await holdConnection(t, h.port);
+  await waitConnections(h.port, 1);
+
+  const since = c.mark();
+  const drainedAt = Date.now();
+  c.order({ id: 'd1', kind: 'drain', reason: 'scale in', timeoutMs: 600 });
+  const stopping = statusOf(await c.waitStatus('stopping', (s) => s.state === 'stopping', since))!;
+  const waited = Date.now() - drainedAt;
+  assert.ok(waited >= 600 && waited < 3000, `waited ${waited}ms`);
+  assert.match(stopping.message ?? '', /drain timed out after 600ms, 1 in-flight connection still open/);
+  await c.waitStatus('terminated', (s) => s.state === 'terminated', since);
+  assert.equal((await h.exit).reason, 'terminated');
+  assert.ok(!alive(pid));
+});
+
+void test('undrain during the wait serves again with the same process; too late, it is ignored', async (t) => {
+  const h = await harness(t);
+  const { controller: c } = h;
+  await c.waitFor('hello', (m) => m.type === 'hello');
+  const serving = await serveRole(h, { stop: 'sleep 0.5' });
+  const pid = h.agent.rolePid!;
+  const held = await holdConnection(t, h.port);
+  await waitConnections(h.port, 1);
+
+  let since = c.mark();
+  c.order({ id: 'd1', kind: 'drain', reason: 'scale in', timeoutMs: 30_000 });
+  await c.waitStatus('draining', (s) => s.state === 'draining', since);
+  await sleep(300);
+  since = c.mark();
+  c.order({ id: 'u1', kind: 'undrain', reason: 'load came back' });
+  await c.waitAck('u1', since);
+  const back = statusOf(await c.waitStatus('serving again', (s) => s.state === 'serving', since))!;
+  assert.deepEqual(back.exports, { endpoint: `http://127.0.0.1:${h.port}` });
+  assert.equal(back.servingSince, serving.servingSince, 'it never stopped serving');
+  assert.match(back.message ?? '', /drain cancelled: load came back/);
+  assert.equal(h.agent.rolePid, pid, 'same process');
+  assert.equal(back.restarts, 0);
+
+  // The cancelled drain is over: closing the held connection does not stop the role.
+  held.destroy();
+  await sleep(400);
+  assert.equal(c.lastStatus()?.state, 'serving');
+
+  // Drain again; an undrain once the role has been told to stop is acknowledged and ignored.
+  since = c.mark();
+  c.order({ id: 'd2', kind: 'drain', reason: 'scale in again', timeoutMs: 30_000 });
+  await c.waitStatus('stopping', (s) => s.state === 'stopping', since);
+  c.order({ id: 'u2', kind: 'undrain', reason: 'too late' });
+  await c.waitAck('u2', since);
+  const ignored = statusOf(await c.waitStatus('undrain ignored', (s) => /undrain ignored/.test(s.message ?? ''), since))!;
+  assert.equal(ignored.state, 'stopping');
+  assert.match(ignored.message ?? '', /undrain ignored: the role is already being stopped/);
+  await c.waitStatus('terminated', (s) => s.state === 'terminated', since);
+  assert.ok(!alive(pid));
+});
+
+void test('a role process that exits while draining is not restarted', async (t) => {
+  const h = await harness(t);
+  const { controller: c } = h;
+  await c.waitFor('hello', (m) => m.type === 'hello');
+  await serveRole(h, { stop: 'echo stop-script >> stop.txt' });
+  const pid = h.agent.rolePid!;
+  await holdConnection(t, h.port);
+  await waitConnections(h.port, 1);
+  const since = c.mark();
+  c.order({ id: 'd1', kind: 'drain', reason: 'scale in', timeoutMs: 30_000 });
+  await c.waitStatus('draining', (s) => s.state === 'draining', since);
+  // As a worker does once its last task is done.
+  process.kill(pid, 'SIGTERM');
+  const done = statusOf(await c.waitStatus('terminated', (s) => s.state === 'terminated', since))!;
+  assert.equal(done.restarts, 0);
+  assert.equal(h.file('stop.txt'), 'stop-script\n', 'the stop script still cleans up');
+  const states = c.messages.slice(since).flatMap((m) => statusOf(m)?.state ?? []);
+  assert.ok(!states.includes('starting'));
+});
+
+void test('heartbeats carry the role\'s connections and its instance-scope metrics', async (t) => {
+  const h = await harness(t, { vitals: { minIntervalMs: 0 } });
+  const { controller: c } = h;
+  await c.waitFor('hello', (m) => m.type === 'hello');
+  const scrape = { intervalMs: 200, timeoutMs: 500, scope: 'instance' } as const;
+  await serveRole(h, {
+    metrics: [
+      { name: 'depth', http: '/metrics', format: 'prometheus', select: 'queue_depth', ...scrape },
+      { name: 'backlog', http: '/stats', format: 'json', select: 'stats.backlog', ...scrape },
+      { name: 'absent', http: '/metrics', format: 'prometheus', select: 'no_such_metric', ...scrape },
+      { name: 'broken', http: '/nowhere', format: 'json', select: 'x', ...scrape },
+      { name: 'queue', url: 'http://127.0.0.1:1/stats', format: 'json', select: 'x', ...scrape, scope: 'role' },
+    ],
+  });
+  await holdConnection(t, h.port);
+  await waitConnections(h.port, 1);
+  const since = c.mark();
+  const beat = await c.waitFor(
+    'heartbeat with metrics and a connection',
+    (m): m is Extract<AgentMessage, { type: 'status' }> =>
+      m.type === 'status' &&
+      m.vitals?.metrics?.depth !== undefined &&
+      m.vitals.metrics.backlog !== undefined &&
+      (m.vitals.role?.connections ?? 0) >= 1,
+    since,
+  );
+  assert.deepEqual(beat.vitals!.metrics, { depth: 7, backlog: 3 }, 'failed scrapes and role-scope metrics are left out');
+  assert.equal(beat.vitals!.role!.connections, 1);
 });

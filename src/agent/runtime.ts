@@ -8,6 +8,7 @@
  */
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { pino, type Logger } from 'pino';
 import WebSocket, { type RawData } from 'ws';
 import {
@@ -22,10 +23,12 @@ import {
 import type { InstanceState } from '../core/states.js';
 import { importEnv, renderTemplate, type BuiltinValues } from '../core/template.js';
 import type { ResolvedImports } from '../core/types.js';
+import { RoleBalancer } from './balancer.js';
 import { describeExit, formatDuration, RoleLog } from './output.js';
 import { ProcessSupervisor, type ProcessEvent } from './process.js';
-import { groupMembers, killGroup, readEnviron } from './procfs.js';
+import { groupMembers, killGroup, readEnviron, readEstablished } from './procfs.js';
 import { HealthWatcher, type HealthEvent } from './probes.js';
+import { instanceMetricSources, MetricScraper } from './scrape.js';
 import { runScript, type ScriptResult } from './script.js';
 import { VitalsSampler, type VitalsOptions } from './vitals.js';
 
@@ -71,6 +74,8 @@ export interface AgentOptions {
   readonly killTimeoutMs?: number;
   /** After a `stop` order, how long to keep trying to deliver the final status. @default 10000 */
   readonly finalStatusTimeoutMs?: number;
+  /** While draining, how often the connections to the role's port are counted. @default 100 */
+  readonly drainPollMs?: number;
   readonly vitals?: VitalsOptions;
 }
 
@@ -91,6 +96,7 @@ function compile(o: AgentOptions): CompiledAgentOptions {
     scriptTimeoutMs: 600_000,
     killTimeoutMs: 1000,
     finalStatusTimeoutMs: 10_000,
+    drainPollMs: 100,
     ...withoutUndefined(o),
   } as CompiledAgentOptions;
 }
@@ -106,6 +112,19 @@ export interface AgentExit {
 const AGENT_ONLY_ENV = ['DROVER_CONTROLLER_URL', 'DROVER_INSTANCE_ID', 'DROVER_JOIN_TOKEN', 'DROVER_EPOCH'];
 /** Order ids remembered for de-duplication; far more than one instance's lifetime needs. */
 const MAX_APPLIED = 1000;
+
+/** A drain in its waiting phase: out of rotation, the role still running, not yet told to stop. */
+interface Drain {
+  readonly reason: string;
+  readonly timeoutMs: number;
+  readonly deadline: number;
+  /** Ends the wait early: the role's process exited, or the drain was cancelled. */
+  readonly wake: AbortController;
+  /** The process exited by itself: nothing is left to wait for, and nothing to serve again. */
+  exited: boolean;
+  /** A liveness failure during the wait; not acted on while draining, but it is if undrained. */
+  unhealthy?: string;
+}
 
 export class Agent {
   readonly #o: CompiledAgentOptions;
@@ -131,6 +150,8 @@ export class Agent {
   /** The start step was reached: updates apply from here on, `stop` makes sense. */
   #started = false;
   #supervisor?: ProcessSupervisor;
+  /** A load-balancer role's driver, in place of a start command. */
+  #balancer?: RoleBalancer;
   #health?: HealthWatcher;
   #graceTimer?: NodeJS.Timeout;
   /** Why the current run is being restarted by the agent (a failed liveness check). */
@@ -138,6 +159,8 @@ export class Agent {
   #updateRun?: Promise<void>;
   #updatePending = false;
   #roleLog?: RoleLog;
+  #drain?: Drain;
+  #scraper?: MetricScraper;
   #halting?: Promise<void>;
   /** Stop-phase scripts to end if the agent halts meanwhile. */
   readonly #haltAborts = new Set<AbortController>();
@@ -198,6 +221,7 @@ export class Agent {
       lastExit: this.#lastExit,
       message: this.#message,
       servingSince: this.#state === 'serving' ? this.#servingSince : undefined,
+      balancer: this.#balancer?.status(),
     };
   }
 
@@ -308,7 +332,8 @@ export class Agent {
       return;
     }
     ws.ping();
-    void this.#sendStatus();
+    if (this.#balancer) void this.#balancer.refresh().then(() => this.#sendStatus());
+    else void this.#sendStatus();
   }
 
   #send(msg: AgentMessage): Promise<boolean> {
@@ -319,7 +344,10 @@ export class Agent {
 
   #sendStatus(): Promise<boolean> {
     if (!this.#welcomed) return Promise.resolve(false);
-    return this.#send({ type: 'status', status: this.status(), vitals: this.#vitals.sample(this.#supervisor?.pid) });
+    const port = this.#assignment ? this.#o.port : undefined;
+    const vitals = this.#vitals.sample(this.#supervisor?.pid, port);
+    const metrics = this.#scraper?.values();
+    return this.#send({ type: 'status', status: this.status(), vitals: metrics ? { ...vitals, metrics } : vitals });
   }
 
   #sendLog(lines: readonly string[]): void {
@@ -370,6 +398,12 @@ export class Agent {
         return;
       case 'stop':
         void this.#stopRole(order.reason).catch((err: unknown) => this.#log.error({ err }, 'stop failed'));
+        return;
+      case 'drain':
+        this.#beginDrain(order.reason, order.timeoutMs);
+        return;
+      case 'undrain':
+        this.#undrain(order.reason);
         return;
     }
   }
@@ -439,7 +473,30 @@ export class Agent {
     this.#started = true;
     this.#appliedImportsVersion = this.#assignment!.importsVersion;
     if (role.start) this.#startProcess(role.start);
+    else if (role.loadBalancer) await this.#startBalancer(signal);
     else this.#serve();
+  }
+
+  async #startBalancer(signal: AbortSignal): Promise<void> {
+    const a = this.#assignment!;
+    const spec = a.role.loadBalancer!;
+    this.#setState('starting', `starting the ${spec.driver} load balancer`);
+    const lb = new RoleBalancer(spec, { ip: this.#o.ip, port: this.#o.port, workdir: this.#o.workdir, logger: this.#log });
+    this.#balancer = lb;
+    try {
+      await lb.start(a.imports);
+    } catch (err) {
+      const why = err instanceof Error ? err.message : String(err);
+      await lb.stop().catch(() => undefined);
+      this.#balancer = undefined;
+      if (signal.aborted) return;
+      this.#lastExit = { code: null, signal: null, tail: [why] };
+      this.#sendLog([`[loadBalancer] ${why}`]);
+      this.#setState('failed', `the ${spec.driver} load balancer could not start: ${why}`);
+      return;
+    }
+    if (signal.aborted) return;
+    this.#serve();
   }
 
   /** Required imports with no member yet, as written in the app file. */
@@ -495,6 +552,10 @@ export class Agent {
         return;
       }
       case 'exited': {
+        if (this.#drain) {
+          this.#exitedWhileDraining(this.#drain, e.exit);
+          return;
+        }
         this.#unwatchHealth();
         this.#withdraw();
         this.#lastExit = e.exit;
@@ -506,6 +567,10 @@ export class Agent {
         return;
       }
       case 'failed': {
+        if (this.#drain) {
+          this.#exitedWhileDraining(this.#drain, e.exit);
+          return;
+        }
         this.#unwatchHealth();
         this.#withdraw();
         this.#lastExit = e.exit;
@@ -551,12 +616,18 @@ export class Agent {
         return;
       case 'pending':
         // Quietly: the next heartbeat carries it; a status per probe would be noise.
-        this.#message = `waiting for the health check to pass: ${ev.reason}`;
+        if (!this.#drain) this.#message = `waiting for the health check to pass: ${ev.reason}`;
         return;
       case 'failed': {
         const why = `health check failed ${ev.failures} times: ${ev.reason}`;
-        this.#log.warn(why);
         this.#withdraw();
+        if (this.#drain) {
+          // A restart would cut off the very work the drain waits for.
+          this.#log.warn(`${why}; not restarting while draining`);
+          this.#drain.unhealthy = why;
+          return;
+        }
+        this.#log.warn(why);
         this.#livenessReason = why;
         this.#setState('starting', `${why}; restarting the start command`);
         this.#supervisor?.restart(why);
@@ -569,6 +640,12 @@ export class Agent {
     if (this.#phase !== 'running') return;
     this.#exports = this.#renderExports();
     this.#servingSince = Date.now();
+    this.#startScraper();
+    if (this.#drain) {
+      // Healthy (again), but out of rotation until an undrain says otherwise.
+      this.#drain.unhealthy = undefined;
+      return;
+    }
     this.#setState('serving', 'serving');
   }
 
@@ -576,6 +653,16 @@ export class Agent {
   #withdraw(): void {
     this.#exports = undefined;
     this.#servingSince = undefined;
+    this.#scraper?.stop();
+    this.#scraper = undefined;
+  }
+
+  #startScraper(): void {
+    if (this.#scraper) return;
+    const sources = instanceMetricSources(this.#assignment!.role);
+    if (sources.length === 0) return;
+    this.#scraper = new MetricScraper({ sources, port: this.#o.port, logger: this.#log });
+    this.#scraper.start();
   }
 
   #renderExports(): Record<string, string> {
@@ -603,6 +690,13 @@ export class Agent {
       if (version === this.#appliedImportsVersion) continue;
       // A restart after this point starts with the new imports, whatever `update` does.
       if (a.role.start) this.#supervisor?.reconfigure(this.#render(a.role.start), this.#env());
+      if (this.#balancer) {
+        try {
+          await this.#balancer.update(a.imports);
+        } catch (err) {
+          this.#log.warn({ err }, 'the balancer refused the new members');
+        }
+      }
       if (this.#state === 'serving') this.#exports = this.#renderExports();
       if (!a.role.update) {
         this.#appliedImportsVersion = version;
@@ -625,12 +719,110 @@ export class Agent {
     }
   }
 
+  // ---- draining --------------------------------------------------------------------------
+
+  #beginDrain(reason: string, timeoutMs: number): void {
+    if (this.#phase !== 'running') {
+      this.#log.info('ignored drain: the role is already being stopped');
+      return;
+    }
+    if (this.#drain) {
+      this.#log.info('ignored drain: already draining');
+      return;
+    }
+    if (!this.#roleRunning()) {
+      const how = this.#assignment ? 'nothing to drain: the role is not running' : 'nothing to drain: no role';
+      void this.#stopRole(reason, how).catch((err: unknown) => this.#log.error({ err }, 'stop failed'));
+      return;
+    }
+    const d: Drain = { reason, timeoutMs, deadline: Date.now() + timeoutMs, wake: new AbortController(), exited: false };
+    this.#drain = d;
+    const open = this.#connections();
+    this.#setState('draining', drainMessage(open, timeoutMs));
+    void this.#drainThenStop(d, open).catch((err: unknown) => this.#log.error({ err }, 'drain failed'));
+  }
+
+  /** Whether the role has work that could be in flight: started, and its process (if any) up. */
+  #roleRunning(): boolean {
+    if (!this.#started || this.#state === 'failed') return false;
+    const sup = this.#supervisor;
+    return !sup || sup.state === 'running';
+  }
+
+  #connections(): number | undefined {
+    return readEstablished(this.#o.port, this.#o.vitals?.procRoot);
+  }
+
+  async #drainThenStop(d: Drain, open: number | undefined): Promise<void> {
+    this.#log.info({ connections: open, timeoutMs: d.timeoutMs }, 'draining');
+    // Unknown (no /proc/net/tcp) is waited out like open connections: in-flight work may be there.
+    while (this.#drain === d && !d.wake.signal.aborted && open !== 0) {
+      const left = d.deadline - Date.now();
+      if (left <= 0) break;
+      await sleep(Math.min(this.#o.drainPollMs, left), undefined, { signal: d.wake.signal }).catch(() => undefined);
+      const now = this.#connections();
+      // Quietly: the next heartbeat carries it.
+      if (this.#drain === d && now !== open) this.#message = drainMessage(now, d.timeoutMs);
+      open = now;
+    }
+    if (this.#drain !== d) return; // undrained, stopped or halted meanwhile
+    let how: string;
+    if (d.exited) how = 'the role exited while draining';
+    else if (open === 0) how = 'drained';
+    else {
+      const left = open === undefined ? 'connections could not be counted' : `${connectionsText(open)} still open`;
+      how = `drain timed out after ${formatDuration(d.timeoutMs)}, ${left}`;
+      this.#log.warn(how);
+    }
+    await this.#stopRole(d.reason, how);
+  }
+
+  /** No restart while draining: a worker that ends once its task is done did what was asked. */
+  #exitedWhileDraining(d: Drain, exit: LastExit): void {
+    this.#unwatchHealth();
+    this.#withdraw();
+    this.#lastExit = exit;
+    this.#log.info({ exit: exit.code, signal: exit.signal }, 'start command ended while draining; not restarting');
+    void this.#supervisor?.stop(0);
+    d.exited = true;
+    d.wake.abort();
+  }
+
+  #undrain(reason: string): void {
+    const d = this.#drain;
+    if (!d) {
+      const why = this.#phase === 'running' ? 'not draining' : 'the role is already being stopped';
+      this.#log.info(`ignored undrain: ${why}`);
+      this.#message = `${this.#message ?? this.#state}; undrain ignored: ${why}`;
+      void this.#sendStatus();
+      return;
+    }
+    this.#drain = undefined;
+    d.wake.abort();
+    const because = reason ? `: ${reason}` : '';
+    if (this.#servingSince !== undefined) {
+      // Imports may have changed during the drain; servingSince stays, the role never stopped serving.
+      this.#exports = this.#renderExports();
+      this.#setState('serving', `drain cancelled${because}; serving`);
+    } else if (d.unhealthy) {
+      this.#livenessReason = d.unhealthy;
+      this.#setState('starting', `drain cancelled${because}; ${d.unhealthy}; restarting the start command`);
+      this.#supervisor?.restart(d.unhealthy);
+    } else {
+      this.#setState('starting', `drain cancelled${because}; waiting for the health check to pass`);
+    }
+  }
+
   // ---- stopping --------------------------------------------------------------------------
 
-  async #stopRole(reason: string): Promise<void> {
+  /** `how`: what led to the stop besides the reason, e.g. how a drain ended. */
+  async #stopRole(reason: string, how?: string): Promise<void> {
     if (this.#phase !== 'running') return;
     this.#phase = 'stopping';
-    const message = reason ? `stopping: ${reason}` : 'stopping';
+    const drain = this.#drain;
+    this.#drain = undefined;
+    drain?.wake.abort();
+    const message = `${reason ? `stopping: ${reason}` : 'stopping'}${how ? ` (${how})` : ''}`;
     this.#roleAbort.abort();
     this.#unwatchHealth();
     this.#withdraw();
@@ -651,8 +843,15 @@ export class Agent {
               if (r.code !== 0) this.#log.warn({ tail: r.tail }, `stop ${stepOutcome(r, role.stopTimeoutMs)}`);
             })
           : Promise.resolve();
-      if (this.#supervisor) await this.#supervisor.stop(role.stopTimeoutMs, runStop);
-      else await runStop();
+      const sup = this.#supervisor;
+      if (sup && sup.state !== 'stopping' && sup.state !== 'stopped') await sup.stop(role.stopTimeoutMs, runStop);
+      else {
+        // Already stopped (it exited while draining): its stop script still gets to clean up.
+        await sup?.stop();
+        await runStop();
+      }
+      await this.#balancer?.stop().catch((err: unknown) => this.#log.warn({ err }, 'balancer stop failed'));
+      this.#balancer = undefined;
       if (halted()) return;
       if (role.undeploy) {
         const r = await this.#step('undeploy', role.undeploy, this.#o.scriptTimeoutMs, this.#haltSignal(stopAbort));
@@ -660,13 +859,26 @@ export class Agent {
         if (r.code !== 0) this.#log.warn({ tail: r.tail }, `undeploy ${stepOutcome(r, this.#o.scriptTimeoutMs)}`);
       }
     }
-    this.#setState('terminated', reason ? `stopped: ${reason}` : 'stopped');
+    const stopped = reason ? `stopped: ${reason}` : 'stopped';
+    const lines = this.#lastLines(stopped);
     const deadline = Date.now() + this.#o.finalStatusTimeoutMs;
-    // The controller should hear "terminated" from the agent itself rather than guess it.
+    // The controller should hear "terminated" from the agent itself rather than guess it, and
+    // get the role's last lines first: once the instance is gone they are all that is left.
+    // The state stays `stopping` until the lines are out, so no status (or hello) says
+    // `terminated` before them.
+    let logged = lines.length === 0;
     while (!halted() && Date.now() < deadline) {
-      if ((await this.#waitWelcome(deadline - Date.now())) && (await this.#sendStatus())) break;
+      if (!(await this.#waitWelcome(deadline - Date.now()))) continue;
+      if (!logged) logged = await this.#send({ type: 'log', lines });
+      if (logged) {
+        if (this.#state !== 'terminated') this.#setState('terminated', stopped, false);
+        if (await this.#sendStatus()) break;
+      }
+      // The socket is closing; its close handler will clear `welcomed`.
+      await sleep(50);
     }
     if (halted()) return;
+    if (this.#state !== 'terminated') this.#setState('terminated', stopped, false);
     await this.#finish({ reason: 'terminated', message: `role stopped: ${reason || 'stop order'}` });
   }
 
@@ -680,16 +892,25 @@ export class Agent {
     this.#halting ??= (async () => {
       const wasActive = this.#phase === 'running' || this.#phase === 'stopping';
       this.#phase = 'stopping';
+      this.#drain?.wake.abort();
+      this.#drain = undefined;
       this.#roleAbort.abort();
       for (const ac of this.#haltAborts) ac.abort();
       this.#unwatchHealth();
       this.#withdraw();
       await this.#supervisor?.kill(this.#o.killTimeoutMs);
+      await this.#balancer?.stop().catch(() => undefined);
       await this.#lifecycleRun;
       await this.#updateRun;
+      // Not when fenced: the controller has disowned this instance and wants nothing more from it.
       if (exit.reason === 'shutdown' && wasActive) {
-        this.#setState('terminated', exit.message);
-        await Promise.race([this.#sendStatus(), new Promise((r) => setTimeout(r, 1000).unref())]);
+        const lines = this.#lastLines(exit.message);
+        this.#setState('terminated', exit.message, false);
+        const report = async (): Promise<void> => {
+          if (lines.length > 0 && !(await this.#send({ type: 'log', lines }))) return;
+          await this.#sendStatus();
+        };
+        await Promise.race([report(), new Promise((r) => setTimeout(r, 1000).unref())]);
       }
       await this.#finish(exit);
     })();
@@ -755,11 +976,19 @@ export class Agent {
 
   // ---- helpers ---------------------------------------------------------------------------
 
-  #setState(state: InstanceState, message?: string): void {
+  /** `send: false` when the caller sends the status itself, after something that must go first. */
+  #setState(state: InstanceState, message?: string, send = true): void {
     if (state !== this.#state) this.#log.info({ from: this.#state, to: state, message }, `state ${state}`);
     this.#state = state;
     this.#message = message;
-    void this.#sendStatus();
+    if (send) void this.#sendStatus();
+  }
+
+  /** The role's last output lines, for the controller to keep once the role is stopped. */
+  #lastLines(stopped: string): string[] {
+    const tail = this.#roleLog?.tail() ?? [];
+    if (!this.#assignment || tail.length === 0) return [];
+    return [`[agent] ${stopped}; last output of role ${this.#assignment.role.name}:`, ...tail];
   }
 
   #stepFailed(name: string, r: ScriptResult): void {
@@ -789,7 +1018,8 @@ export class Agent {
   #builtins(): BuiltinValues {
     const a = this.#assignment!;
     return {
-      port: String(this.#o.port),
+      // A balancer listening on a fixed port publishes that one.
+      port: String(a.role.loadBalancer?.listen ?? this.#o.port),
       ip: this.#o.ip,
       instance: this.#o.instanceId,
       role: a.role.name,
@@ -813,6 +1043,16 @@ export class Agent {
     for (const [k, v] of Object.entries(a.role.env)) env[k] = renderTemplate(v, builtins, a.imports);
     return env;
   }
+}
+
+function connectionsText(n: number): string {
+  return `${n} in-flight connection${n === 1 ? '' : 's'}`;
+}
+
+function drainMessage(open: number | undefined, timeoutMs: number): string {
+  if (open === 0) return 'draining: no in-flight connections left';
+  const what = open === undefined ? 'in-flight work (connections cannot be counted here)' : connectionsText(open);
+  return `draining: waiting for ${what} (up to ${formatDuration(timeoutMs)})`;
 }
 
 function stepOutcome(r: ScriptResult, timeoutMs: number): string {
@@ -882,7 +1122,10 @@ function isOrder(o: unknown): o is Order {
     case 'imports':
       return isRecord(o.imports) && typeof o.importsVersion === 'string';
     case 'stop':
+    case 'undrain':
       return typeof o.reason === 'string';
+    case 'drain':
+      return typeof o.reason === 'string' && typeof o.timeoutMs === 'number' && Number.isFinite(o.timeoutMs) && o.timeoutMs >= 0;
     default:
       return false;
   }

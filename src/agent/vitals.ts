@@ -4,7 +4,7 @@
  */
 import os from 'node:os';
 import type { Vitals } from '../core/protocol.js';
-import { groupMembers, readRssPages } from './procfs.js';
+import { groupMembers, readEstablished, readRssPages } from './procfs.js';
 
 export interface VitalsOptions {
   /** @default '/proc' */
@@ -46,8 +46,11 @@ export class VitalsSampler {
     this.#minIntervalMs = opts.minIntervalMs ?? 1000;
   }
 
-  /** Samples the host, and the process group `rolePgid` if given and /proc can be read. */
-  sample(rolePgid?: number): Vitals {
+  /**
+   * Samples the host, and the process group `rolePgid` if given and /proc can be read; with
+   * `rolePort`, also the connections established to that port.
+   */
+  sample(rolePgid?: number, rolePort?: number): Vitals {
     const at = this.#now();
     const last = this.#last;
     if (last && last.pgid === rolePgid && at - last.vitals.at < this.#minIntervalMs) return last.vitals;
@@ -60,7 +63,9 @@ export class VitalsSampler {
       memUsedBytes: total - os.freemem(),
       memTotalBytes: total,
     };
-    const role = rolePgid === undefined ? undefined : this.#roleUsage(rolePgid, at);
+    const usage = rolePgid === undefined ? undefined : this.#roleUsage(rolePgid, at);
+    const connections = usage && rolePort !== undefined ? readEstablished(rolePort, this.#procRoot) : undefined;
+    const role = usage && connections !== undefined ? { ...usage, connections } : usage;
     const out = role ? { ...vitals, role } : vitals;
     this.#last = { vitals: out, pgid: rolePgid };
     return out;
