@@ -53,11 +53,15 @@ for (const driver of drivers) {
     await api('PUT', '/v1/apps/balanced', { yaml, appDir: join(ROOT, 'examples/balanced') });
     type Inst = { id: string; role: string; state: string; exports: Record<string, string>; balancer: { members: { id: string; state: string }[] } | null };
     const instances = async () => (await api<{ instances: Inst[] }>('GET', '/v1/instances?app=balanced')).instances;
+    let seen = '';
     const lbUrl = await until('lb serving with 2 members', async () => {
       const all = await instances();
       const lb = all.find((i) => i.role === 'lb' && i.state === 'serving');
+      seen = JSON.stringify(all.map((i) => [i.role, i.state, (i as { message?: string }).message, i.balancer?.members]));
       return lb?.balancer?.members.filter((m) => m.state === 'ready').length === 2 ? lb.exports.url : undefined;
-    }, 60_000);
+    }, 90_000).catch((err: unknown) => {
+      throw new Error(`${err instanceof Error ? err.message : String(err)}; last seen: ${seen}`);
+    });
     assert.ok(lbUrl);
 
     // Steady, bounded load: 150 requests/s for 24 s over keep-alive connections.
