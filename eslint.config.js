@@ -3,7 +3,7 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['dist/', 'node_modules/', '**/*.js', '**/*.mjs', '.drover/'] },
+  { ignores: ['dist/', 'node_modules/', '**/*.js', '**/*.mjs', '**/*.d.mts', '.drover/', '.scratch/'] },
   js.configs.recommended,
   ...tseslint.configs.recommendedTypeChecked,
   {
