@@ -96,6 +96,18 @@ async function shutdown(code: number): Promise<never> {
 process.on('SIGINT', () => void shutdown(130));
 process.on('SIGTERM', () => void shutdown(143));
 
+/** Every fractal, page by page (the API serves at most 100 per page). */
+async function listAll(base: string): Promise<Fractal[]> {
+  const out: Fractal[] = [];
+  for (let page = 1; ; page++) {
+    const r = await fetch(`${base}/v1/fractal?results_per_page=100&page=${page}`);
+    if (!r.ok) throw new Error(`list failed: ${r.status} ${await r.text()}`);
+    const body = (await r.json()) as { objects: Fractal[]; total_pages: number };
+    out.push(...body.objects);
+    if (page >= body.total_pages) return out;
+  }
+}
+
 function bar(done: number, total: number, width = 30): string {
   const n = Math.round((done / Math.max(1, total)) * width);
   return `[${'#'.repeat(n)}${'.'.repeat(width - n)}] ${done}/${total}`;
@@ -131,14 +143,16 @@ async function main(): Promise<void> {
   let killed: string | undefined;
   let burstDoneAt: number | undefined;
   let scaledBackAt: number | undefined;
+  let redelivered = 0;
   const perWorker = new Map<string, number>();
   for (;;) {
     const [rs, stats, list] = await Promise.all([
       roles(),
       fetch(`${queueUrl}/stats`).then((r) => r.json() as Promise<{ backlog: number; redelivered: number }>),
-      fetch(`${lbUrl}/v1/fractal?results_per_page=1000`).then((r) => r.json() as Promise<{ objects: Fractal[] }>),
+      listAll(lbUrl),
     ]);
-    const mine = list.objects.filter((f) => uuids.includes(f.uuid));
+    const mine = list.filter((f) => uuids.includes(f.uuid));
+    redelivered = stats.redelivered;
     const done = mine.filter((f) => f.status === 'done');
     perWorker.clear();
     for (const f of done) if (f.generated_by) perWorker.set(f.generated_by, (perWorker.get(f.generated_by) ?? 0) + 1);
@@ -189,7 +203,8 @@ async function main(): Promise<void> {
     ['time to finish the burst', `${(((burstDoneAt ?? Date.now()) - t0) / 1000).toFixed(1)} s`],
     ['back to one worker after', `${(((scaledBackAt ?? Date.now()) - (burstDoneAt ?? t0)) / 1000).toFixed(1)} s`],
     ['tasks per worker', [...perWorker.values()].sort((a, b) => b - a).join(', ')],
-    ...(killed ? [['worker killed mid-burst', `${killed} (its task was delivered again)`]] : []),
+    ['tasks delivered again', String(redelivered)],
+    ...(killed ? [['worker killed mid-burst', killed]] : []),
   ];
   process.stdout.write('\nsummary\n' + rows.map(([k, v]) => `  ${k!.padEnd(26)} ${v}`).join('\n') + '\n');
   await shutdown(lost === 0 ? 0 : 1);
