@@ -78,3 +78,17 @@ export async function until<T>(what: string, fn: () => Promise<T | undefined | f
     await sleep(everyMs);
   }
 }
+
+/** A JSON client of a controller's REST API with its token; throws on a non-2xx answer. */
+export function apiClient(server: { url: string; token: string }) {
+  return async <T>(method: string, path: string, body?: unknown): Promise<T> => {
+    const r = await fetch(server.url + path, {
+      method,
+      headers: { authorization: `Bearer ${server.token}`, ...(body ? { 'content-type': 'application/json' } : {}) },
+      ...(body ? { body: JSON.stringify(body) } : {}),
+    });
+    const data = (await r.json()) as T;
+    if (!r.ok) throw new Error(`${method} ${path}: ${r.status} ${JSON.stringify(data)}`);
+    return data;
+  };
+}
