@@ -67,6 +67,17 @@ test('health needs no token; everything else does, and a 401 says nothing more',
   }
 });
 
+test('/metrics serves Prometheus text to a client with the token only', async () => {
+  const denied = await app.inject({ method: 'GET', url: '/metrics' });
+  assert.equal(denied.statusCode, 401);
+  const r = await app.inject({ method: 'GET', url: '/metrics', headers: auth });
+  assert.equal(r.statusCode, 200);
+  assert.match(String(r.headers['content-type']), /^text\/plain/);
+  for (const name of ['drover_role_desired', 'drover_decisions_total', 'drover_replacements_total', 'drover_drain_duration_seconds', 'drover_reconcile_duration_seconds']) {
+    assert.match(r.body, new RegExp(`# TYPE ${name} `), name);
+  }
+});
+
 test('the OpenAPI document lists the routes', async () => {
   const r = await app.inject({ method: 'GET', url: '/v1/openapi.json', headers: auth });
   assert.equal(r.statusCode, 200);

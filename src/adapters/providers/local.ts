@@ -187,12 +187,23 @@ export class LocalProvider implements Provider {
     }
     signalAll('SIGKILL');
     for (let i = 0; i < 20 && processesOfInstance(inst.id).length > 0; i++) await sleep(50);
+    // Our own child: wait until it is reaped, so its exit has been reported when this returns.
+    const child = this.children.get(inst.id);
+    if (child && child.exitCode === null && child.signalCode === null) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, 2000);
+        child.once('exit', () => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+    }
     if (port !== undefined) this.reserved.delete(port);
   }
 
   async isAlive(inst: InstanceHandle): Promise<boolean> {
     const pid = typeof inst.providerRef?.pid === 'number' ? inst.providerRef.pid : undefined;
-    if (pid !== undefined && this.children.has(inst.id)) return true;
+    if (pid !== undefined && this.children.has(inst.id) && alive(pid)) return true;
     return processesOfInstance(inst.id).length > 0 || (pid !== undefined && alive(pid) && process.platform !== 'linux');
   }
 
