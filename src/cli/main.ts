@@ -367,6 +367,30 @@ export function buildProgram(): Command {
     });
 
   program
+    .command('simulate')
+    .description("replay a traffic trace through Drover's own policy and planning code on a virtual clock, next to the classic policies")
+    .requiredOption('--app <file>', "app file; Drover's policy is its role with scale: policies")
+    .requiredOption('--trace <csv>', 'a CSV (timestamp or offset, rate or count per interval), worldcup98, or synthetic:FAMILY[:SEED[:DAYS]]')
+    .option('--role <name>', 'the role to simulate (default: the one with scale: policies)')
+    .option('--capacity <rps>', 'requests/s one instance serves', '25')
+    .option('--boot <duration>', 'boot time: 60s, uniform:30s..90s, lognormal:60s:0.5', '60s')
+    .option('--spares <n>', "warm spares for Drover's role (default: the app file's)")
+    .option('--slo <spec>', 'wait:500ms (mean wait per minute) or util:0.8', 'wait:500ms')
+    .option('--crash-rate <n>', 'instance crashes per instance-hour', '0')
+    .option('--seed <n>', 'random seed (same seed, same report)', '1')
+    .option('--tick <duration>', 'simulation step', '15s')
+    .option('--baselines <list>', 'comma-separated subset of oracle,fixed,threshold,hpa,aws')
+    .option('--forecast', 'add a drover+forecast row (predictive pre-scaling)')
+    .option('--json', 'the report as JSON')
+    .option('--svg <file>', 'write a plot of demand and capacity over time')
+    .option('--threads <n>', 'worker threads')
+    .action(async (o: Record<string, string | boolean | undefined>) => {
+      const { simulateCommand } = await import('../sim/index.js');
+      const code = await simulateCommand(o as unknown as Parameters<typeof simulateCommand>[0]);
+      if (code !== 0) throw new CliError('', code);
+    });
+
+  program
     .command('down')
     .description('stop every app (roles in reverse dependency order), then the controller')
     .addOption(dataDirOpt())
@@ -430,7 +454,7 @@ export async function main(argv: string[]): Promise<number> {
       return 1;
     }
     if (err instanceof CliError) {
-      process.stderr.write(`drover: ${err.message}\n`);
+      if (err.message) process.stderr.write(`drover: ${err.message}\n`);
       return err.exitCode;
     }
     process.stderr.write(`drover: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);

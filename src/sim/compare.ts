@@ -1,0 +1,322 @@
+/**
+ * A comparison: Drover's policy (the app file's) and the baselines on one trace, in one run,
+ * with the same seed, provider, planner and queueing model, and cost relative to the oracle.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { parseAppFile, type AppSpec, type RoleSpec } from '../core/index.js';
+import { AWS_TARGET_TRACKING, BASELINES, fixedSchedule, HPA_DEFAULTS, neededPerTick, oracleSchedule, THRESHOLD_RULE, type BaselineName } from './baselines.js';
+import { simulate, tickRates, type Report, type SimulateOptions } from './engine.js';
+import { forecastPolicy, type ForecastPolicy } from './forecast.js';
+import { loadTrace, traceDurationMs, type Trace } from './trace.js';
+import { bootUpperMs, describeBoot, describeSlo, formatDuration, parseBoot, parseSlo, SimInputError, type BootDistribution, type Slo } from './units.js';
+
+export interface ComparisonOptions {
+  /** The app (or the path of its file); the role with `scale:` policies is Drover's. */
+  readonly app: AppSpec | string;
+  /** The role simulated. @default the first role with `scale:` policies, else the first role */
+  readonly role?: string;
+  /** A trace, or the path of its CSV. */
+  readonly trace: Trace | string;
+  /** Requests per second one instance serves. */
+  readonly capacity: number;
+  /** A distribution or its text (`60s`, `uniform:30s..90s`, `lognormal:60s,0.5`). */
+  readonly boot: BootDistribution | string;
+  /** Warm spares for Drover's role; the baselines keep none. @default the app file's */
+  readonly spares?: number;
+  /** @default wait:500ms */
+  readonly slo?: Slo | string;
+  /** @default 1 */
+  readonly seed?: number;
+  /** @default 15000 */
+  readonly tickMs?: number;
+  /** Clients give up after this long. @default 30000 */
+  readonly timeoutMs?: number;
+  /** Role assignment to serving. @default 0 */
+  readonly startMs?: number;
+  /** Crashes per instance-hour. @default 0 */
+  readonly crashRate?: number;
+  /** @default all of BASELINES */
+  readonly baselines?: readonly BaselineName[];
+  /** Variants of Drover's run, reported beside it (other spares, the forecast policy). */
+  readonly variants?: readonly DroverVariant[];
+  /** @default 1200 */
+  readonly seriesPoints?: number;
+}
+
+/** Drover's role with other warm spares and/or the predictive `forecast` policy added. */
+export interface DroverVariant {
+  /** Its row's name: `drover+forecast`. */
+  readonly name: string;
+  readonly spares?: number;
+  /** `true`: the forecast derived from the role's `queue` policy on `demand` ({@link forecastFor}). */
+  readonly forecast?: boolean | ForecastPolicy;
+}
+
+export interface TraceSummary {
+  readonly name: string;
+  readonly source: string;
+  /** ISO time of the first interval, or null for offsets. */
+  readonly start: string | null;
+  readonly stepMs: number;
+  readonly intervals: number;
+  readonly filled: number;
+  readonly hours: number;
+  readonly meanRate: number;
+  readonly peakRate: number;
+}
+
+export interface ComparisonRow extends Report {
+  /** `drover`, a variant of it, or a baseline. */
+  readonly kind: 'drover' | 'variant' | BaselineName;
+  /** instanceHours / the oracle's. */
+  readonly costVsOracle: number | null;
+}
+
+export interface ComparisonReport {
+  readonly trace: TraceSummary;
+  readonly settings: {
+    readonly app: string;
+    readonly role: string;
+    readonly capacity: number;
+    readonly boot: string;
+    readonly slo: string;
+    readonly spares: number;
+    readonly seed: number;
+    readonly tickMs: number;
+    readonly timeoutMs: number;
+    readonly startMs: number;
+    readonly crashRate: number;
+  };
+  readonly oracleInstanceHours: number | null;
+  /** Drover first, then the baselines in the order asked. */
+  readonly rows: readonly ComparisonRow[];
+}
+
+/** The runs of a comparison, by name: `drover`, a variant's name, or a baseline. */
+export type RunName = string;
+
+interface Resolved {
+  readonly app: AppSpec;
+  readonly role: RoleSpec;
+  readonly trace: Trace;
+  readonly boot: BootDistribution;
+  readonly slo: Slo;
+  readonly tickMs: number;
+  readonly seed: number;
+  readonly spares: number;
+  readonly baselines: readonly BaselineName[];
+}
+
+function resolve(o: ComparisonOptions): Resolved {
+  if (typeof o.app === 'string' && !existsSync(o.app)) throw new SimInputError('--app', `no such file: ${o.app}`);
+  const app = typeof o.app === 'string' ? parseAppFile(readFileSync(o.app, 'utf8')) : o.app;
+  const roles = Object.values(app.roles);
+  const role = o.role !== undefined ? app.roles[o.role] : (roles.find((r) => r.scale.length > 0) ?? roles[0]);
+  if (!role) throw new SimInputError('--role', o.role !== undefined ? `no role ${JSON.stringify(o.role)} in app ${app.app}` : `app ${app.app} has no role`);
+  const trace = typeof o.trace === 'string' ? loadTrace(o.trace) : o.trace;
+  const baselines = o.baselines ?? BASELINES;
+  for (const b of baselines) if (!BASELINES.includes(b)) throw new SimInputError('--baselines', `unknown baseline ${JSON.stringify(b)}; expected some of ${BASELINES.join(', ')}`);
+  return {
+    app,
+    role,
+    trace,
+    boot: typeof o.boot === 'string' ? parseBoot(o.boot) : o.boot,
+    slo: o.slo === undefined ? { kind: 'wait', ms: 500 } : typeof o.slo === 'string' ? parseSlo(o.slo) : o.slo,
+    tickMs: o.tickMs ?? 15_000,
+    seed: o.seed ?? 1,
+    spares: o.spares ?? role.spares + app.spares,
+    baselines,
+  };
+}
+
+/** The names of the runs `runComparison` makes, in report order. */
+export function comparisonRuns(options: ComparisonOptions): RunName[] {
+  const r = resolve(options);
+  return ['drover', ...(options.variants ?? []).map((v) => v.name), ...r.baselines.filter((b) => b !== 'oracle'), ...r.baselines.filter((b) => b === 'oracle')];
+}
+
+/** Whole ticks nearest to `ms`, at least one. */
+const ticksOf = (ms: number, tickMs: number) => Math.max(1, Math.round(ms / tickMs)) * tickMs;
+
+/** The options of one run of the comparison: what `runComparison` simulates under that name. */
+export function comparisonRunOptions(options: ComparisonOptions, name: RunName): SimulateOptions {
+  const r = resolve(options);
+  const common = {
+    app: r.app,
+    role: r.role.name,
+    trace: r.trace,
+    capacity: options.capacity,
+    boot: r.boot,
+    slo: r.slo,
+    seed: r.seed,
+    tickMs: r.tickMs,
+    ...(options.timeoutMs !== undefined ? { timeoutMs: options.timeoutMs } : {}),
+    ...(options.startMs !== undefined ? { startMs: options.startMs } : {}),
+    ...(options.crashRate !== undefined ? { crashRate: options.crashRate } : {}),
+    ...(options.seriesPoints !== undefined ? { seriesPoints: options.seriesPoints } : {}),
+  };
+  // Baselines are sized by nothing but their rule: no spares, no warm-up, bounds wide open.
+  const open = { min: 1, max: 100_000, spares: 0, warmupMs: 0 };
+  const need = () => neededPerTick(tickRates(r.trace, r.tickMs, Math.ceil(traceDurationMs(r.trace) / r.tickMs)), options.capacity);
+  const variant = options.variants?.find((v) => v.name === name);
+  if (name === 'drover' || variant) {
+    const spares = variant?.spares ?? r.spares;
+    const forecast = variant?.forecast === true ? forecastFor(r.role, r.boot, r.tickMs, options.startMs ?? 0) : variant?.forecast || undefined;
+    const what = describeDrover(r.role, spares) + (forecast ? `, + forecast ${forecast.metric} ${formatDuration(forecast.horizonMs)} ahead` : '');
+    return { ...common, name, spares, ...(forecast ? { forecast } : {}), description: what };
+  }
+  switch (name as BaselineName) {
+    case 'threshold':
+      return { ...common, ...open, name, policies: THRESHOLD_RULE, evaluateEveryMs: ticksOf(60_000, r.tickMs), description: 'mean cpu >90% / <15% for 60s, ±1 instance, cooldown 60s, evaluated every 60s' };
+    case 'hpa':
+      return { ...common, ...open, name, policies: HPA_DEFAULTS, evaluateEveryMs: ticksOf(15_000, r.tickMs), description: 'Kubernetes HPA defaults: target 80% cpu, tolerance 10%, 5m scale-down stabilization, +max(4, 100%) / -100% per 15s, 15s sync' };
+    case 'aws':
+      return { ...common, ...open, name, policies: AWS_TARGET_TRACKING, evaluateEveryMs: ticksOf(60_000, r.tickMs), description: 'AWS target tracking (approximation): 50% cpu over 1-minute datapoints, scale-in after 3 minutes below, no rate limit' };
+    case 'fixed': {
+      const f = fixedSchedule(need());
+      return { ...common, name, schedule: f.schedule, min: 0, max: 100_000, spares: 0, initial: f.count, description: `the peak's ${f.count} instances, all the time` };
+    }
+    case 'oracle': {
+      const ahead = Math.ceil((bootUpperMs(r.boot) + (options.startMs ?? 0)) / r.tickMs);
+      return {
+        ...common,
+        name,
+        schedule: oracleSchedule(need(), ahead),
+        min: 0,
+        max: 100_000,
+        spares: 0,
+        description: `perfect foresight: the instances each tick needs, created ${formatDuration(ahead * r.tickMs)} (a boot) ahead`,
+      };
+    }
+    default:
+      throw new SimInputError('run', `no run ${JSON.stringify(name)}: expected drover, a variant's name, or one of ${BASELINES.join(', ')}`);
+  }
+}
+
+/**
+ * The forecast for a role that scales on `demand` with a `queue` policy: the same rate per
+ * instance, extrapolated a boot (its rarely-exceeded value), a start and a tick ahead.
+ */
+export function forecastFor(role: RoleSpec, boot: BootDistribution, tickMs: number, startMs = 0): ForecastPolicy {
+  const q = role.scale.find((p) => p.kind === 'queue' && p.metric === 'demand');
+  if (!q || q.kind !== 'queue') throw new SimInputError('forecast', `role ${role.name} has no queue policy on demand to derive a forecast from`);
+  return forecastPolicy({ metric: 'demand', perInstance: q.perInstance, horizonMs: bootUpperMs(boot) + startMs + tickMs, scaleDownStabilizationMs: 180_000 });
+}
+
+/** Simulates one run of the comparison (what a worker thread does). */
+export function runComparisonRun(options: ComparisonOptions, name: RunName): Report {
+  return simulate(comparisonRunOptions(options, name));
+}
+
+/** `queue demand/20 + target cpu 0.85, 3m scale-down stabilization, 1 spare`. */
+function describeDrover(role: RoleSpec, spares: number): string {
+  const policies = role.scale.map((p) => {
+    if (p.kind === 'threshold') return `threshold ${p.metric}${p.upper !== undefined ? ` >${p.upper}` : ''}${p.lower !== undefined ? ` <${p.lower}` : ''}`;
+    if (p.kind === 'target') return `target ${p.metric} ${p.target}`;
+    return `queue ${p.metric}/${p.perInstance}`;
+  });
+  const parts = [`role ${role.name}: ${policies.join(' + ') || 'no policy (its count)'}`];
+  const stab = role.scale.map((p) => (p.kind === 'threshold' ? p.cooldownMs : p.scaleDownStabilizationMs));
+  if (stab.length > 0) parts.push(`${formatDuration(Math.max(...stab))} scale-down stabilization`);
+  parts.push(`${spares} warm spare${spares === 1 ? '' : 's'}`);
+  return parts.join(', ');
+}
+
+/** Puts the runs' reports together, with costs relative to the oracle's. */
+export function assembleComparison(options: ComparisonOptions, reports: readonly Report[]): ComparisonReport {
+  const r = resolve(options);
+  const oracle = reports.find((x) => x.name === 'oracle');
+  const rates = r.trace.rates;
+  let sum = 0;
+  let peak = 0;
+  for (const v of rates) {
+    sum += v;
+    peak = Math.max(peak, v);
+  }
+  return {
+    trace: {
+      name: r.trace.name,
+      source: r.trace.source,
+      start: r.trace.startMs > 0 ? new Date(r.trace.startMs).toISOString() : null,
+      stepMs: r.trace.stepMs,
+      intervals: rates.length,
+      filled: r.trace.filled,
+      hours: traceDurationMs(r.trace) / 3_600_000,
+      meanRate: rates.length > 0 ? Math.round((sum / rates.length) * 1000) / 1000 : 0,
+      peakRate: Math.round(peak * 1000) / 1000,
+    },
+    settings: {
+      app: r.app.app,
+      role: r.role.name,
+      capacity: options.capacity,
+      boot: describeBoot(r.boot),
+      slo: describeSlo(r.slo),
+      spares: r.spares,
+      seed: r.seed,
+      tickMs: r.tickMs,
+      timeoutMs: options.timeoutMs ?? 30_000,
+      startMs: options.startMs ?? 0,
+      crashRate: options.crashRate ?? 0,
+    },
+    oracleInstanceHours: oracle ? oracle.instanceHours : null,
+    rows: reports.map((rep) => ({
+      ...rep,
+      kind: rep.name === 'drover' ? 'drover' : BASELINES.includes(rep.name as BaselineName) ? (rep.name as BaselineName) : 'variant',
+      costVsOracle: oracle && oracle.instanceHours > 0 ? Math.round((rep.instanceHours / oracle.instanceHours) * 1000) / 1000 : null,
+    })),
+  };
+}
+
+/**
+ * The options with files read, the trace parsed and texts compiled: what every run then
+ * shares (and what a worker thread is sent, as plain data).
+ */
+export function prepareComparison(options: ComparisonOptions): ComparisonOptions {
+  const r = resolve(options);
+  return { ...options, app: r.app, role: r.role.name, trace: r.trace, boot: r.boot, slo: r.slo, seed: r.seed, tickMs: r.tickMs, spares: r.spares };
+}
+
+/** Drover's policy and the baselines on one trace, one after the other on this thread. */
+export function runComparison(options: ComparisonOptions): ComparisonReport {
+  const prepared = prepareComparison(options);
+  return assembleComparison(prepared, comparisonRuns(prepared).map((name) => runComparisonRun(prepared, name)));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Table
+
+const int = (v: number) => Math.round(v).toLocaleString('en-US');
+function pct(share: number): string {
+  if (share === 0) return '0%';
+  if (share < 0.0001) return '<0.01%';
+  return `${(share * 100).toFixed(share < 0.01 ? 2 : 1)}%`;
+}
+function wait(ms: number): string {
+  if (ms < 1) return `${ms.toFixed(2)} ms`;
+  if (ms < 1000) return `${Math.round(ms)} ms`;
+  return `${(ms / 1000).toFixed(1)} s`;
+}
+
+/** The comparison as a markdown table, with a line saying what was simulated. */
+export function formatTable(report: ComparisonReport): string {
+  const s = report.settings;
+  const t = report.trace;
+  const head =
+    `**${t.name}** — ${t.hours.toFixed(t.hours < 48 ? 1 : 0)} h, mean ${int(t.meanRate)} req/s, peak ${int(t.peakRate)} req/s` +
+    (t.filled > 0 ? `, ${t.filled} missing interval(s) held at the previous rate` : '') +
+    `. Capacity ${s.capacity} req/s per instance, boot ${s.boot}, SLO ${s.slo}, client timeout ${formatDuration(s.timeoutMs)}, ` +
+    `tick ${formatDuration(s.tickMs)}, seed ${s.seed}` +
+    (s.crashRate > 0 ? `, ${s.crashRate} crashes per instance-hour` : '') +
+    '.';
+  const cols = ['policy', 'instance-hours', '× oracle', 'SLO violated', 'queued', 'dropped', 'mean wait', 'scaling actions', 'peak'];
+  const lines = [head, '', `| ${cols.join(' | ')} |`, `|${cols.map((_, k) => (k === 0 ? ' --- ' : ' ---: ')).join('|')}|`];
+  for (const r of report.rows) {
+    lines.push(
+      `| ${r.name} | ${int(r.instanceHours)} | ${r.costVsOracle === null ? '—' : r.costVsOracle.toFixed(2)} | ${pct(r.sloViolationShare)} (${int(r.violatingMinutes)} min) | ` +
+        `${int(r.queued)} | ${int(r.dropped)} | ${wait(r.meanWaitMs)} | ${int(r.scalingActions)} | ${r.peakInstances} |`,
+    );
+  }
+  lines.push('');
+  for (const r of report.rows) lines.push(`- **${r.name}**: ${r.description}`);
+  return lines.join('\n');
+}
