@@ -15,11 +15,11 @@ const SIZE = Number(process.env.BENCH_SIZE ?? 1024);
 const APP_DIR = join(ROOT, 'examples/fractals');
 const autoscaled = readFileSync(join(APP_DIR, 'drover.yaml'), 'utf8');
 // The same app with the worker role pinned at one instance: no policy, no spare.
-const fixed = autoscaled.replace(/  worker:\n(?:    .*\n|      .*\n)*/, (block) =>
+const fixed = autoscaled.replace(/ {2}worker:\n(?: {4}.*\n| {6}.*\n)*/, (block) =>
   block
-    .replace(/    min: 1\n    max: 8\n    spares: 1\n/, '    count: 1\n')
-    .replace(/    metrics:\n(?:      .*\n)+/, '')
-    .replace(/    scale:\n(?:      .*\n)+/, ''),
+    .replace(/ {4}min: 1\n {4}max: 8\n {4}spares: 1\n/, '    count: 1\n')
+    .replace(/ {4}metrics:\n(?: {6}.*\n)+/, '')
+    .replace(/ {4}scale:\n(?: {6}.*\n)+/, ''),
 );
 
 interface Row {

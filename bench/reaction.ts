@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { startServer } from '../src/controller/index.js';
-import { killAll, processesWithEnv, ROOT, sleep, until } from '../test/helpers.js';
+import { apiClient, killAll, processesWithEnv, ROOT, sleep, until } from '../test/helpers.js';
 
 let backlog = 0;
 const stats = createServer((_req, res) => res.end(JSON.stringify({ backlog })));
@@ -27,14 +27,7 @@ interface Inst {
 async function once(spares: number): Promise<number> {
   const dir = mkdtempSync(join(tmpdir(), 'drover-reaction-'));
   const server = await startServer({ dataDir: join(dir, '.drover'), port: 0, logger: pino({ level: 'silent' }) });
-  const api = async <T>(method: string, path: string, body?: unknown): Promise<T> => {
-    const r = await fetch(server.url + path, {
-      method,
-      headers: { authorization: `Bearer ${server.token}`, ...(body ? { 'content-type': 'application/json' } : {}) },
-      ...(body ? { body: JSON.stringify(body) } : {}),
-    });
-    return (await r.json()) as T;
-  };
+  const api = apiClient(server);
   try {
     backlog = 0;
     const yaml = `app: reaction

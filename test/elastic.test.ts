@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { startServer, type RunningController, type ServerOptions } from '../src/controller/index.js';
-import { killAll, processesWithEnv, ROOT, sleep, until } from './helpers.js';
+import { apiClient, killAll, processesWithEnv, ROOT, sleep, until } from './helpers.js';
 
 const FIXTURES = join(ROOT, 'test/fixtures');
 
@@ -36,16 +36,7 @@ async function harness(t: { after: (fn: () => Promise<void>) => void }, opts: Pa
     killAll(processesWithEnv(dir));
     rmSync(dir, { recursive: true, force: true });
   });
-  const api = async <T>(method: string, path: string, body?: unknown): Promise<T> => {
-    const r = await fetch(server.url + path, {
-      method,
-      headers: { authorization: `Bearer ${server.token}`, ...(body ? { 'content-type': 'application/json' } : {}) },
-      ...(body ? { body: JSON.stringify(body) } : {}),
-    });
-    const data = (await r.json()) as T;
-    if (!r.ok) throw new Error(`${method} ${path}: ${r.status} ${JSON.stringify(data)}`);
-    return data;
-  };
+  const api = apiClient(server);
   const apply = (yaml: string) => api('PUT', `/v1/apps/${/^app: (\S+)/m.exec(yaml)![1]}`, { yaml, appDir: FIXTURES });
   const instances = async (role?: string) => (await api<{ instances: Inst[] }>('GET', `/v1/instances${role ? `?role=${role}` : ''}`)).instances;
   const events = async () => (await api<{ events: Ev[] }>('GET', '/v1/events?limit=1000&after=0')).events;

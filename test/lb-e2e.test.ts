@@ -13,7 +13,7 @@ import { execFileSync } from 'node:child_process';
 import { Agent, request } from 'node:http';
 import { pino } from 'pino';
 import { startServer } from '../src/controller/index.js';
-import { killAll, processesWithEnv, ROOT, sleep, until } from './helpers.js';
+import { apiClient, killAll, processesWithEnv, ROOT, sleep, until } from './helpers.js';
 
 function haproxyInstalled(): boolean {
   for (const bin of ['haproxy', '/usr/sbin/haproxy', '/usr/local/sbin/haproxy']) {
@@ -39,16 +39,7 @@ for (const driver of drivers) {
       killAll(processesWithEnv(dir));
       rmSync(dir, { recursive: true, force: true });
     });
-    const api = async <T>(method: string, path: string, body?: unknown): Promise<T> => {
-      const r = await fetch(server.url + path, {
-        method,
-        headers: { authorization: `Bearer ${server.token}`, ...(body ? { 'content-type': 'application/json' } : {}) },
-        ...(body ? { body: JSON.stringify(body) } : {}),
-      });
-      const data = (await r.json()) as T;
-      if (!r.ok) throw new Error(`${method} ${path}: ${JSON.stringify(data)}`);
-      return data;
-    };
+    const api = apiClient(server);
     const yaml = readFileSync(join(ROOT, 'examples/balanced/drover.yaml'), 'utf8').replace('driver: builtin', `driver: ${driver}`);
     await api('PUT', '/v1/apps/balanced', { yaml, appDir: join(ROOT, 'examples/balanced') });
     type Inst = { id: string; role: string; state: string; exports: Record<string, string>; balancer: { members: { id: string; state: string }[] } | null };

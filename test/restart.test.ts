@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { pino } from 'pino';
 import { startServer, type RunningController } from '../src/controller/index.js';
 import { freePort } from '../src/adapters/providers/index.js';
-import { killAll, processesWithEnv, ROOT, until } from './helpers.js';
+import { apiClient, killAll, processesWithEnv, ROOT, until } from './helpers.js';
 
 test('a controller restart keeps the app serving and converges with the same instances', { timeout: 120_000 }, async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'drover-restart-'));
@@ -24,14 +24,7 @@ test('a controller restart keeps the app serving and converges with the same ins
   const logger = pino({ level: 'silent' });
   const start = () => startServer({ dataDir: join(dir, '.drover'), port, logger, heartbeatMs: 500 });
   server = await start();
-  const api = async <T>(method: string, path: string, body?: unknown): Promise<T> => {
-    const r = await fetch(server!.url + path, {
-      method,
-      headers: { authorization: `Bearer ${server!.token}`, ...(body ? { 'content-type': 'application/json' } : {}) },
-      ...(body ? { body: JSON.stringify(body) } : {}),
-    });
-    return (await r.json()) as T;
-  };
+  const api = <T>(method: string, path: string, body?: unknown) => apiClient(server!)<T>(method, path, body);
   const yaml = readFileSync(join(ROOT, 'examples/three-tier/drover.yaml'), 'utf8');
   await api('PUT', '/v1/apps/three-tier', { yaml, appDir: join(ROOT, 'examples/three-tier') });
   type App = { converged: boolean; roles: { name: string; instances: { id: string; exports: Record<string, string> }[] }[] };

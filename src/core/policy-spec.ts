@@ -31,6 +31,7 @@
  */
 import { z } from 'zod';
 import { BUILTIN_METRICS, isBuiltinMetric, parseJsonPath, parsePrometheusSelector } from './metrics.js';
+import { duration, err, intAtLeast } from './schema-words.js';
 import {
   POLICY_DEFAULTS,
   queuePolicy,
@@ -42,22 +43,8 @@ import {
 } from './policy.js';
 
 // ---------------------------------------------------------------------------------------------
-// Helpers (spec.ts keeps its own private; these follow the same wording)
+// Helpers (the duration, integer and error wording is shared with spec.ts: schema-words.ts)
 
-const DURATION = /^(\d+(?:\.\d+)?)(ms|s|m|h)$/;
-const UNIT_MS = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 } as const;
-const MAX_DURATION_MS = 2 ** 31 - 1;
-const DURATION_MSG = 'expected a duration such as "5s" or "500ms"';
-
-function err(message: string): { error: (iss: { input?: unknown }) => string } {
-  return { error: (iss) => (iss.input === undefined ? 'required' : message) };
-}
-
-function parseDuration(text: string): number {
-  const m = DURATION.exec(text);
-  if (!m) return NaN;
-  return Math.round(Number(m[1]) * UNIT_MS[m[2] as keyof typeof UNIT_MS]);
-}
 
 /** The text a default duration is written as: `5m`, `15s`, `500ms`. */
 function durationText(ms: number): string {
@@ -66,22 +53,9 @@ function durationText(ms: number): string {
   return `${ms}ms`;
 }
 
-function duration(opts: { positive: boolean }) {
-  const positive = opts.positive ? (ms: number) => ms > 0 : () => true;
-  return z
-    .string(err(DURATION_MSG))
-    .regex(DURATION, { ...err(DURATION_MSG), abort: true })
-    .refine((s) => parseDuration(s) <= MAX_DURATION_MS, { error: 'expected a duration of at most 596h' })
-    .refine((s) => positive(parseDuration(s)), { error: 'expected a duration greater than 0' })
-    .transform(parseDuration);
-}
 
 const number = (msg = 'expected a number') => z.number(err(msg));
 const positiveNumber = () => number('expected a number greater than 0').gt(0, err('expected a number greater than 0'));
-const intAtLeast = (min: number) => {
-  const msg = `expected an integer >= ${min}`;
-  return z.int(err(msg)).min(min, err(msg));
-};
 const q = (s: string) => JSON.stringify(s);
 
 const METRIC_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;

@@ -6,6 +6,7 @@
 import { z } from 'zod';
 import { LineCounter, parseDocument } from 'yaml';
 import { cyclesOf } from './imports.js';
+import { duration, err, intAtLeast } from './schema-words.js';
 import { checkPolicyMetrics, compileMetrics, compileScale, metricsSchema, scaleSchema } from './policy-spec.js';
 import { envName, templateRefs } from './template.js';
 import type { AppSpec, HealthSpec, ImportRef, LoadBalancerSpec, RoleSpec } from './types.js';
@@ -35,39 +36,9 @@ const ENV_KEY = /^[A-Za-z_][A-Za-z0-9_]*$/;
 /** Same alphabet as a key in a `${role.key}` template reference. */
 const EXPORT_KEY = /^[A-Za-z_][A-Za-z0-9_-]*$/;
 const IMPORT = /^([a-z][a-z0-9-]{0,62})\.([A-Za-z_][A-Za-z0-9_-]*|\*)(\?)?$/;
-const DURATION = /^(\d+(?:\.\d+)?)(ms|s|m|h)$/;
-const UNIT_MS = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 } as const;
-/** Node's timers cannot wait longer (2^31 - 1 ms, about 596h). */
-const MAX_DURATION_MS = 2 ** 31 - 1;
 
 const NAME_RULE = 'lowercase letters, digits and "-", starting with a letter, at most 63 characters';
-const DURATION_MSG = 'expected a duration such as "5s" or "500ms"';
 
-/** An error for a schema that names a missing required field `required`, whatever else is wrong. */
-function err(message: string): { error: (iss: { input?: unknown }) => string } {
-  return { error: (iss) => (iss.input === undefined ? 'required' : message) };
-}
-
-function parseDuration(text: string): number {
-  const m = DURATION.exec(text);
-  if (!m) return NaN;
-  return Math.round(Number(m[1]) * UNIT_MS[m[2] as keyof typeof UNIT_MS]);
-}
-
-function duration(opts: { positive: boolean }) {
-  const positive = opts.positive ? (ms: number) => ms > 0 : () => true;
-  return z
-    .string(err(DURATION_MSG))
-    .regex(DURATION, { ...err(DURATION_MSG), abort: true })
-    .refine((s) => parseDuration(s) <= MAX_DURATION_MS, { error: 'expected a duration of at most 596h' })
-    .refine((s) => positive(parseDuration(s)), { error: 'expected a duration greater than 0' })
-    .transform(parseDuration);
-}
-
-function intAtLeast(min: number) {
-  const msg = `expected an integer >= ${min}`;
-  return z.int(err(msg)).min(min, err(msg));
-}
 
 const command = (what: string) =>
   z
