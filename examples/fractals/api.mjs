@@ -8,15 +8,18 @@
 //   DELETE /v1/fractal/{uuid}                    → 204 | 404
 //   GET    /fractal/{uuid}                       → the PNG (image/png) | 404
 //   PUT    /fractal/{uuid}    body: the PNG      → { uuid, size, checksum } (the worker's upload)
+//   GET    /v1/queue/stats                       → the queue's backlog and counts (the scaling metric)
 //   GET    /                                     → the latest fractals, refreshing itself
 //   GET    /health, /healthz                     → ok
 //
-// Env: STORE_URL and QUEUE_URL (drover's imports; with several members, the first is used),
-// PORT, DROVER_INSTANCE. Every answer carries X-Fractals-Api: <instance>, so the spread over
-// the members is visible from outside.
+// Env: STORE_URL and QUEUE_URL (drover's imports; with several members, the first is used;
+// QUEUE_URL is the embedded queue's http:// URL or RabbitMQ's amqp:// one), QUEUE_NAME (RabbitMQ
+// only, default fractals), PORT, DROVER_INSTANCE. Every answer carries X-Fractals-Api:
+// <instance>, so the spread over the members is visible from outside.
 import { randomUUID } from 'node:crypto';
 import { pngInfo } from './fractal.mjs';
 import { CallError, UUID, call, describeAnswer, exitOnSignals, logger, problem, requireUrls, retry } from './lib.mjs';
+import { redact } from './queue-amqp.mjs';
 import { createQueueClient } from './queue-client.mjs';
 import { createApp, listen } from './server.mjs';
 
@@ -24,7 +27,8 @@ const log = logger('api');
 const instance = process.env.DROVER_INSTANCE || `api-${process.pid}`;
 const storeUrl = requireUrls('STORE_URL', "the store's base URL, e.g. http://127.0.0.1:7001 (drover sets it from `imports: [store.url]`)")[0];
 const queueUrl = requireUrls('QUEUE_URL', "the queue's base URL, e.g. http://127.0.0.1:7002 (drover sets it from `imports: [queue.url]`)")[0];
-const queue = createQueueClient(queueUrl);
+const queue = createQueueClient(queueUrl, { log, name: `fractals api ${instance}` });
+const queueName = queue.kind === 'amqp' ? 'RabbitMQ' : 'the queue';
 
 const LIMITS = { side: 4096, iterations: 10_000, coordinate: 1e6 };
 const MAX_IMAGE_BYTES = 256 * 1024 * 1024;
@@ -201,7 +205,7 @@ app.post('/v1/fractal', async (req, reply) => {
     // Without its task the record would stay pending for ever: take it back, so the client's
     // retry starts from nothing rather than hitting already_exists.
     await store('DELETE', `/records/${spec.uuid}`).catch(() => {});
-    throw new Unavailable('queue_unavailable', `the queue (${queueUrl}) cannot take the task: ${err.message}`);
+    throw new Unavailable('queue_unavailable', `${queueName} (${redact(queueUrl)}) cannot take the task: ${err.message}`);
   }
   log.info(`fractal ${spec.uuid} ${spec.width}x${spec.height}, ${spec.iterations} iterations: queued`);
   return reply.code(201).header('location', `/v1/fractal/${spec.uuid}`).type('application/json').send(created.body);
@@ -276,6 +280,16 @@ app.put('/fractal/:uuid', async (req, reply) => {
   return { uuid, ...res.json() };
 });
 
+// The queue's backlog, whichever queue it is: what drover scales the workers on when the queue
+// is RabbitMQ (the embedded queue also answers GET /stats itself).
+app.get('/v1/queue/stats', async () => {
+  try {
+    return await queue.stats();
+  } catch (err) {
+    throw new Unavailable('queue_unavailable', `${queueName} (${redact(queueUrl)}) cannot be reached: ${err.message}`);
+  }
+});
+
 // ---------------------------------------------------------------------------------------------
 // The page
 
@@ -297,9 +311,11 @@ app.get('/', async (_req, reply) => {
 <figcaption>${esc(f.width)}×${esc(f.height)} · ${esc(f.iterations)} it · ${esc(f.duration)}s<br>by ${esc(f.generated_by)}</figcaption></figure>`,
     )
     .join('\n');
-  const queueLine = stats
-    ? `queue: backlog ${stats.backlog} (ready ${stats.ready}, leased ${stats.leased}) · acked ${stats.acked} · redelivered ${stats.redelivered}`
-    : 'queue: unreachable';
+  const queueLine = !stats
+    ? 'queue: unreachable'
+    : queue.kind === 'amqp'
+      ? `queue (RabbitMQ): backlog ${stats.backlog} (ready ${stats.ready}, unacked ${stats.unacked}) · ${stats.consumers} consumer(s)`
+      : `queue: backlog ${stats.backlog} (ready ${stats.ready}, leased ${stats.leased}) · acked ${stats.acked} · redelivered ${stats.redelivered}`;
   reply.type('text/html; charset=utf-8').send(`<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="2">
 <title>Fractals as a Service</title>
@@ -319,5 +335,6 @@ ${cards || '<p>No fractal yet. Create some: <code>node examples/fractals/fractal
 </main></body></html>`);
 });
 
-await listen(app, log, `store ${storeUrl}, queue ${queueUrl}`);
-exitOnSignals(app, log);
+await listen(app, log, `store ${storeUrl}, queue ${redact(queueUrl)}`);
+// The queue's connection goes last, once requests in flight have been answered.
+exitOnSignals({ close: () => app.close().finally(() => queue.close()) }, log);

@@ -1,13 +1,17 @@
-// The api and the worker speak to the work queue only through this interface, so a RabbitMQ
-// client can be added beside the HTTP one without touching them:
+// The api and the worker speak to the work queue only through this interface; the URL's scheme
+// picks the implementation: http:// the embedded queue (queue.mjs), amqp:// RabbitMQ
+// (queue-amqp.mjs, which maps each call to AMQP):
 //
-//   enqueue(id, payload)   AMQP: basic.publish, persistent, message-id = id
-//   lease({ waitMs })      AMQP: basic.consume with prefetch 1 (or basic.get), no auto-ack
+//   enqueue(id, payload)   AMQP: basic.publish, persistent, message-id = id, publisher confirm
+//   lease({ waitMs })      AMQP: basic.consume with prefetch 1, no auto-ack
 //   delivery.ack()         AMQP: basic.ack
 //   delivery.nack()        AMQP: basic.nack with requeue
 //   delivery.extend()      AMQP: nothing (RabbitMQ holds an unacked message until the channel
 //                          closes; its consumer_timeout plays the visibility timeout's part)
+//   stats()                AMQP: { backlog, ready, unacked, consumers } from queue.declare (passive)
+//   close()                AMQP: closes the connection (unacked deliveries are requeued)
 import { CallError, call, describeAnswer, failOn5xx, retry } from './lib.mjs';
+import { amqpQueueClient } from './queue-amqp.mjs';
 
 /**
  * @typedef {object} Delivery
@@ -23,10 +27,16 @@ import { CallError, call, describeAnswer, failOn5xx, retry } from './lib.mjs';
 /**
  * @typedef {object} QueueClient
  * @property {(id: string, payload: unknown) => Promise<{ id: string, created: boolean }>} enqueue
- *   idempotent: a task with that id already queued is not added twice
+ *   embedded queue: idempotent, a task with that id already queued is not added twice;
+ *   RabbitMQ: at least once (a retry after a lost publisher confirm may queue it twice)
  * @property {(opts: { waitMs: number, consumer: string, signal?: AbortSignal }) => Promise<Delivery | null>} lease
- *   the next task, waiting up to waitMs for one; null if none came
+ *   the next task, waiting up to waitMs for one; null if none came. An aborted signal ends the
+ *   wait; on RabbitMQ it also ends the subscription (no task is sent to this client any more)
  * @property {() => Promise<Record<string, number>>} stats
+ *   always with `backlog`: tasks queued or being worked on (embedded: ready + leased; RabbitMQ:
+ *   ready + unacked)
+ * @property {() => Promise<void>} close lets go of the queue (a lease in progress ends empty)
+ * @property {'http' | 'amqp'} kind
  */
 
 /** Thrown by ack/nack/extend when the lease was lost: the task is (or will be) delivered again. */
@@ -38,12 +48,17 @@ export class LeaseLost extends Error {
 }
 
 /**
- * @param {string} url the queue's base URL; http(s) for the embedded queue
+ * @param {string} url the embedded queue's base URL (http://…), or a RabbitMQ URL (amqp://…)
+ * @param {{ log?: { info: (m: string) => void, warn: (m: string) => void }, name?: string, queueName?: string }} [opts]
+ *   for RabbitMQ: log (connection lost and made again), name (the connection's name in RabbitMQ),
+ *   queueName (default $QUEUE_NAME, else `fractals`)
  * @returns {QueueClient}
  */
-export function createQueueClient(url) {
-  if (/^amqps?:/.test(url)) throw new Error(`${url}: RabbitMQ is not supported yet; use the embedded queue (queue.mjs)`);
-  if (!/^https?:/.test(url)) throw new Error(`${url}: expected an http:// URL of the embedded queue`);
+export function createQueueClient(url, opts = {}) {
+  if (/^amqps?:\/\//.test(url)) {
+    return amqpQueueClient(url, { ...opts, queueName: opts.queueName ?? process.env.QUEUE_NAME, LeaseLost });
+  }
+  if (!/^https?:/.test(url)) throw new Error(`${url}: expected an http:// URL of the embedded queue or an amqp:// URL of RabbitMQ`);
   return httpQueueClient(url.replace(/\/+$/, ''));
 }
 
@@ -55,6 +70,8 @@ function httpQueueClient(base) {
   };
 
   return {
+    kind: 'http',
+
     async enqueue(id, payload) {
       // Safe to repeat whatever happened to the first try: the queue keeps one task per id.
       const res = await retry(async () => failOn5xx(await call(`${base}/tasks`, { method: 'POST', json: { id, payload } }), 'enqueue'), {
@@ -94,5 +111,7 @@ function httpQueueClient(base) {
       const res = failOn5xx(await call(`${base}/stats`), 'stats');
       return res.json();
     },
+
+    async close() {},
   };
 }

@@ -1,8 +1,10 @@
 // The worker role: leases a task from the queue, renders its Julia set, uploads the PNG and
 // the result through the api, and only then acks the task. A worker killed at any point before
-// the ack loses nothing: the lease expires and the task is delivered to another worker.
+// the ack loses nothing: the lease expires (on RabbitMQ: its connection closes and the broker
+// requeues the task) and the task is delivered to another worker.
 //
-// Env: QUEUE_URL (the queue's base URL), API_URL (one or more api base URLs, comma-joined: a
+// Env: QUEUE_URL (the embedded queue's base URL, or RabbitMQ's amqp:// URL; QUEUE_NAME names
+// the RabbitMQ queue, default fractals), API_URL (one or more api base URLs, comma-joined: a
 // member that cannot be reached is skipped), DROVER_INSTANCE (reported as generated_by),
 // SAMPLES (anti-aliasing samples per axis, default 2: work grows with its square),
 // LEASE_WAIT (long-poll, default 20s), PORT (optional: serves /health and /status).
@@ -10,6 +12,7 @@
 import { hostname } from 'node:os';
 import { DEFAULT_SAMPLES, formatConstant, renderFractalAsync } from './fractal.mjs';
 import { CallError, backoff, call, describeAnswer, durationEnv, exitOnSignals, intEnv, logger, requireUrls, retry, sleep } from './lib.mjs';
+import { redact } from './queue-amqp.mjs';
 import { LeaseLost, createQueueClient } from './queue-client.mjs';
 import { createApp, listen } from './server.mjs';
 
@@ -19,7 +22,7 @@ const queueUrl = requireUrls('QUEUE_URL', "the queue's base URL, e.g. http://127
 const apiUrls = requireUrls('API_URL', 'the api base URL(s), e.g. http://127.0.0.1:8080 (drover sets it from `imports: [api.endpoint]`)');
 const samples = intEnv('SAMPLES', DEFAULT_SAMPLES, { min: 1, max: 8 });
 const leaseWaitMs = Math.min(durationEnv('LEASE_WAIT', 20_000), 30_000);
-const queue = createQueueClient(queueUrl);
+const queue = createQueueClient(queueUrl, { log, name: `fractals worker ${instance}` });
 
 const status = { instance, state: 'idle', current: null, completed: 0, skipped: 0, failed: 0, released: 0 };
 const stop = new AbortController();
@@ -163,7 +166,7 @@ async function run() {
     } catch (err) {
       if (stop.signal.aborted) break;
       const ms = Math.round(wait.next());
-      log.warn(`cannot lease from ${queueUrl}: ${err.message}; trying again in ${ms}ms`);
+      log.warn(`cannot lease from ${redact(queueUrl)}: ${err.message}; trying again in ${ms}ms`);
       await sleep(ms, stop.signal);
       continue;
     }
@@ -181,9 +184,9 @@ let server;
 if (process.env.PORT !== undefined && process.env.PORT !== '') {
   server = createApp();
   server.get('/status', async () => status);
-  await listen(server, log, `queue ${queueUrl}, api ${apiUrls.join(',')}, ${samples}x${samples} samples per pixel`);
+  await listen(server, log, `queue ${redact(queueUrl)}, api ${apiUrls.join(',')}, ${samples}x${samples} samples per pixel`);
 } else {
-  log.info(`started: queue ${queueUrl}, api ${apiUrls.join(',')}, ${samples}x${samples} samples per pixel`);
+  log.info(`started: queue ${redact(queueUrl)}, api ${apiUrls.join(',')}, ${samples}x${samples} samples per pixel`);
 }
 
 const loop = run();
@@ -193,6 +196,7 @@ exitOnSignals(server, log, {
     status.state = 'stopping';
     stop.abort();
     await loop;
+    await queue.close();
     log.info(`done: ${status.completed} rendered, ${status.skipped} skipped, ${status.failed} failed`);
   },
 });
