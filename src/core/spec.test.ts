@@ -528,3 +528,8 @@ test('scaling: policies need bounds, and name metrics that exist', () => {
   assert.equal(ok.roles.w?.spares, 1);
   assert.equal(ok.roles.w?.warmupMs, 5000);
 });
+
+test('a count alone stays within the largest role size', () => {
+  assert.deepEqual(refusal(yaml(['app: x', 'roles:', '  w:', '    count: 1001', '    start: w'])), ['roles.w.count: must be at most 1000']);
+  assert.equal(parseAppFile(yaml(['app: x', 'roles:', '  w:', '    count: 1000', '    start: w'])).roles.w?.max, 1000);
+});

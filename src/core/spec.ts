@@ -196,6 +196,9 @@ const roleSchema = z
     const issue = (path: string, message: string) => ctx.addIssue({ code: 'custom', input: r, path: [path], message });
     if (r.scale?.length && r.min === undefined && r.max === undefined) issue('scale', 'needs min and max: the bounds scaling stays within');
     if (r.loadBalancer && r.start !== undefined) issue('start', 'a load balancer role runs its driver; leave start out');
+    if (r.min === undefined && r.max === undefined && r.count !== undefined && r.count > MAX_ROLE_COUNT) {
+      issue('count', `must be at most ${MAX_ROLE_COUNT}`);
+    }
     if (r.min !== undefined && r.max === undefined) issue('max', 'required when min is set');
     else if (r.max !== undefined && r.min === undefined) issue('min', 'required when max is set');
     else if (r.min !== undefined && r.max !== undefined) {
