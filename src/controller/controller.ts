@@ -675,6 +675,4 @@ export class Controller {
     this.runner.enqueue(inst.app);
   }
 
-  /** For tests: the role hash an instance created now would carry. */
-  static roleHash = roleHash;
 }

@@ -26,17 +26,9 @@ interface KeyState {
   failures: number;
 }
 
-export interface RunnerStats {
-  reconciles: number;
-  errors: number;
-  lastDurationMs: number;
-}
-
 export class Runner {
   private readonly keys = new Map<string, KeyState>();
   private stopped = false;
-  private readonly idleWaiters: (() => void)[] = [];
-  readonly stats: RunnerStats = { reconciles: 0, errors: 0, lastDurationMs: 0 };
 
   constructor(
     private readonly reconcile: ReconcileFn,
@@ -80,14 +72,12 @@ export class Runner {
     }
     s.running = true;
     s.dirty = false;
-    const t0 = performance.now();
     let next: number | undefined;
     try {
       const r = await this.reconcile(key);
       s.failures = 0;
       next = r.requeueAfterMs;
     } catch (err) {
-      this.stats.errors++;
       if (err instanceof TerminalError) {
         this.log.error({ err, key }, 'reconcile failed for good');
       } else {
@@ -96,18 +86,10 @@ export class Runner {
         this.log.warn({ err, key, retryInMs: next }, 'reconcile failed; retrying');
       }
     } finally {
-      this.stats.reconciles++;
-      this.stats.lastDurationMs = performance.now() - t0;
       s.running = false;
     }
     if (s.dirty || next === 0) this.enqueue(key, 0);
     else if (next !== undefined) this.enqueue(key, next);
-    if (this.isIdle()) for (const w of this.idleWaiters.splice(0)) w();
-  }
-
-  private isIdle(): boolean {
-    for (const s of this.keys.values()) if (s.running || s.dirty) return false;
-    return true;
   }
 
   forget(key: string): void {

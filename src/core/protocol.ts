@@ -40,7 +40,7 @@ export type Order =
 
 export type OrderKind = Order['kind'];
 
-/** Instance vitals sampled by the agent. CPU figures are fractions (1 = one core busy ... of all cores for the host). */
+/** Instance vitals sampled by the agent: host CPU as a fraction of all cores, role CPU in cores. */
 export interface Vitals {
   readonly at: number;
   /** 1, 5, 15 minute load averages. */
