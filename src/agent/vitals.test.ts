@@ -35,7 +35,9 @@ void test('vitals measure the host and a busy role process group', async (t) => 
   assert.equal(v.loadavg.length, 3);
   assert.equal(v.role?.pids, 3);
   assert.ok(v.role.rssBytes > 0);
-  assert.ok(v.role.cpu > 0.5, `two busy loops use more than half a core (got ${v.role.cpu})`);
+  // Two spinning processes get what the machine can spare; under a parallel test run on 2 cores
+  // that can be well under one core, but never the near-zero of an idle group.
+  assert.ok(v.role.cpu > 0.15, `two busy loops are measured as busy (got ${v.role.cpu})`);
 
   const cached = new VitalsSampler();
   const a = cached.sample(pgid);
