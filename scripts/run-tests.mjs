@@ -24,10 +24,20 @@ if (files.length === 0) {
   console.error('no test files found under', roots.join(', '));
   process.exit(1);
 }
-const concurrency = process.env.TEST_CONCURRENCY ?? '2';
-const res = spawnSync(
-  process.execPath,
-  ['--import', 'tsx', '--test', `--test-concurrency=${concurrency}`, '--test-reporter=spec', ...files],
-  { stdio: 'inherit' },
-);
-process.exit(res.status ?? 1);
+// Unit suites (beside the code in src/) run two files at a time. The integration suites (test/,
+// examples/) start real controllers, agents, HAProxy and RabbitMQ and measure timings, so they
+// run one file at a time: on a 2-core machine two of them side by side starve each other.
+const unit = files.filter((f) => f.startsWith('src'));
+const integration = files.filter((f) => !f.startsWith('src'));
+const run = (list, concurrency) => {
+  if (list.length === 0) return 0;
+  const res = spawnSync(
+    process.execPath,
+    ['--import', 'tsx', '--test', `--test-concurrency=${concurrency}`, '--test-reporter=spec', ...list],
+    { stdio: 'inherit' },
+  );
+  return res.status ?? 1;
+};
+const a = run(unit, process.env.TEST_CONCURRENCY ?? '2');
+const b = run(integration, process.env.TEST_CONCURRENCY ?? '1');
+process.exit(a || b);
