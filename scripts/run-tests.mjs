@@ -1,11 +1,11 @@
 #!/usr/bin/env node
-// Runs every *.test.ts under the given folders (default: src and test) with node's test runner
+// Runs every *.test.ts under the given folders (default: src, test and examples) with node's test runner
 // through tsx. Node 20's runner has no glob support, so the file list is built here.
 import { readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 
-const roots = process.argv.slice(2).length ? process.argv.slice(2) : ['src', 'test'];
+const roots = process.argv.slice(2).length ? process.argv.slice(2) : ['src', 'test', 'examples'];
 const files = [];
 const walk = (dir) => {
   for (const name of readdirSync(dir)) {
