@@ -14,7 +14,6 @@ import { randomUUID } from 'node:crypto';
 import { once } from 'node:events';
 import { accessSync, constants, readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -22,6 +21,7 @@ import amqp from 'amqplib';
 import { parseAppFile, renderTemplate, type BuiltinValues } from '../src/core/index.js';
 import { chooseConstant, type Region } from '../examples/fractals/fractal.mjs';
 import { killAll, processesWithEnv, sleep, until } from './helpers.js';
+import { freePort, Procs, stopProc, type Proc } from './fractal-procs.js';
 
 const dir = fileURLToPath(new URL('../examples/fractals/', import.meta.url));
 
@@ -42,18 +42,6 @@ function rabbitmqServer(): string | undefined {
 const server = rabbitmqServer();
 const skip =
   server || process.env.CI === 'true' ? false : 'rabbitmq-server is not installed (apt-get install rabbitmq-server); skipping the RabbitMQ suite';
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      const port = typeof addr === 'object' && addr ? addr.port : 0;
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 async function tempDir(t: TestContext, prefix: string): Promise<string> {
   const d = await mkdtemp(join(tmpdir(), prefix));
@@ -178,58 +166,6 @@ async function startBroker(t: TestContext): Promise<Broker> {
 
 // ---------------------------------------------------------------------------------------------
 // The fractal programs
-
-interface Proc {
-  readonly name: string;
-  readonly child: ChildProcess;
-  readonly url: string;
-  output: string;
-}
-
-class Procs {
-  readonly list: Proc[] = [];
-
-  async start(script: string, name: string, env: Record<string, string>): Promise<Proc> {
-    const port = await freePort();
-    const child = spawn(process.execPath, [join(dir, script)], {
-      env: { ...process.env, ...env, PORT: String(port), DROVER_INSTANCE: name },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    const proc: Proc = { name, child, url: `http://127.0.0.1:${port}`, output: '' };
-    child.stdout?.on('data', (c: Buffer) => (proc.output += c.toString()));
-    child.stderr?.on('data', (c: Buffer) => (proc.output += c.toString()));
-    this.list.push(proc);
-    await until(
-      `${name} to answer /health`,
-      async () => {
-        if (child.exitCode !== null) throw new Error(`${name} exited ${child.exitCode}:\n${proc.output}`);
-        const res = await fetch(`${proc.url}/health`, { signal: AbortSignal.timeout(1000) });
-        return res.status === 200 || undefined;
-      },
-      10_000,
-      50,
-    );
-    return proc;
-  }
-
-  dump(): string {
-    return this.list.map((p) => `--- ${p.name}\n${p.output}`).join('\n');
-  }
-
-  async stopAll(): Promise<void> {
-    await Promise.all(this.list.map((p) => stopProc(p)));
-  }
-}
-
-async function stopProc(p: Proc, signal: NodeJS.Signals = 'SIGTERM'): Promise<number | null> {
-  if (p.child.exitCode !== null || p.child.signalCode !== null) return p.child.exitCode;
-  const exited = once(p.child, 'exit');
-  p.child.kill(signal);
-  const timer = setTimeout(() => p.child.kill('SIGKILL'), 5000);
-  await exited;
-  clearTimeout(timer);
-  return p.child.exitCode;
-}
 
 interface Fractal extends Region {
   uuid: string;

@@ -3,15 +3,14 @@
 // delivery, and a burst of work surviving a worker killed with SIGKILL.
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { createHash, randomUUID } from 'node:crypto';
-import { once } from 'node:events';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { inflateSync } from 'node:zlib';
+import { freePort, Procs, stopProc } from './fractal-procs.js';
 import {
   PNG_SIGNATURE,
   chooseConstant,
@@ -26,69 +25,7 @@ const dir = fileURLToPath(new URL('../examples/fractals/', import.meta.url));
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 // ---------------------------------------------------------------------------------------------
-// Harness
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      const port = typeof addr === 'object' && addr ? addr.port : 0;
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
-interface Proc {
-  readonly name: string;
-  readonly child: ChildProcess;
-  readonly url: string;
-  output: string;
-}
-
-/** Processes of the running test, all stopped by its t.after. */
-class Procs {
-  readonly list: Proc[] = [];
-
-  async start(script: string, name: string, env: Record<string, string>, port?: number): Promise<Proc> {
-    const p = port ?? (await freePort());
-    const child = spawn(process.execPath, [join(dir, script)], {
-      env: { ...process.env, ...env, PORT: String(p), DROVER_INSTANCE: name },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    const proc: Proc = { name, child, url: `http://127.0.0.1:${p}`, output: '' };
-    // Kept so a failure can say what the program printed.
-    child.stdout?.on('data', (c: Buffer) => (proc.output += c.toString()));
-    child.stderr?.on('data', (c: Buffer) => (proc.output += c.toString()));
-    this.list.push(proc);
-    await until(`${name} to answer /health`, async () => {
-      if (child.exitCode !== null) throw new Error(`${name} exited ${child.exitCode}:\n${proc.output}`);
-      const res = await fetch(`${proc.url}/health`, { signal: AbortSignal.timeout(1000) });
-      return res.status === 200 ? true : undefined;
-    });
-    return proc;
-  }
-
-  /** Output of every process, for a failed assertion's message. */
-  dump(): string {
-    return this.list.map((p) => `--- ${p.name}\n${p.output}`).join('\n');
-  }
-
-  async stopAll(): Promise<void> {
-    await Promise.all(this.list.map((p) => stop(p)));
-  }
-}
-
-async function stop(p: Proc, signal: NodeJS.Signals = 'SIGTERM'): Promise<number | null> {
-  if (p.child.exitCode !== null || p.child.signalCode !== null) return p.child.exitCode;
-  const exited = once(p.child, 'exit');
-  p.child.kill(signal);
-  const timer = setTimeout(() => p.child.kill('SIGKILL'), 5000);
-  await exited;
-  clearTimeout(timer);
-  return p.child.exitCode;
-}
+// Harness (the processes themselves: fractal-procs.ts)
 
 async function until<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 10_000, everyMs = 50): Promise<T> {
   const deadline = Date.now() + timeoutMs;
@@ -284,7 +221,7 @@ void test('queue: unacked leases come back, acks are final, a restart keeps what
   assert.deepEqual([stats.backlog, stats.ready, stats.leased, stats.acked, stats.redelivered], [1, 1, 0, 1, 1]);
 
   // Killed outright, restarted on the same folder: t2 (nacked, never acked) is still there.
-  await stop(q, 'SIGKILL');
+  await stopProc(q, 'SIGKILL');
   q = await procs.start('queue.mjs', 'q2', env, port);
   stats = (await http<Stats>(`${q.url}/stats`)).json;
   assert.deepEqual([stats.backlog, stats.acked], [1, 1]);
@@ -499,7 +436,7 @@ void test('end to end: 12 tasks over 2 workers, one killed mid-task, each task d
       30_000,
       20,
     );
-    await stop(wb, 'SIGKILL');
+    await stopProc(wb, 'SIGKILL');
     assert.ok(
       (await leases()).some((l) => l.lease === victim.lease),
       'the killed worker still held its lease (the kill landed mid-task)',
@@ -535,7 +472,7 @@ void test('end to end: 12 tasks over 2 workers, one killed mid-task, each task d
     const last = heavyTask();
     assert.equal((await post<Fractal>(v1, last)).status, 201);
     await until('w-a to lease the last task', async () => ((await leases()).some((l) => l.id === last.uuid && l.consumer === 'w-a') ? true : undefined));
-    assert.equal(await stop(wa), 0);
+    assert.equal(await stopProc(wa), 0);
     const rec = (await http<Fractal>(`${v1}/${last.uuid}`)).json;
     assert.deepEqual([rec.status, rec.generated_by], ['done', 'w-a']);
     const after = await stats();

@@ -450,9 +450,14 @@ function mutate(root: unknown, path: readonly (string | number)[], value: unknow
   }
   if (typeof parent !== 'object' || parent === null) return root;
   const last = path[path.length - 1]!;
-  // Reflect, not `delete`/`=`: fuzzed parents include typed arrays and frozen boxes, which throw.
-  if (value === undefined) Reflect.deleteProperty(parent, last);
-  else Reflect.set(parent, last, value);
+  // Fuzzed parents include typed arrays and frozen boxes: a mutation they refuse (a typed array
+  // cannot hold an object without a prototype, say) is skipped, not a failure of the parser.
+  try {
+    if (value === undefined) Reflect.deleteProperty(parent, last);
+    else Reflect.set(parent, last, value);
+  } catch {
+    // left as it was
+  }
   return root;
 }
 
