@@ -482,13 +482,15 @@ export class Agent {
     const spec = a.role.loadBalancer!;
     this.#setState('starting', `starting the ${spec.driver} load balancer`);
     const lb = new RoleBalancer(spec, { ip: this.#o.ip, port: this.#o.port, workdir: this.#o.workdir, logger: this.#log });
-    this.#balancer = lb;
     try {
       await lb.start(a.imports);
+      // Members that came or went while it started: the update loop skipped them (no balancer yet).
+      const latest = this.#assignment!;
+      if (latest.imports !== a.imports) await lb.update(latest.imports);
+      this.#balancer = lb;
     } catch (err) {
       const why = err instanceof Error ? err.message : String(err);
       await lb.stop().catch(() => undefined);
-      this.#balancer = undefined;
       if (signal.aborted) return;
       this.#lastExit = { code: null, signal: null, tail: [why] };
       this.#sendLog([`[loadBalancer] ${why}`]);
@@ -694,7 +696,10 @@ export class Agent {
         try {
           await this.#balancer.update(a.imports);
         } catch (err) {
-          this.#log.warn({ err }, 'the balancer refused the new members');
+          // Not applied: the controller keeps seeing the old version, and we try again shortly.
+          this.#log.warn({ err }, 'the balancer refused the new members; retrying in 1s');
+          setTimeout(() => this.#scheduleUpdate(), 1000).unref();
+          continue;
         }
       }
       if (this.#state === 'serving') this.#exports = this.#renderExports();
@@ -899,8 +904,10 @@ export class Agent {
       this.#unwatchHealth();
       this.#withdraw();
       await this.#supervisor?.kill(this.#o.killTimeoutMs);
-      await this.#balancer?.stop().catch(() => undefined);
       await this.#lifecycleRun;
+      // After the lifecycle: a balancer still starting is only known once its start returns.
+      await this.#balancer?.stop().catch(() => undefined);
+      this.#balancer = undefined;
       await this.#updateRun;
       // Not when fenced: the controller has disowned this instance and wants nothing more from it.
       if (exit.reason === 'shutdown' && wasActive) {
