@@ -248,3 +248,14 @@ test('an agent that never registers is failed after the provisioning timeout', (
   const p = plan(input([stuck], { now: DEFAULT_PLANNER_OPTIONS.provisionTimeoutMs, desired: { db: 1, api: 0, front: 0 } }));
   assert.ok(p.actions.some((a) => a.kind === 'destroy' && a.finalState === 'failed'));
 });
+
+test('a backoff holds back replacements only, not the rest of a scale-out', () => {
+  const now = 100_000;
+  const h = roleHash(spec.roles.db!);
+  const failed = [1, 2].map((k) => inst('db', 'failed', { stateSince: now - k * 500, destroyedAt: now - k * 400, roleHash: h }));
+  const serving = inst('db', 'serving', { roleHash: h });
+  const p = plan(input([...failed, serving], { now, desired: { db: 5, api: 0, front: 0 } }));
+  // 4 missing: 2 stand for the failed instances and wait; 2 are new capacity.
+  assert.equal(p.actions.filter((a) => a.kind === 'create').length, 2);
+  assert.ok(p.actions.some((a) => a.kind === 'note' && a.topic === 'backoff'));
+});

@@ -21,7 +21,8 @@
  *   a grace period). An instance stuck provisioning is failed and replaced.
  * - The first failure of a role is replaced at once; after that replacements back off (5 s
  *   doubling up to 5 min). Three failures within the window mark the role `degraded`: no more
- *   replacements until the window passes or the role's spec changes.
+ *   replacements until the window passes or the role's spec changes. Only replacements wait:
+ *   capacity a scale-out asks for beyond the failed instances is created at once.
  * - Deleting an app stops roles in reverse dependency order: a role stops only once every role
  *   that imports it is gone.
  */
@@ -382,15 +383,18 @@ export function plan(input: PlanInput): Plan {
       toCreate--;
       added++;
     }
-    const replacing = failures.count > 0 || unresponsive.some((u) => u.role === role.name);
-    if (toCreate > 0 && replacing) {
+    // Only replacements wait out a backoff (or a degraded role): as many new instances as there
+    // were recent failures. Capacity a scale-out asks for beyond that is created at once.
+    const failedSlots = failures.count + unresponsive.filter((u) => u.role === role.name && u.state !== 'unresponsive').length;
+    const held = Math.min(toCreate, failedSlots);
+    if (held > 0) {
       if (degraded) {
         actions.push({
           kind: 'note', role: role.name, topic: 'degraded',
           reason: `${role.name} is degraded: ${failures.count} instances failed in the last ${Math.round(o.failureWindowMs / 60000)} min; not replacing until the window passes or the role changes`,
         });
         wakeIn(failures.oldest + o.failureWindowMs - now);
-        toCreate = 0;
+        toCreate -= held;
       } else {
         const backoff = failureBackoff(failures, now, o);
         if (backoff > 0) {
@@ -399,7 +403,7 @@ export function plan(input: PlanInput): Plan {
             reason: `${role.name}: ${failures.count} failed instance(s) in the last ${Math.round(o.failureWindowMs / 60000)} min; next replacement in ${Math.ceil(backoff / 1000)}s`,
           });
           wakeIn(backoff);
-          toCreate = 0;
+          toCreate -= held;
         }
       }
     }
