@@ -7,7 +7,7 @@
  * BENCH_THREADS (default: the cores) worker threads; BENCH_SVG_DIR, when set, gets one SVG plot
  * per trace; DROVER_WORLDCUP_TRACE overrides the trace's path.
  */
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
 import {
@@ -28,7 +28,7 @@ import {
   type ComparisonReport,
   type Trace,
 } from '../src/sim/index.js';
-import { REPO_ROOT } from '../src/sim/trace.js';
+import { writeReadmeSection } from './readme.js';
 
 const CAPACITY = 25;
 const BOOT = '60s';
@@ -169,16 +169,7 @@ console.log(markdown);
 // ---------------------------------------------------------------------------------------------
 // bench/README.md: replace this section, keep the others.
 
-const readme = join(REPO_ROOT, 'bench', 'README.md');
-const before = existsSync(readme) ? readFileSync(readme, 'utf8') : '# Benchmarks\n\nEach `npm run bench:*` script prints a table; the latest results are kept here.\n';
-const start = before.indexOf(`${HEADING}\n`);
-let after: string;
-if (start < 0) after = `${before.trimEnd()}\n\n${markdown}`;
-else {
-  const next = before.indexOf('\n## ', start + HEADING.length);
-  after = before.slice(0, start) + markdown + (next < 0 ? '' : `\n${before.slice(next + 1)}`);
-}
-writeFileSync(readme, after.endsWith('\n') ? after : `${after}\n`);
+const readme = writeReadmeSection(HEADING, markdown);
 console.error(`bench:policies: wrote ${readme} (${seconds.toFixed(0)} s)`);
 
 const svgDir = process.env.BENCH_SVG_DIR;

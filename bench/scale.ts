@@ -8,8 +8,6 @@
  *
  * Run with --expose-gc (the npm script does) for the memory figures.
  */
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import {
   DEFAULT_PLANNER_OPTIONS,
   evaluate,
@@ -23,7 +21,7 @@ import {
   type Policy,
 } from '../src/core/index.js';
 import { defaultApp, HPA_DEFAULTS, parseBoot, parseSlo, simulate, THRESHOLD_RULE, traceOf } from '../src/sim/index.js';
-import { REPO_ROOT } from '../src/sim/trace.js';
+import { writeReadmeSection } from './readme.js';
 
 const N = Number(process.env.BENCH_INSTANCES ?? 10_000);
 /** The controller evaluates policies and plans this often while a role scales (its `evaluateMs` default). */
@@ -198,14 +196,5 @@ const lines = [
 const markdown = lines.join('\n');
 console.log(markdown);
 
-const readme = join(REPO_ROOT, 'bench', 'README.md');
-const before = existsSync(readme) ? readFileSync(readme, 'utf8') : '# Benchmarks\n\nEach `npm run bench:*` script prints a table; the latest results are kept here.\n';
-const start = before.indexOf(`${HEADING}\n`);
-let after: string;
-if (start < 0) after = `${before.trimEnd()}\n\n${markdown}`;
-else {
-  const next = before.indexOf('\n## ', start + HEADING.length);
-  after = before.slice(0, start) + markdown + (next < 0 ? '' : `\n${before.slice(next + 1)}`);
-}
-writeFileSync(readme, after.endsWith('\n') ? after : `${after}\n`);
+const readme = writeReadmeSection(HEADING, markdown);
 console.error(`bench:scale: wrote ${readme}`);

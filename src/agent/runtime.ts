@@ -554,14 +554,8 @@ export class Agent {
         return;
       }
       case 'exited': {
-        if (this.#drain) {
-          this.#exitedWhileDraining(this.#drain, e.exit);
-          return;
-        }
-        this.#unwatchHealth();
-        this.#withdraw();
-        this.#lastExit = e.exit;
-        const why = this.#livenessReason ?? `start command ${describeExit(e.exit.code, e.exit.signal)}`;
+        const why = this.#roleExited(e.exit);
+        if (why === undefined) return;
         const message = `${why}, restarting in ${formatDuration(e.restartInMs)}`;
         this.#log.warn({ exit: e.exit.code, signal: e.exit.signal, failures: e.failures }, message);
         this.#sendLog([`[start] ${message}`, ...e.exit.tail]);
@@ -569,14 +563,8 @@ export class Agent {
         return;
       }
       case 'failed': {
-        if (this.#drain) {
-          this.#exitedWhileDraining(this.#drain, e.exit);
-          return;
-        }
-        this.#unwatchHealth();
-        this.#withdraw();
-        this.#lastExit = e.exit;
-        const why = this.#livenessReason ?? `start command ${describeExit(e.exit.code, e.exit.signal)}`;
+        const why = this.#roleExited(e.exit);
+        if (why === undefined) return;
         const message = `${why}; gave up after ${this.#supervisor?.restarts ?? 0} restarts`;
         this.#log.error({ exit: e.exit.code, signal: e.exit.signal }, message);
         this.#sendLog([`[start] ${message}`, ...e.exit.tail]);
@@ -636,6 +624,21 @@ export class Agent {
         return;
       }
     }
+  }
+
+  /**
+   * The start command ended (to be restarted, or for good). Returns why, in words, or undefined
+   * while draining, where an exit is the drain finishing rather than a failure.
+   */
+  #roleExited(exit: LastExit): string | undefined {
+    if (this.#drain) {
+      this.#exitedWhileDraining(this.#drain, exit);
+      return undefined;
+    }
+    this.#unwatchHealth();
+    this.#withdraw();
+    this.#lastExit = exit;
+    return this.#livenessReason ?? `start command ${describeExit(exit.code, exit.signal)}`;
   }
 
   #serve(): void {

@@ -35,7 +35,7 @@ import {
   type PlannerOptions,
   type Vitals,
 } from '../core/index.js';
-import type { EventRecord, InstancePatch, InstanceRecord, NewEvent, Store, StoredApp } from '../adapters/store/index.js';
+import type { EventRecord, InstancePatch, InstanceRecord, NewEvent, Store, StoredApp, StoredRole } from '../adapters/store/index.js';
 import type { Provider } from '../adapters/providers/index.js';
 import type { ControllerTransport, HelloMessage, TransportHandlers } from '../adapters/transport/index.js';
 import { ApiError } from './errors.js';
@@ -254,15 +254,20 @@ export class Controller {
   async preview(appName: string): Promise<Plan | undefined> {
     const app = await this.store.getApp(appName);
     if (!app) return undefined;
-    return this.planFor(app);
+    return this.planFor(app, await this.snapshot(app));
   }
 
   // ---------------------------------------------------------------- reconcile
 
-  private async planFor(app: StoredApp): Promise<Plan> {
-    const now = this.clock.now();
+  /** What one reconcile pass reads: the roles' counts, and the instances (recently gone ones too, for the failure backoff). */
+  private async snapshot(app: StoredApp): Promise<{ roles: StoredRole[]; instances: InstanceRecord[] }> {
     const roles = await this.store.listRoles(app.name);
-    const instances = await this.store.listInstances({ app: app.name, goneSince: now - this.plannerOptions.failureWindowMs });
+    const instances = await this.store.listInstances({ app: app.name, goneSince: this.clock.now() - this.plannerOptions.failureWindowMs });
+    return { roles, instances };
+  }
+
+  private planFor(app: StoredApp, { roles, instances }: { roles: readonly StoredRole[]; instances: readonly InstanceRecord[] }): Plan {
+    const now = this.clock.now();
     return plan({
       app: { name: app.name, spec: app.spec, deleting: app.deleting },
       desired: Object.fromEntries(roles.map((r) => [r.role, r.desired])),
@@ -292,16 +297,16 @@ export class Controller {
    * Runs the scaling policies of every unpinned role with policies; a changed count is stored
    * (the plan then acts on it) and explained in an event.
    */
-  private async autoscale(app: StoredApp): Promise<void> {
-    const roles = await this.store.listRoles(app.name);
-    const instances = await this.store.listInstances({ app: app.name });
+  private async autoscale(app: StoredApp, roles: StoredRole[], instances: readonly InstanceRecord[]): Promise<void> {
     const now = this.clock.now();
     for (const role of Object.values(app.spec.roles)) {
       if (role.scale.length === 0) continue;
       const row = roles.find((r) => r.role === role.name);
       if (!row || row.pinned) continue;
       const key = `${app.name}/${role.name}`;
-      const live = instances.filter((i) => i.role === role.name && i.goal === 'run' && !isTerminal(i.state) && i.state !== 'unresponsive');
+      const live = instances.filter(
+        (i) => i.role === role.name && i.destroyedAt === null && i.goal === 'run' && !isTerminal(i.state) && i.state !== 'unresponsive',
+      );
       const state = this.policyStates.get(key) ?? (row.policyState as PolicyState | null) ?? undefined;
       const d = evaluate(role.scale, {
         role: role.name,
@@ -328,6 +333,8 @@ export class Controller {
         if (victims.length) reason += `; victim${victims.length > 1 ? 's' : ''} ${victims.map((v) => `${v.id} (${victimWhy(v, hash)})`).join(', ')}`;
       }
       await this.store.setRoleCount(app.name, role.name, d.desired, false);
+      // The plan of this same pass acts on the new count.
+      roles[roles.indexOf(row)] = { ...row, desired: d.desired };
       await this.store.setPolicyState(app.name, role.name, d.state);
       this.metrics.decisions.inc({ kind: d.desired > row.desired ? 'scale_out' : 'scale_in' });
       await this.record({ app: app.name, role: role.name, instance: null, kind: 'scale.policy', message: reason, data: { from: row.desired, to: d.desired, inputs: d.inputs } });
@@ -342,8 +349,9 @@ export class Controller {
       return {};
     }
     const scaled = !app.deleting && Object.values(app.spec.roles).some((r) => r.scale.length > 0);
-    if (scaled) await this.autoscale(app);
-    const p = await this.planFor(app);
+    const snap = await this.snapshot(app);
+    if (scaled) await this.autoscale(app, snap.roles, snap.instances);
+    const p = this.planFor(app, snap);
     // Instances are made and destroyed in parallel (each can take seconds); orders go out in order.
     const slow = p.actions.filter((a) => a.kind === 'create' || a.kind === 'destroy');
     await Promise.all(slow.map((a) => this.execute(app, a)));
