@@ -8,4 +8,4 @@
  */
 export type * from './types.js';
 export { SqlStore, type SqlClient } from './sql.js';
-export { openPgliteStore } from './pglite.js';
+export { openPgliteStore, StoreOpenError } from './pglite.js';

@@ -79,4 +79,13 @@ export const MIGRATIONS: readonly { readonly id: number; readonly name: string; 
       create index events_app on events (app, id);
     `,
   },
+  {
+    id: 2,
+    name: 'retention indexes',
+    // Retention deletes by age: events by time, orders by acknowledgement time.
+    sql: `
+      create index events_at on events (at);
+      create index orders_acked on orders (acked_at) where acked_at is not null;
+    `,
+  },
 ];

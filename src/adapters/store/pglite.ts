@@ -1,9 +1,22 @@
 /** The embedded store: PGlite (PostgreSQL compiled to WASM) in a folder, or in memory. */
+import { chmodSync, lstatSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
 import { PGlite, type Transaction } from '@electric-sql/pglite';
 import type { SqlClient } from './sql.js';
 import { SqlStore } from './sql.js';
 
 type Queryable = Pick<Transaction, 'query' | 'exec'>;
+
+/** The store in `dir` could not be opened (damaged files, a crash mid-write, a foreign folder). */
+export class StoreOpenError extends Error {
+  override readonly name = 'StoreOpenError';
+  constructor(
+    readonly dir: string,
+    cause: unknown,
+  ) {
+    super(`the store in ${dir} cannot be opened: ${cause instanceof Error ? `${cause.name}: ${cause.message}` : String(cause)}`, { cause });
+  }
+}
 
 function client(db: Queryable, root: PGlite): SqlClient {
   return {
@@ -24,9 +37,37 @@ function client(db: Queryable, root: PGlite): SqlClient {
   };
 }
 
-/** Opens (creating if needed) the embedded store. `dir` undefined → in memory. */
+/**
+ * Takes group and other permissions off everything under `dir`. PGlite lays a new database
+ * down from an archive whose files are 0666, whatever the umask; files it creates later (WAL
+ * segments, tables) follow the umask.
+ */
+function makePrivate(dir: string): void {
+  const st = lstatSync(dir);
+  if (st.isSymbolicLink()) return;
+  if ((st.mode & 0o077) !== 0) chmodSync(dir, st.mode & 0o7700);
+  if (st.isDirectory()) for (const e of readdirSync(dir)) makePrivate(join(dir, e));
+}
+
+/**
+ * Opens (creating if needed) the embedded store. `dir` undefined → in memory. In a folder, its
+ * files are made private (0600, folders 0700). Throws {@link StoreOpenError} if the files are
+ * damaged.
+ */
 export async function openPgliteStore(dir?: string): Promise<SqlStore> {
-  const db = dir === undefined ? new PGlite() : new PGlite(dir);
-  await db.waitReady;
-  return SqlStore.open(client(db, db));
+  if (dir === undefined) {
+    const mem = new PGlite();
+    await mem.waitReady;
+    return SqlStore.open(client(mem, mem));
+  }
+  let db: PGlite | undefined;
+  try {
+    db = new PGlite(dir);
+    await db.waitReady;
+    makePrivate(dir);
+    return await SqlStore.open(client(db, db));
+  } catch (err) {
+    await db?.close().catch(() => undefined);
+    throw new StoreOpenError(dir, err);
+  }
 }

@@ -316,4 +316,34 @@ export class SqlStore implements Store {
     }
     return (await this.db.query<Row>(sql, params)).rows.map(toEvent);
   }
+
+  async pruneEvents(q: { before?: number; keep?: number }): Promise<number> {
+    let deleted = 0;
+    if (q.before !== undefined) {
+      const r = await this.db.query<Row>('with d as (delete from events where at < $1 returning 1) select count(*) as n from d', [q.before]);
+      deleted += num(r.rows[0]?.n ?? 0);
+    }
+    if (q.keep !== undefined) {
+      // Ids only grow, so "all but the newest N" is every id at or below the (N+1)th newest.
+      const r = await this.db.query<Row>(
+        `with d as (delete from events where id <= (select id from events order by id desc offset $1 limit 1) returning 1)
+         select count(*) as n from d`,
+        [Math.max(0, Math.floor(q.keep))],
+      );
+      deleted += num(r.rows[0]?.n ?? 0);
+    }
+    return deleted;
+  }
+
+  async pruneOrders(q: { ackedBefore: number }): Promise<number> {
+    const r = await this.db.query<Row>(
+      `with d as (
+         delete from orders o where o.acked_at < $1
+            or (o.acked_at is null and exists (select 1 from instances i where i.id = o.instance_id and i.destroyed_at < $1))
+         returning 1)
+       select count(*) as n from d`,
+      [q.ackedBefore],
+    );
+    return num(r.rows[0]?.n ?? 0);
+  }
 }

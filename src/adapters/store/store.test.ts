@@ -4,11 +4,12 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { lstatSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseAppFile } from '../../core/index.js';
-import { openPgliteStore } from './pglite.js';
+import { openPgliteStore, StoreOpenError } from './pglite.js';
 import type { InstanceRecord, Store } from './types.js';
 
 const spec = parseAppFile(`
@@ -85,6 +86,57 @@ export function storeConformance(name: string, open: () => Promise<{ store: Stor
     }
   });
 
+  test(`${name}: retention prunes events by age and by count, newest kept`, async () => {
+    const { store, cleanup } = await open();
+    try {
+      for (let k = 0; k < 10; k++) await store.appendEvent({ at: 100 + k, app: 'shop', role: null, instance: null, kind: 'k', message: `m${k}`, data: null });
+      assert.equal(await store.pruneEvents({}), 0, 'no bound, nothing deleted');
+      assert.equal(await store.pruneEvents({ before: 103 }), 3, 'older than the age');
+      assert.deepEqual((await store.listEvents({ limit: 100 })).map((e) => e.message), ['m3', 'm4', 'm5', 'm6', 'm7', 'm8', 'm9']);
+      assert.equal(await store.pruneEvents({ keep: 4 }), 3, 'beyond the count');
+      assert.deepEqual((await store.listEvents({ limit: 100 })).map((e) => e.message), ['m6', 'm7', 'm8', 'm9']);
+      assert.equal(await store.pruneEvents({ keep: 4 }), 0, 'already within the count');
+      assert.equal(await store.pruneEvents({ before: 108, keep: 3 }), 2, 'both bounds at once');
+      assert.deepEqual((await store.listEvents({ limit: 100 })).map((e) => e.message), ['m8', 'm9']);
+      const next = await store.appendEvent({ at: 200, app: null, role: null, instance: null, kind: 'k', message: 'after', data: null });
+      assert.ok(next.id > 10, 'ids are not reused after pruning');
+      assert.equal(await store.pruneEvents({ keep: 0 }), 3);
+      assert.deepEqual(await store.listEvents({}), []);
+    } finally {
+      await store.close();
+      cleanup();
+    }
+  });
+
+  test(`${name}: retention prunes acknowledged orders by age; pending orders of live instances stay`, async () => {
+    const { store, cleanup } = await open();
+    try {
+      await store.putApp({ name: 'shop', spec, appDir: '/a', at: 10 });
+      await store.insertInstance(rec('i-live'));
+      await store.insertInstance(rec('i-gone', { destroyedAt: 20 }));
+      await store.insertInstance(rec('i-gone-late', { destroyedAt: 500 }));
+      const order = (id: string, instanceId: string, createdAt: number) =>
+        store.putOrder({ id, instanceId, kind: 'stop', payload: { id, kind: 'stop', reason: 'x' }, createdAt });
+      await order('o-old-acked', 'i-live', 1);
+      await store.ackOrder('o-old-acked', 50);
+      await order('o-new-acked', 'i-live', 2);
+      await store.ackOrder('o-new-acked', 150);
+      await order('o-old-pending', 'i-live', 3);
+      await order('o-gone-pending', 'i-gone', 4);
+      await order('o-gone-late-pending', 'i-gone-late', 5);
+      assert.equal(await store.pruneOrders({ ackedBefore: 100 }), 2, 'the old acknowledged one and the one to an instance destroyed long ago');
+      assert.deepEqual((await store.pendingOrders('i-live')).map((o) => o.id), ['o-old-pending'], 'a pending order is kept whatever its age');
+      assert.deepEqual((await store.pendingOrders('i-gone')).map((o) => o.id), []);
+      assert.deepEqual((await store.pendingOrders('i-gone-late')).map((o) => o.id), ['o-gone-late-pending']);
+      assert.equal(await store.pruneOrders({ ackedBefore: 100 }), 0);
+      assert.equal(await store.pruneOrders({ ackedBefore: 1000 }), 2, 'the newer acknowledged one, and the later-destroyed instance');
+      assert.deepEqual((await store.pendingOrders('i-live')).map((o) => o.id), ['o-old-pending']);
+    } finally {
+      await store.close();
+      cleanup();
+    }
+  });
+
   test(`${name}: a failed transaction leaves nothing behind`, async () => {
     const { store, cleanup } = await open();
     try {
@@ -117,6 +169,47 @@ test('pglite (folder): state survives a restart; migrations run once', async () 
     assert.equal((await b.getApp('shop'))?.name, 'shop');
     assert.equal((await b.getInstance('i-1'))?.id, 'i-1');
     await b.close();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('pglite (folder): its files are private (0600, folders 0700), WAL included, after writes', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'drover-store-'));
+  const umask = process.umask(0o077);
+  try {
+    const s = await openPgliteStore(join(dir, 'db'));
+    for (let k = 0; k < 200; k++) await s.appendEvent({ at: k, app: null, role: null, instance: null, kind: 'k', message: `m${k}`.repeat(50), data: null });
+    const open: string[] = [];
+    const walk = (p: string) => {
+      const st = lstatSync(p);
+      if ((st.mode & 0o077) !== 0) open.push(`${p} ${(st.mode & 0o777).toString(8)}`);
+      if (st.isDirectory()) for (const e of readdirSync(p)) walk(join(p, e));
+    };
+    walk(join(dir, 'db'));
+    assert.ok(readdirSync(join(dir, 'db', 'pg_wal')).some((f) => /^[0-9A-F]{24}$/.test(f)), 'a WAL segment exists');
+    assert.deepEqual(open, [], 'no file or folder open to group or others');
+    await s.close();
+  } finally {
+    process.umask(umask);
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('pglite (folder): damaged files give a StoreOpenError naming the folder', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'drover-store-'));
+  try {
+    const a = await openPgliteStore(join(dir, 'db'));
+    await a.putApp({ name: 'shop', spec, appDir: '/a', at: 10 });
+    await a.close();
+    for (const f of [join(dir, 'db', 'global', 'pg_control'), ...readdirSync(join(dir, 'db', 'pg_wal')).filter((f) => /^[0-9A-F]{24}$/.test(f)).map((f) => join(dir, 'db', 'pg_wal', f))]) {
+      writeFileSync(f, randomBytes(8192));
+    }
+    await assert.rejects(openPgliteStore(join(dir, 'db')), (err: unknown) => {
+      assert.ok(err instanceof StoreOpenError);
+      assert.ok(err.message.startsWith(`the store in ${join(dir, 'db')} cannot be opened`), err.message);
+      return true;
+    });
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -135,4 +135,16 @@ export interface Store {
 
   appendEvent(ev: NewEvent): Promise<EventRecord>;
   listEvents(q: { after?: number; app?: string; limit?: number }): Promise<EventRecord[]>;
+
+  /**
+   * Retention: deletes events recorded before `before` (epoch ms) and all but the newest `keep`
+   * events. Either bound may be left out. Returns how many events were deleted.
+   */
+  pruneEvents(q: { before?: number; keep?: number }): Promise<number>;
+  /**
+   * Retention: deletes orders acknowledged before `ackedBefore`, and orders never acknowledged
+   * whose instance was destroyed before it (no agent is left to take them). Pending orders of
+   * live instances are kept whatever their age. Returns how many orders were deleted.
+   */
+  pruneOrders(q: { ackedBefore: number }): Promise<number>;
 }
