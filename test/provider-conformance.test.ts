@@ -22,7 +22,7 @@ export function providerConformance(name: string, make: (dir: string) => Provide
     provider.onExit((id) => exits.push(id));
     const ids = ['i-c0ffee01', 'i-c0ffee02', 'i-c0ffee03'];
     const made = await Promise.all(
-      ids.map((instanceId) => provider.createInstance({ instanceId, epoch: 1, joinToken: 'x', controllerUrl: 'http://127.0.0.1:9', app: 'a', role: 'r' })),
+      ids.map((instanceId) => provider.createInstance({ instanceId, epoch: 1, key: 'x'.repeat(32), controllerUrl: 'http://127.0.0.1:9', app: 'a', role: 'r' })),
     );
     assert.equal(new Set(made.map((m) => m.port)).size, 3, 'distinct ports');
     assert.equal(new Set(made.map((m) => m.workdir)).size, 3, 'distinct folders');

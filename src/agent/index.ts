@@ -7,7 +7,7 @@
  * const agent = new Agent({
  *   controllerUrl: 'http://127.0.0.1:7420',
  *   instanceId: 'i-1',
- *   joinToken: process.env.DROVER_JOIN_TOKEN!,
+ *   key, // the instance key, shared with the controller; never sent
  *   epoch: 1,
  *   workdir: '/var/lib/drover/i-1',
  *   port: 8080,
@@ -15,7 +15,8 @@
  * const exit = await agent.run(); // until stopped ('terminated'), fenced ('refused') or shutdown()
  * ```
  *
- * As a process, `node dist/agent/main.js` reads the same settings from DROVER_* variables.
+ * As a process, `node dist/agent/main.js` reads the same settings from DROVER_* variables, and
+ * the key from its stdin (never from the environment, which role processes can read).
  */
 export { Agent, type AgentExit, type AgentOptions } from './runtime.js';
 export { agentOptionsFromEnv, AgentEnvError } from './main.js';

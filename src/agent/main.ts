@@ -21,8 +21,41 @@ export class AgentEnvError extends Error {
   }
 }
 
+/**
+ * Reads the instance key the provider writes to the agent's stdin (one line, then end of file).
+ * It is not taken from the environment: a role's processes can read their parent's
+ * `/proc/<pid>/environ`, and an environment is inherited by whatever the agent starts.
+ */
+export async function readKey(input: NodeJS.ReadableStream, timeoutMs = 10_000): Promise<string> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  const done = new Promise<void>((resolve, reject) => {
+    input.on('data', (c: Buffer | string) => {
+      const b = typeof c === 'string' ? Buffer.from(c) : c;
+      size += b.length;
+      if (size > 4096) reject(new AgentEnvError('stdin', 'the instance key on stdin is longer than 4096 bytes'));
+      else chunks.push(b);
+    });
+    input.once('end', () => resolve());
+    input.once('error', reject);
+  });
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new AgentEnvError('stdin', `no instance key on stdin within ${timeoutMs} ms`)), timeoutMs);
+  });
+  try {
+    await Promise.race([done, timeout]);
+  } finally {
+    clearTimeout(timer);
+    (input as { destroy?: () => void }).destroy?.();
+  }
+  const key = Buffer.concat(chunks).toString('utf8').trim();
+  if (!/^[A-Za-z0-9_-]{16,512}$/.test(key)) throw new AgentEnvError('stdin', 'stdin does not hold an instance key (16–512 characters of [A-Za-z0-9_-])');
+  return key;
+}
+
 /** Reads the DROVER_* variables the provider sets; throws {@link AgentEnvError} on the first bad one. */
-export function agentOptionsFromEnv(env: NodeJS.ProcessEnv): AgentOptions {
+export function agentOptionsFromEnv(env: NodeJS.ProcessEnv): Omit<AgentOptions, 'key'> {
   const text = (name: string): string => {
     const v = env[name]?.trim();
     if (!v) throw new AgentEnvError(name, `${name} is not set`);
@@ -55,7 +88,6 @@ export function agentOptionsFromEnv(env: NodeJS.ProcessEnv): AgentOptions {
     ...(maxRestarts !== undefined ? { maxRestarts } : {}),
     controllerUrl,
     instanceId: text('DROVER_INSTANCE_ID'),
-    joinToken: text('DROVER_JOIN_TOKEN'),
     epoch: int('DROVER_EPOCH', 0, Number.MAX_SAFE_INTEGER),
     workdir: text('DROVER_WORKDIR'),
     ip: env.DROVER_IP?.trim() || '127.0.0.1',
@@ -68,7 +100,8 @@ export async function main(env: NodeJS.ProcessEnv = process.env): Promise<number
   const logger = pino({ name: 'drover-agent' }, pino.destination({ sync: true }));
   let options: AgentOptions;
   try {
-    options = { ...agentOptionsFromEnv(env), logger };
+    const fromEnv = agentOptionsFromEnv(env);
+    options = { ...fromEnv, key: await readKey(process.stdin), logger };
   } catch (err) {
     if (!(err instanceof AgentEnvError)) throw err;
     logger.fatal({ variable: err.variable }, err.message);

@@ -14,6 +14,8 @@ export interface ProbeTarget {
   /** Environment and working directory of `exec` probes (the role's own). */
   readonly env: NodeJS.ProcessEnv;
   readonly cwd: string;
+  /** Exec probes run as the role's user. */
+  readonly runAs?: { readonly uid: number; readonly gid: number };
 }
 
 export type ProbeResult = { readonly ok: true } | { readonly ok: false; readonly reason: string };
@@ -76,7 +78,7 @@ export async function probeExec(
   timeoutMs: number,
   signal?: AbortSignal,
 ): Promise<ProbeResult> {
-  const r = await runScript({ command, env: target.env, cwd: target.cwd, timeoutMs, signal, tailLines: 3, killGraceMs: 0 });
+  const r = await runScript({ command, env: target.env, cwd: target.cwd, ...(target.runAs ? { runAs: target.runAs } : {}), timeoutMs, signal, tailLines: 3, killGraceMs: 0 });
   if (r.code === 0) return OK;
   if (r.timedOut) return { ok: false, reason: `\`${command}\` timed out after ${timeoutMs}ms` };
   const what = r.signal ? `was killed by ${r.signal}` : `exited with code ${r.code}`;

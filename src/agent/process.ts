@@ -13,6 +13,8 @@ export interface ProcessOptions {
   readonly command: string;
   readonly env: NodeJS.ProcessEnv;
   readonly cwd: string;
+  /** Run as this user and group (the agent must be root); the agent's own by default. */
+  readonly runAs?: { readonly uid: number; readonly gid: number };
   /** Output lines go here as well as into the tail (the agent passes the role log). */
   readonly log?: LineSink;
   /** Lines of output kept for {@link LastExit.tail}. @default 40 */
@@ -67,7 +69,7 @@ interface Run {
 }
 
 export class ProcessSupervisor {
-  readonly #o: Required<Omit<ProcessOptions, 'log' | 'onEvent'>> & Pick<ProcessOptions, 'log' | 'onEvent'>;
+  readonly #o: Required<Omit<ProcessOptions, 'log' | 'onEvent' | 'runAs'>> & Pick<ProcessOptions, 'log' | 'onEvent' | 'runAs'>;
   #command: string;
   #env: NodeJS.ProcessEnv;
   #state: ProcessState = 'idle';
@@ -181,6 +183,7 @@ export class ProcessSupervisor {
     const child = spawn('bash', ['-c', this.#command], {
       cwd: this.#o.cwd,
       env: this.#env,
+      ...(this.#o.runAs ?? {}),
       detached: true,
       stdio: ['ignore', 'pipe', 'pipe'],
     });

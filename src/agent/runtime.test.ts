@@ -13,20 +13,28 @@ import { test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { pino } from 'pino';
 import { WebSocketServer, type WebSocket } from 'ws';
-import type { AgentMessage, AgentStatus, ControllerMessage, Order } from '../core/protocol.js';
+import { randomBytes } from 'node:crypto';
+import { controllerProof, SealedChannel } from '../core/auth.js';
+import type { AgentMessage, AgentStatus, ControllerMessage, HelloMessage, Order } from '../core/protocol.js';
 import type { ResolvedImports, RoleSpec } from '../core/types.js';
 import { killGroup, readEstablished, readStat, waitGroupGone } from './procfs.js';
 import { Agent, type AgentExit, type AgentOptions } from './runtime.js';
 
 type TestContext = { after: (fn: () => unknown) => void };
 
+const KEY = 'k'.repeat(43);
+
 class FakeController {
   readonly messages: AgentMessage[] = [];
+  readonly hellos: HelloMessage[] = [];
   #wss?: WebSocketServer;
   #socket?: WebSocket;
+  #channel?: SealedChannel;
   port = 0;
   connections = 0;
-  /** What to answer a hello with. */
+  /** The key this controller proves and checks; a wrong one makes it an impostor. */
+  key = KEY;
+  /** What to answer a join with. */
   onHello: () => ControllerMessage = () => ({ type: 'welcome', heartbeatMs: 150 });
 
   async start(port = 0): Promise<void> {
@@ -40,10 +48,24 @@ class FakeController {
     wss.on('connection', (ws) => {
       this.connections += 1;
       this.#socket = ws;
+      let channel: SealedChannel | undefined;
       ws.on('message', (data) => {
-        const msg = JSON.parse((data as Buffer).toString('utf8')) as AgentMessage;
+        const text = (data as Buffer).toString('utf8');
+        if (!channel) {
+          const hello = JSON.parse(text) as HelloMessage;
+          this.hellos.push(hello);
+          const nonce = randomBytes(32).toString('base64url');
+          const params = { key: this.key, instanceId: hello.instanceId, epoch: hello.epoch, agentNonce: hello.nonce, controllerNonce: nonce };
+          channel = new SealedChannel('controller', params);
+          this.#channel = channel;
+          ws.send(JSON.stringify({ type: 'challenge', nonce, proof: controllerProof(params) }));
+          return;
+        }
+        const opened = channel.open(text);
+        if (!opened.ok) throw new Error(`fake controller: bad frame from the agent (${opened.error})`);
+        const msg = opened.message as AgentMessage;
         this.messages.push(msg);
-        if (msg.type === 'hello') this.send(this.onHello());
+        if (msg.type === 'join') this.send(this.onHello());
       });
     });
   }
@@ -53,7 +75,12 @@ class FakeController {
   }
 
   send(msg: ControllerMessage): void {
-    this.#socket?.send(JSON.stringify(msg));
+    if (this.#channel) this.#socket?.send(this.#channel.seal(msg));
+  }
+
+  /** Sends a frame as it is, unsealed: what an impostor without the key can do. */
+  sendRaw(text: string): void {
+    this.#socket?.send(text);
   }
 
   order(order: Order): void {
@@ -109,7 +136,7 @@ class FakeController {
 }
 
 function statusOf(m: AgentMessage): AgentStatus | undefined {
-  return m.type === 'status' || m.type === 'hello' ? m.status : undefined;
+  return m.type === 'status' || m.type === 'join' ? m.status : undefined;
 }
 
 function alive(pid: number): boolean {
@@ -180,7 +207,7 @@ async function harness(t: TestContext, options: Partial<AgentOptions> = {}): Pro
   const agent = new Agent({
     controllerUrl: controller.url,
     instanceId: 'i-1',
-    joinToken: 'secret-token',
+    key: KEY,
     epoch: 7,
     workdir,
     port,
@@ -224,12 +251,14 @@ void test('the agent carries a role from assign through imports, updates and rec
   });
   let pid = 0;
 
-  await t.test('hello carries the instance, token, epoch and a spare status', async () => {
-    const hello = await c.waitFor('hello', (m) => m.type === 'hello');
-    assert.equal(hello.protocol, 1);
-    assert.equal(hello.instanceId, 'i-1');
-    assert.equal(hello.joinToken, 'secret-token');
-    assert.equal(hello.epoch, 7);
+  await t.test('hello carries the instance, epoch and a nonce, and no secret; join the pid and a spare status', async () => {
+    const hello = await c.waitFor('join', (m) => m.type === 'join');
+    const plain = c.hellos[0]!;
+    assert.equal(plain.protocol, 2);
+    assert.equal(plain.instanceId, 'i-1');
+    assert.equal(plain.epoch, 7);
+    assert.match(plain.nonce, /^[A-Za-z0-9_-]{43}$/);
+    assert.ok(!JSON.stringify(c.hellos).includes(KEY), 'the key never crosses the wire');
     assert.equal(hello.pid, process.pid);
     assert.equal(hello.status.state, 'spare');
     assert.deepEqual(hello.applied, []);
@@ -318,7 +347,7 @@ void test('the agent carries a role from assign through imports, updates and rec
     assert.equal(await get(h.port), 'ok', 'still serving without a controller');
     const since = c.mark();
     await c.start(port);
-    const hello = await c.waitFor('hello again', (m) => m.type === 'hello', since);
+    const hello = await c.waitFor('hello again', (m) => m.type === 'join', since);
     assert.deepEqual([...hello.applied].sort(), ['o1', 'o2', 'o3']);
     assert.equal(hello.status.state, 'serving');
     await c.waitStatus('status after reconnect', (s) => s.state === 'serving', since + 1);
@@ -350,7 +379,7 @@ void test('the agent carries a role from assign through imports, updates and rec
 void test('refused: the agent kills its role without scripts and exits', async (t) => {
   const h = await harness(t);
   const { controller: c } = h;
-  await c.waitFor('hello', (m) => m.type === 'hello');
+  await c.waitFor('hello', (m) => m.type === 'join');
   c.order({
     id: 'a1',
     kind: 'assign',
@@ -378,7 +407,7 @@ void test('a failing deploy is failed with its output; a failing update keeps se
   await t.test('deploy', async (t) => {
     const h = await harness(t);
     const { controller: c } = h;
-    await c.waitFor('hello', (m) => m.type === 'hello');
+    await c.waitFor('hello', (m) => m.type === 'join');
     c.order({
       id: 'd1',
       kind: 'assign',
@@ -400,7 +429,7 @@ void test('a failing deploy is failed with its output; a failing update keeps se
   await t.test('update, on a role without a start command', async (t) => {
     const h = await harness(t);
     const { controller: c } = h;
-    await c.waitFor('hello', (m) => m.type === 'hello');
+    await c.waitFor('hello', (m) => m.type === 'join');
     c.order({
       id: 'u1',
       kind: 'assign',
@@ -433,7 +462,7 @@ void test('a failing deploy is failed with its output; a failing update keeps se
 void test('a crashing start command is restarted with a message, and a liveness failure restarts it', async (t) => {
   const h = await harness(t, { maxRestarts: 10 });
   const { controller: c } = h;
-  await c.waitFor('hello', (m) => m.type === 'hello');
+  await c.waitFor('hello', (m) => m.type === 'join');
   // Serves /health until the flag file appears, then answers 500: alive but unhealthy.
   const start = `node -e "
     const fs=require('fs');
@@ -496,7 +525,7 @@ void test('a role process group left by an earlier agent in the workdir is ended
     const agent = new Agent({
       controllerUrl: `http://127.0.0.1:${await freePort()}`,
       instanceId: 'i-1',
-      joinToken: 't',
+      key: KEY,
       epoch: 1,
       workdir,
       port: 1,
@@ -583,7 +612,7 @@ async function serveRole(h: Harness, r: Partial<RoleSpec> = {}): Promise<AgentSt
 void test('drain lets an in-flight request finish, then stops and sends the last output lines', async (t) => {
   const h = await harness(t);
   const { controller: c } = h;
-  await c.waitFor('hello', (m) => m.type === 'hello');
+  await c.waitFor('hello', (m) => m.type === 'join');
   await serveRole(h);
   const pid = h.agent.rolePid!;
 
@@ -625,7 +654,7 @@ void test('drain lets an in-flight request finish, then stops and sends the last
 void test('drain gives up waiting after timeoutMs and stops anyway', async (t) => {
   const h = await harness(t);
   const { controller: c } = h;
-  await c.waitFor('hello', (m) => m.type === 'hello');
+  await c.waitFor('hello', (m) => m.type === 'join');
   await serveRole(h);
   const pid = h.agent.rolePid!;
   await holdConnection(t, h.port);
@@ -646,7 +675,7 @@ void test('drain gives up waiting after timeoutMs and stops anyway', async (t) =
 void test('undrain during the wait serves again with the same process; too late, it is ignored', async (t) => {
   const h = await harness(t);
   const { controller: c } = h;
-  await c.waitFor('hello', (m) => m.type === 'hello');
+  await c.waitFor('hello', (m) => m.type === 'join');
   const serving = await serveRole(h, { stop: 'sleep 0.5' });
   const pid = h.agent.rolePid!;
   const held = await holdConnection(t, h.port);
@@ -687,7 +716,7 @@ void test('undrain during the wait serves again with the same process; too late,
 void test('a role process that exits while draining is not restarted', async (t) => {
   const h = await harness(t);
   const { controller: c } = h;
-  await c.waitFor('hello', (m) => m.type === 'hello');
+  await c.waitFor('hello', (m) => m.type === 'join');
   await serveRole(h, { stop: 'echo stop-script >> stop.txt' });
   const pid = h.agent.rolePid!;
   await holdConnection(t, h.port);
@@ -707,7 +736,7 @@ void test('a role process that exits while draining is not restarted', async (t)
 void test('heartbeats carry the role\'s connections and its instance-scope metrics', async (t) => {
   const h = await harness(t, { vitals: { minIntervalMs: 0 } });
   const { controller: c } = h;
-  await c.waitFor('hello', (m) => m.type === 'hello');
+  await c.waitFor('hello', (m) => m.type === 'join');
   const scrape = { intervalMs: 200, timeoutMs: 500, scope: 'instance' } as const;
   await serveRole(h, {
     metrics: [
@@ -733,3 +762,47 @@ void test('heartbeats carry the role\'s connections and its instance-scope metri
   assert.deepEqual(beat.vitals!.metrics, { depth: 7, backlog: 3 }, 'failed scrapes and role-scope metrics are left out');
   assert.equal(beat.vitals!.role!.connections, 1);
 });
+
+void test('an impostor on the controller address is never obeyed, and the role keeps running', async (t) => {
+  const h = await harness(t);
+  const c = h.controller;
+  // The genuine controller assigns a role; then an impostor without the key takes its place.
+  await c.waitFor('join', (m) => m.type === 'join');
+  c.order({ id: 'o1', kind: 'assign', assignment: { app: 'a', appDir: h.workdir, role: role({ start: SERVER }), imports: {}, importsVersion: 'v1' } });
+  await c.waitStatus('serving', (s) => s.state === 'serving');
+  const port = c.port;
+  await c.stop();
+  const impostor = new FakeController();
+  impostor.key = 'x'.repeat(43);
+  await impostor.start(port);
+  t.after(() => impostor.stop());
+  await until('the agent says hello to the impostor twice', async () => impostor.hellos.length >= 2, 8000);
+  // Unsealed orders and refusals are what an impostor can send; none may be obeyed.
+  impostor.sendRaw(JSON.stringify({ type: 'refused', reason: 'go away' }));
+  impostor.sendRaw(JSON.stringify({ type: 'order', order: { id: 'evil', kind: 'stop', reason: 'x' } }));
+  await sleep(500);
+  assert.equal(impostor.messages.length, 0, 'nothing sealed was said to a peer that failed its proof');
+  assert.equal(h.agent.status().state, 'serving');
+  assert.ok(h.agent.rolePid !== undefined && alive(h.agent.rolePid));
+  const raced = await Promise.race([h.exit.then(() => 'exited'), sleep(200).then(() => 'running')]);
+  assert.equal(raced, 'running');
+});
+
+void test('a forged frame on an authenticated connection is dropped with the connection', async (t) => {
+  const h = await harness(t);
+  const c = h.controller;
+  await c.waitFor('join', (m) => m.type === 'join');
+  const before = c.connections;
+  c.sendRaw(JSON.stringify({ s: 2, m: JSON.stringify({ type: 'order', order: { id: 'evil', kind: 'stop', reason: 'x' } }), h: 'AAAA' }));
+  await until('the agent reconnects', async () => c.connections > before, 8000);
+  assert.equal(h.agent.status().state, 'spare');
+  assert.ok(!c.messages.some((m) => m.type === 'ack' && m.orderId === 'evil'));
+});
+
+async function until(what: string, fn: () => Promise<boolean>, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await fn())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(20);
+  }
+}

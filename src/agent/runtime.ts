@@ -6,13 +6,18 @@
  * The role outlives the controller: if the connection drops, the role keeps running with its
  * last imports while the agent reconnects, forever.
  */
+import { randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { pino, type Logger } from 'pino';
 import WebSocket, { type RawData } from 'ws';
+import { checkControllerProof, NONCE_BYTES, SealedChannel } from '../core/auth.js';
+import { fitLines, truncate } from '../core/wire.js';
 import {
   PROTOCOL_VERSION,
+  WIRE_LIMITS,
+  type HelloMessage,
   type AgentMessage,
   type AgentStatus,
   type Assignment,
@@ -22,6 +27,8 @@ import {
 } from '../core/protocol.js';
 import type { InstanceState } from '../core/states.js';
 import { importEnv, renderTemplate, type BuiltinValues } from '../core/template.js';
+import { renderCommand, renderExports, roleBuiltins } from '../core/render.js';
+import { canSwitchTo, makeRoleHome, resolveUser, type RunAs } from './user.js';
 import type { ResolvedImports } from '../core/types.js';
 import { RoleBalancer } from './balancer.js';
 import { describeExit, formatDuration, RoleLog } from './output.js';
@@ -36,8 +43,11 @@ export interface AgentOptions {
   /** Where the controller listens, e.g. `http://127.0.0.1:7420`; the agent dials `ws://…/v1/agent`. */
   readonly controllerUrl: string;
   readonly instanceId: string;
-  /** Proves to the controller that this agent is the one it made the instance for. */
-  readonly joinToken: string;
+  /**
+   * The instance's key, shared with the controller and never sent: the agent proves it holds it,
+   * and obeys only a peer that proves the same (core/auth.ts).
+   */
+  readonly key: string;
   /** The instance's incarnation; lets the controller fence an older agent of the same id. */
   readonly epoch: number;
   /** The role's working directory: commands run here, `role.log` is written here. */
@@ -108,8 +118,16 @@ export interface AgentExit {
   readonly message: string;
 }
 
-/** The agent's own variables, not for role commands: the join token would let them pose as the agent. */
-const AGENT_ONLY_ENV = ['DROVER_CONTROLLER_URL', 'DROVER_INSTANCE_ID', 'DROVER_JOIN_TOKEN', 'DROVER_EPOCH'];
+/**
+ * What a role's commands inherit from the agent's environment: everything but Drover's own
+ * variables (`DROVER_*`: the agent's settings, and anything of the controller's such as
+ * `DROVER_TOKEN` that leaked into it). The role gets its own `DROVER_*` built-ins instead.
+ */
+function inheritedEnv(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+  const out: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(env)) if (!k.startsWith('DROVER_')) out[k] = v;
+  return out;
+}
 /** Order ids remembered for de-duplication; far more than one instance's lifetime needs. */
 const MAX_APPLIED = 1000;
 
@@ -160,6 +178,8 @@ export class Agent {
   #updatePending = false;
   #roleLog?: RoleLog;
   #drain?: Drain;
+  /** The role's `user:`, resolved when it was assigned. */
+  #runAs?: RunAs;
   #scraper?: MetricScraper;
   #halting?: Promise<void>;
   /** Stop-phase scripts to end if the agent halts meanwhile. */
@@ -168,6 +188,10 @@ export class Agent {
   // The connection.
   readonly #applied = new Set<string>();
   #ws?: WebSocket;
+  /** The sealed channel of the current connection, once the controller proved itself. */
+  #channel?: SealedChannel;
+  /** This connection's hello nonce, until the challenge comes. */
+  #nonce?: string;
   #welcomed = false;
   #welcomeWaiters = new Set<() => void>();
   #heartbeat?: NodeJS.Timeout;
@@ -218,8 +242,9 @@ export class Agent {
       exports: this.#state === 'serving' ? this.#exports : undefined,
       importsVersion: this.#appliedImportsVersion,
       restarts: this.#supervisor?.restarts ?? 0,
-      lastExit: this.#lastExit,
-      message: this.#message,
+      // Trimmed to what the controller accepts: a role printing megabytes must not cut us off.
+      lastExit: this.#lastExit && { ...this.#lastExit, tail: fitLines(this.#lastExit.tail) },
+      message: this.#message === undefined ? undefined : truncate(this.#message, WIRE_LIMITS.messageChars),
       servingSince: this.#state === 'serving' ? this.#servingSince : undefined,
       balancer: this.#balancer?.status(),
     };
@@ -246,18 +271,20 @@ export class Agent {
           ws.terminate();
         }
       }, this.#o.handshakeTimeoutMs);
-      void this.#send({
+      this.#channel = undefined;
+      this.#nonce = randomBytes(NONCE_BYTES).toString('base64url');
+      const hello: HelloMessage = {
         type: 'hello',
         protocol: PROTOCOL_VERSION,
         instanceId: this.#o.instanceId,
-        joinToken: this.#o.joinToken,
         epoch: this.#o.epoch,
-        pid: process.pid,
-        status: this.status(),
-        applied: [...this.#applied],
-      });
+        nonce: this.#nonce,
+      };
+      ws.send(JSON.stringify(hello));
     });
-    ws.on('message', (data: RawData) => this.#onMessage(data));
+    ws.on('message', (data: RawData) => {
+      if (this.#ws === ws) this.#onMessage(ws, data);
+    });
     ws.on('pong', () => (this.#lastPong = Date.now()));
     ws.on('error', (err) => {
       // Each failed attempt would log the same line every few seconds while the controller is away.
@@ -267,6 +294,7 @@ export class Agent {
       if (this.#ws !== ws) return;
       if (this.#welcomed) this.#log.warn('lost the controller connection; the role keeps running, reconnecting');
       this.#ws = undefined;
+      this.#channel = undefined;
       this.#welcomed = false;
       clearInterval(this.#heartbeat);
       clearTimeout(this.#welcomeTimer);
@@ -282,14 +310,53 @@ export class Agent {
     this.#reconnectTimer = setTimeout(() => this.#connect(), delay);
   }
 
-  #onMessage(data: RawData): void {
-    let msg: unknown;
+  /** Before the controller has proved itself: only a challenge (or an unproven refusal) is read. */
+  #onHandshake(ws: WebSocket, text: string): void {
+    let m: unknown;
     try {
-      msg = JSON.parse(rawText(data));
+      m = JSON.parse(text);
     } catch {
-      this.#log.warn('ignored a controller message that is not JSON');
+      m = undefined;
+    }
+    const r = isRecord(m) ? m : {};
+    if (r.type === 'challenge' && typeof r.nonce === 'string' && typeof r.proof === 'string' && this.#nonce) {
+      const params = {
+        key: this.#o.key,
+        instanceId: this.#o.instanceId,
+        epoch: this.#o.epoch,
+        agentNonce: this.#nonce,
+        controllerNonce: r.nonce,
+      };
+      if (r.nonce.length <= 64 && checkControllerProof(params, r.proof)) {
+        this.#channel = new SealedChannel('agent', params);
+        this.#nonce = undefined;
+        void this.#send({ type: 'join', pid: process.pid, status: this.status(), applied: [...this.#applied] });
+        return;
+      }
+      this.#log.error({ url: this.#url }, 'the peer at the controller address could not prove it is this instance\'s controller; obeying nothing, retrying');
+    } else if (r.type === 'refused') {
+      // Anyone listening on the port could say this: the role keeps running, and we ask again later.
+      this.#log.warn({ reason: typeof r.reason === 'string' ? r.reason.slice(0, 200) : undefined }, 'refused without proof of being the controller; retrying');
+    } else {
+      this.#log.warn('unexpected message before the controller proved itself; retrying');
+    }
+    ws.terminate();
+  }
+
+  #onMessage(ws: WebSocket, data: RawData): void {
+    const text = rawText(data);
+    const channel = this.#channel;
+    if (!channel) {
+      this.#onHandshake(ws, text);
       return;
     }
+    const opened = channel.open(text);
+    if (!opened.ok) {
+      this.#log.error({ error: opened.error }, 'a controller frame failed its authenticity check; reconnecting');
+      ws.terminate();
+      return;
+    }
+    const msg = opened.message;
     if (!isControllerMessage(msg)) {
       this.#log.warn({ msg }, 'ignored a controller message of unknown shape');
       return;
@@ -336,10 +403,12 @@ export class Agent {
     else void this.#sendStatus();
   }
 
+  /** Sends sealed; nothing is said to a peer that has not proved itself. */
   #send(msg: AgentMessage): Promise<boolean> {
     const ws = this.#ws;
-    if (!ws || ws.readyState !== WebSocket.OPEN) return Promise.resolve(false);
-    return new Promise((resolve) => ws.send(JSON.stringify(msg), (err) => resolve(!err)));
+    const channel = this.#channel;
+    if (!ws || !channel || ws.readyState !== WebSocket.OPEN) return Promise.resolve(false);
+    return new Promise((resolve) => ws.send(channel.seal(msg), (err) => resolve(!err)));
   }
 
   #sendStatus(): Promise<boolean> {
@@ -351,7 +420,7 @@ export class Agent {
   }
 
   #sendLog(lines: readonly string[]): void {
-    if (this.#welcomed && lines.length) void this.#send({ type: 'log', lines });
+    if (this.#welcomed && lines.length) void this.#send({ type: 'log', lines: fitLines(lines) });
   }
 
   /** Resolves once welcomed, or false after `ms`. */
@@ -454,6 +523,17 @@ export class Agent {
 
   async #lifecycle(signal: AbortSignal): Promise<void> {
     const role = this.#assignment!.role;
+    if (role.user !== undefined) {
+      try {
+        const as = resolveUser(role.user);
+        if (!canSwitchTo(as)) throw new Error(`user: ${role.user} needs the agent to run as root (it runs as uid ${process.getuid?.()})`);
+        this.#runAs = as;
+        makeRoleHome(this.#roleDir(), as);
+      } catch (err) {
+        this.#setState('failed', `cannot run role ${role.name} as user ${role.user}: ${errorText(err)}`);
+        return;
+      }
+    }
     this.#setState('deploying', role.deploy ? 'running deploy' : 'nothing to deploy');
     if (role.deploy) {
       const r = await this.#step('deploy', role.deploy, this.#o.scriptTimeoutMs, signal);
@@ -523,12 +603,13 @@ export class Agent {
 
   #startProcess(command: string): void {
     const role = this.#assignment!.role;
-    const env = this.#env();
+    const c = this.#command(command);
     this.#setState('starting', 'start command launched; waiting for it to become healthy');
     const sup = new ProcessSupervisor({
-      command: this.#render(command),
-      env,
-      cwd: this.#o.workdir,
+      command: c.command,
+      env: c.env,
+      cwd: this.#roleDir(),
+      ...(this.#runAs ? { runAs: this.#runAs } : {}),
       log: this.#roleLog,
       restartBackoffMs: this.#o.restartBackoffMs,
       restartBackoffMaxMs: this.#o.restartBackoffMaxMs,
@@ -585,7 +666,7 @@ export class Agent {
     }
     this.#health = new HealthWatcher({
       spec,
-      target: { port: this.#o.port, env: this.#env(), cwd: this.#o.workdir },
+      target: { port: this.#o.port, env: this.#env(), cwd: this.#roleDir(), ...(this.#runAs ? { runAs: this.#runAs } : {}) },
       startupIntervalMs: this.#o.startupProbeIntervalMs,
       onEvent: (ev) => this.#onHealth(ev),
     });
@@ -672,10 +753,7 @@ export class Agent {
 
   #renderExports(): Record<string, string> {
     const a = this.#assignment!;
-    const builtins = this.#builtins();
-    return Object.fromEntries(
-      Object.entries(a.role.exports).map(([k, v]) => [k, renderTemplate(v, builtins, a.imports)]),
-    );
+    return renderExports(a.role, this.#builtins(), a.imports);
   }
 
   // ---- updates ---------------------------------------------------------------------------
@@ -694,7 +772,10 @@ export class Agent {
       const version = a.importsVersion;
       if (version === this.#appliedImportsVersion) continue;
       // A restart after this point starts with the new imports, whatever `update` does.
-      if (a.role.start) this.#supervisor?.reconfigure(this.#render(a.role.start), this.#env());
+      if (a.role.start) {
+        const c = this.#command(a.role.start);
+        this.#supervisor?.reconfigure(c.command, c.env);
+      }
       if (this.#balancer) {
         try {
           await this.#balancer.update(a.imports);
@@ -1012,10 +1093,12 @@ export class Agent {
 
   async #step(name: string, command: string, timeoutMs: number, signal: AbortSignal): Promise<ScriptResult> {
     this.#log.info({ step: name }, `running ${name}`);
+    const c = this.#command(command);
     const r = await runScript({
-      command: this.#render(command),
-      env: this.#env(),
-      cwd: this.#o.workdir,
+      command: c.command,
+      env: c.env,
+      cwd: this.#roleDir(),
+      ...(this.#runAs ? { runAs: this.#runAs } : {}),
       timeoutMs,
       signal,
       log: this.#roleLog,
@@ -1027,28 +1110,26 @@ export class Agent {
 
   #builtins(): BuiltinValues {
     const a = this.#assignment!;
-    return {
-      // A balancer listening on a fixed port publishes that one.
-      port: String(a.role.loadBalancer?.listen ?? this.#o.port),
-      ip: this.#o.ip,
-      instance: this.#o.instanceId,
-      role: a.role.name,
-      app: a.app,
-      workdir: this.#o.workdir,
-      appDir: a.appDir,
-    };
+    return roleBuiltins(a.role, { app: a.app, appDir: a.appDir, instance: this.#o.instanceId, ip: this.#o.ip, port: this.#o.port, workdir: this.#o.workdir });
   }
 
-  #render(template: string): string {
-    return renderTemplate(template, this.#builtins(), this.#assignment!.imports);
+  /** Where the role's commands run: `${workdir}`. */
+  #roleDir(): string {
+    return this.#builtins().workdir;
   }
 
-  /** process.env + built-ins and imports + the role's own env, in that order of precedence. */
+  /** A command with its values as quoted variable references, and its environment with them. */
+  #command(template: string): { command: string; env: NodeJS.ProcessEnv } {
+    const r = renderCommand(template, this.#builtins(), this.#assignment!.imports);
+    return { command: r.command, env: { ...this.#env(), ...r.env } };
+  }
+
+  /** process.env (less Drover's own) + built-ins and imports + the role's own env, in that order of precedence. */
   #env(): NodeJS.ProcessEnv {
     const a = this.#assignment!;
     const builtins = this.#builtins();
-    const env: NodeJS.ProcessEnv = { ...process.env };
-    for (const k of AGENT_ONLY_ENV) delete env[k];
+    const env: NodeJS.ProcessEnv = inheritedEnv(process.env);
+    if (this.#runAs) Object.assign(env, { HOME: builtins.workdir, USER: this.#runAs.user, LOGNAME: this.#runAs.user });
     Object.assign(env, importEnv(builtins, a.imports));
     for (const [k, v] of Object.entries(a.role.env)) env[k] = renderTemplate(v, builtins, a.imports);
     return env;

@@ -12,6 +12,8 @@ export interface ScriptOptions {
   readonly command: string;
   readonly env: NodeJS.ProcessEnv;
   readonly cwd: string;
+  /** Run as this user and group (the agent must be root); the agent's own by default. */
+  readonly runAs?: { readonly uid: number; readonly gid: number };
   /** The whole group is ended once this passes. */
   readonly timeoutMs: number;
   /** Aborting ends the whole group, like a timeout. */
@@ -48,6 +50,7 @@ export async function runScript(opts: ScriptOptions): Promise<ScriptResult> {
   const child = spawn('bash', ['-c', opts.command], {
     cwd: opts.cwd,
     env: opts.env,
+    ...(opts.runAs ?? {}),
     detached: true,
     stdio: ['ignore', 'pipe', 'pipe'],
   });

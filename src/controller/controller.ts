@@ -3,7 +3,7 @@
  * and events, and executes the planner's actions through the provider and the transport.
  */
 import { EventEmitter } from 'node:events';
-import { randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import {
   DEFAULT_PLANNER_OPTIONS,
@@ -37,7 +37,9 @@ import {
 } from '../core/index.js';
 import type { EventRecord, InstancePatch, InstanceRecord, NewEvent, Store, StoredApp, StoredRole } from '../adapters/store/index.js';
 import type { Provider } from '../adapters/providers/index.js';
-import type { ControllerTransport, HelloMessage, TransportHandlers } from '../adapters/transport/index.js';
+import type { ControllerTransport, JoinMessage, TransportHandlers } from '../adapters/transport/index.js';
+import { checkReport } from './reports.js';
+import { LagMonitor } from './lag.js';
 import { ApiError } from './errors.js';
 import { ControllerMetrics } from './metrics.js';
 import { Runner } from './runner.js';
@@ -73,12 +75,6 @@ export interface InstanceView extends InstanceRecord {
 
 const token = (bytes: number) => randomBytes(bytes).toString('hex');
 
-function sameToken(a: string, b: string): boolean {
-  const x = Buffer.from(a);
-  const y = Buffer.from(b);
-  return x.length === y.length && timingSafeEqual(x, y);
-}
-
 export class Controller {
   readonly events = new EventEmitter();
   readonly startedAt: number;
@@ -103,6 +99,8 @@ export class Controller {
   private readonly evaluateMs: number;
   /** Keys (`app/role`) the metric store holds samples for. */
   private readonly metricRoles = new Set<string>();
+  private readonly suspiciousSeen = new Map<string, number>();
+  private readonly lag: LagMonitor;
 
   constructor(private readonly opts: ControllerOptions) {
     this.store = opts.store;
@@ -115,6 +113,15 @@ export class Controller {
     this.evaluateMs = opts.evaluateMs ?? 500;
     this.runner = new Runner((key) => this.timedReconcile(key), this.log);
     this.events.setMaxListeners(0);
+    this.lag = new LagMonitor({
+      now: () => this.clock.now(),
+      onStall: (ms) => {
+        this.metrics.stalls.inc();
+        this.metrics.stalledSeconds.inc(ms / 1000);
+        this.log.warn({ stalledMs: Math.round(ms) }, 'the controller was stalled; agents get a fresh heartbeat window');
+      },
+    });
+    this.metrics.loopLagSource = () => this.lag.delaySeconds();
     this.provider.onExit((id, info) => {
       void this.onAgentExit(id, info.code, info.signal).catch((err: unknown) => this.log.error({ err, id }, 'handling agent exit failed'));
     });
@@ -124,6 +131,7 @@ export class Controller {
   async start(transport: ControllerTransport, controllerUrl: string): Promise<void> {
     this.transport = transport;
     this.controllerUrl = controllerUrl;
+    this.lag.start();
     for (const app of await this.store.listApps()) this.runner.enqueue(app.name);
     this.timers.push(
       setInterval(() => void this.resendPending().catch((err: unknown) => this.log.warn({ err }, 'resend failed')), this.opts.resendMs ?? 3000),
@@ -134,6 +142,7 @@ export class Controller {
 
   async stop(): Promise<void> {
     this.stopped = true;
+    this.lag.stop();
     for (const t of this.timers) clearInterval(t);
     this.timers = [];
     this.runner.stop();
@@ -273,10 +282,11 @@ export class Controller {
       desired: Object.fromEntries(roles.map((r) => [r.role, r.desired])),
       instances: instances.map((i) => {
         const l = this.live.get(i.id);
-        return { ...i, lastSeenAt: l?.lastSeenAt ?? null, busy: l?.vitals?.role?.cpu ?? 0, tenants: 0 };
+        // Silence while the controller itself was stalled is not the agent's.
+        return { ...i, lastSeenAt: l ? this.lag.seenAfterStalls(l.lastSeenAt) : null, busy: l?.vitals?.role?.cpu ?? 0, tenants: 0 };
       }),
       now,
-      controllerStartedAt: this.startedAt,
+      controllerStartedAt: this.lag.seenAfterStalls(this.startedAt),
       options: this.plannerOptions,
     });
   }
@@ -440,7 +450,7 @@ export class Controller {
       case 'create': {
         const id = `i-${token(4)}`;
         const rec: InstanceRecord = {
-          id, app: app.name, role: a.role, pool: a.pool, state: 'provisioning', goal: 'run', epoch: 1, joinToken: token(16),
+          id, app: app.name, role: a.role, pool: a.pool, state: 'provisioning', goal: 'run', epoch: 1, joinToken: randomBytes(32).toString('base64url'),
           ip: '', port: 0, workdir: '', providerRef: null, roleHash: a.roleHash, exports: null, importsSent: null,
           importsApplied: null, assignOrderId: null, stopOrderId: null, drainOrderId: null, restarts: 0, message: null, lastExit: null,
           createdAt: now, startedAt: null, stateSince: now, stopRequestedAt: null, drainRequestedAt: null, destroyedAt: null,
@@ -449,7 +459,7 @@ export class Controller {
         await this.record({ app: app.name, role: a.role ?? a.pool, instance: id, kind: a.role ? 'instance.create' : 'spare.create', message: a.reason });
         try {
           const made = await this.provider.createInstance({
-            instanceId: id, epoch: rec.epoch, joinToken: rec.joinToken, controllerUrl: this.controllerUrl ?? '', app: app.name, role: a.role,
+            instanceId: id, epoch: rec.epoch, key: rec.joinToken, controllerUrl: this.controllerUrl ?? '', app: app.name, role: a.role,
           });
           await this.store.updateInstance(id, { ip: made.ip, port: made.port, workdir: made.workdir, providerRef: made.providerRef });
         } catch (err) {
@@ -581,14 +591,31 @@ export class Controller {
   // ---------------------------------------------------------------- agent reports
 
   readonly handlers: TransportHandlers = {
-    onHello: async (msg: HelloMessage) => {
-      const inst = await this.store.getInstance(msg.instanceId);
-      if (!inst || !sameToken(inst.joinToken, msg.joinToken)) return { accept: false, reason: 'unknown instance or bad join token' };
+    keyFor: async (id: string) => (await this.store.getInstance(id))?.joinToken,
+    onJoin: async (id: string, epoch: number, _msg: JoinMessage) => {
+      const inst = await this.store.getInstance(id);
+      if (!inst) return { accept: false, reason: 'unknown instance' };
       if (inst.destroyedAt !== null || isTerminal(inst.state) || inst.state === 'unresponsive') {
         return { accept: false, reason: `instance ${inst.id} is ${inst.destroyedAt !== null ? 'destroyed' : inst.state}; it must not serve again` };
       }
-      if (msg.epoch !== inst.epoch) return { accept: false, reason: `stale epoch ${msg.epoch} (current ${inst.epoch})` };
+      if (epoch !== inst.epoch) return { accept: false, reason: `stale epoch ${epoch} (current ${inst.epoch})` };
       return { accept: true };
+    },
+    onSuspicious: ({ instanceId, reason, remote }) => {
+      this.metrics.suspicious.inc();
+      this.log.warn({ instance: instanceId, remote }, `agent connection: ${reason}`);
+      // One event per instance and reason a minute: a flood of bad frames must not flood the events.
+      const key = `${instanceId ?? '-'}/${reason.replace(/\(.*\)$/, '')}`;
+      const now = this.clock.now();
+      if ((this.suspiciousSeen.get(key) ?? -Infinity) > now - 60_000) return;
+      this.suspiciousSeen.set(key, now);
+      if (this.suspiciousSeen.size > 1000) this.suspiciousSeen.clear();
+      void this.store.getInstance(instanceId ?? '').then(async (inst) => {
+        await this.record({
+          app: inst?.app ?? null, role: inst?.role ?? null, instance: inst ? inst.id : null, kind: 'security.agent',
+          message: `agent connection${instanceId ? ` for ${instanceId}` : ''}${remote ? ` from ${remote}` : ''}: ${reason}`,
+        });
+      }).catch((err: unknown) => this.log.warn({ err }, 'could not record a security event'));
     },
     onConnect: async (id: string) => {
       for (const o of await this.store.pendingOrders(id)) this.transport?.send(id, { type: 'order', order: o.payload as Order });
@@ -608,7 +635,12 @@ export class Controller {
       }
       await this.applyStatus(inst, status, now);
     },
-    onAck: async (_id: string, orderId: string) => {
+    onAck: async (id: string, orderId: string) => {
+      // Only an order sent to this instance can be acknowledged by it.
+      if (!(await this.store.pendingOrders(id)).some((o) => o.id === orderId)) {
+        this.log.debug({ instance: id, orderId }, 'ignored an ack for an order this instance does not have pending');
+        return;
+      }
       await this.store.ackOrder(orderId, this.clock.now());
     },
     onLog: (id: string, lines: readonly string[]) => {
@@ -629,8 +661,15 @@ export class Controller {
   private async applyStatus(inst: InstanceRecord, s: AgentStatus, now: number): Promise<void> {
     // A controller-side verdict (unresponsive, failed) is not overturned by a late report.
     if (isTerminal(inst.state) || inst.state === 'unresponsive') return;
+    const app = await this.store.getApp(inst.app);
+    if (!app) return;
+    const v = await checkReport(inst, s, app, () => this.servingMembers(inst.app));
+    if (v.kind === 'impossible') {
+      await this.fenceImpossible(inst, v.reason, now);
+      return;
+    }
     const patch: { -readonly [K in keyof InstancePatch]: InstancePatch[K] } = {};
-    const exports = s.state === 'serving' && inst.goal === 'run' ? (s.exports ?? {}) : null;
+    const exports = v.kind === 'ok' ? v.exports : inst.exports;
     if (s.state !== inst.state) {
       patch.state = s.state;
       patch.stateSince = now;
@@ -663,6 +702,22 @@ export class Controller {
       }
     }
     if (patch.state !== undefined || patch.exports !== undefined) this.runner.enqueue(inst.app);
+  }
+
+  /**
+   * An instance reported what it could not have been doing: its agent is not carrying out our
+   * orders (tampered with, or confused). It serves no more: exports gone, fenced (the agent stops
+   * its role and exits), marked failed, and the planner replaces it.
+   */
+  private async fenceImpossible(inst: InstanceRecord, reason: string, now: number): Promise<void> {
+    this.transport?.fence(inst.id, `impossible report: ${reason}`);
+    await this.store.updateInstance(inst.id, { state: 'failed', stateSince: now, exports: null, message: `fenced: ${reason}` });
+    this.metrics.suspicious.inc();
+    await this.record({
+      app: inst.app, role: inst.role, instance: inst.id, kind: 'security.report',
+      message: `${inst.id} (${inst.role ?? 'spare'}) ${reason}; fenced and replaced`,
+    });
+    this.runner.enqueue(inst.app);
   }
 
   private async onAgentExit(id: string, code: number | null, signal: string | null): Promise<void> {

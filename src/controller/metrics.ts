@@ -16,5 +16,22 @@ export class ControllerMetrics {
   readonly drainSeconds = new Histogram({ name: 'drover_drain_duration_seconds', help: 'From drain start to instance stopped', buckets: [0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300], registers: [this.registry] });
   readonly reconcileSeconds = new Histogram({ name: 'drover_reconcile_duration_seconds', help: 'Time of one reconcile pass of one app', buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5], registers: [this.registry] });
   readonly reconcileErrors = new Counter({ name: 'drover_reconcile_errors_total', help: 'Reconcile passes that failed (retried with backoff)', registers: [this.registry] });
+  readonly suspicious = new Counter({ name: 'drover_agent_suspicious_total', help: 'Agent connections or reports refused as not authentic or impossible (forged frames, failed proofs, impossible reports)', registers: [this.registry] });
+  readonly stalls = new Counter({ name: 'drover_controller_stalls_total', help: "Times the controller's event loop was blocked long enough to miss heartbeats (agents are not blamed for them)", registers: [this.registry] });
+  readonly stalledSeconds = new Counter({ name: 'drover_controller_stalled_seconds_total', help: "Time the controller's event loop spent blocked in stalls", registers: [this.registry] });
+  /** Where {@link loopLag} reads the event-loop delay from at each scrape. */
+  loopLagSource?: () => { p99: number; max: number };
+  readonly loopLag: Gauge<'stat'> = (() => {
+    const metrics = this;
+    return new Gauge({
+      name: 'drover_event_loop_lag_seconds', help: "The controller's event-loop delay since the last scrape (p99, max)", labelNames: ['stat'] as const, registers: [this.registry],
+      collect(this: Gauge<'stat'>) {
+        const d = metrics.loopLagSource?.();
+        if (!d) return;
+        this.set({ stat: 'p99' }, d.p99);
+        this.set({ stat: 'max' }, d.max);
+      },
+    });
+  })();
   readonly connectedAgents = new Gauge({ name: 'drover_agents_connected', help: 'Agents connected to this controller', registers: [this.registry] });
 }

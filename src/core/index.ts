@@ -58,7 +58,16 @@ export {
   type Order,
   type OrderKind,
   type Vitals,
+  type HelloMessage,
+  type PlainControllerMessage,
+  WIRE_LIMITS,
 } from './protocol.js';
+
+export { checkControllerProof, controllerProof, NONCE_BYTES, SealedChannel, type FrameError, type HandshakeParams } from './auth.js';
+
+export { exportsUseImports, renderCommand, renderExports, roleBuiltins, roleWorkdir } from './render.js';
+
+export { agentMessageSchema, fitLines, helloSchema, parseAgentMessage, parseHello, truncate } from './wire.js';
 
 export { appFileJsonSchema, appFileSchema, compileAppSpec, parseAppFile, SpecError, type SpecIssue } from './spec.js';
 

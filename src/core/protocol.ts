@@ -7,7 +7,8 @@
 import type { InstanceState } from './states.js';
 import type { AppSpec, ResolvedImports, RoleSpec } from './types.js';
 
-export const PROTOCOL_VERSION = 1;
+/** 2: mutual authentication and sealed frames (auth.ts). */
+export const PROTOCOL_VERSION = 2;
 
 /** Everything the agent needs to run one role. */
 export interface Assignment {
@@ -102,13 +103,34 @@ export interface BalancerStatus {
   }[];
 }
 
+/**
+ * The agent's first message on a new connection, in the clear: who it says it is and a fresh
+ * nonce. No secret: the controller answers with a {@link ChallengeMessage} that proves it holds the
+ * instance's key, and the agent proves the same with its first sealed frame (auth.ts).
+ */
+export interface HelloMessage {
+  readonly type: 'hello';
+  readonly protocol: number;
+  readonly instanceId: string;
+  readonly epoch: number;
+  /** 32 random bytes, base64url. */
+  readonly nonce: string;
+}
+
+/** The controller's answer to a hello, in the clear. */
+export type PlainControllerMessage =
+  | { readonly type: 'challenge'; readonly nonce: string; readonly proof: string }
+  /**
+   * A refusal the controller cannot prove (it does not know the instance, or the hello was
+   * malformed). The agent does not obey it: it keeps its role and tries again later.
+   */
+  | { readonly type: 'refused'; readonly reason: string };
+
+/** What an agent sends inside sealed frames once the handshake is done. */
 export type AgentMessage =
   | {
-      readonly type: 'hello';
-      readonly protocol: number;
-      readonly instanceId: string;
-      readonly joinToken: string;
-      readonly epoch: number;
+      /** The first sealed message: proves the agent holds the key, and tells the whole status. */
+      readonly type: 'join';
       readonly pid: number;
       readonly status: AgentStatus;
       /** Order ids already applied (so a reconnect does not re-apply). */
@@ -118,10 +140,33 @@ export type AgentMessage =
   | { readonly type: 'status'; readonly status: AgentStatus; readonly vitals?: Vitals }
   | { readonly type: 'log'; readonly lines: readonly string[] };
 
+/** What the controller sends inside sealed frames. */
 export type ControllerMessage =
   | { readonly type: 'welcome'; readonly heartbeatMs: number }
   /** The instance is fenced (destroyed, replaced or unknown): the agent must stop its role and exit. */
   | { readonly type: 'refused'; readonly reason: string }
   | { readonly type: 'order'; readonly order: Order };
 
+/**
+ * Bounds of what an agent may say. The agent trims its own messages to fit (a long line is cut
+ * with a marker, never dropped); the controller refuses anything larger. A frame carrying the
+ * largest legal status stays well under the transport's 1 MiB message limit.
+ */
+export const WIRE_LIMITS = {
+  /** One output line, in characters. */
+  lineChars: 2000,
+  /** Lines in one `log` message, and in `lastExit.tail`. */
+  lines: 60,
+  /** `status.message`. */
+  messageChars: 2000,
+  /** An id, a role or state name, a version hash. */
+  idChars: 200,
+  /** One export value. */
+  exportChars: 4096,
+  exportKeys: 64,
+  /** Order ids in `join.applied`. */
+  applied: 1000,
+  balancerMembers: 1000,
+  metrics: 64,
+} as const;
 export type { AppSpec };

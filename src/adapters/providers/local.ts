@@ -7,7 +7,7 @@
  * groups of their own, and survive as orphans if the agent was killed with SIGKILL).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, openSync, closeSync, readdirSync, readFileSync } from 'node:fs';
+import { mkdirSync, openSync, closeSync, readdirSync, readFileSync, realpathSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -25,6 +25,17 @@ export interface LocalProviderOptions {
 }
 
 const MARKER = 'DROVER_INSTANCE_ID';
+
+/**
+ * The environment an agent inherits from the controller: the controller's own, less Drover's
+ * settings (`DROVER_TOKEN` and every other `DROVER_*`), which are the controller's business —
+ * except the agent tunables `DROVER_AGENT_*`, which are meant for it.
+ */
+function agentEnvBase(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+  const out: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(env)) if (!k.startsWith('DROVER_') || k.startsWith('DROVER_AGENT_')) out[k] = v;
+  return out;
+}
 
 /** The agent's entry point, next to this module in both src/ (tsx) and dist/ (compiled). */
 function agentCommand(): { file: string; execArgv: string[] } {
@@ -121,22 +132,23 @@ export class LocalProvider implements Provider {
 
   async createInstance(req: CreateInstanceRequest): Promise<CreatedInstance> {
     const workdir = join(this.opts.baseDir, req.instanceId);
-    mkdirSync(workdir, { recursive: true });
+    mkdirSync(workdir, { recursive: true, mode: 0o700 });
     const port = await this.reservePort();
     const { file, execArgv } = agentCommand();
-    const log = openSync(join(workdir, 'agent.log'), 'a');
+    const log = openSync(join(workdir, 'agent.log'), 'a', 0o600);
     let child: ChildProcess;
     try {
       child = spawn(process.execPath, [...execArgv, file], {
         cwd: workdir,
         detached: true,
-        stdio: ['ignore', log, log],
+        // The key goes through a pipe: not in the environment (readable in /proc by the role's
+        // processes), not in argv, not on disk.
+        stdio: ['pipe', log, log],
         env: {
-          ...process.env,
+          ...agentEnvBase(process.env),
           ...this.opts.env,
           [MARKER]: req.instanceId,
           DROVER_CONTROLLER_URL: req.controllerUrl,
-          DROVER_JOIN_TOKEN: req.joinToken,
           DROVER_EPOCH: String(req.epoch),
           DROVER_WORKDIR: workdir,
           DROVER_IP: this.ip,
@@ -151,6 +163,8 @@ export class LocalProvider implements Provider {
       this.reserved.delete(port);
       throw new Error(`could not start the agent for ${req.instanceId}`);
     }
+    child.stdin?.on('error', () => undefined);
+    child.stdin?.end(req.key + '\n');
     this.children.set(req.instanceId, child);
     child.on('exit', (code, signal) => {
       this.children.delete(req.instanceId);
@@ -211,4 +225,55 @@ export class LocalProvider implements Provider {
     this.children.clear();
     await Promise.resolve();
   }
+}
+
+/**
+ * Every process of the instances kept under `baseDir` (`<dataDir>/instances`), found without a
+ * controller or a store, for `drover down --force`: processes whose environment has
+ * `DROVER_WORKDIR=<baseDir>/...` (agents and role processes), and the agents
+ * (`DROVER_INSTANCE_ID=<id>`) and role processes (`DROVER_INSTANCE=<id>`) of every instance
+ * with a folder there. Zombies and this process are left out.
+ */
+export function processesOfInstancesIn(baseDir: string): { pid: number; instance: string }[] {
+  const dirs = [baseDir];
+  try {
+    const real = realpathSync(baseDir);
+    if (real !== baseDir) dirs.push(real);
+  } catch {
+    // no instances folder: only the environment can tell
+  }
+  let ids: Set<string>;
+  try {
+    ids = new Set(readdirSync(baseDir));
+  } catch {
+    ids = new Set();
+  }
+  const out: { pid: number; instance: string }[] = [];
+  let entries: string[];
+  try {
+    entries = readdirSync('/proc');
+  } catch {
+    return out;
+  }
+  for (const e of entries) {
+    if (!/^\d+$/.test(e)) continue;
+    const pid = Number(e);
+    if (pid === process.pid || !alive(pid)) continue;
+    let vars: string[];
+    try {
+      vars = readFileSync(`/proc/${e}/environ`, 'latin1').split('\0');
+    } catch {
+      continue; // gone, or not ours to read
+    }
+    let instance: string | undefined;
+    for (const v of vars) {
+      const eq = v.indexOf('=');
+      const [k, val] = [v.slice(0, eq), v.slice(eq + 1)];
+      if (k === 'DROVER_WORKDIR') {
+        for (const d of dirs) if (val.startsWith(d + '/')) instance ??= val.slice(d.length + 1).split('/')[0];
+      } else if ((k === MARKER || k === 'DROVER_INSTANCE') && ids.has(val)) instance ??= val;
+    }
+    if (instance) out.push({ pid, instance });
+  }
+  return out;
 }

@@ -1,11 +1,15 @@
 /**
  * Providers make and destroy instances. Each instance runs exactly one agent, which connects
- * back to the controller with the join token it was given.
+ * back to the controller and proves itself with the instance key it was given.
  */
 export interface CreateInstanceRequest {
   readonly instanceId: string;
   readonly epoch: number;
-  readonly joinToken: string;
+  /**
+   * The instance's key (core/auth.ts): the provider hands it to the agent privately — never in
+   * an environment variable, a command line or a world-readable file — and forgets it.
+   */
+  readonly key: string;
   /** Where the agent reaches the controller. */
   readonly controllerUrl: string;
   readonly app: string;

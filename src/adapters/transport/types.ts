@@ -1,21 +1,32 @@
 /**
  * Controller side of a transport: carries orders to agents and their reports back. The embedded
  * transport accepts agents' WebSocket connections on the controller's own HTTP server; an AMQP
- * transport would do the same through RabbitMQ queues.
+ * transport would do the same through RabbitMQ queues. Either way the handshake and the sealed
+ * frames of core/auth.ts run end to end between the controller and each agent.
  */
 import type { AgentMessage, AgentStatus, ControllerMessage, Vitals } from '../../core/index.js';
 
-export type HelloMessage = Extract<AgentMessage, { type: 'hello' }>;
+export type JoinMessage = Extract<AgentMessage, { type: 'join' }>;
 
 export interface TransportHandlers {
-  /** Decide whether an agent may join; a refusal is sent to the agent, which stops and exits. */
-  onHello(msg: HelloMessage): Promise<{ accept: true } | { accept: false; reason: string }>;
+  /**
+   * The per-instance key the agent must prove it holds, or undefined for an instance the
+   * controller does not know (the agent is told so without proof, and does not obey that).
+   */
+  keyFor(instanceId: string): Promise<string | undefined>;
+  /**
+   * The agent proved its identity: decide whether it may serve. A refusal is sent sealed, so the
+   * agent knows it comes from its controller, stops its role and exits.
+   */
+  onJoin(instanceId: string, epoch: number, msg: JoinMessage): Promise<{ accept: true } | { accept: false; reason: string }>;
   onStatus(instanceId: string, status: AgentStatus, vitals: Vitals | undefined): Promise<void>;
-  /** The agent is connected and accepted (after its hello's status was handled): re-send what it has not acknowledged. */
+  /** The agent is connected and accepted (after its join's status was handled): re-send what it has not acknowledged. */
   onConnect(instanceId: string): Promise<void>;
   onAck(instanceId: string, orderId: string): Promise<void>;
   onLog(instanceId: string, lines: readonly string[]): void;
   onDisconnect(instanceId: string): void;
+  /** Something an agent connection did that deserves an operator's attention (a forged frame, a refused hello). */
+  onSuspicious?(what: { instanceId: string | null; reason: string; remote: string | undefined }): void;
 }
 
 export interface ControllerTransport {

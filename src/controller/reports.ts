@@ -1,0 +1,83 @@
+/**
+ * What an agent may say about itself. An authenticated agent is still only trusted with facts
+ * about its own instance; a report that its instance could not have produced — a role it was
+ * never given, an export its role does not declare, an export value other than what the role's
+ * template renders to — means the instance is not doing what the controller ordered, and it is
+ * fenced and replaced rather than believed.
+ *
+ * Exports are never taken from the report: the controller renders them itself from the role's
+ * templates, its own record of the instance (address, port, folder) and the imports the agent
+ * says it applied; the report only has to agree.
+ */
+import {
+  exportsUseImports,
+  importsVersion,
+  renderExports,
+  resolveImports,
+  roleBuiltins,
+  roleHash,
+  type AgentStatus,
+  type ImportedMember,
+  type RoleSpec,
+} from '../core/index.js';
+import type { InstanceRecord, StoredApp } from '../adapters/store/index.js';
+
+export type ReportVerdict =
+  /** `exports`: what to store (null: none, not serving). */
+  | { readonly kind: 'ok'; readonly exports: Readonly<Record<string, string>> | null }
+  /** Cannot be checked now (the agent runs an older spec, or imports not yet applied): keep what is stored. */
+  | { readonly kind: 'keep' }
+  | { readonly kind: 'impossible'; readonly reason: string };
+
+const ROLE_STATES = new Set(['assigned', 'deploying', 'waiting', 'starting', 'serving', 'draining', 'stopping']);
+
+function show(v: string): string {
+  return JSON.stringify(v.length > 80 ? `${v.slice(0, 80)}…` : v);
+}
+
+/**
+ * Checks one status report against the instance's record and the app.
+ * `serving` gives the members the role would import now (to re-render import-based exports).
+ */
+export async function checkReport(
+  inst: InstanceRecord,
+  s: AgentStatus,
+  app: Pick<StoredApp, 'name' | 'appDir' | 'spec'>,
+  serving: () => Promise<Readonly<Record<string, readonly ImportedMember[]>>>,
+): Promise<ReportVerdict> {
+  if (s.role !== undefined && s.role !== inst.role) {
+    return { kind: 'impossible', reason: `reported running role ${show(s.role)}, which it was never ${inst.role === null ? 'given (it is a spare)' : `given (its role is ${inst.role})`}` };
+  }
+  if (inst.assignOrderId === null && ROLE_STATES.has(s.state)) {
+    return { kind: 'impossible', reason: `reported state ${s.state} without ever being given a role` };
+  }
+  const role: RoleSpec | undefined = inst.role !== null && Object.hasOwn(app.spec.roles, inst.role) ? app.spec.roles[inst.role] : undefined;
+  if (s.state !== 'serving' || inst.goal !== 'run' || role === undefined) {
+    if (s.exports !== undefined && Object.keys(s.exports).length > 0 && s.state !== 'serving') {
+      return { kind: 'impossible', reason: `reported exports while ${s.state}` };
+    }
+    return { kind: 'ok', exports: null };
+  }
+  const reported = s.exports ?? {};
+  // An instance that still runs an older spec of its role is being replaced: its exports were
+  // checked when they were first stored, against the spec it was given then.
+  if (inst.roleHash !== roleHash(role)) return { kind: 'keep' };
+  for (const k of Object.keys(reported)) {
+    if (!Object.hasOwn(role.exports, k)) return { kind: 'impossible', reason: `reported export ${show(k)}, which role ${role.name} does not declare` };
+  }
+  let imports = {};
+  if (exportsUseImports(role)) {
+    imports = resolveImports(role, await serving()).imports;
+    // Rendered with other imports than the ones it applied: check once it has caught up.
+    if (s.importsVersion === undefined || s.importsVersion !== importsVersion(imports)) return { kind: 'keep' };
+  }
+  const builtins = roleBuiltins(role, { app: app.name, appDir: app.appDir, instance: inst.id, ip: inst.ip, port: inst.port, workdir: inst.workdir });
+  const expected = renderExports(role, builtins, imports);
+  for (const [k, v] of Object.entries(expected)) {
+    const got = Object.hasOwn(reported, k) ? reported[k] : undefined;
+    if (got !== v) {
+      return { kind: 'impossible', reason: `reported export ${k} = ${got === undefined ? 'nothing' : show(got)}, but its role renders ${show(v)}` };
+    }
+  }
+  return { kind: 'ok', exports: expected };
+}

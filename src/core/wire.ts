@@ -1,0 +1,111 @@
+/**
+ * Strict checks of what agents send, shared by every transport: a message that does not match
+ * is dropped (and the connection closed), never half-read. Every string and array is bounded
+ * ({@link WIRE_LIMITS}); numbers must be finite; nothing is coerced.
+ */
+import { z } from 'zod';
+import { ALL_STATES, type InstanceState } from './states.js';
+import { WIRE_LIMITS as L, type AgentMessage, type HelloMessage } from './protocol.js';
+
+const id = z.string().min(1).max(L.idChars);
+const line = z.string().max(L.lineChars + 100);
+const num = z.number().finite();
+const nonneg = num.min(0);
+const count = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
+const state = z.enum(ALL_STATES as [InstanceState, ...InstanceState[]]);
+/** A record whose keys are checked as own, plain names (no `__proto__` games). */
+const record = <T extends z.ZodType>(value: T, max: number) =>
+  z.record(z.string().min(1).max(L.idChars).regex(/^[A-Za-z_][A-Za-z0-9_.-]*$/), value).refine((r) => Object.keys(r).length <= max, {
+    message: `more than ${max} entries`,
+  });
+
+const lastExit = z.object({
+  code: z.number().int().min(-1024).max(1024).nullable(),
+  signal: z.string().max(32).nullable(),
+  tail: z.array(line).max(L.lines),
+});
+
+const balancer = z.object({
+  driver: z.string().max(32),
+  listen: z.string().max(L.idChars),
+  members: z
+    .array(
+      z.object({
+        id: z.string().max(L.idChars),
+        address: z.string().max(L.idChars),
+        state: z.string().max(32),
+        removing: z.boolean(),
+        activeConnections: count,
+        totalRequests: count,
+        failures: count,
+        ejected: z.boolean(),
+      }),
+    )
+    .max(L.balancerMembers),
+});
+
+export const agentStatusSchema = z.object({
+  state,
+  role: id.optional(),
+  exports: record(z.string().max(L.exportChars), L.exportKeys).optional(),
+  importsVersion: id.optional(),
+  restarts: count,
+  lastExit: lastExit.optional(),
+  message: z.string().max(L.messageChars + 100).optional(),
+  servingSince: nonneg.optional(),
+  balancer: balancer.optional(),
+});
+
+const vitals = z.object({
+  at: nonneg,
+  loadavg: z.tuple([nonneg, nonneg, nonneg]),
+  cpu: nonneg,
+  memUsedBytes: nonneg,
+  memTotalBytes: nonneg,
+  role: z
+    .object({ cpu: nonneg, rssBytes: nonneg, pids: count, connections: count.optional() })
+    .optional(),
+  metrics: record(num, L.metrics).optional(),
+});
+
+export const agentMessageSchema = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('join'), pid: z.number().int().min(1).max(2 ** 31), status: agentStatusSchema, applied: z.array(id).max(L.applied) }),
+  z.object({ type: z.literal('ack'), orderId: id }),
+  z.object({ type: z.literal('status'), status: agentStatusSchema, vitals: vitals.optional() }),
+  z.object({ type: z.literal('log'), lines: z.array(line).max(L.lines) }),
+]);
+
+export const helloSchema = z.object({
+  type: z.literal('hello'),
+  protocol: z.number().int(),
+  instanceId: z.string().min(1).max(64).regex(/^[A-Za-z0-9_.-]+$/),
+  epoch: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER),
+  nonce: z.string().regex(/^[A-Za-z0-9_-]{43}$/),
+});
+
+/** The message, or why it is refused (for a log line; never sent back verbatim). */
+export function parseAgentMessage(m: unknown): { ok: true; message: AgentMessage } | { ok: false; reason: string } {
+  const r = agentMessageSchema.safeParse(m);
+  return r.success ? { ok: true, message: r.data as AgentMessage } : { ok: false, reason: firstIssue(r.error) };
+}
+
+export function parseHello(m: unknown): { ok: true; message: HelloMessage } | { ok: false; reason: string } {
+  const r = helloSchema.safeParse(m);
+  return r.success ? { ok: true, message: r.data } : { ok: false, reason: firstIssue(r.error) };
+}
+
+function firstIssue(e: z.ZodError): string {
+  const i = e.issues[0];
+  return i ? `${i.path.join('.') || '(message)'}: ${i.message}` : 'invalid';
+}
+
+/** Cuts `text` to `max` characters with a marker saying how much went. */
+export function truncate(text: string, max: number): string {
+  return text.length <= max ? text : `${text.slice(0, max)}…[${text.length - max} more characters cut]`;
+}
+
+/** The last `maxLines` lines, each cut to the line limit, with a marker line if some were left out. */
+export function fitLines(lines: readonly string[], maxLines: number = L.lines): string[] {
+  const kept = lines.length > maxLines ? [`…[${lines.length - maxLines + 1} earlier lines cut]`, ...lines.slice(-(maxLines - 1))] : [...lines];
+  return kept.map((l) => truncate(l, L.lineChars));
+}
