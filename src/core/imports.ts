@@ -149,9 +149,8 @@ function missingRefs(role: RoleSpec, imports: ResolvedImports): ImportRef[] {
 }
 
 function pick(exports: Readonly<Record<string, string>>, w: Wanted): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const [k, v] of Object.entries(exports)) if (w.all || w.keys.has(k)) out[k] = v;
-  return out;
+  // fromEntries defines own properties: an export an agent calls `__proto__` stays a key, not a prototype.
+  return Object.fromEntries(Object.entries(exports).filter(([k]) => w.all || w.keys.has(k)));
 }
 
 /**

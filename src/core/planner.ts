@@ -28,6 +28,7 @@
  */
 import { createHash } from 'node:crypto';
 import { dependents, importsVersion, resolveImports, stopOrder } from './imports.js';
+import { own } from './limits.js';
 import type { InstanceState } from './states.js';
 import type { AppSpec, ImportedMember, ResolvedImports, RoleSpec } from './types.js';
 
@@ -235,7 +236,7 @@ export function plan(input: PlanInput): Plan {
 
   // 1. Instances that are over: terminal, silent, stuck, or asked to leave long ago.
   for (const i of present) {
-    const role = i.role !== null ? spec.roles[i.role] : undefined;
+    const role = i.role !== null ? own(spec.roles, i.role) : undefined;
     const done = (finalState: 'terminated' | 'failed' | 'unresponsive', reason: string) => {
       actions.push({ kind: 'destroy', instanceId: i.id, role: i.role, finalState, reason });
       handled.add(i.id);
@@ -280,7 +281,8 @@ export function plan(input: PlanInput): Plan {
   const alive = present.filter((i) => !handled.has(i.id));
 
   // Serving members, by role: what importers see. Draining and leaving members are already out.
-  const serving: Record<string, ImportedMember[]> = {};
+  // No prototype: an instance's role comes from the store, and `serving.constructor ??= []` must not find Object.
+  const serving: Record<string, ImportedMember[]> = Object.create(null) as Record<string, ImportedMember[]>;
   for (const i of alive) {
     if (i.role !== null && i.goal === 'run' && i.state === 'serving' && i.exports) (serving[i.role] ??= []).push({ instance: i.id, exports: i.exports });
   }
@@ -304,7 +306,7 @@ export function plan(input: PlanInput): Plan {
       }
     };
     stopAll(null);
-    const orphanRoles = [...new Set(alive.map((i) => i.role).filter((r): r is string => r !== null && !spec.roles[r]))];
+    const orphanRoles = [...new Set(alive.map((i) => i.role).filter((r): r is string => r !== null && !own(spec.roles, r)))];
     for (const wave of [orphanRoles, ...stopOrder(spec)]) {
       for (const role of wave) stopAll(role);
       if (wave.some(remaining)) break;
@@ -316,7 +318,7 @@ export function plan(input: PlanInput): Plan {
 
   // 3. Instances of roles no longer in the app.
   for (const i of alive) {
-    if (i.role !== null && !spec.roles[i.role] && i.goal !== 'stop') {
+    if (i.role !== null && !own(spec.roles, i.role) && i.goal !== 'stop') {
       actions.push({ kind: 'stop', instanceId: i.id, role: i.role, reason: `role ${i.role} was removed from the app; stopping ${i.id}` });
       converged = false;
     }
@@ -359,7 +361,7 @@ export function plan(input: PlanInput): Plan {
   // 4. Each role: size, rolling update, drain, assignment, imports.
   for (const role of Object.values(spec.roles)) {
     const hash = roleHash(role);
-    const desired = Math.min(role.max, Math.max(role.min, input.desired[role.name] ?? role.count));
+    const desired = Math.min(role.max, Math.max(role.min, own(input.desired, role.name) ?? role.count));
     const mine = alive.filter((i) => i.role === role.name);
     const live = mine.filter((i) => i.goal === 'run' && LIVE.has(i.state));
     const draining = mine.filter((i) => i.goal === 'drain');
@@ -472,7 +474,7 @@ export function plan(input: PlanInput): Plan {
 
   // 5. Unresponsive instances: destroyed once their role is back to strength, or after a grace.
   for (const u of unresponsive) {
-    const s = u.role !== null ? summaries[u.role] : undefined;
+    const s = u.role !== null ? own(summaries, u.role) : undefined;
     const strong = !s || s.serving >= s.desired;
     const since = u.state === 'unresponsive' ? u.stateSince : now;
     if (strong || now - since >= o.unresponsiveGraceMs) {
@@ -487,7 +489,7 @@ export function plan(input: PlanInput): Plan {
   // 6. Drains: the drain order goes once every importer has applied imports without the member.
   for (const i of alive) {
     if (i.goal !== 'drain' || i.drainOrderId !== null || i.role === null) continue;
-    const role = spec.roles[i.role];
+    const role = own(spec.roles, i.role);
     if (!role) continue;
     const importers = alive.filter(
       (x) => x.role !== null && x.goal === 'run' && x.assignOrderId !== null && dependents(spec, role.name).includes(x.role),
@@ -526,7 +528,7 @@ export function plan(input: PlanInput): Plan {
   }
   // Spares of pools that no longer exist.
   for (const s of allSpares) {
-    if (s.pool !== null && s.pool !== '*' && !spec.roles[s.pool]) actions.push({ kind: 'stop', instanceId: s.id, role: null, reason: `role ${s.pool} was removed; releasing its spare ${s.id}` });
+    if (s.pool !== null && s.pool !== '*' && !own(spec.roles, s.pool)) actions.push({ kind: 'stop', instanceId: s.id, role: null, reason: `role ${s.pool} was removed; releasing its spare ${s.id}` });
   }
 
   if (!converged && requeue === undefined) wakeIn(1000);

@@ -189,7 +189,7 @@ test('a bad duration is refused', () => {
     'roles.db.health.timeout: expected a duration greater than 0',
   ]);
   assert.deepEqual(refusal(yaml(['app: x', 'roles:', '  db:', '    stopTimeout: 1000h'])), [
-    'roles.db.stopTimeout: expected a duration of at most 596h',
+    'roles.db.stopTimeout: expected a duration of at most 24h',
   ]);
 });
 
@@ -537,4 +537,158 @@ test('scaling: policies need bounds, and name metrics that exist', () => {
 test('a count alone stays within the largest role size', () => {
   assert.deepEqual(refusal(yaml(['app: x', 'roles:', '  w:', '    count: 1001', '    start: w'])), ['roles.w.count: must be at most 1000']);
   assert.equal(parseAppFile(yaml(['app: x', 'roles:', '  w:', '    count: 1000', '    start: w'])).roles.w?.max, 1000);
+});
+
+// ---- bounded, strict input ----------------------------------------------------------------------
+
+test('control characters are refused in every string, with the field named; commands and env values may span lines', () => {
+  const lines = refusal(
+    yaml([
+      'app: x',
+      'roles:',
+      '  api:',
+      '    start: "node api.mjs\\0--evil"',
+      '    deploy: "echo a\\u007f"',
+      '    exports: { url: "http://a\\nb" }',
+      '    env: { A: "x\\ry" }',
+      '    health: { http: "/h\\th" }',
+    ]),
+  );
+  assert.deepEqual(lines.sort(), [
+    'roles.api.deploy: control character U+007F is not allowed',
+    'roles.api.env.A: control character U+000D is not allowed',
+    'roles.api.exports.url: control character U+000A is not allowed here (only commands and env values may hold tabs and newlines)',
+    'roles.api.health.http: control character U+0009 is not allowed here (only commands and env values may hold tabs and newlines)',
+    'roles.api.start: control character U+0000 is not allowed',
+  ]);
+  // A key, too, and a JSON spec as well as YAML.
+  assert.throws(() => compileAppSpec({ app: 'x', roles: { a: { env: { 'A\u0001': 'b' } } } }), /roles\.a\.env: key "A\\u0001": control character U\+0001 is not allowed/);
+  const ok = parseAppFile(yaml(['app: x', 'roles:', '  a:', '    deploy: |', '      set -e', '      \techo hi', '    env: { CERT: "a\\nb\\tc" }']));
+  assert.equal(ok.roles.a?.deploy, 'set -e\n\techo hi\n');
+  assert.equal(ok.roles.a?.env.CERT, 'a\nb\tc');
+});
+
+test('names that collide with Object built-ins are refused wherever they would become a record key', () => {
+  const lines = refusal(
+    yaml([
+      'app: constructor',
+      'roles:',
+      '  constructor: { start: x }',
+      '  prototype: { start: x }',
+      '  a:',
+      '    start: x',
+      '    env: { toString: a, hasOwnProperty: b }',
+      '    exports: { valueOf: c, __proto__: d }',
+      '    min: 0',
+      '    max: 2',
+      '    metrics: [{ name: isPrototypeOf, http: /m, select: m }]',
+      '    scale: [{ target: { metric: isPrototypeOf, target: 1 } }]',
+    ]),
+  );
+  assert.deepEqual(lines.sort(), [
+    'app: "constructor" is a reserved name',
+    'roles.a.env.hasOwnProperty: "hasOwnProperty" is a reserved name',
+    'roles.a.env.toString: "toString" is a reserved name',
+    'roles.a.exports.__proto__: "__proto__" is a reserved name',
+    'roles.a.exports.valueOf: "valueOf" is a reserved name',
+    'roles.a.metrics[0].name: "isPrototypeOf" is a reserved name',
+    'roles.constructor: "constructor" is a reserved name',
+    'roles.prototype: "prototype" is a reserved name',
+  ]);
+  // A JSON spec with a __proto__ key (JSON.parse makes it an own property) is refused the same way.
+  assert.throws(() => compileAppSpec(JSON.parse('{"app":"x","roles":{"__proto__":{"start":"x"},"a":{}}}')), /roles\.__proto__: "__proto__" is a reserved name/);
+});
+
+test('the DROVER_ prefix is reserved: for env keys, and for role names whose exports would become DROVER_ variables', () => {
+  assert.deepEqual(refusal(yaml(['app: x', 'roles:', '  a:', '    start: x', '    env: { DROVER_IP: 1.2.3.4, PORT: 80, MY_DROVER_X: y }'])), [
+    'roles.a.env.DROVER_IP: the DROVER_ prefix is reserved for the variables drover sets',
+  ]);
+  assert.deepEqual(refusal(yaml(['app: x', 'roles:', '  drover: { start: x }', '  drover-db: { start: x }', '  droverish: { start: x }'])), [
+    'roles.drover: role names "drover" and "drover-…" are reserved: their exports would become DROVER_ variables of their importers',
+    'roles.drover-db: role names "drover" and "drover-…" are reserved: their exports would become DROVER_ variables of their importers',
+  ]);
+});
+
+test('user: a Unix user name or a uid, kept as text', () => {
+  const role = (u: string) => yaml(['app: x', 'roles:', '  a:', '    start: x', `    user: ${u}`]);
+  assert.equal(parseAppFile(role('www-data')).roles.a?.user, 'www-data');
+  assert.equal(parseAppFile(role('_svc$')).roles.a?.user, '_svc$');
+  assert.equal(parseAppFile(role('1000')).roles.a?.user, '1000');
+  assert.equal(parseAppFile(role('"0"')).roles.a?.user, '0');
+  assert.equal(parseAppFile(role('4294967294')).roles.a?.user, '4294967294');
+  assert.equal(parseAppFile(yaml(['app: x', 'roles:', '  a: { start: x }'])).roles.a?.user, undefined);
+  const rule = 'roles.a.user: expected a Unix user name (^[a-z_][a-z0-9_-]{0,31}\\$?$) or a uid from 0 to 4294967294';
+  for (const bad of ['Root', '4294967295', '-1', '1.5', '"a b"', '"../x"', 'x23456789012345678901234567890123', 'true', '[a]']) {
+    assert.deepEqual(refusal(role(bad)), [rule], bad);
+  }
+});
+
+test('every number has an upper bound', () => {
+  const role = (...lines: string[]) => yaml(['app: x', 'roles:', '  a:', '    start: x', ...lines.map((l) => `    ${l}`)]);
+  assert.deepEqual(refusal(role('min: 0', 'max: 1001')), ['roles.a.max: must be at most 1000']);
+  assert.deepEqual(refusal(role('min: 1001', 'max: 1001')), ['roles.a.min: must be at most 1000', 'roles.a.max: must be at most 1000']);
+  assert.deepEqual(refusal(role('spares: 101')), ['roles.a.spares: must be at most 100']);
+  assert.deepEqual(refusal(yaml(['app: x', 'spares: 101', 'roles:', '  a: { start: x }'])), ['spares: must be at most 100']);
+  assert.deepEqual(refusal(role('stopTimeout: 25h')), ['roles.a.stopTimeout: expected a duration of at most 24h']);
+  assert.deepEqual(refusal(role('drainTimeout: 1441m')), ['roles.a.drainTimeout: expected a duration of at most 24h']);
+  assert.deepEqual(refusal(role('health: { tcp: true, failureThreshold: 101 }')), ['roles.a.health.failureThreshold: must be at most 100']);
+  assert.deepEqual(refusal(yaml(['app: x', 'roles:', '  a:', '    loadBalancer: { members: a.x, listen: 65536 }'])).filter((l) => l.includes('listen')), [
+    'roles.a.loadBalancer.listen: expected a port from 1 to 65535',
+  ]);
+  // Numbers the schema does not bound itself (a threshold, a target) are within ±1e15.
+  assert.deepEqual(refusal(role('min: 0', 'max: 2', 'scale: [{ threshold: { metric: cpu, upper: 1e16 } }]')), [
+    'roles.a.scale[0].threshold.upper: expected a number from -1000000000000000 to 1000000000000000',
+  ]);
+  assert.equal(parseAppFile(role('stopTimeout: 24h', 'spares: 100', 'count: 1000')).roles.a?.stopTimeoutMs, 86_400_000);
+});
+
+test('the JSON Schema carries the bounds', () => {
+  const text = JSON.stringify(appFileJsonSchema());
+  const role = (appFileJsonSchema() as { properties: { roles: { additionalProperties: { properties: Record<string, { maximum?: number }> } } } }).properties.roles.additionalProperties.properties;
+  assert.equal(role.count?.maximum, 1000);
+  assert.equal(role.max?.maximum, 1000);
+  assert.equal(role.spares?.maximum, 100);
+  assert.ok(role.user, 'user is in the schema');
+  assert.match(text, /"maximum":65535/);
+});
+
+// ---- bounded parsing: each hostile file is refused fast, with a reason --------------------------
+
+/** Refused within `ms`, with a message matching `reason`. */
+function refusedFast(text: string, reason: RegExp, ms = 2000): void {
+  const t0 = performance.now();
+  const lines = refusal(text);
+  const took = performance.now() - t0;
+  assert.ok(lines.some((l) => reason.test(l)), `${lines.join('\n')} !~ ${String(reason)}`);
+  assert.ok(took < ms, `took ${Math.round(took)} ms`);
+}
+
+test('bounded parsing: size, nesting, aliases, entries, roles, values, string length', () => {
+  refusedFast(`app: x\nroles:\n  a:\n    start: "${'x'.repeat(300 * 1024)}"\n`, /^the app file is \d+ bytes; at most 262144 \(256 KiB\) are allowed$/);
+  refusedFast(`app: x\nroles: ${'['.repeat(100_000)}${']'.repeat(100_000)}\n`, /^nested more than 32 levels deep \(at line 2, column \d+\)$/);
+  refusedFast(`app: x\nroles:\n  - ${'- '.repeat(100_000)}x\n`, /^nested more than 32 levels deep/);
+  refusedFast(`app: x\nroles: ${'{a: '.repeat(50_000)}1${'}'.repeat(50_000)}\n`, /^nested more than 32 levels deep/);
+  // Many keys in one mapping: the duplicate-key check is quadratic, so the count is checked first.
+  refusedFast(`app: x\nroles:\n  a:\n    env:\n${Array.from({ length: 15_000 }, (_, i) => `      K${i}: v\n`).join('')}`, /^a mapping or list with more than 1000 entries \(at line 5, column 7\)$/);
+  refusedFast(`app: x\nx: &a [1]\nroles: [${Array.from({ length: 500 }, () => '*a').join(',')}]\n`, /^more than 100 aliases/);
+  const bomb = ['a: &a ["x","x","x","x","x","x","x","x","x"]', 'b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]', 'c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]', 'd: [*c,*c,*c,*c,*c,*c,*c,*c,*c]', 'app: x', 'roles: {}'];
+  refusedFast(yaml(bomb), /^YAML error: Excessive alias count/);
+  refusedFast(`app: x\nroles:\n${Array.from({ length: 150 }, (_, i) => `  r${i}: { start: x }\n`).join('')}`, /^roles: at most 100 roles are allowed \(found 150\)$/);
+  refusedFast(`app: x\nroles:\n  a:\n    start: "${'x'.repeat(70 * 1024)}"\n`, /^roles\.a\.start: longer than 65536 characters$/);
+  // Values past the limit once aliases are expanded (a JSON spec has no aliases, but may share references).
+  const big = Array.from({ length: 900 }, () => 'x');
+  const shared = Array.from({ length: 30 }, () => big);
+  assert.throws(() => compileAppSpec({ app: 'x', roles: { a: { env: {}, imports: shared } } }), /more than 20000 values/);
+  const deep: unknown[] = [];
+  let at = deep;
+  for (let i = 0; i < 100_000; i++) at = (at[0] = []);
+  assert.throws(() => compileAppSpec({ app: 'x', roles: deep }), /^SpecError: roles(\[0\])+: nested more than 32 levels deep$/);
+});
+
+test('a file at the size limit that is valid still compiles', () => {
+  const filler = '#'.repeat(200) + '\n';
+  const head = yaml(['app: x', 'roles:', '  a: { start: x }']);
+  const text = head + filler.repeat(Math.floor((256 * 1024 - head.length) / filler.length));
+  assert.ok(Buffer.byteLength(text) <= 256 * 1024);
+  assert.equal(parseAppFile(text).app, 'x');
 });

@@ -4,8 +4,9 @@
  * field (`roles.api.imports[0]`) and the reason; nothing downstream ever sees a half-valid spec.
  */
 import { z } from 'zod';
-import { LineCounter, parseDocument } from 'yaml';
+import { Composer, Lexer, LineCounter, Parser, type CST, type Document } from 'yaml';
 import { cyclesOf } from './imports.js';
+import { APP_FILE_LIMITS, MAX_FAILURE_THRESHOLD, MAX_ROLE_COUNT, MAX_SPARES, RESERVED_NAMES, shapeIssues } from './limits.js';
 import { duration, err, intAtLeast } from './schema-words.js';
 import { checkPolicyMetrics, compileMetrics, compileScale, metricsSchema, scaleSchema } from './policy-spec.js';
 import { envName, templateRefs } from './template.js';
@@ -38,6 +39,13 @@ const EXPORT_KEY = /^[A-Za-z_][A-Za-z0-9_-]*$/;
 const IMPORT = /^([a-z][a-z0-9-]{0,62})\.([A-Za-z_][A-Za-z0-9_-]*|\*)(\?)?$/;
 
 const NAME_RULE = 'lowercase letters, digits and "-", starting with a letter, at most 63 characters';
+/** A Unix user name as useradd takes it (a trailing `$` for machine accounts), or a uid. */
+const USER_NAME = /^[a-z_][a-z0-9_-]{0,31}\$?$/;
+/** 2^32 - 1 is (uid_t)-1, "no user", which setuid refuses. */
+const MAX_UID = 4_294_967_294;
+const USER_RULE = `a Unix user name (${USER_NAME.source}) or a uid from 0 to ${MAX_UID}`;
+
+const reservedName = (n: string) => RESERVED_NAMES.has(n);
 
 
 const command = (what: string) =>
@@ -53,13 +61,36 @@ const scalarText = z
 
 const envKey = z
   .string()
-  .regex(ENV_KEY, { error: 'invalid variable name: expected letters, digits and "_", not starting with a digit' });
+  .regex(ENV_KEY, { error: 'invalid variable name: expected letters, digits and "_", not starting with a digit', abort: true })
+  .refine((k) => !k.startsWith('DROVER_'), { error: 'the DROVER_ prefix is reserved for the variables drover sets' });
 
 const exportKey = z.string().regex(EXPORT_KEY, {
   error: 'invalid export name: expected letters, digits, "_" and "-", starting with a letter or "_"',
 });
 
-const roleName = z.string().regex(NAME, { error: `invalid role name: expected ${NAME_RULE}` });
+// A role `drover` or `drover-x` would turn its exports into DROVER_* variables of its importers
+// (`${drover-x.url}` → DROVER_X_URL), where they could pass for drover's own.
+const roleName = z
+  .string()
+  .regex(NAME, { error: `invalid role name: expected ${NAME_RULE}`, abort: true })
+  .refine((n) => n !== 'drover' && !n.startsWith('drover-'), {
+    error: 'role names "drover" and "drover-…" are reserved: their exports would become DROVER_ variables of their importers',
+  });
+
+const userSchema = z
+  .union(
+    [
+      z.int(`expected ${USER_RULE}`).min(0, `expected ${USER_RULE}`).max(MAX_UID, `expected ${USER_RULE}`),
+      z.string().regex(USER_NAME),
+      z.string().regex(/^\d{1,10}$/).refine((s) => Number(s) <= MAX_UID, `expected ${USER_RULE}`),
+    ],
+    err(`expected ${USER_RULE}`),
+  )
+  .transform((u) => String(u))
+  .meta({
+    description:
+      "Runs the role's commands as this Unix user (a name or a uid). Needs the agent to run as root; the instance folder is made writable for that user.",
+  });
 
 const importRef = z
   .string(err('expected "role.key", "role.*" or "role.key?"'))
@@ -92,7 +123,7 @@ const healthSchema = z
       exec: command('A bash command run with the role\'s environment; exit 0 is healthy.').optional(),
       interval: duration({ positive: true }).prefault('2s').meta({ description: 'Time between probes.' }),
       timeout: duration({ positive: true }).prefault('1s').meta({ description: 'Time one probe may take.' }),
-      failureThreshold: intAtLeast(1)
+      failureThreshold: intAtLeast(1, MAX_FAILURE_THRESHOLD)
         .default(3)
         .meta({ description: 'Consecutive failed probes before the check counts as failed.' }),
     },
@@ -135,13 +166,13 @@ const loadBalancerSchema = z
           {
             path: z.string().regex(/^\//, err('expected a path starting with "/"')).optional(),
             interval: duration({ positive: true }).prefault('2s'),
-            failureThreshold: intAtLeast(1).default(3),
+            failureThreshold: intAtLeast(1, MAX_FAILURE_THRESHOLD).default(3),
           },
           err('expected a mapping'),
         )
         .optional()
         .meta({ description: 'Active health checks of members (HTTP GET of path, else TCP connect).' }),
-      ejectAfterFailures: intAtLeast(1).default(3).meta({ description: 'Consecutive failed connections that take a member out (passive health).' }),
+      ejectAfterFailures: intAtLeast(1, MAX_FAILURE_THRESHOLD).default(3).meta({ description: 'Consecutive failed connections that take a member out (passive health).' }),
       ejectFor: duration({ positive: true }).prefault('10s').meta({ description: 'How long an ejected member stays out before it is tried again.' }),
     },
     err('expected a mapping'),
@@ -151,16 +182,17 @@ const loadBalancerSchema = z
 const roleSchema = z
   .strictObject(
     {
-      count: intAtLeast(0)
+      count: intAtLeast(0, MAX_ROLE_COUNT)
         .optional()
         .meta({ description: 'Instances to run. Alone: a fixed size. With min/max: the size to start at (default min).' }),
-      min: intAtLeast(0).optional().meta({ description: 'Fewest instances scaling may leave. Goes with max.' }),
-      max: intAtLeast(1).optional().meta({ description: 'Most instances scaling may make. Goes with min.' }),
+      min: intAtLeast(0, MAX_ROLE_COUNT).optional().meta({ description: 'Fewest instances scaling may leave. Goes with max.' }),
+      max: intAtLeast(1, MAX_ROLE_COUNT).optional().meta({ description: 'Most instances scaling may make. Goes with min.' }),
       start: command('Long-running command the agent starts and supervises (templated).').optional(),
       deploy: command('bash script run once before start: fetch, build, configure (templated).').optional(),
       stop: command('bash script run to stop the role; SIGTERM otherwise (templated).').optional(),
       update: command('bash script re-run whenever an import changes value or members (templated).').optional(),
       undeploy: command('bash script run after stop when the instance leaves the role (templated).').optional(),
+      user: userSchema.optional(),
       env: z
         .record(envKey, scalarText, err('expected a mapping of variable names to values'))
         .optional()
@@ -171,13 +203,14 @@ const roleSchema = z
         .meta({ description: 'Values published once the role serves, e.g. url: "http://${ip}:${port}".' }),
       imports: z
         .array(importRef, err('expected a list such as [db.url, cache.url?]'))
+        .max(100, { error: 'at most 100 imports' })
         .optional()
         .meta({ description: 'Exports of other roles this role needs; a required one holds the start until it resolves.' }),
       health: healthSchema.optional(),
       stopTimeout: duration({ positive: false })
         .prefault('10s')
         .meta({ description: 'Time stop (or SIGTERM) has before SIGKILL.' }),
-      spares: intAtLeast(0)
+      spares: intAtLeast(0, MAX_SPARES)
         .optional()
         .meta({ description: 'Warm spares kept for this role: agents running, no role yet, ready to take it in about a second.' }),
       warmup: duration({ positive: false })
@@ -196,9 +229,6 @@ const roleSchema = z
     const issue = (path: string, message: string) => ctx.addIssue({ code: 'custom', input: r, path: [path], message });
     if (r.scale?.length && r.min === undefined && r.max === undefined) issue('scale', 'needs min and max: the bounds scaling stays within');
     if (r.loadBalancer && r.start !== undefined) issue('start', 'a load balancer role runs its driver; leave start out');
-    if (r.min === undefined && r.max === undefined && r.count !== undefined && r.count > MAX_ROLE_COUNT) {
-      issue('count', `must be at most ${MAX_ROLE_COUNT}`);
-    }
     if (r.min !== undefined && r.max === undefined) issue('max', 'required when min is set');
     else if (r.max !== undefined && r.min === undefined) issue('min', 'required when max is set');
     else if (r.min !== undefined && r.max !== undefined) {
@@ -220,9 +250,10 @@ export const appFileSchema = z
     {
       app: z
         .string(err(`expected a name of ${NAME_RULE}`))
-        .regex(NAME, err(`expected a name of ${NAME_RULE}`))
+        .regex(NAME, { ...err(`expected a name of ${NAME_RULE}`), abort: true })
+        .refine((n) => !reservedName(n), { error: (iss) => `${JSON.stringify(iss.input)} is a reserved name` })
         .meta({ description: `The application's name: ${NAME_RULE}.` }),
-      spares: intAtLeast(0)
+      spares: intAtLeast(0, MAX_SPARES)
         .optional()
         .meta({ description: 'Warm spares kept for any role of the app; a scale-out takes one before making a new instance.' }),
       roles: z
@@ -280,21 +311,42 @@ export function appFileJsonSchema(): Record<string, unknown> {
 // ---------------------------------------------------------------------------------------------
 // Compile
 
-/** YAML text → {@link AppSpec}. Throws {@link SpecError} listing every problem, YAML syntax included. */
+/**
+ * YAML text → {@link AppSpec}. Throws {@link SpecError} listing every problem, YAML syntax included.
+ *
+ * Bounded: the text is refused past {@link APP_FILE_LIMITS}`.bytes` before it is looked at; the
+ * tokens are then checked for nesting, entries per collection and aliases before the YAML tree
+ * is built (the duplicate-key check costs the square of a mapping's size, the tree is built by
+ * recursion); the value is checked for its expanded size before any schema walks it. Each step
+ * is linear in what the previous one let through. The controller still runs this in a worker
+ * thread with a hard time limit (src/controller/app-file-parser.ts): these bounds give a clear
+ * reason, the worker makes sure a case they miss cannot stall the controller.
+ */
 export function parseAppFile(text: string): AppSpec {
+  const bytes = Buffer.byteLength(text, 'utf8');
+  if (bytes > APP_FILE_LIMITS.bytes) {
+    throw new SpecError([{ path: '', message: `the app file is ${bytes} bytes; at most ${APP_FILE_LIMITS.bytes} (256 KiB) are allowed` }]);
+  }
   const lineCounter = new LineCounter();
-  const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
+  const where = (offset: number) => {
+    const { line, col } = lineCounter.linePos(offset);
+    return `line ${line}, column ${col}`;
+  };
+  const tokens = boundedTokens(text, lineCounter, where);
+  let doc: Document.Parsed | undefined;
+  for (const d of new Composer({ prettyErrors: false, uniqueKeys: true }).compose(tokens, true, text.length)) {
+    if (doc) {
+      throw new SpecError([{ path: '', message: `YAML syntax error at ${where(d.range[0])}: the app file holds more than one YAML document` }]);
+    }
+    doc = d;
+  }
+  if (!doc) return compileAppSpec(undefined);
   if (doc.errors.length > 0) {
-    throw new SpecError(
-      doc.errors.map((e) => {
-        const { line, col } = lineCounter.linePos(e.pos[0]);
-        return { path: '', message: `YAML syntax error at line ${line}, column ${col}: ${e.message}` };
-      }),
-    );
+    throw new SpecError(doc.errors.map((e) => ({ path: '', message: `YAML syntax error at ${where(e.pos[0])}: ${e.message}` })));
   }
   let raw: unknown;
   try {
-    raw = doc.toJS({ maxAliasCount: 100 });
+    raw = doc.toJS({ maxAliasCount: APP_FILE_LIMITS.aliases });
   } catch (cause) {
     // Alias bombs and aliases to nowhere surface only here.
     const reason = cause instanceof Error ? cause.message : String(cause);
@@ -303,48 +355,98 @@ export function parseAppFile(text: string): AppSpec {
   return compileAppSpec(raw);
 }
 
+/**
+ * The YAML tokens (CST) of `text`, refused when they nest too deep, hold too many entries in one
+ * collection or too many aliases. The lexer and parser are iterative; the nesting is read off the
+ * parser's own stack as it grows, so a `[[[[…` of any length is refused before anything recurses.
+ */
+function boundedTokens(text: string, lineCounter: LineCounter, where: (offset: number) => string): CST.Token[] {
+  const L = APP_FILE_LIMITS;
+  const fail = (offset: number, message: string): never => {
+    throw new SpecError([{ path: '', message: `${message} (at ${where(offset)})` }]);
+  };
+  const parser = new Parser(lineCounter.addNewLine);
+  lineCounter.addNewLine(0);
+  const tokens: CST.Token[] = [];
+  // A level of nesting takes one entry of the parser's stack, plus a few for the document and
+  // the scalar or item being read; the exact depth is checked again on the value (shapeIssues).
+  const maxStack = L.depth + 8;
+  for (const lexeme of new Lexer().lex(text)) {
+    for (const t of parser.next(lexeme)) tokens.push(t);
+    if (parser.stack.length > maxStack) fail(parser.offset, `nested more than ${L.depth} levels deep`);
+  }
+  for (const t of parser.end()) tokens.push(t);
+
+  let aliases = 0;
+  const stack: CST.Token[] = [...tokens];
+  while (stack.length > 0) {
+    const t = stack.pop()!;
+    if (t.type === 'alias') {
+      if (++aliases > L.aliases) fail(t.offset, `more than ${L.aliases} aliases`);
+    } else if (t.type === 'document') {
+      if (t.value) stack.push(t.value);
+    } else if (t.type === 'block-map' || t.type === 'block-seq' || t.type === 'flow-collection') {
+      if (t.items.length > L.entries) fail(t.offset, `a mapping or list with more than ${L.entries} entries`);
+      for (const item of t.items) {
+        if (item.key) stack.push(item.key);
+        if (item.value) stack.push(item.value);
+      }
+    }
+  }
+  return tokens;
+}
+
+const COMMANDS: ReadonlySet<string> = new Set(['start', 'deploy', 'stop', 'update', 'undeploy']);
+
+/**
+ * Where a string may hold tabs and newlines: commands and scripts (a `deploy: |` block), and env
+ * values (a certificate, a config snippet). Names, exports, paths, URLs and selectors are one
+ * line: an export becomes a variable and a template value of other roles, where a newline would
+ * split what their commands read.
+ */
+function isMultiLine(path: readonly (string | number)[]): boolean {
+  if (path[0] !== 'roles' || typeof path[2] !== 'string') return false;
+  if (path.length === 3) return COMMANDS.has(path[2]);
+  if (path.length === 4) return path[2] === 'env' || (path[2] === 'health' && path[3] === 'exec');
+  return false;
+}
+
 /** A parsed app file (any JS value) → {@link AppSpec}, or {@link SpecError} listing every problem. */
 export function compileAppSpec(raw: unknown): AppSpec {
-  const issues: SpecIssue[] = [];
+  // The shape first: past a bound, no schema may walk the value.
+  const shape = shapeIssues(raw, isMultiLine);
+  const issues: SpecIssue[] = shape.issues.map((i) => ({ path: pathOf(i.path), message: i.message }));
+  if (shape.fatal) throw new SpecError(issues);
+  const rawRoles = isObject(raw) && Object.hasOwn(raw, 'roles') ? raw.roles : undefined;
+  if (isObject(rawRoles) && Object.keys(rawRoles).length > APP_FILE_LIMITS.roles) {
+    throw new SpecError([{ path: 'roles', message: `at most ${APP_FILE_LIMITS.roles} roles are allowed (found ${Object.keys(rawRoles).length})` }]);
+  }
+  // One reason per field: the shape's (a control character, a reserved name) is the one to fix first.
+  const shaped = new Set(issues.map((i) => i.path));
   const parsed = appFileSchema.safeParse(raw, { error: errorMap });
-  if (!parsed.success) issues.push(...fromZod(parsed.error.issues));
+  if (!parsed.success) issues.push(...fromZod(parsed.error.issues).filter((i) => !shaped.has(i.path)));
 
   // Roles are also compiled one by one so the checks across roles still run, and report,
   // when some other role (or `app`) is broken.
   const roles = new Map<string, RoleSpec>();
   const broken = new Set<string>();
-  const rawRoles = isObject(raw) && Object.hasOwn(raw, 'roles') ? raw.roles : undefined;
   if (isObject(rawRoles)) {
     for (const [name, value] of Object.entries(rawRoles)) {
       if (!NAME.test(name)) continue;
-      const role = roleSchema.safeParse(value, { error: errorMap });
-      if (role.success) roles.set(name, buildRole(name, role.data));
+      const role = reservedName(name) ? undefined : roleSchema.safeParse(value, { error: errorMap });
+      if (role?.success) roles.set(name, buildRole(name, role.data));
       else broken.add(name);
     }
   }
-  issues.push(...protoKeys(rawRoles), ...crossRoleIssues(roles, broken));
+  for (const role of roles.values()) {
+    role.metrics.forEach((m, i) => {
+      if (reservedName(m.name)) issues.push({ path: pathOf(['roles', role.name, 'metrics', i, 'name']), message: `${q(m.name)} is a reserved name` });
+    });
+  }
+  issues.push(...crossRoleIssues(roles, broken));
 
   if (issues.length > 0 || !parsed.success) throw new SpecError(dedupe(issues));
   return { app: parsed.data.app, spares: parsed.data.spares ?? 0, roles: Object.fromEntries(roles) };
-}
-
-/**
- * zod skips a `__proto__` key of a record without a word (it would replace the prototype of the
- * object it builds), so a role or variable of that name would silently vanish: refuse it.
- */
-function protoKeys(rawRoles: unknown): SpecIssue[] {
-  if (!isObject(rawRoles)) return [];
-  const issues: SpecIssue[] = [];
-  const reserved = (path: PropertyKey[]) => issues.push({ path: pathOf(path), message: '"__proto__" is a reserved name' });
-  if (Object.hasOwn(rawRoles, '__proto__')) reserved(['roles', '__proto__']);
-  for (const [name, role] of Object.entries(rawRoles)) {
-    if (!isObject(role)) continue;
-    for (const field of ['env', 'exports'] as const) {
-      const map = Object.hasOwn(role, field) ? role[field] : undefined;
-      if (isObject(map) && Object.hasOwn(map, '__proto__')) reserved(['roles', name, field, '__proto__']);
-    }
-  }
-  return issues;
 }
 
 function isObject(v: unknown): v is Record<string, unknown> {
@@ -367,7 +469,7 @@ function buildLoadBalancer(lb: NonNullable<ParsedRole['loadBalancer']>): LoadBal
 }
 
 /** Upper bound of a role with only `count` (or nothing) in the file. */
-export const MAX_ROLE_COUNT = 1000;
+export { MAX_ROLE_COUNT };
 
 function buildRole(name: string, r: ParsedRole): RoleSpec {
   // `count` alone is a size, not a bound: `drover scale` may move it anywhere in [0, MAX_ROLE_COUNT].
@@ -378,12 +480,14 @@ function buildRole(name: string, r: ParsedRole): RoleSpec {
   const steps: { -readonly [K in 'start' | 'deploy' | 'stop' | 'update' | 'undeploy' | 'health']?: RoleSpec[K] } = {};
   for (const k of ['start', 'deploy', 'stop', 'update', 'undeploy'] as const) if (r[k] !== undefined) steps[k] = r[k];
   if (r.health) steps.health = buildHealth(r.health);
+  const user = r.user !== undefined ? { user: r.user } : {};
   return {
     name,
     min,
     max,
     count: r.count ?? (fixed ? 1 : min),
     ...steps,
+    ...user,
     env: { ...r.env },
     exports: { ...r.exports },
     imports: r.imports ?? [],

@@ -39,9 +39,10 @@ export function isBuiltin(name: string): name is BuiltinVar {
 
 /** The comma-joined values of `key` over the members of `role`, or undefined if none has it. */
 export function importValue(imports: ResolvedImports, role: string, key: string): string | undefined {
-  const members = imports[role];
+  // Own properties only: `${db.constructor}` must not find Object's constructor.
+  const members = Object.hasOwn(imports, role) ? imports[role] : undefined;
   if (!members) return undefined;
-  const vals = members.map((m) => m.exports[key]).filter((v): v is string => v !== undefined);
+  const vals = members.map((m) => (Object.hasOwn(m.exports, key) ? m.exports[key] : undefined)).filter((v): v is string => v !== undefined);
   return vals.length ? vals.join(',') : undefined;
 }
 
@@ -53,7 +54,7 @@ export function renderTemplate(template: string, builtins: BuiltinValues, import
   return template.replace(REF, (text, name: string, key: string | undefined) => {
     if (key === undefined) return isBuiltin(name) ? builtins[name] : text;
     if (key === '*') return text;
-    if (imports[name] === undefined) return text;
+    if (!Object.hasOwn(imports, name) || imports[name] === undefined) return text;
     return importValue(imports, name, key) ?? '';
   });
 }

@@ -64,6 +64,11 @@ export interface RoleSpec {
   readonly stop?: string;
   readonly update?: string;
   readonly undeploy?: string;
+  /**
+   * The Unix user (a name, or a uid as digits) the role's commands run as. Needs the agent to
+   * run as root; the instance folder is made writable for that user. Absent: the agent's user.
+   */
+  readonly user?: string;
   /** Extra environment (templated). */
   readonly env: Readonly<Record<string, string>>;
   /** Templated values published once the role serves. */
