@@ -99,10 +99,10 @@ lines.push(
     `included), "× oracle" is relative to perfect foresight; a minute violates the SLO when its requests waited ` +
     `${SLO.slice(5)} on average (a dropped request counts as the 30 s timeout).`,
   '',
-  `Drover's default policy (src/sim/default-app.ts): \`queue\` on the load balancer's request rate at ` +
-    `${DEFAULT_KNOBS.utilisation * 100}% of an instance's capacity, a \`target\` cpu ${DEFAULT_KNOBS.cpuTarget} safety net, ` +
-    `min ${DEFAULT_KNOBS.min}, ${DEFAULT_KNOBS.scaleDownStabilization} scale-down stabilization, ${DEFAULT_KNOBS.spares} spares. ` +
-    `\`drover+forecast\` adds the predictive \`forecast\` kind (src/sim/forecast.ts); \`drover+1 spare\` keeps one warm spare.`,
+  `Drover's default policy (src/sim/default-app.ts): \`adaptive\` on the load balancer's request rate (learned capacity, ` +
+    `p${DEFAULT_KNOBS.quantile * 100} growth headroom, backlog drained, gated forecast), a \`target\` cpu ${DEFAULT_KNOBS.cpuTarget} safety net, ` +
+    `min ${DEFAULT_KNOBS.min}, ${DEFAULT_KNOBS.spares} spares. ` +
+    `\`drover+forecast\` adds the linear \`forecast\` kind (src/sim/forecast.ts); \`drover+1 spare\` keeps one warm spare.`,
   '',
 );
 

@@ -40,6 +40,12 @@ roles:
       - { name: demand, url: "http://127.0.0.1:1/stats", format: json, select: rate }
 `);
 
+/**
+ * The harness's exact mode: the fluid queue (nobody waits below saturation), exact metrics seen
+ * at once, instant drains. The known answers below are worked out by hand in it.
+ */
+const EXACT = { queueModel: 'fluid', metricNoise: false, metricLagMs: 0, drainMs: 0 } as const;
+
 const minutes = (n: number, rate: number) => new Array<number>(n).fill(rate);
 const row = (r: ComparisonReport, name: string) => {
   const found = r.rows.find((x) => x.name === name);
@@ -49,7 +55,7 @@ const row = (r: ComparisonReport, name: string) => {
 
 describe('known answers', () => {
   test('constant 100 req/s at 10 req/s per instance, boot 0: fixed and oracle need 10 instances', () => {
-    const r = runComparison({ app: DEMAND_APP, trace: traceOf('constant', 60_000, minutes(120, 100)), capacity: 10, boot: '0s' });
+    const r = runComparison({ app: DEMAND_APP, trace: traceOf('constant', 60_000, minutes(120, 100)), capacity: 10, boot: '0s' , ...EXACT });
     const fixed = row(r, 'fixed');
     const oracle = row(r, 'oracle');
     assert.equal(fixed.peakInstances, 10);
@@ -65,18 +71,18 @@ describe('known answers', () => {
 
   test('a step from 10 to 50 req/s: oracle and fixed instance-hours, with and without a boot', () => {
     const trace = traceOf('step', 60_000, [...minutes(60, 10), ...minutes(60, 50)]);
-    const instant = runComparison({ app: DEMAND_APP, trace, capacity: 10, boot: '0s' });
+    const instant = runComparison({ app: DEMAND_APP, trace, capacity: 10, boot: '0s' , ...EXACT });
     assert.equal(row(instant, 'oracle').instanceHours, 1 * 1 + 5 * 1);
     assert.equal(row(instant, 'fixed').instanceHours, 5 * 2);
     // With a 60 s boot the four extra instances are made a minute ahead of the step.
-    const booting = runComparison({ app: DEMAND_APP, trace, capacity: 10, boot: '60s' });
+    const booting = runComparison({ app: DEMAND_APP, trace, capacity: 10, boot: '60s' , ...EXACT });
     assert.equal(row(booting, 'oracle').instanceHours, Math.round((6 + 4 / 60) * 1e4) / 1e4);
     assert.equal(row(booting, 'oracle').violatingMinutes, 0);
   });
 
   test("the step through Drover's own evaluate and plan: one tick of lag, then ceil(50 / 8) = 7", () => {
     const trace = traceOf('step', 60_000, [...minutes(60, 10), ...minutes(60, 50)]);
-    const r = runComparison({ app: DEMAND_APP, trace, capacity: 10, boot: '0s', baselines: [] });
+    const r = runComparison({ app: DEMAND_APP, trace, capacity: 10, boot: '0s', baselines: [] , ...EXACT });
     const d = row(r, 'drover');
     // 1 instance for the first tick (no rate measured yet), 2 (ceil(10 / 8)) until the tick after
     // the step, then 7: 15 s × 1 + 3600 s × 2 + 3585 s × 7.

@@ -33,6 +33,7 @@ import { z } from 'zod';
 import { BUILTIN_METRICS, isBuiltinMetric, parseJsonPath, parsePrometheusSelector } from './metrics.js';
 import { duration, err, intAtLeast } from './schema-words.js';
 import {
+  adaptivePolicy,
   POLICY_DEFAULTS,
   queuePolicy,
   targetPolicy,
@@ -73,6 +74,7 @@ const metricRef = z
 const T = POLICY_DEFAULTS.threshold;
 const G = POLICY_DEFAULTS.target;
 const Q = POLICY_DEFAULTS.queue;
+const A = POLICY_DEFAULTS.adaptive;
 
 const thresholdSchema = z
   .strictObject(
@@ -179,12 +181,57 @@ const queueSchema = z
   )
   .meta({ description: 'Queue length: desired = ceil(backlog / perInstance); 0 below activation.' });
 
-const KINDS = ['threshold', 'target', 'queue'] as const;
+const share = (what: string) =>
+  number(`expected ${what} between 0 and 1`).min(0, err(`expected ${what} between 0 and 1`)).max(1, err(`expected ${what} between 0 and 1`));
+
+const adaptiveSchema = z
+  .strictObject(
+    {
+      metric: metricRef.meta({ description: 'The role-wide arrival rate, requests/s (the load balancer\'s request rate).' }),
+      perInstance: positiveNumber()
+        .optional()
+        .meta({ description: "Prior of one instance's capacity (requests/s at full use); learned from what the role serves, this only starts it." }),
+      cpu: metricRef.default(A.cpu).meta({ description: 'Per-instance CPU, the capacity is learned from (served rate over CPU).' }),
+      cores: positiveNumber().default(A.cores).meta({ description: 'The cpu reading of one instance at full use.' }),
+      served: metricRef.optional().meta({ description: 'Per-instance served rate; without it, the arrival rate over ready instances while no queue grows.' }),
+      backlog: metricRef.optional().meta({ description: 'Role-wide queue length (requests waiting); sized to drain within drainWithin.' }),
+      reaction: duration({ positive: true })
+        .prefault(durationText(A.reactionMs))
+        .meta({ description: 'From ordering an instance to its serving (boot + start): how far ahead headroom must look.' }),
+      drainWithin: duration({ positive: true })
+        .prefault(durationText(A.drainWithinMs))
+        .meta({ description: 'A backlog is sized to drain within this (the SLO interval).' }),
+      quantile: share('a quantile')
+        .default(A.quantile)
+        .meta({ description: 'Share of recent growths (within one reaction) the headroom covers.' }),
+      window: duration({ positive: true })
+        .prefault(durationText(A.windowMs))
+        .meta({ description: 'The recent history volatility is measured on.' }),
+      minHeadroom: number().min(0, err('expected a number >= 0')).default(A.minHeadroom).meta({ description: 'Smallest headroom (0.05 = 5%).' }),
+      maxHeadroom: number().min(0, err('expected a number >= 0')).default(A.maxHeadroom).meta({ description: 'Largest headroom.' }),
+      holdPerHeadroom: number().min(0, err('expected a number >= 0')).default(A.holdPerHeadroom).meta({ description: 'Scale-down hold: reaction times added per 100% of headroom.' }),
+      minHold: duration({ positive: false }).prefault(durationText(A.minHoldMs)).meta({ description: 'Shortest scale-down hold.' }),
+      maxHold: duration({ positive: false }).prefault(durationText(A.maxHoldMs)).meta({ description: 'Longest scale-down hold.' }),
+      learnHalfLife: duration({ positive: true })
+        .prefault(durationText(A.learnHalfLifeMs))
+        .meta({ description: 'Learned capacity: an observation loses half its weight per this much newer observation at full use.' }),
+      forecast: z.boolean(err('expected true or false')).default(A.forecast).meta({ description: 'Pre-scale on a seasonal + trend forecast while it beats the naive one.' }),
+      weekly: z.boolean(err('expected true or false')).default(A.weekly).meta({ description: 'The forecast learns a day-of-week offset besides the daily profile.' }),
+    },
+    err('expected a mapping such as { metric: demand, backlog: backlog }'),
+  )
+  .superRefine((a, ctx) => {
+    if (a.minHeadroom > a.maxHeadroom) ctx.addIssue({ code: 'custom', input: a, path: ['minHeadroom'], message: `must not exceed maxHeadroom (${a.maxHeadroom})` });
+    if (a.minHold > a.maxHold) ctx.addIssue({ code: 'custom', input: a, path: ['minHold'], message: `must not exceed maxHold (${durationText(a.maxHold)})` });
+  })
+  .meta({ description: 'Request-driven scaling with learned capacity, volatility headroom, backlog draining and a gated forecast.' });
+
+const KINDS = ['threshold', 'target', 'queue', 'adaptive'] as const;
 
 const policyEntry = z
   .strictObject(
-    { threshold: thresholdSchema.optional(), target: targetSchema.optional(), queue: queueSchema.optional() },
-    err('expected a mapping with one of threshold, target or queue'),
+    { threshold: thresholdSchema.optional(), target: targetSchema.optional(), queue: queueSchema.optional(), adaptive: adaptiveSchema.optional() },
+    err('expected a mapping with one of threshold, target, queue or adaptive'),
   )
   .superRefine((p, ctx) => {
     const found = KINDS.filter((k) => p[k] !== undefined);
@@ -192,13 +239,13 @@ const policyEntry = z
       ctx.addIssue({
         code: 'custom',
         input: p,
-        message: `expected exactly one of threshold, target or queue (found ${found.length === 0 ? 'none' : found.join(' and ')})`,
+        message: `expected exactly one of threshold, target, queue or adaptive (found ${found.length === 0 ? 'none' : found.join(' and ')})`,
       });
     }
   })
   .meta({
     description: 'One scaling policy.',
-    oneOf: [{ required: ['threshold'] }, { required: ['target'] }, { required: ['queue'] }],
+    oneOf: [{ required: ['threshold'] }, { required: ['target'] }, { required: ['queue'] }, { required: ['adaptive'] }],
   });
 
 /** A role's `scale:`: a list of policies; the largest desired count wins. */
@@ -241,6 +288,30 @@ export function compileScale(parsed: ScaleInput): Policy[] {
           perInstance: t.perInstance,
           activation: t.activation,
           scaleDownStabilizationMs: t.scaleDownStabilization,
+        }),
+      );
+    } else if (e.adaptive) {
+      const a = e.adaptive;
+      out.push(
+        adaptivePolicy({
+          metric: a.metric,
+          ...(a.perInstance !== undefined ? { perInstance: a.perInstance } : {}),
+          cpu: a.cpu,
+          cores: a.cores,
+          ...(a.served !== undefined ? { served: a.served } : {}),
+          ...(a.backlog !== undefined ? { backlog: a.backlog } : {}),
+          reactionMs: a.reaction,
+          drainWithinMs: a.drainWithin,
+          quantile: a.quantile,
+          windowMs: a.window,
+          minHeadroom: a.minHeadroom,
+          maxHeadroom: a.maxHeadroom,
+          holdPerHeadroom: a.holdPerHeadroom,
+          minHoldMs: a.minHold,
+          maxHoldMs: a.maxHold,
+          learnHalfLifeMs: a.learnHalfLife,
+          forecast: a.forecast,
+          weekly: a.weekly,
         }),
       );
     }
@@ -389,11 +460,19 @@ export function checkPolicyMetrics(
   const declared = new Set(sources.map((s) => s.name));
   const issues: { path: string; message: string }[] = [];
   policies.forEach((p, k) => {
-    if (isBuiltinMetric(p.metric) || declared.has(p.metric)) return;
-    issues.push({
-      path: `scale[${k}].${p.kind}.metric`,
-      message: `no metric ${q(p.metric)}: declare it under metrics, or use a built-in one (${BUILTIN_LIST})`,
-    });
+    const refs: [string, string][] = [['metric', p.metric]];
+    if (p.kind === 'adaptive') {
+      refs.push(['cpu', p.cpu]);
+      if (p.served !== undefined) refs.push(['served', p.served]);
+      if (p.backlog !== undefined) refs.push(['backlog', p.backlog]);
+    }
+    for (const [field, metric] of refs) {
+      if (isBuiltinMetric(metric) || declared.has(metric)) continue;
+      issues.push({
+        path: `scale[${k}].${p.kind}.${field}`,
+        message: `no metric ${q(metric)}: declare it under metrics, or use a built-in one (${BUILTIN_LIST})`,
+      });
+    }
   });
   return issues;
 }

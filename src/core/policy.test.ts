@@ -634,7 +634,7 @@ metrics:
       'scale.0.queue.scaleDownStabilization: expected a duration such as "5s" or "500ms"',
     ]);
     assert.deepEqual(issues({ scale: [{ target: { metric: 'cpu', target: 1 }, queue: { metric: 'q', perInstance: 1 } }] }), [
-      'scale.0: expected exactly one of threshold, target or queue (found target and queue)',
+      'scale.0: expected exactly one of threshold, target, queue or adaptive (found target and queue)',
     ]);
     assert.deepEqual(issues({ scale: [{ threshold: { metric: 'cpu', upper: 1, step: 0, stat: 'median' } }] }), [
       'scale.0.threshold.step: expected an integer >= 1',

@@ -30,6 +30,16 @@
  * `state` already records the action (for cooldowns and rate limits), on the assumption that the
  * caller carries it out. A change made elsewhere (`drover scale`) is told with {@link recordAction}.
  */
+import {
+  capacityOf,
+  capacityPrior,
+  growthQuantile,
+  holdFor,
+  INITIAL_HEADROOM,
+  observeCapacity,
+  type CapacityEstimate,
+} from './adaptive.js';
+import { EMPTY_FORECAST, MINUTE_MS, observeMinute, predictRate, trusted, type ForecastState } from './forecast.js';
 import { instantStats, statOf, type MetricStore, type Sample, type StatName } from './metrics.js';
 
 // ---------------------------------------------------------------------------------------------
@@ -96,7 +106,61 @@ export interface QueuePolicy {
   readonly scaleDownStabilizationMs: number;
 }
 
-export type Policy = ThresholdPolicy | TargetPolicy | QueuePolicy;
+/**
+ * Request-driven scaling that needs no hand-set capacity: desired =
+ * ceil((rate × (1 + headroom) + backlog to drain / drainWithin) / learned capacity).
+ * - the capacity of one instance is learned online from the served rate and CPU of ready
+ *   instances (and the served rate alone while a queue grows: they are saturated); a configured
+ *   `perInstance` is only its prior (adaptive.ts);
+ * - the headroom is the `quantile` of the rate's largest growth within one reaction time over
+ *   the last `window`, so it follows how much demand jumps instead of a fixed target;
+ * - a backlog (the `backlog` metric, or one inferred from arrivals beyond what is served) is
+ *   drained within `drainWithin`, counted with what it grows by until new capacity serves;
+ * - a seasonal + trend forecast of the rate raises the count ahead of time, only while it has
+ *   recently beaten "the rate stays where it is" (forecast.ts);
+ * - scale-down is held by the highest recommendation of a hold that grows with the headroom.
+ */
+export interface AdaptivePolicy {
+  readonly kind: 'adaptive';
+  /** Role-wide arrival rate, requests/s (the load balancer's request rate). */
+  readonly metric: string;
+  /** Prior of one instance's capacity, requests/s at full use. Absent: learned from nothing. */
+  readonly perInstance?: number;
+  /** Per-instance CPU. @default 'cpu' */
+  readonly cpu: string;
+  /** The CPU reading of one instance at full use (cores). @default 1 */
+  readonly cores: number;
+  /** Per-instance served rate, requests/s. Absent: the arrival rate over ready instances while no queue grows. */
+  readonly served?: string;
+  /** Role-wide queue length (requests waiting). Absent: inferred from arrivals beyond the served rate, when `served` is set. */
+  readonly backlog?: string;
+  /** From ordering an instance to its serving (boot, start, one evaluation). @default 120000 */
+  readonly reactionMs: number;
+  /** A backlog is sized to drain within this (the SLO's accounting interval). @default 60000 */
+  readonly drainWithinMs: number;
+  /** Share of recent growths the headroom covers. @default 0.95 */
+  readonly quantile: number;
+  /** Recent history the headroom is measured on. @default 3600000 */
+  readonly windowMs: number;
+  /** @default 0.05 */
+  readonly minHeadroom: number;
+  /** @default 1.5 */
+  readonly maxHeadroom: number;
+  /** Scale-down hold: reactions added per 100% of headroom. @default 4 */
+  readonly holdPerHeadroom: number;
+  /** @default 60000 */
+  readonly minHoldMs: number;
+  /** @default 900000 */
+  readonly maxHoldMs: number;
+  /** Learned capacity: weight halves per this much observation at full use. @default 3600000 */
+  readonly learnHalfLifeMs: number;
+  /** Pre-scale on the seasonal forecast (while it is trusted). @default true */
+  readonly forecast: boolean;
+  /** The forecast learns a day-of-week offset. @default true */
+  readonly weekly: boolean;
+}
+
+export type Policy = ThresholdPolicy | TargetPolicy | QueuePolicy | AdaptivePolicy;
 export type PolicyKind = Policy['kind'];
 
 /** Where the @default values above live; the YAML schema reads them from here too. */
@@ -111,10 +175,27 @@ export const POLICY_DEFAULTS = {
     windowMs: 60_000,
   },
   queue: { activation: 1, scaleDownStabilizationMs: 300_000 },
+  adaptive: {
+    cpu: 'cpu',
+    cores: 1,
+    reactionMs: 120_000,
+    drainWithinMs: 60_000,
+    quantile: 0.95,
+    windowMs: 3_600_000,
+    minHeadroom: 0.05,
+    maxHeadroom: 1.5,
+    holdPerHeadroom: 4,
+    minHoldMs: 60_000,
+    maxHoldMs: 900_000,
+    learnHalfLifeMs: 3_600_000,
+    forecast: true,
+    weekly: true,
+  },
 } as const satisfies {
   threshold: Omit<ThresholdPolicy, 'kind' | 'metric' | 'upper' | 'lower'>;
   target: Omit<TargetPolicy, 'kind' | 'metric' | 'target'>;
   queue: Omit<QueuePolicy, 'kind' | 'metric' | 'perInstance'>;
+  adaptive: Omit<AdaptivePolicy, 'kind' | 'metric' | 'perInstance' | 'served' | 'backlog'>;
 };
 
 /** Samples older than this do not count as an instance's current value. @default 30000 */
@@ -133,6 +214,10 @@ export function targetPolicy(o: Opt<TargetPolicy, 'metric' | 'target'>): TargetP
 
 export function queuePolicy(o: Opt<QueuePolicy, 'metric' | 'perInstance'>): QueuePolicy {
   return { kind: 'queue', ...POLICY_DEFAULTS.queue, ...o };
+}
+
+export function adaptivePolicy(o: Opt<AdaptivePolicy, 'metric'>): AdaptivePolicy {
+  return { kind: 'adaptive', ...POLICY_DEFAULTS.adaptive, ...o };
 }
 
 /** How much history a {@link MetricStore} must keep for these policies (its `horizonMs`). */
@@ -192,6 +277,26 @@ export interface PolicyState {
   readonly events: readonly ScaleEvent[];
   /** Raw recommendations by policy key (`target:cpu`, `queue:backlog`, `#2` for repeats). */
   readonly recommendations: Readonly<Record<string, readonly Recommendation[]>>;
+  /** What `adaptive` policies have learned, by policy key. */
+  readonly learned?: Readonly<Record<string, AdaptiveState>>;
+}
+
+/** What one `adaptive` policy has learned (plain JSON). */
+export interface AdaptiveState {
+  /** The newest sample time consumed. */
+  readonly t: number;
+  readonly capacity: CapacityEstimate;
+  /** The minute being accumulated (epoch minute), its demand sum and sample count. */
+  readonly minute: number;
+  readonly sum: number;
+  readonly count: number;
+  /** Mean rate of recent whole minutes, oldest first (the window's). */
+  readonly rates: readonly number[];
+  /** Headroom measured when the last minute closed (undefined: not enough minutes yet). */
+  readonly headroom: number | null;
+  /** Backlog inferred from arrivals beyond the served rate (without a backlog metric). */
+  readonly inferredBacklog: number;
+  readonly forecast: ForecastState;
 }
 
 export const EMPTY_POLICY_STATE: PolicyState = { v: 1, events: [], recommendations: {} };
@@ -235,6 +340,7 @@ interface Outcome extends PolicyOutcome {
   /** Parenthesised notes when this policy's proposal is carried out. */
   readonly notes: readonly string[];
   readonly history?: readonly Recommendation[];
+  readonly learned?: AdaptiveState;
 }
 
 /** Instances' standing in the snapshot: which samples count, and how many are ready. */
@@ -290,6 +396,8 @@ export function evaluate(policies: readonly Policy[], ctx: PolicyContext, state:
         return evalTarget(p, ctx, view, prev.events, history);
       case 'queue':
         return evalQueue(p, ctx, view, history);
+      case 'adaptive':
+        return evalAdaptive(p, ctx, view, history, prev.learned?.[keys[k] ?? '']);
     }
   });
 
@@ -343,6 +451,11 @@ export function evaluate(policies: readonly Policy[], ctx: PolicyContext, state:
     }
   });
   const events = changed ? [...prev.events, { t: ctx.now, from: current, to: desired }] : prev.events;
+  let learned: Record<string, AdaptiveState> | undefined;
+  outcomes.forEach((o, k) => {
+    const l = o.learned ?? prev.learned?.[keys[k] ?? ''];
+    if (l) (learned ??= {})[keys[k] ?? ''] = l;
+  });
 
   return {
     desired,
@@ -357,7 +470,7 @@ export function evaluate(policies: readonly Policy[], ctx: PolicyContext, state:
       noData,
       inputs: i,
     })),
-    state: { v: 1, events: pruneEvents(events, policies, ctx.now), recommendations },
+    state: { v: 1, events: pruneEvents(events, policies, ctx.now), recommendations, ...(learned ? { learned } : {}) },
   };
 }
 
@@ -633,6 +746,173 @@ function evalQueue(p: QueuePolicy, ctx: PolicyContext, view: View, history: read
     inputs: { value: backlog, perInstance: p.perInstance, activation: p.activation, raw },
     notes: [],
     history: [...kept, { t: now, desired: raw }],
+  };
+}
+
+// --- adaptive --------------------------------------------------------------------------------
+
+/** A gap in the rate longer than this (the controller was away) restarts the minute history. */
+const MAX_GAP_MIN = 5;
+/** A queue longer than this many seconds of arrivals means the instances are saturated. */
+const SATURATED_QUEUE_S = 1;
+
+function initialAdaptive(p: AdaptivePolicy, t: number): AdaptiveState {
+  return {
+    t,
+    capacity: capacityPrior(p.perInstance),
+    minute: Math.floor(t / MINUTE_MS),
+    sum: 0,
+    count: 0,
+    rates: [],
+    headroom: null,
+    inferredBacklog: 0,
+    forecast: EMPTY_FORECAST,
+  };
+}
+
+function meanOf(samples: readonly Sample[]): number | undefined {
+  if (samples.length === 0) return undefined;
+  let s = 0;
+  for (const x of samples) s += x.value;
+  return s / samples.length;
+}
+
+function evalAdaptive(
+  p: AdaptivePolicy,
+  ctx: PolicyContext,
+  view: View,
+  history: readonly Recommendation[],
+  learned: AdaptiveState | undefined,
+): Outcome {
+  const { now, current } = ctx;
+  const key = ctx.metricsKey ?? ctx.role;
+  const lookback = ctx.lookbackMs ?? DEFAULT_LOOKBACK_MS;
+  let st = learned ?? initialAdaptive(p, now - lookback);
+  const since = Math.max(st.t, now - Math.max(lookback, MAX_GAP_MIN * MINUTE_MS));
+  const demand = ctx.metrics.window(key, p.metric, Math.min(since, now - lookback), now).filter((s) => s.instance === undefined);
+  const latest = demand.at(-1);
+  if (!latest || now - latest.t > lookback) {
+    return { ...abstain(p, ctx, `no ${p.metric} data in the last ${dur(lookback)}`), ...(learned ? { learned } : {}) };
+  }
+  const fresh = demand.filter((s) => s.t > since);
+  const rate = latest.value;
+  const ahead = Math.max(1, Math.ceil(p.reactionMs / MINUTE_MS));
+  const windowMin = Math.max(2, Math.min(1440, Math.round(p.windowMs / MINUTE_MS)));
+
+  // The whole minutes of rate: volatility and the forecast are measured on them.
+  let { minute, sum, count, rates, headroom, forecast } = st;
+  for (const s of fresh) {
+    const m = Math.floor(s.t / MINUTE_MS);
+    if (m > minute) {
+      if (count > 0) {
+        const mean = sum / count;
+        rates = m - minute > MAX_GAP_MIN ? [] : [...(rates.length >= windowMin ? rates.slice(rates.length - windowMin + 1) : rates), mean];
+        if (p.forecast) forecast = observeMinute(forecast, minute, mean, ahead, { daily: true, weekly: p.weekly, trustRatio: 0.9 });
+        headroom = growthQuantile(rates, ahead, p.quantile) ?? null;
+      }
+      minute = m;
+      sum = 0;
+      count = 0;
+    }
+    sum += s.value;
+    count++;
+  }
+
+  // The queue: the metric's latest reading, or what arrived beyond what was served.
+  const minutes = Math.min(1, Math.max(0, now - since) / MINUTE_MS);
+  const ready = view.ready;
+  const cpuFresh = view.warm(ctx.metrics.window(key, p.cpu, since, now)).filter((s) => s.t > since && s.instance !== undefined);
+  const servedFresh = p.served ? view.warm(ctx.metrics.window(key, p.served, since, now)).filter((s) => s.t > since && s.instance !== undefined) : [];
+  const servedPer = p.served ? meanOf(servedFresh) : undefined;
+  let backlog = 0;
+  let inferredBacklog = st.inferredBacklog;
+  if (p.backlog) {
+    const b = view.present(ctx.metrics.window(key, p.backlog, now - lookback, now));
+    const last = new Map<string, number>();
+    for (const s of b) last.set(s.instance ?? '', s.value);
+    for (const v of last.values()) backlog += v;
+  } else if (servedPer !== undefined && fresh.length > 0) {
+    const arrived = meanOf(fresh) ?? rate;
+    inferredBacklog = Math.max(0, inferredBacklog + (arrived - servedPer * ready) * minutes * 60);
+    backlog = inferredBacklog;
+  }
+  const saturated = backlog > Math.max(1, rate * SATURATED_QUEUE_S);
+
+  // Capacity: served per instance over the CPU it took (busy 1 when saturated).
+  let capacity: CapacityEstimate = st.capacity;
+  const busy = meanOf(cpuFresh);
+  if (ready > 0 && minutes > 0) {
+    const per = servedPer ?? (saturated ? undefined : (meanOf(fresh) ?? rate) / ready);
+    if (per !== undefined && (busy !== undefined || saturated)) {
+      capacity = observeCapacity(capacity, per, (busy ?? 1) / p.cores, minutes, saturated, p.learnHalfLifeMs / MINUTE_MS);
+    }
+  }
+  st = { t: Math.max(st.t, latest.t, cpuFresh.at(-1)?.t ?? 0), capacity, minute, sum, count, rates, headroom, inferredBacklog, forecast };
+
+  const perInstance = capacityOf(capacity);
+  if (perInstance === undefined) {
+    return {
+      ...abstain(p, ctx, `${p.metric} ${num(rate)}/s, learning capacity: no instance seen at load yet`),
+      inputs: { value: rate, rate, backlog },
+      learned: st,
+    };
+  }
+
+  const room = Math.min(p.maxHeadroom, Math.max(p.minHeadroom, headroom ?? INITIAL_HEADROOM));
+  let base = rate;
+  let predicted: number | undefined;
+  const useForecast = p.forecast && trusted(forecast);
+  if (useForecast) {
+    predicted = 0;
+    for (let j = 1; j <= ahead + 1; j++) predicted = Math.max(predicted, predictRate(forecast, minute - 1, j));
+    base = Math.max(rate, predicted);
+  }
+  // What the queue grows by until new capacity serves (half a reaction on average), drained within drainWithin.
+  const growth = Math.max(0, rate - ready * perInstance) * (p.reactionMs / 2000);
+  const toDrain = backlog > 0 ? backlog + growth : 0;
+  const needRate = base * (1 + room) + toDrain / (p.drainWithinMs / 1000);
+  const raw = needRate > 0 ? Math.max(1, ceil(needRate / perInstance)) : 0;
+
+  const holdMs = holdFor(room, p.reactionMs, p.holdPerHeadroom, p.minHoldMs, p.maxHoldMs);
+  const kept = history.filter((r) => now - r.t < Math.max(p.maxHoldMs, holdMs));
+  const downRec = windowed(kept, now, holdMs, raw, Math.max);
+  const desired = raw >= current ? raw : Math.min(current, downRec);
+
+  const learnedText =
+    capacity.observed > 0
+      ? `learned capacity ${num(perInstance)}/s (${num(Math.round(capacity.observed))} min at load${p.perInstance !== undefined ? `, prior ${num(p.perInstance)}` : ''})`
+      : `capacity ${num(perInstance)}/s (prior, nothing learned yet)`;
+  const roomText =
+    headroom === null
+      ? `headroom ${Math.round(room * 100)}% (initial, volatility not measured yet)`
+      : `headroom ${Math.round(room * 100)}% from p${Math.round(p.quantile * 100)} growth within ${dur(ahead * MINUTE_MS)}`;
+  let reason = `rate ${num(rate)}/s, backlog ${Math.round(backlog).toLocaleString('en-US')}, ${learnedText}, ${roomText}`;
+  if (predicted !== undefined && predicted > rate) reason += `, forecast ${num(predicted)}/s within ${dur((ahead + 1) * MINUTE_MS)} (trusted: beat the naive forecast lately)`;
+  if (desired !== raw) reason += `, wants ${raw}, held ${dur(holdMs)} by scale-down hold (highest in it: ${downRec})`;
+
+  const inputs: Record<string, number> = {
+    value: rate,
+    rate,
+    backlog,
+    capacity: perInstance,
+    capacityObservedMin: capacity.observed,
+    headroom: room,
+    holdMs,
+    raw,
+    forecastTrusted: useForecast ? 1 : 0,
+  };
+  if (p.perInstance !== undefined) inputs.capacityPrior = p.perInstance;
+  if (predicted !== undefined) inputs.forecast = predicted;
+  return {
+    kind: p.kind,
+    metric: p.metric,
+    desired,
+    reason,
+    noData: false,
+    inputs,
+    notes: [],
+    history: [...kept, { t: now, desired: raw }],
+    learned: st,
   };
 }
 

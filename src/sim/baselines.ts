@@ -5,6 +5,8 @@
  */
 import { targetPolicy, thresholdPolicy, type Policy } from '../core/index.js';
 import { needed, type Schedule } from './engine.js';
+import { erlangWait } from './queue.js';
+import type { Slo } from './units.js';
 
 export type BaselineName = 'oracle' | 'fixed' | 'threshold' | 'hpa' | 'aws';
 export const BASELINES: readonly BaselineName[] = ['oracle', 'fixed', 'threshold', 'hpa', 'aws'];
@@ -45,10 +47,29 @@ export const AWS_TARGET_TRACKING: readonly Policy[] = [
   }),
 ];
 
-/** Instances each tick needs: its demand at `capacity` each, at least one. */
-export function neededPerTick(lambdas: ArrayLike<number>, capacity: number): Int32Array {
+/**
+ * Instances each tick needs, at least one: its demand at `capacity` each — and, when `slo` is
+ * given, the fewest that meet it in the queueing model: a mean M/M/c wait within the wait
+ * target (each instance `serversPerInstance` servers), or demand within the utilisation bound.
+ */
+export function neededPerTick(
+  lambdas: ArrayLike<number>,
+  capacity: number,
+  slo?: Slo,
+  queue: { model: 'erlang' | 'fluid'; serversPerInstance: number } = { model: 'fluid', serversPerInstance: 1 },
+): Int32Array {
   const out = new Int32Array(lambdas.length);
-  for (let k = 0; k < lambdas.length; k++) out[k] = Math.max(1, needed(lambdas[k] ?? 0, capacity));
+  const spi = Math.max(1, Math.round(queue.serversPerInstance));
+  for (let k = 0; k < lambdas.length; k++) {
+    const lambda = lambdas[k] ?? 0;
+    let n = Math.max(1, needed(lambda, capacity));
+    if (slo?.kind === 'util') n = Math.max(1, needed(lambda, capacity * slo.max));
+    else if (slo?.kind === 'wait' && queue.model === 'erlang' && lambda > 0) {
+      if (lambda >= n * capacity) n++;
+      while (erlangWait(n * spi, lambda, capacity / spi) * 1000 > slo.ms) n++;
+    }
+    out[k] = n;
+  }
   return out;
 }
 

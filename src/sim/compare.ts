@@ -3,7 +3,7 @@
  * with the same seed, provider, planner and queueing model, and cost relative to the oracle.
  */
 import { existsSync, readFileSync } from 'node:fs';
-import { parseAppFile, type AppSpec, type RoleSpec } from '../core/index.js';
+import { parseAppFile, type AppSpec, type Policy, type RoleSpec } from '../core/index.js';
 import { AWS_TARGET_TRACKING, BASELINES, fixedSchedule, HPA_DEFAULTS, neededPerTick, oracleSchedule, THRESHOLD_RULE, type BaselineName } from './baselines.js';
 import { simulate, tickRates, type Report, type SimulateOptions } from './engine.js';
 import { forecastPolicy, type ForecastPolicy } from './forecast.js';
@@ -17,8 +17,20 @@ export interface ComparisonOptions {
   readonly role?: string;
   /** A trace, or the path of its CSV. */
   readonly trace: Trace | string;
-  /** Requests per second one instance serves. */
+  /** Requests per second one instance serves, as configured (what the policies are told). */
   readonly capacity: number;
+  /** What instances truly serve relative to `capacity` (0.8: 20% slower). @default 1 */
+  readonly capacityFactor?: number;
+  /** @default 'erlang' */
+  readonly queueModel?: 'erlang' | 'fluid';
+  /** @default true */
+  readonly metricNoise?: boolean;
+  /** @default 5000 */
+  readonly metricLagMs?: number;
+  /** @default the role's drainTimeoutMs */
+  readonly drainMs?: number;
+  /** Extra runs with a policy's main knob changed, for cost–SLO fronts. */
+  readonly sweeps?: readonly SweepRun[];
   /** A distribution or its text (`60s`, `uniform:30s..90s`, `lognormal:60s,0.5`). */
   readonly boot: BootDistribution | string;
   /** Warm spares for Drover's role; the baselines keep none. @default the app file's */
@@ -41,6 +53,16 @@ export interface ComparisonOptions {
   readonly variants?: readonly DroverVariant[];
   /** @default 1200 */
   readonly seriesPoints?: number;
+}
+
+/** One point of a policy's cost–SLO front: its run with other policies (a knob changed). */
+export interface SweepRun {
+  readonly name: string;
+  /** The run whose settings it takes (bounds, spares, evaluation period). */
+  readonly like: 'drover' | 'threshold' | 'hpa' | 'aws';
+  readonly policies: readonly Policy[];
+  /** The knob and its value, in words: `target 0.6`. */
+  readonly knob: string;
 }
 
 /** Drover's role with other warm spares and/or the predictive `forecast` policy added. */
@@ -86,6 +108,9 @@ export interface ComparisonReport {
     readonly timeoutMs: number;
     readonly startMs: number;
     readonly crashRate: number;
+    readonly capacityFactor: number;
+    readonly queueModel: 'erlang' | 'fluid';
+    readonly metricNoise: boolean;
   };
   readonly oracleInstanceHours: number | null;
   /** Drover first, then the baselines in the order asked. */
@@ -132,7 +157,13 @@ function resolve(o: ComparisonOptions): Resolved {
 /** The names of the runs `runComparison` makes, in report order. */
 export function comparisonRuns(options: ComparisonOptions): RunName[] {
   const r = resolve(options);
-  return ['drover', ...(options.variants ?? []).map((v) => v.name), ...r.baselines.filter((b) => b !== 'oracle'), ...r.baselines.filter((b) => b === 'oracle')];
+  return [
+    'drover',
+    ...(options.variants ?? []).map((v) => v.name),
+    ...r.baselines.filter((b) => b !== 'oracle'),
+    ...(options.sweeps ?? []).map((w) => w.name),
+    ...r.baselines.filter((b) => b === 'oracle'),
+  ];
 }
 
 /** Whole ticks nearest to `ms`, at least one. */
@@ -140,6 +171,11 @@ const ticksOf = (ms: number, tickMs: number) => Math.max(1, Math.round(ms / tick
 
 /** The options of one run of the comparison: what `runComparison` simulates under that name. */
 export function comparisonRunOptions(options: ComparisonOptions, name: RunName): SimulateOptions {
+  const sweep = options.sweeps?.find((w) => w.name === name);
+  if (sweep) {
+    const base = comparisonRunOptions({ ...options, sweeps: [] }, sweep.like);
+    return { ...base, name, policies: sweep.policies, description: `${sweep.like} with ${sweep.knob}` };
+  }
   const r = resolve(options);
   const common = {
     app: r.app,
@@ -154,10 +190,20 @@ export function comparisonRunOptions(options: ComparisonOptions, name: RunName):
     ...(options.startMs !== undefined ? { startMs: options.startMs } : {}),
     ...(options.crashRate !== undefined ? { crashRate: options.crashRate } : {}),
     ...(options.seriesPoints !== undefined ? { seriesPoints: options.seriesPoints } : {}),
+    ...(options.capacityFactor !== undefined ? { capacityFactor: options.capacityFactor } : {}),
+    ...(options.queueModel !== undefined ? { queueModel: options.queueModel } : {}),
+    ...(options.metricNoise !== undefined ? { metricNoise: options.metricNoise } : {}),
+    ...(options.metricLagMs !== undefined ? { metricLagMs: options.metricLagMs } : {}),
+    ...(options.drainMs !== undefined ? { drainMs: options.drainMs } : {}),
   };
   // Baselines are sized by nothing but their rule: no spares, no warm-up, bounds wide open.
   const open = { min: 1, max: 100_000, spares: 0, warmupMs: 0 };
-  const need = () => neededPerTick(tickRates(r.trace, r.tickMs, Math.ceil(traceDurationMs(r.trace) / r.tickMs)), options.capacity);
+  // The oracle and fixed provisioning know what an instance truly serves.
+  const need = () =>
+    neededPerTick(tickRates(r.trace, r.tickMs, Math.ceil(traceDurationMs(r.trace) / r.tickMs)), options.capacity * (options.capacityFactor ?? 1), r.slo, {
+      model: options.queueModel ?? 'erlang',
+      serversPerInstance: 1,
+    });
   const variant = options.variants?.find((v) => v.name === name);
   if (name === 'drover' || variant) {
     const spares = variant?.spares ?? r.spares;
@@ -198,6 +244,10 @@ export function comparisonRunOptions(options: ComparisonOptions, name: RunName):
  * instance, extrapolated a boot (its rarely-exceeded value), a start and a tick ahead.
  */
 export function forecastFor(role: RoleSpec, boot: BootDistribution, tickMs: number, startMs = 0): ForecastPolicy {
+  const a = role.scale.find((p) => p.kind === 'adaptive' && p.metric === 'demand');
+  if (a && a.kind === 'adaptive' && a.perInstance !== undefined) {
+    return forecastPolicy({ metric: 'demand', perInstance: a.perInstance * 0.85, horizonMs: bootUpperMs(boot) + startMs + tickMs, scaleDownStabilizationMs: 180_000 });
+  }
   const q = role.scale.find((p) => p.kind === 'queue' && p.metric === 'demand');
   if (!q || q.kind !== 'queue') throw new SimInputError('forecast', `role ${role.name} has no queue policy on demand to derive a forecast from`);
   return forecastPolicy({ metric: 'demand', perInstance: q.perInstance, horizonMs: bootUpperMs(boot) + startMs + tickMs, scaleDownStabilizationMs: 180_000 });
@@ -213,10 +263,11 @@ function describeDrover(role: RoleSpec, spares: number): string {
   const policies = role.scale.map((p) => {
     if (p.kind === 'threshold') return `threshold ${p.metric}${p.upper !== undefined ? ` >${p.upper}` : ''}${p.lower !== undefined ? ` <${p.lower}` : ''}`;
     if (p.kind === 'target') return `target ${p.metric} ${p.target}`;
+    if (p.kind === 'adaptive') return `adaptive ${p.metric} (learned capacity${p.perInstance !== undefined ? `, prior ${p.perInstance}/s` : ''}, p${Math.round(p.quantile * 100)} growth headroom${p.forecast ? ', gated forecast' : ''})`;
     return `queue ${p.metric}/${p.perInstance}`;
   });
   const parts = [`role ${role.name}: ${policies.join(' + ') || 'no policy (its count)'}`];
-  const stab = role.scale.map((p) => (p.kind === 'threshold' ? p.cooldownMs : p.scaleDownStabilizationMs));
+  const stab = role.scale.flatMap((p) => (p.kind === 'threshold' ? [p.cooldownMs] : p.kind === 'adaptive' ? [] : [p.scaleDownStabilizationMs]));
   if (stab.length > 0) parts.push(`${formatDuration(Math.max(...stab))} scale-down stabilization`);
   parts.push(`${spares} warm spare${spares === 1 ? '' : 's'}`);
   return parts.join(', ');
@@ -257,6 +308,9 @@ export function assembleComparison(options: ComparisonOptions, reports: readonly
       timeoutMs: options.timeoutMs ?? 30_000,
       startMs: options.startMs ?? 0,
       crashRate: options.crashRate ?? 0,
+      capacityFactor: options.capacityFactor ?? 1,
+      queueModel: options.queueModel ?? 'erlang',
+      metricNoise: options.metricNoise ?? true,
     },
     oracleInstanceHours: oracle ? oracle.instanceHours : null,
     rows: reports.map((rep) => ({
@@ -306,6 +360,8 @@ export function formatTable(report: ComparisonReport): string {
     (t.filled > 0 ? `, ${t.filled} missing interval(s) held at the previous rate` : '') +
     `. Capacity ${s.capacity} req/s per instance, boot ${s.boot}, SLO ${s.slo}, client timeout ${formatDuration(s.timeoutMs)}, ` +
     `tick ${formatDuration(s.tickMs)}, seed ${s.seed}` +
+    (s.capacityFactor !== 1 ? `, instances truly serve ${Math.round(s.capacityFactor * 100)}% of the configured capacity` : '') +
+    `, ${s.queueModel === 'erlang' ? 'M/M/c waits below saturation' : 'fluid queue'}${s.metricNoise ? ', noisy metrics' : ''}` +
     (s.crashRate > 0 ? `, ${s.crashRate} crashes per instance-hour` : '') +
     '.';
   const cols = ['policy', 'instance-hours', '× oracle', 'SLO violated', 'queued', 'dropped', 'mean wait', 'scaling actions', 'peak'];

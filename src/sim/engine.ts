@@ -33,7 +33,7 @@ import {
   type RoleSpec,
 } from '../core/index.js';
 import { evaluateWithForecast, type CombinedState, type ForecastPolicy } from './forecast.js';
-import { fluidStep } from './queue.js';
+import { erlangC, erlangWait, fluidStep } from './queue.js';
 import { Rng } from './rng.js';
 import { traceDurationMs, type Trace } from './trace.js';
 import { bootUpperMs, sampleBoot, SimInputError, type BootDistribution, type Slo } from './units.js';
@@ -89,8 +89,25 @@ export interface SimulateOptions {
   /** Count at the start (instances then already serving). @default demand of the first tick, within min/max */
   readonly initial?: number;
   readonly trace: Trace;
-  /** Requests per second one instance serves at full use. */
+  /** Requests per second one instance serves at full use, as the policies are told (and the oracle knows it truly is, times capacityFactor). */
   readonly capacity: number;
+  /** What an instance truly serves, relative to `capacity`: 0.8 is 20% slower than configured. @default 1 */
+  readonly capacityFactor?: number;
+  /**
+   * `erlang`: M/M/c waits below saturation (each instance `serversPerInstance` servers) on top of
+   * the fluid backlog beyond it; `fluid`: nobody waits below saturation. @default 'erlang'
+   */
+  readonly queueModel?: 'erlang' | 'fluid';
+  /** @default 1 */
+  readonly serversPerInstance?: number;
+  /** Metrics carry the sampling noise of one scrape over `scrapeMs`. @default true */
+  readonly metricNoise?: boolean;
+  /** The window one scrape measures rates over. @default 5000 */
+  readonly scrapeMs?: number;
+  /** Age of a sample when the policy can first read it (scrape interval, transport). @default 5000 */
+  readonly metricLagMs?: number;
+  /** A draining instance is billed this long after its drain order. @default the role's drainTimeoutMs */
+  readonly drainMs?: number;
   readonly boot: BootDistribution;
   /** From a role assignment (or a spare's claim) to serving. @default 0 */
   readonly startMs?: number;
@@ -171,6 +188,8 @@ interface SimInstance extends Mutable<PlanInstance> {
   servingAt: number | null;
   servingSince: number | null;
   crashed: boolean;
+  /** When a draining instance has finished (terminated). */
+  drainUntil: number | null;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -183,6 +202,13 @@ export function simulate(options: SimulateOptions): Report {
   const startMs = o.startMs ?? 0;
   const dt = tickMs / 1000;
   if (!(o.capacity > 0)) throw new SimInputError('--capacity', 'expected requests/s per instance greater than 0');
+  const trueCapacity = o.capacity * (o.capacityFactor ?? 1);
+  if (!(trueCapacity > 0)) throw new SimInputError('capacityFactor', 'expected a factor greater than 0');
+  const erlang = (o.queueModel ?? 'erlang') === 'erlang';
+  const spi = Math.max(1, Math.round(o.serversPerInstance ?? 1));
+  const noisy = o.metricNoise ?? true;
+  const scrapeS = (o.scrapeMs ?? 5000) / 1000;
+  const lagMs = Math.max(0, o.metricLagMs ?? 5000);
   if (!(tickMs > 0)) throw new SimInputError('tick', 'expected a tick greater than 0');
   const sloMs = 60_000;
   if (sloMs % tickMs !== 0 && tickMs % sloMs !== 0) {
@@ -232,9 +258,11 @@ export function simulate(options: SimulateOptions): Report {
 
   const bootRng = new Rng(o.seed, 1);
   const crashRng = new Rng(o.seed, 2);
+  const noiseRng = new Rng(o.seed, 3);
+  const drainMs = o.drainMs ?? baseRole.drainTimeoutMs;
   const crashP = 1 - Math.exp(-(o.crashRate ?? 0) * (tickMs / 3_600_000));
 
-  const metrics = new MetricStore({ horizonMs: Math.max(historyNeededMs(policies), o.forecast?.windowMs ?? 0) + 2 * tickMs });
+  const metrics = new MetricStore({ horizonMs: Math.max(historyNeededMs(policies), o.forecast?.windowMs ?? 0) + 2 * tickMs + lagMs });
   let policyState: PolicyState | undefined;
   let combinedState: CombinedState | undefined;
 
@@ -247,7 +275,7 @@ export function simulate(options: SimulateOptions): Report {
 
   const t0 = 0;
   const clampCount = (n: number) => Math.min(role.max, Math.max(role.min, n));
-  let desired = clampCount(o.initial ?? (o.schedule ? o.schedule.desiredAt(0) : Math.max(1, needed(lambdas[0] ?? 0, o.capacity))));
+  let desired = clampCount(o.initial ?? (o.schedule ? o.schedule.desiredAt(0) : Math.max(1, needed(lambdas[0] ?? 0, trueCapacity))));
   const hash = roleHash(role);
 
   const make = (now: number, roleName: string | null, pool: string | null, spec: string, readyAt: number): SimInstance => ({
@@ -275,6 +303,7 @@ export function simulate(options: SimulateOptions): Report {
     servingAt: null,
     servingSince: null,
     crashed: false,
+    drainUntil: null,
   });
 
   // Warm start: the initial count already serves, the spare pools are already full.
@@ -316,6 +345,9 @@ export function simulate(options: SimulateOptions): Report {
         setState(i, 'serving', now);
         i.servingSince = i.servingAt;
         i.exports = {};
+        changed = true;
+      } else if (i.state === 'draining' && i.drainUntil !== null && i.drainUntil <= now) {
+        setState(i, 'terminated', now);
         changed = true;
       }
     }
@@ -384,7 +416,13 @@ export function simulate(options: SimulateOptions): Report {
           const i = byId(a.instanceId);
           if (!i) break;
           i.drainOrderId = orderId();
-          if (!i.crashed) setState(i, 'terminated', now);
+          // Billed while it finishes its in-flight work and connections (out of rotation already).
+          if (!i.crashed) {
+            if (drainMs > 0) {
+              setState(i, 'draining', now);
+              i.drainUntil = now + drainMs;
+            } else setState(i, 'terminated', now);
+          }
           changed = true;
           break;
         }
@@ -454,6 +492,7 @@ export function simulate(options: SimulateOptions): Report {
   let crashes = 0;
   let backlog = 0;
   const timeoutS = timeoutMs / 1000;
+  const pastTicks: { lambda: number; util: number; perInstance: number; q0: number; q1: number; lq: number; ids: number }[] = [];
 
   const closeBucket = (minute: number) => {
     let bad: boolean;
@@ -540,14 +579,28 @@ export function simulate(options: SimulateOptions): Report {
     let nServing = 0;
     for (const i of alive) if (i.role === role.name && i.goal === 'run' && i.state === 'serving' && !i.crashed) nServing++;
     const lambda = lambdas[k] ?? 0;
-    const mu = nServing * o.capacity;
+    const mu = nServing * trueCapacity;
+    const backlogBefore = backlog;
     const f = fluidStep(backlog, lambda, mu, dt, timeoutS);
     backlog = f.backlog;
     const arrivals = lambda * dt;
+    // Below saturation, M/M/c: arrivals the fluid queue did not hold up wait Erlang C's mean
+    // (pointwise stationary: the tick is long against a request's service time).
+    let erlangWaitS = 0;
+    let erlangQueued = 0;
+    let lq = 0;
+    if (erlang && lambda > 0 && lambda < mu) {
+      const c = nServing * spi;
+      const w = Math.min(timeoutS, erlangWait(c, lambda, trueCapacity / spi));
+      const free = Math.max(0, arrivals - f.queued - f.dropped);
+      erlangWaitS = free * w;
+      erlangQueued = free * erlangC(c, lambda / (trueCapacity / spi));
+      lq = lambda * w;
+    }
     requests += arrivals;
-    queued += f.queued;
+    queued += f.queued + erlangQueued;
     dropped += f.dropped;
-    const waited = f.waitSeconds + f.dropped * timeoutS;
+    const waited = f.waitSeconds + erlangWaitS + f.dropped * timeoutS;
     waitTotal += waited;
     bArrivals += arrivals;
     bWait += waited;
@@ -564,19 +617,34 @@ export function simulate(options: SimulateOptions): Report {
     sTicks[p] = (sTicks[p] ?? 0) + 1;
     if ((k + 1) % ticksPerBucket === 0 || k === ticks - 1) closeBucket(minute);
 
-    // 3. observe
+    // 3. observe: what a scrape `lagMs` before the tick's end saw (rates are constant within a
+    // tick; the backlog is interpolated), with the sampling noise of one scrape.
     const end = now + tickMs;
     const util = mu > 0 ? f.served / (mu * dt) : 0;
     if (wanted.size > 0) {
+      const lagTicks = Math.floor(lagMs / tickMs);
+      const within = (lagMs - lagTicks * tickMs) / tickMs;
+      pastTicks.push({ lambda, util, perInstance: nServing > 0 ? f.served / dt / nServing : 0, q0: backlogBefore, q1: backlog, lq, ids: nServing });
+      if (pastTicks.length > lagTicks + 1) pastTicks.shift();
+      const seen = pastTicks.length > lagTicks ? pastTicks[pastTicks.length - 1 - lagTicks] : undefined;
+      const t = end - lagMs;
+      const noise = (mean: number, sd: number) => (noisy && sd > 0 ? Math.max(0, mean + sd * noiseRng.normal()) : mean);
       for (const i of alive) {
         if (!(i.role === role.name && i.goal === 'run' && i.state === 'serving' && !i.crashed)) continue;
         i.busy = util;
-        if (wanted.has('cpu')) metrics.add(role.name, 'cpu', { t: end, value: util, instance: i.id });
-        if (wanted.has('host_cpu')) metrics.add(role.name, 'host_cpu', { t: end, value: util, instance: i.id });
-        if (wanted.has('rps')) metrics.add(role.name, 'rps', { t: end, value: f.served / dt / nServing, instance: i.id });
+        // An instance that was not serving when the scrape happened reports nothing yet.
+        if (!seen || i.servingSince === null || i.servingSince > t) continue;
+        const x = seen.perInstance;
+        // Busy time of a scrape window: a compound Poisson sum of exponential service times.
+        const uSd = Math.sqrt((2 * x * scrapeS) / (trueCapacity * trueCapacity)) / scrapeS + 0.01;
+        if (wanted.has('cpu')) metrics.add(role.name, 'cpu', { t, value: Math.min(1, noise(seen.util, uSd)), instance: i.id });
+        if (wanted.has('host_cpu')) metrics.add(role.name, 'host_cpu', { t, value: Math.min(1, noise(seen.util, uSd)), instance: i.id });
+        if (wanted.has('rps')) metrics.add(role.name, 'rps', { t, value: noise(x, Math.sqrt(x / scrapeS)), instance: i.id });
       }
-      if (wanted.has('demand')) metrics.add(role.name, 'demand', { t: end, value: lambda });
-      if (wanted.has('backlog')) metrics.add(role.name, 'backlog', { t: end, value: backlog });
+      if (seen) {
+        if (wanted.has('demand')) metrics.add(role.name, 'demand', { t, value: noise(seen.lambda, Math.sqrt(seen.lambda / scrapeS)) });
+        if (wanted.has('backlog')) metrics.add(role.name, 'backlog', { t, value: seen.q0 + (seen.q1 - seen.q0) * (1 - within) + seen.lq });
+      }
     }
     if (crashP > 0) {
       for (const i of alive) {
@@ -662,6 +730,7 @@ export function describePolicies(policies: readonly Policy[], role: Pick<RoleSpe
       return `threshold ${p.stat} ${p.metric} ${b} for ${p.forMs / 1000}s ±${p.step} cooldown ${p.cooldownMs / 1000}s`;
     }
     if (p.kind === 'target') return `target ${p.metric} ${p.target} (down-stab ${p.scaleDownStabilizationMs / 1000}s)`;
+    if (p.kind === 'adaptive') return `adaptive ${p.metric} (p${Math.round(p.quantile * 100)} headroom${p.perInstance !== undefined ? `, prior ${p.perInstance}/s` : ''})`;
     return `queue ${p.metric}/${p.perInstance} (down-stab ${p.scaleDownStabilizationMs / 1000}s)`;
   });
   if (role.spares > 0) parts.push(`${role.spares} spare${role.spares > 1 ? 's' : ''}`);

@@ -47,6 +47,7 @@ export {
   type ComparisonReport,
   type ComparisonRow,
   type DroverVariant,
+  type SweepRun,
   type RunName,
   type TraceSummary,
 } from './compare.js';
@@ -64,11 +65,11 @@ export {
   type BaselineName,
 } from './baselines.js';
 
-export { DEFAULT_KNOBS, defaultApp, defaultAppYaml, type DefaultPolicyKnobs } from './default-app.js';
+export { DEFAULT_KNOBS, defaultApp, defaultAppYaml, legacyApp, legacyAppYaml, type DefaultPolicyKnobs } from './default-app.js';
 
 export { evalForecast, evaluateWithForecast, forecastPolicy, type CombinedState, type ForecastPolicy } from './forecast.js';
 
-export { fluidStep, type FluidStep } from './queue.js';
+export { erlangC, erlangWait, fluidStep, type FluidStep } from './queue.js';
 
 export { renderSvg } from './svg.js';
 

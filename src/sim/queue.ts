@@ -73,3 +73,31 @@ export function fluidStep(q0: number, lambda: number, mu: number, dt: number, ti
   const area = (q / 2) * tEmpty;
   return { served: q + arrivals, dropped, waitSeconds: (lambda / mu) * area, queued: lambda * tEmpty, backlog: 0, backlogArea: area };
 }
+
+// ---------------------------------------------------------------------------------------------
+// Erlang C: the waits below saturation
+
+/**
+ * Erlang's C formula: the probability that an arrival waits, for `c` servers offered `a`
+ * erlangs (arrival rate / one server's rate), a < c. Through the Erlang B recursion, which is
+ * stable for thousands of servers: B(0) = 1, B(k) = a·B(k-1) / (k + a·B(k-1)),
+ * C = c·B / (c - a·(1 - B)). 1 when a ≥ c (everyone waits, and the wait grows without bound).
+ */
+export function erlangC(c: number, a: number): number {
+  if (c <= 0) return 1;
+  if (a <= 0) return 0;
+  if (a >= c) return 1;
+  let b = 1;
+  for (let k = 1; k <= c; k++) b = (a * b) / (k + a * b);
+  return (c * b) / (c - a * (1 - b));
+}
+
+/**
+ * Mean wait in queue of an M/M/c queue (seconds): C(c, a) / (c·μ - λ), with `lambda` the
+ * arrival rate and `muServer` one server's rate; Infinity at or beyond saturation.
+ */
+export function erlangWait(c: number, lambda: number, muServer: number): number {
+  if (lambda <= 0) return 0;
+  if (c <= 0 || muServer <= 0 || lambda >= c * muServer) return Infinity;
+  return erlangC(c, lambda / muServer) / (c * muServer - lambda);
+}
