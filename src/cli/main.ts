@@ -5,12 +5,13 @@
  * 2 usage error.
  */
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, openSync, closeSync, readFileSync } from 'node:fs';
+import { existsSync, openSync, closeSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { pino } from 'pino';
 import { appFileJsonSchema, parseAppFile, SpecError, type AppSpec } from '../core/index.js';
-import { DEFAULT_PORT, startServer, VERSION, type RunningController } from '../controller/index.js';
+import { ControllerStartError, DEFAULT_PORT, lockHolder, preparePrivateDataDir, startServer, VERSION, type RunningController } from '../controller/index.js';
+import { processesOfInstancesIn } from '../adapters/providers/index.js';
 import { CliError, Client, findTarget, HttpError } from './client.js';
 import { ago, table } from './format.js';
 
@@ -192,7 +193,14 @@ async function deleteAll(client: Client, timeoutMs: number): Promise<void> {
   }
 }
 
+/** Whether `pid` runs. A zombie does not (where PID 1 does not reap, orphans linger as zombies). */
 function pidAlive(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
+    if (stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) === 'Z') return false;
+  } catch {
+    if (process.platform === 'linux') return false;
+  }
   try {
     process.kill(pid, 0);
     return true;
@@ -204,7 +212,9 @@ function pidAlive(pid: number): boolean {
 /** A controller already serving this data folder, if any. */
 async function runningController(dataDir: string): Promise<Client | undefined> {
   try {
-    const t = findTarget(dataDir, {});
+    // The data folder's controller (not DROVER_URL's), with the token it was given: a
+    // controller started with DROVER_TOKEN keeps no token file.
+    const t = findTarget(dataDir, process.env.DROVER_TOKEN ? { DROVER_TOKEN: process.env.DROVER_TOKEN } : {});
     const info = JSON.parse(readFileSync(join(resolve(dataDir), 'controller.json'), 'utf8')) as { pid: number };
     if (!pidAlive(info.pid)) return undefined;
     const c = new Client(t);
@@ -240,9 +250,10 @@ export function buildProgram(): Command {
       if (o.detach) {
         let client = existing;
         if (!client) {
-          const dir = resolve(o.dataDir);
-          mkdirSync(dir, { recursive: true });
-          const log = openSync(join(dir, 'controller.log'), 'a');
+          const dir = preparePrivateDataDir(o.dataDir);
+          const logFile = join(dir, 'controller.log');
+          const log = openSync(logFile, 'a', 0o600);
+          const logStart = statSync(logFile).size;
           const script = process.argv[1] ?? '';
           const child = spawn(process.execPath, [...process.execArgv, script, 'controller', '--data-dir', dir, '--port', String(o.port)], {
             detached: true,
@@ -253,8 +264,13 @@ export function buildProgram(): Command {
           child.unref();
           const deadline = Date.now() + 30_000;
           while (!client) {
-            if (Date.now() > deadline) throw new CliError(`the controller did not start within 30s; see ${join(dir, 'controller.log')}`);
-            if (child.exitCode !== null) throw new CliError(`the controller exited with code ${child.exitCode}; see ${join(dir, 'controller.log')}`);
+            if (child.exitCode !== null) {
+              throw new CliError(`the controller could not start: ${startFailure(logFile, logStart) ?? `it exited with code ${child.exitCode}`}\n(log: ${logFile})`);
+            }
+            if (Date.now() > deadline) {
+              const said = startFailure(logFile, logStart);
+              throw new CliError(`the controller did not start within 30s${said ? `: ${said}` : ''}\n(log: ${logFile})`);
+            }
             await sleep(150);
             client = await runningController(dir);
           }
@@ -395,7 +411,10 @@ export function buildProgram(): Command {
     .description('stop every app (roles in reverse dependency order), then the controller')
     .addOption(dataDirOpt())
     .option('--timeout <seconds>', 'how long to wait for roles to stop', parseInteger, 120)
-    .action(async (o: { dataDir: string; timeout: number }) => {
+    .option('--force', "without the controller or the store: stop the data folder's controller and every process of its instances (SIGTERM, then SIGKILL)")
+    .option('--grace <seconds>', 'with --force: time between SIGTERM and SIGKILL', parseInteger, 5)
+    .action(async (o: { dataDir: string; timeout: number; force?: boolean; grace: number }) => {
+      if (o.force) return forceDown(o.dataDir, o.grace * 1000);
       const client = clientFor(o.dataDir);
       await deleteAll(client, o.timeout * 1000);
       out('all apps stopped');
@@ -411,6 +430,98 @@ export function buildProgram(): Command {
     });
 
   return program;
+}
+
+/** Why a background controller could not start: the `drover: ...` lines it wrote to its log. */
+function startFailure(logFile: string, from: number): string | undefined {
+  let text: string;
+  try {
+    text = readFileSync(logFile).subarray(from).toString('utf8');
+  } catch {
+    return undefined;
+  }
+  const lines = text.split('\n');
+  const at = lines.findIndex((l) => l.startsWith('drover: '));
+  if (at >= 0) return lines.slice(at).join('\n').replace(/^drover: /, '').trim();
+  const tail = lines.filter((l) => l.trim()).slice(-5).join('\n');
+  return tail || undefined;
+}
+
+/**
+ * Sends SIGTERM to what `find` returns, and to whatever it finds later (an agent may restart a
+ * role before it stops itself), waits up to `graceMs`, then SIGKILLs what is left. Returns the
+ * pids stopped and those that needed SIGKILL.
+ */
+async function terminate<T extends { pid: number }>(find: () => T[], graceMs: number): Promise<{ stopped: T[]; killed: T[]; left: T[] }> {
+  const seen = new Map<number, T>();
+  const killed: T[] = [];
+  const signal = (p: T, sig: NodeJS.Signals) => {
+    try {
+      process.kill(p.pid, sig);
+    } catch {
+      // gone already
+    }
+  };
+  const deadline = Date.now() + graceMs;
+  for (;;) {
+    const now = find();
+    for (const p of now) {
+      if (seen.has(p.pid)) continue;
+      seen.set(p.pid, p);
+      signal(p, 'SIGTERM');
+    }
+    if (now.length === 0 || Date.now() > deadline) break;
+    await sleep(100);
+  }
+  let left: T[] = [];
+  for (let k = 0; k < 30; k++) {
+    left = find();
+    if (left.length === 0) break;
+    for (const p of left) {
+      if (!seen.has(p.pid)) seen.set(p.pid, p);
+      if (!killed.some((q) => q.pid === p.pid)) killed.push(p);
+      signal(p, 'SIGKILL');
+    }
+    await sleep(100);
+  }
+  return { stopped: [...seen.values()], killed, left };
+}
+
+/** `drover down --force`: stops everything of a data folder with nothing but the operating system. */
+async function forceDown(dataDir: string, graceMs: number): Promise<void> {
+  const dir = resolve(dataDir);
+  if (!existsSync(dir)) throw new CliError(`no data folder at ${dir}`);
+  const holder = await lockHolder(dir);
+  if (holder && !Number.isFinite(holder.pid)) throw new CliError(`something holds the lock of ${dir} but does not say who; stop it by hand`);
+  let failed = false;
+  if (holder) {
+    const r = await terminate(() => (pidAlive(holder.pid) ? [{ pid: holder.pid }] : []), graceMs);
+    const who = `controller (pid ${holder.pid}${holder.url ? `, ${holder.url}` : ''})`;
+    if (r.left.length) {
+      failed = true;
+      out(`${who} still runs after SIGKILL`);
+    } else out(`stopped the ${who}${r.killed.length ? ' with SIGKILL' : ''}`);
+  } else out(`no controller holds ${dir}`);
+  const r = await terminate(() => processesOfInstancesIn(join(dir, 'instances')), graceMs);
+  if (r.stopped.length === 0) out('no instance process was running');
+  const byInstance = new Map<string, number[]>();
+  for (const p of r.stopped) byInstance.set(p.instance, [...(byInstance.get(p.instance) ?? []), p.pid]);
+  for (const [id, pids] of [...byInstance].sort(([a], [b]) => a.localeCompare(b))) {
+    const k = r.killed.filter((p) => p.instance === id).length;
+    out(`stopped instance ${id}: ${pids.length} process(es) (pid ${pids.sort((a, b) => a - b).join(', ')})${k ? `, ${k} with SIGKILL` : ''}`);
+  }
+  const info = join(dir, 'controller.json');
+  try {
+    const pid = (JSON.parse(readFileSync(info, 'utf8')) as { pid: number }).pid;
+    if (!pidAlive(pid)) rmSync(info, { force: true });
+  } catch {
+    // none, or unreadable: nothing to tidy
+  }
+  if (r.left.length) {
+    failed = true;
+    out(`still running after SIGKILL: pid ${r.left.map((p) => p.pid).join(', ')}`);
+  }
+  if (failed) throw new CliError('some processes could not be stopped');
 }
 
 async function runForeground(file: string, dataDir: string, port: number): Promise<void> {
@@ -456,6 +567,10 @@ export async function main(argv: string[]): Promise<number> {
     if (err instanceof CliError) {
       if (err.message) process.stderr.write(`drover: ${err.message}\n`);
       return err.exitCode;
+    }
+    if (err instanceof ControllerStartError) {
+      process.stderr.write(`drover: ${err.message}\n`);
+      return 1;
     }
     process.stderr.write(`drover: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
     return 1;

@@ -13,3 +13,6 @@ export { buildApi, instanceJson, eventJson, type ApiOptions } from './api.js';
 export { ApiError, ERROR_CODES, type ErrorCode, type ErrorBody } from './errors.js';
 export { Runner, TerminalError, type ReconcileResult } from './runner.js';
 export { VERSION } from './version.js';
+export { ControllerStartError, preparePrivateDataDir, privateUmask, type StartErrorCode } from './datadir.js';
+export { lockHolder, LockHeldError, type LockHolder } from './lock.js';
+export { DEFAULT_RETENTION, type RetentionOptions, type PruneResult } from './retention.js';

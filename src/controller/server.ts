@@ -1,18 +1,22 @@
 /**
- * Starting a controller for real: data folder, token, embedded store, local provider, HTTP
- * server, and the file (`controller.json`) through which the CLI finds it.
+ * Starting a controller for real: data folder (private, locked), token, embedded store, local
+ * provider, HTTP server, retention, and the file (`controller.json`) through which the CLI
+ * finds it, written only by the lock's holder.
  */
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { existsSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { pino, type Logger } from 'pino';
 import { systemClock, type Clock, type PlannerOptions } from '../core/index.js';
-import { openPgliteStore, type Store } from '../adapters/store/index.js';
+import { openPgliteStore, StoreOpenError, type Store } from '../adapters/store/index.js';
 import { LocalProvider, type Provider } from '../adapters/providers/index.js';
 import { EmbeddedTransport } from '../adapters/transport/index.js';
 import { buildApi } from './api.js';
 import { Controller } from './controller.js';
+import { ControllerStartError, preparePrivateDataDir } from './datadir.js';
+import { acquireLock, LockHeldError, type DataDirLock } from './lock.js';
+import { compileRetention, retentionFromEnv, startRetention, type PruneResult, type RetentionOptions } from './retention.js';
 import { VERSION } from './version.js';
 
 export interface ServerOptions {
@@ -36,6 +40,12 @@ export interface ServerOptions {
   /** Environment for agents made by the local provider. */
   readonly agentEnv?: Readonly<Record<string, string>>;
   readonly onShutdown?: () => void;
+  /**
+   * How long events and acknowledged orders are kept; over the environment
+   * (DROVER_EVENTS_MAX_AGE, DROVER_EVENTS_MAX_COUNT, DROVER_ORDERS_MAX_AGE) and the defaults
+   * (events 7 days and 100,000, acknowledged orders 1 day, pruned every 10 minutes).
+   */
+  readonly retention?: RetentionOptions;
 }
 
 export interface RunningController {
@@ -44,7 +54,9 @@ export interface RunningController {
   readonly dataDir: string;
   readonly controller: Controller;
   readonly http: FastifyInstance;
-  /** Stops the controller. Instances keep running (the app outlives its controller). */
+  /** Runs a retention pass now (it also runs on a timer). */
+  pruneNow(): Promise<PruneResult>;
+  /** Stops the controller and releases the data folder. Instances keep running (the app outlives its controller). */
   close(): Promise<void>;
 }
 
@@ -65,49 +77,117 @@ export function loadOrCreateToken(dataDir: string): string {
   return t;
 }
 
+/** What a person must do when the store cannot be opened: nothing else of Drover can stop the app then. */
+function storeHelp(dataDir: string, err: StoreOpenError): string {
+  const db = join(dataDir, 'db');
+  return (
+    `${err.message}\n` +
+    `Its instances may still be running. To recover:\n` +
+    `  drover down --force --data-dir ${dataDir}   (stops every process of this data folder)\n` +
+    `  mv ${db} ${db}.broken                       (keep it for inspection; the next start makes an empty store)`
+  );
+}
+
+function listenError(err: unknown, host: string, port: number): Error {
+  const code = (err as NodeJS.ErrnoException).code;
+  if (code === 'EADDRINUSE') return new ControllerStartError('port-in-use', `port ${port} on ${host} is in use`, { cause: err });
+  const why = err instanceof Error ? err.message : String(err);
+  return new ControllerStartError('listen-failed', `cannot listen on port ${port} of ${host}: ${why}`, { cause: err });
+}
+
+/**
+ * Starts a controller on a data folder. Refused (a {@link ControllerStartError}, nothing left
+ * open) if the folder is not private, if another controller holds it, if its store cannot be
+ * opened or if the port is taken.
+ */
 export async function startServer(opts: ServerOptions = {}): Promise<RunningController> {
-  const dataDir = resolve(opts.dataDir ?? '.drover');
-  mkdirSync(dataDir, { recursive: true, mode: 0o700 });
-  const logger = opts.logger ?? pino({ level: process.env.DROVER_LOG_LEVEL ?? 'info' });
-  const token = opts.token ?? loadOrCreateToken(dataDir);
-  const store = opts.store ?? (await openPgliteStore(join(dataDir, 'db')));
-  const provider = opts.provider ?? new LocalProvider({ baseDir: join(dataDir, 'instances'), ...(opts.agentEnv ? { env: opts.agentEnv } : {}) });
-  const controller = new Controller({
-    store, provider, clock: opts.clock ?? systemClock, logger,
-    ...(opts.heartbeatMs !== undefined ? { heartbeatMs: opts.heartbeatMs } : {}),
-    ...(opts.evaluateMs !== undefined ? { evaluateMs: opts.evaluateMs } : {}),
-    ...(opts.planner ? { planner: opts.planner } : {}),
-  });
-  const transport = new EmbeddedTransport(controller.handlers, controller.heartbeatMs);
-  let closing: Promise<void> | undefined;
-  const http = await buildApi({
-    controller, token, logger, defaultAppDir: process.cwd(), version: VERSION, transport,
-    onShutdown: () => opts.onShutdown?.(),
-  });
-  await http.listen({ host: opts.host ?? '127.0.0.1', port: opts.port ?? DEFAULT_PORT });
-  const addr = http.server.address();
-  const port = addr && typeof addr === 'object' ? addr.port : (opts.port ?? DEFAULT_PORT);
-  const host = opts.host ?? '127.0.0.1';
-  const url = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
-  await controller.start(transport, url);
-  const infoFile = join(dataDir, 'controller.json');
-  const info: ControllerInfo = { url, pid: process.pid, startedAt: new Date().toISOString() };
-  writeFileSync(infoFile, JSON.stringify(info, null, 2) + '\n');
-  logger.info({ url, dataDir }, 'controller listening');
-  return {
-    url, token, dataDir, controller, http,
-    close: () =>
-      (closing ??= (async () => {
-        await controller.stop();
-        await transport.close();
-        await http.close();
-        await store.close();
-        try {
-          const cur = JSON.parse(readFileSync(infoFile, 'utf8')) as ControllerInfo;
-          if (cur.pid === process.pid) rmSync(infoFile, { force: true });
-        } catch {
-          // already gone
-        }
-      })()),
-  };
+  const retention = compileRetention(retentionFromEnv(process.env), opts.retention);
+  // Checks and takes the folder before anything reads or writes in it: a second controller
+  // must not open the store, let alone touch an instance.
+  const dataDir = preparePrivateDataDir(opts.dataDir ?? '.drover');
+  let lock: DataDirLock;
+  try {
+    lock = await acquireLock(dataDir);
+  } catch (err) {
+    if (err instanceof LockHeldError) throw new ControllerStartError('data-dir-locked', err.message, { cause: err });
+    throw err;
+  }
+  const undo: (() => Promise<void>)[] = [() => lock.release()];
+  try {
+    const logger = opts.logger ?? pino({ level: process.env.DROVER_LOG_LEVEL ?? 'info' });
+    const token = opts.token ?? loadOrCreateToken(dataDir);
+    let store: Store;
+    if (opts.store) store = opts.store;
+    else {
+      try {
+        store = await openPgliteStore(join(dataDir, 'db'));
+      } catch (err) {
+        if (err instanceof StoreOpenError) throw new ControllerStartError('store-unreadable', storeHelp(dataDir, err), { cause: err });
+        throw err;
+      }
+      undo.push(() => store.close());
+    }
+    const provider = opts.provider ?? new LocalProvider({ baseDir: join(dataDir, 'instances'), ...(opts.agentEnv ? { env: opts.agentEnv } : {}) });
+    const controller = new Controller({
+      store, provider, clock: opts.clock ?? systemClock, logger,
+      ...(opts.heartbeatMs !== undefined ? { heartbeatMs: opts.heartbeatMs } : {}),
+      ...(opts.evaluateMs !== undefined ? { evaluateMs: opts.evaluateMs } : {}),
+      ...(opts.planner ? { planner: opts.planner } : {}),
+    });
+    undo.push(() => controller.stop()); // also closes the provider
+    const transport = new EmbeddedTransport(controller.handlers, controller.heartbeatMs);
+    undo.push(() => transport.close());
+    let closing: Promise<void> | undefined;
+    const http = await buildApi({
+      controller, token, logger, defaultAppDir: process.cwd(), version: VERSION, transport,
+      onShutdown: () => opts.onShutdown?.(),
+    });
+    undo.push(() => http.close());
+    const host = opts.host ?? '127.0.0.1';
+    const wanted = opts.port ?? DEFAULT_PORT;
+    try {
+      await http.listen({ host, port: wanted });
+    } catch (err) {
+      throw listenError(err, host, wanted);
+    }
+    const addr = http.server.address();
+    const port = addr && typeof addr === 'object' ? addr.port : wanted;
+    const url = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
+    await controller.start(transport, url);
+    lock.setUrl(url);
+    const infoFile = join(dataDir, 'controller.json');
+    const info: ControllerInfo = { url, pid: process.pid, startedAt: new Date().toISOString() };
+    writePrivateAtomically(infoFile, JSON.stringify(info, null, 2) + '\n');
+    const pruner = startRetention(store, opts.clock ?? systemClock, logger, retention);
+    logger.info({ url, dataDir }, 'controller listening');
+    return {
+      url, token, dataDir, controller, http,
+      pruneNow: () => pruner.runOnce(),
+      close: () =>
+        (closing ??= (async () => {
+          await pruner.stop();
+          await controller.stop();
+          await transport.close();
+          await http.close();
+          await store.close();
+          try {
+            const cur = JSON.parse(readFileSync(infoFile, 'utf8')) as ControllerInfo;
+            if (cur.pid === process.pid) rmSync(infoFile, { force: true });
+          } catch {
+            // already gone
+          }
+          await lock.release();
+        })()),
+    };
+  } catch (err) {
+    for (const fn of undo.reverse()) await fn().catch(() => undefined);
+    throw err;
+  }
+}
+
+/** Writes `file` whole or not at all (a reader never sees half of it), 0600. */
+function writePrivateAtomically(file: string, text: string): void {
+  const tmp = `${file}.${process.pid}.tmp`;
+  writeFileSync(tmp, text, { mode: 0o600 });
+  renameSync(tmp, file);
 }

@@ -7,4 +7,4 @@
  * ```
  */
 export type * from './types.js';
-export { LocalProvider, freePort, processesOfInstance, type LocalProviderOptions } from './local.js';
+export { LocalProvider, freePort, processesOfInstance, processesOfInstancesIn, type LocalProviderOptions } from './local.js';
