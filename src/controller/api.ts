@@ -5,12 +5,16 @@
  * whether the route exists.
  */
 import { timingSafeEqual } from 'node:crypto';
-import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance } from 'fastify';
+import { STATUS_CODES } from 'node:http';
+import type { Socket } from 'node:net';
+import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import swagger from '@fastify/swagger';
 import websocket from '@fastify/websocket';
-import { compileAppSpec, parseAppFile, SpecError, startOrder, type AppSpec } from '../core/index.js';
+import { apiProof, SpecError, startOrder, type AppSpec } from '../core/index.js';
+import { APP_FILE_LIMITS, own } from '../core/limits.js';
 import type { EventRecord } from '../adapters/store/index.js';
 import { EmbeddedTransport } from '../adapters/transport/index.js';
+import { AppFileParser, type AppFileParserOptions } from './app-file-parser.js';
 import { ApiError, ERROR_CODES, type ErrorCode } from './errors.js';
 import type { Controller, InstanceView } from './controller.js';
 
@@ -28,9 +32,36 @@ export interface ApiOptions {
   readonly transport?: EmbeddedTransport;
   /** @default 1 MiB */
   readonly bodyLimit?: number;
+  /** Limits of the HTTP server; see {@link ApiTimeouts}. */
+  readonly timeouts?: Partial<ApiTimeouts>;
+  /** The worker that parses app files (time and memory limits). */
+  readonly appFile?: AppFileParserOptions;
 }
 
+/**
+ * How long a client may take. A request whose headers, or whole body, do not arrive in time is
+ * answered 408 and its connection closed, so slow clients cannot hold sockets open.
+ * There is no idle timeout on a connection while a request is being answered: a long poll of
+ * `/v1/events` waits up to 60 s, and agents' WebSockets stay open for good.
+ */
+export interface ApiTimeouts {
+  /** Time from a connection's first byte (or the previous request) to the end of a request's headers. @default 10000 */
+  readonly headersMs: number;
+  /** Time to receive a whole request, headers and body. @default 30000 */
+  readonly requestMs: number;
+  /** An idle keep-alive connection is closed after this. @default 5000 */
+  readonly keepAliveMs: number;
+}
+
+export const DEFAULT_TIMEOUTS: ApiTimeouts = { headersMs: 10_000, requestMs: 30_000, keepAliveMs: 5_000 };
+
 const NAME = '^[a-z][a-z0-9-]{0,62}$';
+/** A whole number in a query string (which is text by nature): digits only, no sign, no exponent. */
+const DIGITS = '^[0-9]{1,15}$';
+/** Request line and headers, together (Node's own limit): past it, 431. */
+const MAX_HEADER_BYTES = 16 * 1024;
+/** Longest path parameter: an app or role name is at most 63 characters, an instance id 34. Past it, 414. */
+const MAX_PARAM_LENGTH = 100;
 const errorSchema = {
   type: 'object',
   properties: {
@@ -141,12 +172,55 @@ function fail(code: ErrorCode, message: string): never {
 
 export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
   const c = opts.controller;
+  const t = { ...DEFAULT_TIMEOUTS, ...opts.timeouts };
+  const bodyLimit = opts.bodyLimit ?? 1 << 20;
+  const authorized = (header: string | undefined) => {
+    const m = /^Bearer (.+)$/.exec(header ?? '');
+    return m?.[1] !== undefined && sameToken(m[1], opts.token);
+  };
+  const send = (reply: FastifyReply, e: ApiError) => reply.status(e.status).send(e.body());
   const app = Fastify({
     // Per-request logs would drown the events; errors still get through at warn.
     ...(opts.logger === false ? { logger: false } : { loggerInstance: opts.logger.child({}, { level: 'warn' }) }),
-    bodyLimit: opts.bodyLimit ?? 1 << 20,
-    ajv: { customOptions: { allErrors: false, coerceTypes: 'array', removeAdditional: false } },
+    bodyLimit,
+    // No coercion: `"2"`, `null` or `false` is not a count. Query strings are text, parsed by hand (queryInt).
+    ajv: { customOptions: { allErrors: false, coerceTypes: false, removeAdditional: false, useDefaults: true } },
+    requestTimeout: t.requestMs,
+    keepAliveTimeout: t.keepAliveMs,
+    // Node checks the two timeouts above on this interval (30 s by default): the bounds then hold within a second.
+    http: { headersTimeout: t.headersMs, maxHeaderSize: MAX_HEADER_BYTES, connectionsCheckingInterval: Math.min(1000, t.headersMs) },
+    routerOptions: { maxParamLength: MAX_PARAM_LENGTH },
+    // Errors Node's HTTP parser meets before Fastify sees a request: answered in the API's error format too.
+    clientErrorHandler: (err: NodeJS.ErrnoException, socket: Socket) => {
+      if (err.code === 'ECONNRESET' || socket.destroyed) return;
+      const e =
+        err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+          ? new ApiError('request_timeout', `request: not received in time (headers within ${t.headersMs} ms, the whole request within ${t.requestMs} ms)`)
+          : err.code === 'HPE_HEADER_OVERFLOW'
+            ? new ApiError('headers_too_large', `headers: the request line and headers are larger than ${MAX_HEADER_BYTES} bytes`)
+            : new ApiError('invalid_request', 'request: not a valid HTTP/1.1 request');
+      if (socket.writable) {
+        const body = JSON.stringify(e.body());
+        socket.end(`HTTP/1.1 ${e.status} ${STATUS_CODES[e.status] ?? ''}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+      }
+      // A client that does not read its answer does not keep the socket either.
+      setTimeout(() => socket.destroy(), 1000).unref();
+    },
+    // Bad URL encoding and over-long path parameters, found by the router before any hook runs.
+    frameworkErrors: (err: FastifyError, req: FastifyRequest, reply: FastifyReply) => {
+      const e = !authorized(req.headers.authorization)
+        ? new ApiError('unauthorized', 'missing or invalid bearer token')
+        : err.code === 'FST_ERR_MAX_PARAM_LENGTH'
+          ? new ApiError('uri_too_long', `path: a parameter is longer than ${MAX_PARAM_LENGTH} characters`)
+          : new ApiError('invalid_request', 'path: not valid URL encoding');
+      void send(reply, e);
+    },
   });
+  const parser = new AppFileParser(opts.appFile);
+  parser.warm();
+  app.addHook('onClose', async () => parser.close());
+  // JSON only: without this, Fastify would hand a text/plain body to the routes as a string.
+  app.removeContentTypeParser('text/plain');
 
   await app.register(swagger, {
     openapi: {
@@ -160,27 +234,24 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
 
   app.addHook('onRequest', async (req) => {
     const path = req.url.split('?')[0] ?? '';
-    if (path === '/v1/health' || path === '/v1/agent') return;
-    const h = req.headers.authorization ?? '';
-    const m = /^Bearer (.+)$/.exec(h);
-    if (!m?.[1] || !sameToken(m[1], opts.token)) throw new ApiError('unauthorized', 'missing or invalid bearer token');
+    if (path === '/v1/health' || path === '/v1/agent' || path === '/v1/identity') return;
+    if (!authorized(req.headers.authorization)) throw new ApiError('unauthorized', 'missing or invalid bearer token');
   });
 
+  // Every error leaves in the documented format, with a registered code; the text of an
+  // unexpected error goes to the log only.
   app.setErrorHandler((err: FastifyError | ApiError, req, reply) => {
-    if (err instanceof ApiError) return reply.status(err.status).send(err.body());
-    if (err.validation) {
-      const v = err.validation[0];
-      const where = (err.validationContext ?? 'request') + (v?.instancePath ? v.instancePath.replace(/\//g, '.') : '');
-      const extra = v?.keyword === 'additionalProperties' ? ` "${String((v.params as { additionalProperty?: unknown }).additionalProperty)}"` : '';
-      const e = new ApiError('invalid_request', `${where}: ${v?.message ?? 'invalid'}${extra}`);
-      return reply.status(e.status).send(e.body());
-    }
+    if (err instanceof ApiError) return send(reply, err);
+    if (err.validation) return send(reply, new ApiError('invalid_request', validationMessage(err)));
     const status = err.statusCode ?? 500;
-    if (status === 413) return reply.status(413).send(new ApiError('payload_too_large', `body: larger than ${opts.bodyLimit ?? 1 << 20} bytes`).body());
-    if (status === 415) return reply.status(415).send(new ApiError('unsupported_media_type', `content-type: ${req.headers['content-type'] ?? 'none'} is not supported; send application/json`).body());
-    if (status >= 400 && status < 500) return reply.status(400).send(new ApiError('invalid_request', `body: ${err.message}`).body());
-    req.log.error({ err }, 'request failed');
-    return reply.status(500).send(new ApiError('internal', `internal error (request ${req.id})`).body());
+    if (status === 413 || err.code === 'FST_ERR_CTP_BODY_TOO_LARGE') return send(reply, new ApiError('payload_too_large', `body: larger than ${bodyLimit} bytes`));
+    if (status === 415) {
+      const type = JSON.stringify(String(req.headers['content-type'] ?? 'none').slice(0, 100));
+      return send(reply, new ApiError('unsupported_media_type', `content-type: ${type} is not supported; send application/json`));
+    }
+    if (status >= 400 && status < 500) return send(reply, new ApiError('invalid_request', CLIENT_ERRORS[err.code] ?? 'request: malformed'));
+    req.log.error({ err, reqId: req.id }, 'request failed');
+    return send(reply, new ApiError('internal', `internal error (request ${req.id})`));
   });
   app.setNotFoundHandler((req, reply) => {
     const e = new ApiError('not_found', `no route ${req.method} ${req.url.split('?')[0] ?? ''}`);
@@ -196,6 +267,21 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
   }));
 
   app.get('/v1/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+
+  // Proof of holding the token, asked for by clients before they send it (docs/security.md).
+  app.get<{ Querystring: { challenge: string } }>(
+    '/v1/identity',
+    {
+      schema: {
+        tags: ['controller'],
+        summary: 'Prove this controller holds the admin token, without revealing it (HMAC of a client challenge)',
+        security: [],
+        querystring: { type: 'object', additionalProperties: false, required: ['challenge'], properties: { challenge: { type: 'string', pattern: '^[A-Za-z0-9_-]{16,128}$' } } },
+        response: { 200: { type: 'object', properties: { proof: { type: 'string' } } }, ...errors(400) },
+      },
+    },
+    async (req) => ({ proof: apiProof(opts.token, req.query.challenge) }),
+  );
 
   const appSummary = async (name: string) => {
     const stored = await storeApp(name);
@@ -224,7 +310,7 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
     const desired = await c.roleCounts(name);
     const instances = await c.listInstances({ app: name });
     return Object.values(stored.spec.roles).map((r) => {
-      const s = p?.roles[r.name];
+      const s = p ? own(p.roles, r.name) : undefined;
       const d = desired.find((x) => x.role === r.name);
       return {
         name: r.name,
@@ -268,20 +354,30 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
           type: 'object',
           additionalProperties: false,
           properties: {
-            yaml: { type: 'string', description: 'The app file, as YAML text' },
+            yaml: { type: 'string', description: 'The app file, as YAML text (at most 256 KiB)' },
             spec: { type: 'object', description: 'The app file, as JSON' },
-            appDir: { type: 'string', description: 'Folder of the app file (${appDir})' },
+            appDir: {
+              type: 'string',
+              // Absolute, one line, no control character: it becomes ${appDir} in every command.
+              pattern: '^/[^\\u0000-\\u001f\\u007f]*$',
+              maxLength: 4096,
+              description: 'Folder of the app file (${appDir}): an absolute path',
+            },
           },
         },
-        response: { 200: { type: 'object', additionalProperties: true }, 201: { type: 'object', additionalProperties: true }, ...errors(400, 401, 409, 413, 415, 422) },
+        response: { 200: { type: 'object', additionalProperties: true }, 201: { type: 'object', additionalProperties: true }, ...errors(400, 401, 409, 413, 415, 422, 500) },
       },
     },
     async (req, reply) => {
       const b = req.body ?? {};
       if ((b.yaml === undefined) === (b.spec === undefined)) fail('invalid_request', 'body: give exactly one of "yaml" or "spec"');
+      if (b.yaml !== undefined && Buffer.byteLength(b.yaml, 'utf8') > APP_FILE_LIMITS.bytes) {
+        fail('payload_too_large', `yaml: the app file is ${Buffer.byteLength(b.yaml, 'utf8')} bytes; at most ${APP_FILE_LIMITS.bytes} (256 KiB) are allowed`);
+      }
       let spec: AppSpec;
       try {
-        spec = b.yaml !== undefined ? parseAppFile(b.yaml) : compileAppSpec(b.spec);
+        // Off the event loop, with a time limit: app-file-parser.ts says why.
+        spec = b.yaml !== undefined ? await parser.parseYaml(b.yaml) : await parser.compile(b.spec);
       } catch (err) {
         if (err instanceof SpecError) throw new ApiError('invalid_spec', err.message, err.issues);
         throw err;
@@ -323,32 +419,32 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
         body: {
           type: 'object',
           additionalProperties: false,
-          properties: { count: { type: 'integer', minimum: 0, maximum: 10000 }, auto: { type: 'boolean', enum: [true] } },
-          oneOf: [{ required: ['count'] }, { required: ['auto'] }],
+          properties: { count: { type: 'integer', minimum: 0, maximum: 1000 }, auto: { type: 'boolean', enum: [true] } },
         },
         response: { 200: roleSchema, ...errors(400, 401, 404, 409, 422) },
       },
     },
     async (req) => {
-      const b = req.body;
+      const b = req.body ?? {};
+      if ((b.count === undefined) === (b.auto === undefined)) fail('invalid_request', 'body: give exactly one of "count" or "auto"');
       await c.scale(req.params.name, req.params.role, b.count !== undefined ? { count: b.count } : { auto: true });
       const roles = await rolesOf(req.params.name);
-      return roles.find((r) => r.name === req.params.role);
+      return roles.find((r) => r.name === req.params.role) ?? fail('not_found', `app "${req.params.name}" has no role "${req.params.role}"`);
     },
   );
 
-  app.get<{ Querystring: { app?: string; role?: string; all?: boolean } }>(
+  app.get<{ Querystring: { app?: string; role?: string; all?: 'true' | 'false' } }>(
     '/v1/instances',
     {
       schema: {
         tags: ['instances'],
-        querystring: { type: 'object', additionalProperties: false, properties: { app: { type: 'string', pattern: NAME }, role: { type: 'string', pattern: NAME }, all: { type: 'boolean', description: 'include destroyed instances' } } },
+        querystring: { type: 'object', additionalProperties: false, properties: { app: { type: 'string', pattern: NAME }, role: { type: 'string', pattern: NAME }, all: { type: 'string', enum: ['true', 'false'], description: 'include destroyed instances' } } },
         response: { 200: { type: 'object', properties: { instances: { type: 'array', items: instanceSchema } } }, ...errors(400, 401) },
       },
     },
     async (req) => {
       const q = req.query;
-      const list = await c.listInstances({ ...(q.app ? { app: q.app } : {}), ...(q.role ? { role: q.role } : {}), includeGone: q.all === true });
+      const list = await c.listInstances({ ...(q.app ? { app: q.app } : {}), ...(q.role ? { role: q.role } : {}), includeGone: q.all === 'true' });
       return { instances: list.map(instanceJson) };
     },
   );
@@ -362,7 +458,7 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
     },
   );
 
-  app.get<{ Querystring: { after?: number; app?: string; limit?: number; waitMs?: number } }>(
+  app.get<{ Querystring: { after?: string; app?: string; limit?: string; waitMs?: string } }>(
     '/v1/events',
     {
       schema: {
@@ -372,10 +468,10 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
           type: 'object',
           additionalProperties: false,
           properties: {
-            after: { type: 'integer', minimum: 0 },
+            after: { type: 'string', pattern: DIGITS, description: 'an event id (integer >= 0)' },
             app: { type: 'string', pattern: NAME },
-            limit: { type: 'integer', minimum: 1, maximum: 1000 },
-            waitMs: { type: 'integer', minimum: 0, maximum: 60000 },
+            limit: { type: 'string', pattern: DIGITS, description: 'an integer from 1 to 1000; default 100' },
+            waitMs: { type: 'string', pattern: DIGITS, description: 'an integer from 0 to 60000' },
           },
         },
         response: { 200: { type: 'object', properties: { events: { type: 'array', items: eventSchema } } }, ...errors(400, 401) },
@@ -383,9 +479,12 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
     },
     async (req) => {
       const q = req.query;
-      const query = { ...(q.after !== undefined ? { after: q.after } : {}), ...(q.app ? { app: q.app } : {}), limit: q.limit ?? 100 };
+      const after = queryInt('after', q.after, 0, Number.MAX_SAFE_INTEGER);
+      const limit = queryInt('limit', q.limit, 1, 1000) ?? 100;
+      const waitMs = queryInt('waitMs', q.waitMs, 0, 60_000);
+      const query = { ...(after !== undefined ? { after } : {}), ...(q.app ? { app: q.app } : {}), limit };
       let events = await c.listEvents(query);
-      if (events.length === 0 && q.waitMs && q.after !== undefined) {
+      if (events.length === 0 && waitMs && after !== undefined) {
         await new Promise<void>((resolve) => {
           const done = () => {
             clearTimeout(timer);
@@ -396,7 +495,7 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
           const onEvent = (e: EventRecord) => {
             if (!q.app || e.app === q.app) done();
           };
-          const timer = setTimeout(done, q.waitMs);
+          const timer = setTimeout(done, waitMs);
           c.events.on('event', onEvent);
           req.raw.on('close', done);
         });
@@ -417,4 +516,38 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
   });
 
   return app;
+}
+
+/** Wording for Fastify's own 4xx errors: the field and the reason, never the library's text. */
+const CLIENT_ERRORS: Partial<Record<string, string>> = {
+  FST_ERR_CTP_EMPTY_JSON_BODY: 'body: empty; send a JSON object',
+  FST_ERR_CTP_INVALID_JSON_BODY: 'body: not valid JSON (or it has a "__proto__" or "constructor.prototype" key)',
+  FST_ERR_CTP_INVALID_CONTENT_LENGTH: 'body: its size does not match Content-Length',
+};
+
+/** A whole number from a query string, within [min, max]; undefined when absent. */
+function queryInt(name: string, text: string | undefined, min: number, max: number): number | undefined {
+  if (text === undefined) return undefined;
+  const n = /^[0-9]{1,15}$/.test(text) ? Number(text) : NaN;
+  if (!(n >= min && n <= max)) throw new ApiError('invalid_request', `querystring.${name}: expected a whole number from ${min} to ${max}`);
+  return n;
+}
+
+/** `body.count: must be integer`, naming the field (and the missing or unknown one). */
+function validationMessage(err: FastifyError): string {
+  const v = err.validation?.[0];
+  const params = (v?.params ?? {}) as { missingProperty?: unknown; additionalProperty?: unknown; allowedValues?: unknown };
+  let where = (err.validationContext ?? 'request') + (v?.instancePath ? v.instancePath.replace(/\//g, '.') : '');
+  let message = v?.message ?? 'invalid';
+  if (v?.keyword === 'required') {
+    where += `.${String(params.missingProperty)}`;
+    message = 'required';
+  } else if (v?.keyword === 'additionalProperties') {
+    message = `unknown field ${JSON.stringify(String(params.additionalProperty))}`;
+  } else if (v?.keyword === 'pattern' && (v.params as { pattern?: unknown }).pattern === DIGITS) {
+    message = 'expected a whole number';
+  } else if (v?.keyword === 'enum' && Array.isArray(params.allowedValues)) {
+    message = `expected ${params.allowedValues.map((x) => JSON.stringify(x)).join(' or ')}`;
+  }
+  return `${where}: ${message}`;
 }

@@ -12,8 +12,11 @@ export const ERROR_CODES = {
   count_out_of_bounds: { status: 422, description: "A manual count outside the role's min/max." },
   app_deleting: { status: 409, description: 'The app is being deleted; wait until it is gone.' },
   no_policy: { status: 422, description: 'Asked to hand a role back to its scaling policies, but it has none.' },
-  payload_too_large: { status: 413, description: 'The request body is larger than the limit.' },
+  payload_too_large: { status: 413, description: 'The request body, or the app file in it, is larger than its limit.' },
   unsupported_media_type: { status: 415, description: 'The body is not JSON.' },
+  request_timeout: { status: 408, description: 'The request did not arrive in time (headers within 10 s, the whole request within 30 s); the connection is closed.' },
+  uri_too_long: { status: 414, description: 'A path parameter is longer than 100 characters.' },
+  headers_too_large: { status: 431, description: 'The request line and headers are larger than 16 KiB; the connection is closed.' },
   internal: { status: 500, description: 'A bug: the controller could not handle the request. Logged with the request id.' },
 } as const;
 
