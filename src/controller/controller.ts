@@ -179,7 +179,7 @@ export class Controller {
   /** Pins a role's count by hand (`count`), or hands it back to its policies (`auto`). */
   async scale(appName: string, role: string, what: { count: number } | { auto: true }): Promise<void> {
     const app = await this.store.getApp(appName);
-    const r = app?.spec.roles[role];
+    const r = app && Object.hasOwn(app.spec.roles, role) ? app.spec.roles[role] : undefined;
     if (!app || !r) throw new ApiError('not_found', app ? `app "${appName}" has no role "${role}"` : `no app "${appName}"`);
     if (app.deleting) throw new ApiError('app_deleting', `app "${appName}" is being deleted`);
     const before = (await this.store.listRoles(appName)).find((x) => x.role === role)?.desired ?? r.count;
@@ -409,7 +409,7 @@ export class Controller {
   }
 
   private async servingMembers(app: string): Promise<Record<string, ImportedMember[]>> {
-    const out: Record<string, ImportedMember[]> = {};
+    const out: Record<string, ImportedMember[]> = Object.create(null) as Record<string, ImportedMember[]>;
     for (const i of await this.store.listInstances({ app })) {
       if (i.role && i.goal === 'run' && i.state === 'serving' && i.exports) (out[i.role] ??= []).push({ instance: i.id, exports: i.exports });
     }
@@ -470,7 +470,7 @@ export class Controller {
         return;
       }
       case 'assign': {
-        const role = app.spec.roles[a.role];
+        const role = Object.hasOwn(app.spec.roles, a.role) ? app.spec.roles[a.role] : undefined;
         if (!role) return;
         const order: Order = {
           id: `o-${randomUUID()}`, kind: 'assign',
