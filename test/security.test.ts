@@ -6,6 +6,8 @@
  */
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -14,7 +16,7 @@ import { WebSocketServer } from 'ws';
 import { openPgliteStore } from '../src/adapters/store/index.js';
 import { freePort } from '../src/adapters/providers/index.js';
 import { startServer, type RunningController } from '../src/controller/index.js';
-import { apiClient, killAll, processesWithEnv, sleep, until } from './helpers.js';
+import { apiClient, drover, killAll, processesWithEnv, sleep, until } from './helpers.js';
 
 const isRoot = process.getuid?.() === 0;
 const SERVER = `exec node -e "require('http').createServer((q,s)=>s.end('ok')).listen(+process.env.PORT,'127.0.0.1')"`;
@@ -72,6 +74,7 @@ roles:
         if [ -d "$f" ]; then ls "$f" >/dev/null 2>&1 && echo "READ $f" || echo "DENIED $f"; else cat "$f" >/dev/null 2>&1 && echo "READ $f" || echo "DENIED $f"; fi
       done > spy.txt
       id -u >> spy.txt
+      echo "groups $(id -G)" >> spy.txt
       ${SERVER}
     health: { http: / }
 `;
@@ -102,6 +105,7 @@ roles:
     const out = readFileSync(join(workdirOf(dataDir, inst('nobody').id), 'home', 'spy.txt'), 'utf8');
     assert.doesNotMatch(out, /^READ /m, out);
     assert.match(out, /^65534$/m);
+    assert.match(out, /^groups 65534$/m, 'no supplementary group of the agent kept');
   });
 
   await t.test('imported values reach commands as data: nothing in them runs', async () => {
@@ -192,4 +196,26 @@ roles:
   assert.ok(!readdirSync(dir).includes('PWNED'));
   await api('DELETE', '/v1/apps/rogue');
   await until('deleted', async () => ((await api<{ apps: unknown[] }>('GET', '/v1/apps')).apps.length === 0 ? true : undefined), 60_000);
+});
+
+test('the CLI sends its token only to a controller that proves it holds it', { timeout: 60_000 }, async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'drover-cli-rogue-'));
+  const seen: { url: string; authorization: string | undefined }[] = [];
+  const rogue = createServer((req, res) => {
+    seen.push({ url: req.url ?? '', authorization: req.headers.authorization });
+    res.setHeader('content-type', 'application/json');
+    res.end(JSON.stringify({ proof: 'A'.repeat(43), apps: [] }));
+  });
+  await new Promise<void>((resolve) => rogue.listen(0, '127.0.0.1', resolve));
+  t.after(() => {
+    rogue.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const port = (rogue.address() as AddressInfo).port;
+  const r = await drover(['status'], { cwd: dir, env: { DROVER_URL: `http://127.0.0.1:${port}`, DROVER_TOKEN: 'the-admin-token-'.padEnd(40, 'x') } });
+  assert.notEqual(r.code, 0);
+  assert.match(r.stderr, /could not prove it is the controller/);
+  assert.ok(seen.length > 0, 'the CLI did ask');
+  assert.ok(seen.every((s) => s.authorization === undefined), 'no token sent');
+  assert.ok(seen.every((s) => s.url.startsWith('/v1/identity?challenge=')));
 });

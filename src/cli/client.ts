@@ -2,7 +2,9 @@
  * A small client of the controller's REST API, and how the CLI finds the controller: DROVER_URL
  * and DROVER_TOKEN if set, else `controller.json` and `token` in the data folder.
  */
+import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
+import { checkApiProof } from '../core/auth.js';
 import { join, resolve } from 'node:path';
 
 export class CliError extends Error {
@@ -54,9 +56,39 @@ export class HttpError extends CliError {
 }
 
 export class Client {
+  #verified?: Promise<void>;
+
   constructor(readonly target: Target) {}
 
+  /**
+   * Before the token leaves this process: the peer at the URL must prove it holds the same token
+   * (an HMAC of a fresh challenge). Whatever took the controller's port while it was down gets a
+   * request without credentials, and the CLI stops there.
+   */
+  verifyController(timeoutMs = 10_000): Promise<void> {
+    this.#verified ??= (async () => {
+      const challenge = randomBytes(24).toString('base64url');
+      let proof: unknown;
+      try {
+        const res = await fetch(`${this.target.url}/v1/identity?challenge=${challenge}`, { signal: AbortSignal.timeout(timeoutMs) });
+        proof = res.ok ? ((await res.json()) as { proof?: unknown }).proof : undefined;
+      } catch (err) {
+        const why = err instanceof Error ? (err.cause instanceof Error ? err.cause.message : err.message) : String(err);
+        throw new CliError(`cannot reach the controller at ${this.target.url}: ${why}`);
+      }
+      if (typeof proof !== 'string' || !checkApiProof(this.target.token, challenge, proof)) {
+        throw new CliError(
+          `the process answering at ${this.target.url} could not prove it is the controller holding this token; the token was not sent. ` +
+            'Is another program using the controller\'s port, or is the token (DROVER_TOKEN or the data folder\'s token file) for another controller?',
+        );
+      }
+    })();
+    this.#verified.catch(() => (this.#verified = undefined));
+    return this.#verified;
+  }
+
   async request<T>(method: string, path: string, body?: unknown, timeoutMs = 30_000): Promise<T> {
+    await this.verifyController(Math.min(timeoutMs, 10_000));
     let res: Response;
     try {
       res = await fetch(this.target.url + path, {

@@ -127,3 +127,16 @@ export class SealedChannel {
     return { ok: true, message };
   }
 }
+
+/**
+ * The controller's answer to `GET /v1/identity?challenge=…`: proof that it holds the admin token,
+ * given before a client sends the token. A process that took the controller's port cannot
+ * answer, so the CLI never hands it the token.
+ */
+export function apiProof(token: string, challenge: string): string {
+  return hmac(token, LABEL, 'api', challenge).toString('base64url');
+}
+
+export function checkApiProof(token: string, challenge: string, proof: string): boolean {
+  return same(Buffer.from(apiProof(token, challenge), 'base64url'), Buffer.from(proof, 'base64url'));
+}

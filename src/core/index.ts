@@ -63,7 +63,7 @@ export {
   WIRE_LIMITS,
 } from './protocol.js';
 
-export { checkControllerProof, controllerProof, NONCE_BYTES, SealedChannel, type FrameError, type HandshakeParams } from './auth.js';
+export { apiProof, checkApiProof, checkControllerProof, controllerProof, NONCE_BYTES, SealedChannel, type FrameError, type HandshakeParams } from './auth.js';
 
 export { exportsUseImports, renderCommand, renderExports, roleBuiltins, roleWorkdir } from './render.js';
 
