@@ -664,9 +664,11 @@ export class Agent {
       this.#graceTimer = setTimeout(() => this.#serve(), this.#o.healthGraceMs);
       return;
     }
+    // An exec probe is a command like the others: its values come as quoted variables.
+    const exec = spec.exec !== undefined ? this.#command(spec.exec) : undefined;
     this.#health = new HealthWatcher({
-      spec,
-      target: { port: this.#o.port, env: this.#env(), cwd: this.#roleDir(), ...(this.#runAs ? { runAs: this.#runAs } : {}) },
+      spec: exec ? { ...spec, exec: exec.command } : spec,
+      target: { port: this.#o.port, env: exec?.env ?? this.#env(), cwd: this.#roleDir(), ...(this.#runAs ? { runAs: this.#runAs } : {}) },
       startupIntervalMs: this.#o.startupProbeIntervalMs,
       onEvent: (ev) => this.#onHealth(ev),
     });
