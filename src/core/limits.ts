@@ -105,7 +105,7 @@ export function shapeIssues(
       else {
         const bad = controlCharacter(key, false);
         if (bad) issues.push({ path, message: `key ${JSON.stringify(key)}: ${bad}` });
-        else stack.push({ value: (value)[key], path: at });
+        else stack.push({ value: value[key], path: at });
       }
     }
   }
