@@ -5,7 +5,10 @@ import { z } from 'zod';
 import { parse as parseYaml } from 'yaml';
 import { ManualClock } from './clock.js';
 import { MetricStore } from './metrics.js';
+import { growthQuantile, holdFor } from './adaptive.js';
+import { EMPTY_FORECAST, observeMinute, trusted } from './forecast.js';
 import {
+  adaptivePolicy,
   evaluate,
   historyNeededMs,
   POLICY_DEFAULTS,
@@ -685,5 +688,168 @@ metrics:
     const schema = JSON.stringify(z.toJSONSchema(role, { io: 'input', target: 'draft-07' }));
     assert.match(schema, /"threshold"/);
     assert.match(schema, /"default":"5m"/);
+  });
+});
+
+
+// ---------------------------------------------------------------------------------------------
+// adaptive
+
+/** A deterministic stream in [0, 1) for the tests (not the simulator's sfc32: no import across doors). */
+function lcg(seed: number): () => number {
+  let x = seed >>> 0 || 1;
+  return () => {
+    x = (Math.imul(x, 1664525) + 1013904223) >>> 0;
+    return x / 2 ** 32;
+  };
+}
+const gauss = (u: () => number) => Math.sqrt(-2 * Math.log(1 - u())) * Math.cos(2 * Math.PI * u());
+
+/**
+ * A role whose instances truly serve `capacity` req/s, fed every 15 s on the role's clock: the
+ * demand (role-wide), each ready instance's cpu (served / capacity) and rps, and the backlog the
+ * shortfall leaves; the policy's decisions are carried out at once.
+ */
+function adaptiveRole(o: { capacity: number; prior?: number; demand: (t: number) => number; current?: number; noise?: number; seed?: number }) {
+  const p = adaptivePolicy({ metric: 'demand', backlog: 'backlog', served: 'rps', reactionMs: 75_000, ...(o.prior !== undefined ? { perInstance: o.prior } : {}), forecast: false });
+  const r = new Role('web', [p], { current: o.current ?? 4, min: 1, max: 1000 });
+  const u = lcg(o.seed ?? 7);
+  let backlog = 0;
+  r.run(4 * 3_600_000, 15_000, (t) => {
+    const lambda = o.demand(t);
+    const mu = r.current * o.capacity;
+    const served = Math.min(mu, lambda + backlog / 15);
+    backlog = Math.max(0, backlog + (lambda - served) * 15);
+    const noisy = (v: number) => Math.max(0, v * (1 + (o.noise ?? 0) * gauss(u)));
+    r.sampleRole('demand', noisy(lambda));
+    r.sampleRole('backlog', backlog);
+    r.sample('cpu', () => Math.min(1, noisy(served / mu)));
+    r.sample('rps', () => noisy(served / r.current));
+  });
+  return r;
+}
+
+describe('adaptive: learned capacity, volatility headroom, backlog, forecast gating', () => {
+  test('capacity learning converges from priors 20% off either way, with noisy metrics (property)', () => {
+    fc.assert(
+      fc.property(fc.double({ min: 5, max: 100, noNaN: true }), fc.constantFrom(0.8, 1.2), fc.double({ min: 0.3, max: 0.8, noNaN: true }), fc.integer({ min: 1, max: 1000 }), (capacity, off, load, seed) => {
+        const r = adaptiveRole({ capacity, prior: capacity * off, demand: () => 4 * capacity * load, noise: 0.05, seed });
+        const last = r.decisions.at(-1)?.d;
+        const learned = last?.inputs['adaptive.demand.capacity'] ?? NaN;
+        assert.ok(Math.abs(learned / capacity - 1) < 0.03, `learned ${learned} for a true ${capacity} (prior ${capacity * off})`);
+        // The reason names it.
+        assert.match(last?.reason ?? '', /learned capacity/);
+      }),
+      { numRuns: 12 },
+    );
+  });
+
+  test('without a prior it abstains until it has seen load, then learns the capacity', () => {
+    const r = adaptiveRole({ capacity: 20, demand: () => 50 });
+    const first = r.decisions[0]?.d;
+    assert.equal(first?.perPolicy[0]?.noData, true);
+    assert.match(first?.reason ?? '', /learning capacity/);
+    const learned = r.decisions.at(-1)?.d.inputs['adaptive.demand.capacity'] ?? NaN;
+    assert.ok(Math.abs(learned - 20) < 0.2, `learned ${learned}`);
+  });
+
+  test('a saturated role (growing queue) teaches the served rate as the capacity, whatever the CPU reads', () => {
+    // CPU reads 0.5 (an I/O-bound role) while only 10 req/s per instance get through.
+    const p = adaptivePolicy({ metric: 'demand', backlog: 'backlog', served: 'rps', perInstance: 30, forecast: false });
+    const r = new Role('web', [p], { current: 2, min: 2, max: 2 });
+    let backlog = 0;
+    r.run(2 * 3_600_000, 15_000, () => {
+      backlog += (40 - 20) * 15;
+      r.sampleRole('demand', 40);
+      r.sampleRole('backlog', backlog);
+      r.sample('cpu', 0.5);
+      r.sample('rps', 10);
+    });
+    const learned = r.decisions.at(-1)?.d.inputs['adaptive.demand.capacity'] ?? NaN;
+    assert.ok(learned < 11, `learned ${learned}`);
+  });
+
+  test('headroom grows with volatility', () => {
+    const steady = lcg(3);
+    const jumpy = lcg(3);
+    const calm = adaptiveRole({ capacity: 25, prior: 25, demand: () => 200 * Math.exp(0.02 * gauss(steady)) });
+    // A new level every minute: the log rate jumps with a standard deviation of about 0.5.
+    const levels = new Map<number, number>();
+    const wild = adaptiveRole({
+      capacity: 25,
+      prior: 25,
+      demand: (t) => {
+        const m = Math.floor(t / 60_000);
+        if (!levels.has(m)) levels.set(m, 200 * Math.exp(0.35 * gauss(jumpy)));
+        return levels.get(m) ?? 200;
+      },
+    });
+    const room = (r: Role) => r.decisions.at(-1)?.d.inputs['adaptive.demand.headroom'] ?? NaN;
+    assert.ok(room(calm) <= 0.15, `calm headroom ${room(calm)}`);
+    assert.ok(room(wild) > 2 * room(calm), `jumpy headroom ${room(wild)} vs calm ${room(calm)}`);
+    assert.match(wild.decisions.at(-1)?.d.reason ?? '', /headroom \d+% from p95 growth within 120s/);
+    // And the scale-down hold with it.
+    assert.ok((wild.decisions.at(-1)?.d.inputs['adaptive.demand.holdMs'] ?? 0) > (calm.decisions.at(-1)?.d.inputs['adaptive.demand.holdMs'] ?? 0));
+  });
+
+  test('growthQuantile and holdFor, by hand', () => {
+    // Minutes 100, 150, 100, 150...: the largest growth within 1 minute is +50% half the time, -33% otherwise.
+    const rates = Array.from({ length: 21 }, (_, k) => (k % 2 === 0 ? 100 : 150));
+    assert.equal(growthQuantile(rates, 1, 0.95), 0.5);
+    assert.equal(growthQuantile(rates, 1, 0.4), 100 / 150 - 1);
+    assert.equal(growthQuantile(rates.slice(0, 5), 1, 0.95), undefined);
+    assert.equal(holdFor(0.5, 60_000, 4, 120_000, 900_000), 180_000);
+    assert.equal(holdFor(5, 60_000, 4, 120_000, 900_000), 900_000);
+  });
+
+  test('a backlog is sized to drain within drainWithin, on top of the rate', () => {
+    const p = adaptivePolicy({ metric: 'demand', backlog: 'backlog', perInstance: 10, forecast: false, minHeadroom: 0.1, maxHeadroom: 0.1, drainWithinMs: 60_000 });
+    const at = (backlog: number) => {
+      const r = new Role('web', [p], { current: 20, min: 1, max: 1000 });
+      r.sampleRole('demand', 100);
+      r.sampleRole('backlog', backlog);
+      r.sample('cpu', 0.5);
+      return r.evaluate();
+    };
+    // 100 × 1.1 / 10 = 11 without a queue.
+    assert.equal(at(0).desired, 11);
+    // 6,000 waiting, nothing growing (20 × 10 ≥ 100): + 6000 / 60 s / 10 = 10 more.
+    const d = at(6000);
+    assert.equal(d.desired, 21);
+    assert.match(d.reason, /web 20→21: rate 100\/s, backlog 6,000, capacity 10\/s \(prior, nothing learned yet\), headroom 10%/);
+  });
+
+  test('the forecast is trusted on a repeating day, not on a random walk', () => {
+    // Three days of a daily sawtooth: bursts at the same minutes every day.
+    let s = EMPTY_FORECAST;
+    for (let m = 0; m < 3 * 1440; m++) s = observeMinute(s, m, 100 + 300 * Math.max(0, 1 - (m % 60) / 20), 2);
+    assert.ok(trusted(s), `error ${s.err} vs naive ${s.errNaive}`);
+    const u = lcg(11);
+    let w = EMPTY_FORECAST;
+    let x = 0;
+    for (let m = 0; m < 3 * 1440; m++) {
+      x += 0.1 * gauss(u);
+      w = observeMinute(w, m, 200 * Math.exp(x), 2);
+    }
+    assert.equal(trusted(w), false, `error ${w.err} vs naive ${w.errNaive}`);
+  });
+
+  test('YAML: adaptive compiles, names its metrics, and refuses what makes no sense', () => {
+    const parsed = scaleSchema.parse(parseYaml(`
+- adaptive: { metric: demand, perInstance: 25, backlog: backlog, served: rps, reaction: 75s, quantile: 0.9 }
+`));
+    const [p] = compileScale(parsed);
+    assert.equal(p?.kind, 'adaptive');
+    if (p?.kind !== 'adaptive') return;
+    assert.equal(p.reactionMs, 75_000);
+    assert.equal(p.quantile, 0.9);
+    assert.equal(p.cpu, 'cpu');
+    assert.equal(p.drainWithinMs, POLICY_DEFAULTS.adaptive.drainWithinMs);
+    assert.deepEqual(
+      checkPolicyMetrics([p], [{ name: 'demand' }]).map((i) => i.path),
+      ['scale[0].adaptive.served', 'scale[0].adaptive.backlog'],
+    );
+    assert.equal(scaleSchema.safeParse([{ adaptive: { metric: 'demand', quantile: 1.5 } }]).success, false);
+    assert.equal(scaleSchema.safeParse([{ adaptive: { metric: 'demand', minHeadroom: 0.6, maxHeadroom: 0.5 } }]).success, false);
   });
 });

@@ -142,13 +142,13 @@ export interface AdaptivePolicy {
   readonly quantile: number;
   /** Recent history the headroom is measured on. @default 3600000 */
   readonly windowMs: number;
-  /** @default 0.05 */
+  /** @default 0.1 */
   readonly minHeadroom: number;
-  /** @default 1.5 */
+  /** @default 0.5 */
   readonly maxHeadroom: number;
   /** Scale-down hold: reactions added per 100% of headroom. @default 4 */
   readonly holdPerHeadroom: number;
-  /** @default 60000 */
+  /** @default 120000 */
   readonly minHoldMs: number;
   /** @default 900000 */
   readonly maxHoldMs: number;
@@ -182,10 +182,10 @@ export const POLICY_DEFAULTS = {
     drainWithinMs: 60_000,
     quantile: 0.95,
     windowMs: 3_600_000,
-    minHeadroom: 0.05,
-    maxHeadroom: 1.5,
+    minHeadroom: 0.1,
+    maxHeadroom: 0.5,
     holdPerHeadroom: 4,
-    minHoldMs: 60_000,
+    minHoldMs: 120_000,
     maxHoldMs: 900_000,
     learnHalfLifeMs: 3_600_000,
     forecast: true,
@@ -807,7 +807,7 @@ function evalAdaptive(
       if (count > 0) {
         const mean = sum / count;
         rates = m - minute > MAX_GAP_MIN ? [] : [...(rates.length >= windowMin ? rates.slice(rates.length - windowMin + 1) : rates), mean];
-        if (p.forecast) forecast = observeMinute(forecast, minute, mean, ahead, { daily: true, weekly: p.weekly, trustRatio: 0.9 });
+        if (p.forecast) forecast = observeMinute(forecast, minute, mean, ahead, { weekly: p.weekly, trustRatio: 0.9 });
         headroom = growthQuantile(rates, ahead, p.quantile) ?? null;
       }
       minute = m;
@@ -864,13 +864,23 @@ function evalAdaptive(
   const useForecast = p.forecast && trusted(forecast);
   if (useForecast) {
     predicted = 0;
-    for (let j = 1; j <= ahead + 1; j++) predicted = Math.max(predicted, predictRate(forecast, minute - 1, j));
+    for (let j = 1; j <= ahead + 1; j++) predicted = Math.max(predicted, predictRate(forecast, forecast.minute, j));
     base = Math.max(rate, predicted);
   }
   // What the queue grows by until new capacity serves (half a reaction on average), drained within drainWithin.
   const growth = Math.max(0, rate - ready * perInstance) * (p.reactionMs / 2000);
   const toDrain = backlog > 0 ? backlog + growth : 0;
-  const needRate = base * (1 + room) + toDrain / (p.drainWithinMs / 1000);
+  // Never above the highest minute of the window (plus the least headroom): the growths the
+  // headroom was measured on led up to those peaks, so on a plateau or at a burst's top the
+  // headroom would otherwise be paid a second time on top of the peak.
+  // While the rate is still climbing (up by more than the least headroom within a reaction),
+  // there is no such peak yet.
+  let peak = base;
+  for (const r of rates) peak = Math.max(peak, r);
+  const before = rates[rates.length - 1 - ahead];
+  const climbing = before === undefined || base > before * (1 + p.minHeadroom);
+  const covered = climbing ? base * (1 + room) : Math.min(base * (1 + room), peak * (1 + p.minHeadroom));
+  const needRate = covered + toDrain / (p.drainWithinMs / 1000);
   const raw = needRate > 0 ? Math.max(1, ceil(needRate / perInstance)) : 0;
 
   const holdMs = holdFor(room, p.reactionMs, p.holdPerHeadroom, p.minHoldMs, p.maxHoldMs);
@@ -888,6 +898,7 @@ function evalAdaptive(
       : `headroom ${Math.round(room * 100)}% from p${Math.round(p.quantile * 100)} growth within ${dur(ahead * MINUTE_MS)}`;
   let reason = `rate ${num(rate)}/s, backlog ${Math.round(backlog).toLocaleString('en-US')}, ${learnedText}, ${roomText}`;
   if (predicted !== undefined && predicted > rate) reason += `, forecast ${num(predicted)}/s within ${dur((ahead + 1) * MINUTE_MS)} (trusted: beat the naive forecast lately)`;
+  if (covered < base * (1 + room)) reason += `, capped at the window's peak ${num(peak)}/s + ${Math.round(p.minHeadroom * 100)}%`;
   if (desired !== raw) reason += `, wants ${raw}, held ${dur(holdMs)} by scale-down hold (highest in it: ${downRec})`;
 
   const inputs: Record<string, number> = {

@@ -26,6 +26,9 @@ export interface DefaultPolicyKnobs {
   readonly minHeadroom: number;
   /** The forecast pre-scales while it beats the naive one. */
   readonly forecast: boolean;
+  /** History volatility (and the peak that caps headroom) is measured on. */
+  readonly window: string;
+  readonly maxHeadroom: number;
 }
 
 export const DEFAULT_KNOBS: DefaultPolicyKnobs = {
@@ -37,8 +40,10 @@ export const DEFAULT_KNOBS: DefaultPolicyKnobs = {
   holdPerHeadroom: 4,
   minHold: '2m',
   maxHold: '15m',
-  minHeadroom: 0.05,
+  minHeadroom: 0.1,
   forecast: true,
+  window: '1h',
+  maxHeadroom: 0.5,
 };
 
 /**
@@ -68,6 +73,8 @@ roles:
           reaction: ${knobs.reaction}
           quantile: ${knobs.quantile}
           minHeadroom: ${knobs.minHeadroom}
+          maxHeadroom: ${knobs.maxHeadroom}
+          window: ${knobs.window}
           holdPerHeadroom: ${knobs.holdPerHeadroom}
           minHold: ${knobs.minHold}
           maxHold: ${knobs.maxHold}

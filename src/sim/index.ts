@@ -84,7 +84,7 @@ export {
   type Trace,
 } from './trace.js';
 
-export { SYNTHETIC_FAMILIES, syntheticTrace, type SyntheticFamily, type SyntheticOptions } from './synthetic.js';
+export { FAMILY_DAYS, SYNTHETIC_FAMILIES, syntheticTrace, type SyntheticFamily, type SyntheticOptions } from './synthetic.js';
 
 export {
   bootUpperMs,

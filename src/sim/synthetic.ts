@@ -6,13 +6,24 @@
 import { Rng } from './rng.js';
 import { traceOf, type Trace } from './trace.js';
 
-export type SyntheticFamily = 'diurnal' | 'ramps' | 'flash';
-export const SYNTHETIC_FAMILIES: readonly SyntheticFamily[] = ['diurnal', 'ramps', 'flash'];
+export type SyntheticFamily = 'diurnal' | 'ramps' | 'flash' | 'jumpy' | 'surge' | 'sawtooth' | 'weekly' | 'outage';
+export const SYNTHETIC_FAMILIES: readonly SyntheticFamily[] = ['diurnal', 'ramps', 'flash', 'jumpy', 'surge', 'sawtooth', 'weekly', 'outage'];
+/** Days a family's traces cover by default: weekly seasonality needs two weeks to be seen twice. */
+export const FAMILY_DAYS: Readonly<Record<SyntheticFamily, number>> = {
+  diurnal: 3,
+  ramps: 3,
+  flash: 3,
+  jumpy: 3,
+  surge: 3,
+  sawtooth: 3,
+  weekly: 14,
+  outage: 3,
+};
 
 export interface SyntheticOptions {
   readonly family: SyntheticFamily;
   readonly seed: number;
-  /** @default 3 */
+  /** @default FAMILY_DAYS[family] */
   readonly days?: number;
   /** Mean demand the shape is scaled around, requests/s. @default 300 */
   readonly meanRate?: number;
@@ -45,7 +56,8 @@ function dayShape(minuteOfDay: number, peakMinute: number): number {
 
 export function syntheticTrace(options: SyntheticOptions): Trace {
   const { family, seed } = options;
-  const n = (options.days ?? 3) * DAY_MIN;
+  const days = options.days ?? FAMILY_DAYS[family];
+  const n = days * DAY_MIN;
   const mean = options.meanRate ?? 300;
   const rng = new Rng(seed, 100 + SYNTHETIC_FAMILIES.indexOf(family));
   const rates = new Float64Array(n);
@@ -74,6 +86,83 @@ export function syntheticTrace(options: SyntheticOptions): Trace {
     }
     const wobble = noise(rng, n, 0.05);
     for (let j = 0; j < n; j++) rates[j] = (rates[j] ?? 0) * (wobble[j] ?? 1);
+  } else if (family === 'jumpy') {
+    // Real traffic at minute scale: the log rate jumps minute to minute with a standard
+    // deviation of its difference of 0.5-0.7 (WorldCup's is about 0.17), around a diurnal base.
+    const target = rng.uniform(0.5, 0.7);
+    const rho = 0.3;
+    const sigma = target / Math.sqrt(2 * (1 - rho));
+    const peakMinute = Math.round(rng.uniform(17, 21) * 60);
+    const jumps = noise(rng, n, sigma, rho);
+    for (let k = 0; k < n; k++) rates[k] = (0.3 + 0.7 * dayShape(k % DAY_MIN, peakMinute)) * (jumps[k] ?? 1);
+  } else if (family === 'surge') {
+    // About six steep multi-minute surges a day: the level multiplies by 3-8 over 3-10 minutes
+    // (exponentially, each minute steeper than a boot can follow), holds 10-60 minutes, decays
+    // over 10-30.
+    const peakMinute = Math.round(rng.uniform(17, 21) * 60);
+    const wobble = noise(rng, n, 0.08);
+    for (let k = 0; k < n; k++) rates[k] = (0.4 + 0.6 * dayShape(k % DAY_MIN, peakMinute)) * (wobble[k] ?? 1);
+    let t = rng.exponential(DAY_MIN / 6);
+    while (t < n) {
+      const start = Math.floor(t);
+      const height = rng.uniform(3, 8);
+      const rise = rng.uniform(3, 10);
+      const hold = rng.uniform(10, 60);
+      const fall = rng.uniform(10, 30);
+      for (let k = start; k < n && k - start < rise + hold + fall; k++) {
+        const m = k - start;
+        const f = m < rise ? Math.pow(height, m / rise) : m < rise + hold ? height : Math.pow(height, 1 - (m - rise - hold) / fall);
+        rates[k] = (rates[k] ?? 0) * f;
+      }
+      t += rise + hold + fall + rng.exponential(DAY_MIN / 6);
+    }
+  } else if (family === 'sawtooth') {
+    // Bursts on the clock (a batch, a newsletter, a cron job of the clients): every 30 or 60
+    // minutes the rate jumps to 2-4× the base within a minute and decays linearly back over
+    // most of the period; the same minutes every day, so a daily profile can learn them.
+    const period = rng.next() < 0.5 ? 30 : 60;
+    const height = rng.uniform(2, 4);
+    const decay = Math.round(period * rng.uniform(0.5, 0.8));
+    const peakMinute = Math.round(rng.uniform(17, 21) * 60);
+    const wobble = noise(rng, n, 0.08);
+    for (let k = 0; k < n; k++) {
+      const into = k % period;
+      const burst = into < decay ? 1 + (height - 1) * (1 - into / decay) : 1;
+      rates[k] = (0.4 + 0.6 * dayShape(k % DAY_MIN, peakMinute)) * burst * (wobble[k] ?? 1);
+    }
+  } else if (family === 'weekly') {
+    // Two weeks: weekdays alike, weekends at 35-60% of them, a diurnal shape with noise.
+    const weekend = rng.uniform(0.35, 0.6);
+    const firstDay = Math.floor(rng.uniform(0, 7));
+    const peakMinute = Math.round(rng.uniform(15, 20) * 60);
+    const wobble = noise(rng, n, 0.12);
+    const levelOf = (day: number) => ((firstDay + day) % 7 >= 5 ? weekend : 1);
+    for (let k = 0; k < n; k++) {
+      // Days blend into each other over the 4 hours around midnight, as real weeks do.
+      const day = Math.floor(k / DAY_MIN);
+      const into = k % DAY_MIN;
+      const blend = into < 120 ? 0.5 + into / 240 : into >= DAY_MIN - 120 ? (into - (DAY_MIN - 120)) / 240 : -1;
+      const level =
+        blend < 0 ? levelOf(day) : into < 120 ? levelOf(day - 1) * (1 - blend) + levelOf(day) * blend : levelOf(day) * (1 - blend) + levelOf(day + 1) * blend;
+      rates[k] = level * (0.2 + 0.8 * dayShape(k % DAY_MIN, peakMinute)) * (wobble[k] ?? 1);
+    }
+  } else if (family === 'outage') {
+    // Three to four upstream outages a day: demand falls to 2-10% for 5-30 minutes, then the
+    // clients' retries come back at 2-3× the base, decaying over 3-8 minutes.
+    const peakMinute = Math.round(rng.uniform(17, 21) * 60);
+    const wobble = noise(rng, n, 0.08);
+    for (let k = 0; k < n; k++) rates[k] = (0.35 + 0.65 * dayShape(k % DAY_MIN, peakMinute)) * (wobble[k] ?? 1);
+    let t = rng.exponential(DAY_MIN / 3.5);
+    while (t < n) {
+      const start = Math.floor(t);
+      const down = Math.round(rng.uniform(5, 30));
+      const left = rng.uniform(0.02, 0.1);
+      const retry = rng.uniform(2, 3);
+      const tau = rng.uniform(3, 8);
+      for (let k = start; k < n && k < start + down; k++) rates[k] = (rates[k] ?? 0) * left;
+      for (let k = start + down; k < n && k < start + down + 5 * tau; k++) rates[k] = (rates[k] ?? 0) * (1 + (retry - 1) * Math.exp(-(k - start - down) / tau));
+      t += down + rng.exponential(DAY_MIN / 3.5);
+    }
   } else {
     // A quiet diurnal base with about four flash crowds a day: 4-10× the base within 1-3
     // minutes, decaying over 10-45 minutes.
@@ -101,5 +190,5 @@ export function syntheticTrace(options: SyntheticOptions): Trace {
   for (const r of rates) sum += r;
   const scale = sum > 0 ? mean / (sum / n) : 0;
   for (let k = 0; k < n; k++) rates[k] = Math.round((rates[k] ?? 0) * scale * 1000) / 1000;
-  return traceOf(`${family}-seed${seed}`, 60_000, rates, `generated: ${family}, seed ${seed}, ${options.days ?? 3} days, mean ${mean} req/s`);
+  return traceOf(`${family}-seed${seed}`, 60_000, rates, `generated: ${family}, seed ${seed}, ${days} days, mean ${mean} req/s`);
 }
