@@ -11,6 +11,8 @@ import { describe, test } from 'node:test';
 import { parseAppFile } from '../src/core/index.js';
 import {
   defaultApp,
+  erlangC,
+  erlangWait,
   fluidStep,
   formatTable,
   parseBoot,
@@ -92,6 +94,36 @@ describe('known answers', () => {
     assert.equal(d.queued, 750 + 750 + 375);
     assert.equal(d.dropped, 0);
     assert.equal(d.violatingMinutes, 1);
+  });
+
+  test('Erlang C against hand-computed values: waits grow before saturation', () => {
+    const close = (a: number, b: number) => assert.ok(Math.abs(a - b) < 1e-12, `${a} vs ${b}`);
+    // M/M/1: C = ρ, Wq = ρ / (μ - λ).
+    close(erlangC(1, 0.8), 0.8);
+    close(erlangWait(1, 0.8, 1), 4);
+    // M/M/2 at a = 1: B(2, 1) = 1/5, C = 2·(1/5) / (2 - 1·(4/5)) = 1/3; Wq = (1/3) / (2 - 1).
+    close(erlangC(2, 1), 1 / 3);
+    close(erlangWait(2, 1, 1), 1 / 3);
+    // M/M/3 at a = 2: B = 4/19, C = 4/9; Wq = (4/9) / (3·10 - 20) with 10 req/s servers.
+    close(erlangC(3, 2), 4 / 9);
+    close(erlangWait(3, 20, 10), 4 / 9 / 10);
+    // Saturation: everyone waits, for ever.
+    assert.equal(erlangC(2, 2), 1);
+    assert.equal(erlangWait(2, 20, 10), Infinity);
+    // 25 req/s instances, 90% busy: 1 instance waits 360 ms, 10 instances far less (pooling).
+    close(erlangWait(1, 22.5, 25), 0.9 / 2.5);
+    assert.ok(erlangWait(10, 225, 25) < 0.03);
+  });
+
+  test('the Erlang model in a run: waits below saturation where the fluid queue has none', () => {
+    // 1 instance of 10 req/s at 9 req/s: the fluid queue never waits; M/M/1 waits 0.9 s per request.
+    const trace = traceOf('flat', 60_000, minutes(10, 9));
+    const one = { name: 'one', app: DEMAND_APP, role: 'web', trace, capacity: 10, boot: parseBoot('0s'), slo: parseSlo('wait:500ms'), seed: 1, schedule: { desiredAt: () => 1 }, min: 0, max: 10 };
+    const fluid = simulate({ ...one, ...EXACT });
+    const erl = simulate({ ...one, ...EXACT, queueModel: 'erlang' });
+    assert.equal(fluid.meanWaitMs, 0);
+    assert.equal(Math.round(erl.meanWaitMs), 900);
+    assert.equal(erl.violatingMinutes, 10);
   });
 
   test('the fluid queue: overload builds a backlog, spare capacity drains it, the timeout drops', () => {
