@@ -5,8 +5,7 @@
  */
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import type { BalancerStatus } from '../core/protocol.js';
-import type { LoadBalancerSpec, ResolvedImports } from '../core/types.js';
+import type { BalancerStatus, LoadBalancerSpec, ResolvedImports } from '../core/index.js';
 import { createDriver, membersFromImports, type LoadBalancerDriver } from '../adapters/lb/index.js';
 
 export class RoleBalancer {

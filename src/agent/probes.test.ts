@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { HealthSpec } from '../core/types.js';
+import type { HealthSpec } from '../core/index.js';
 import { HealthWatcher, probe, type HealthEvent, type ProbeTarget } from './probes.js';
 
 async function listen(server: net.Server): Promise<number> {

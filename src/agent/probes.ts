@@ -4,7 +4,7 @@
  */
 import http from 'node:http';
 import net from 'node:net';
-import type { HealthSpec } from '../core/types.js';
+import type { HealthSpec } from '../core/index.js';
 import { trackAgentSocket } from './procfs.js';
 import { runScript } from './script.js';
 

@@ -5,7 +5,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { LastExit } from '../core/protocol.js';
+import type { LastExit } from '../core/index.js';
 import { LineTail, type LineSink } from './output.js';
 import { killGroup, terminateGroup, waitGroupGone } from './procfs.js';
 

@@ -14,9 +14,17 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { pino } from 'pino';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { randomBytes } from 'node:crypto';
-import { controllerProof, SealedChannel } from '../core/auth.js';
-import type { AgentMessage, AgentStatus, ControllerMessage, HelloMessage, Order } from '../core/protocol.js';
-import type { ResolvedImports, RoleSpec } from '../core/types.js';
+import {
+  controllerProof,
+  SealedChannel,
+  type AgentMessage,
+  type AgentStatus,
+  type ControllerMessage,
+  type HelloMessage,
+  type Order,
+  type ResolvedImports,
+  type RoleSpec,
+} from '../core/index.js';
 import { killGroup, readEstablished, readStat, waitGroupGone } from './procfs.js';
 import { Agent, type AgentExit, type AgentOptions } from './runtime.js';
 

@@ -12,24 +12,31 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { pino, type Logger } from 'pino';
 import WebSocket, { type RawData } from 'ws';
-import { checkControllerProof, NONCE_BYTES, SealedChannel } from '../core/auth.js';
-import { fitLines, truncate } from '../core/wire.js';
 import {
+  checkControllerProof,
+  fitLines,
+  importEnv,
+  NONCE_BYTES,
   PROTOCOL_VERSION,
+  renderCommand,
+  renderExports,
+  renderTemplate,
+  roleBuiltins,
+  SealedChannel,
+  truncate,
   WIRE_LIMITS,
-  type HelloMessage,
   type AgentMessage,
   type AgentStatus,
   type Assignment,
+  type BuiltinValues,
   type ControllerMessage,
+  type HelloMessage,
+  type InstanceState,
   type LastExit,
   type Order,
-} from '../core/protocol.js';
-import type { InstanceState } from '../core/states.js';
-import { importEnv, renderTemplate, type BuiltinValues } from '../core/template.js';
-import { renderCommand, renderExports, roleBuiltins } from '../core/render.js';
+  type ResolvedImports,
+} from '../core/index.js';
 import { canSwitchTo, makeRoleHome, resolveUser, type RunAs } from './user.js';
-import type { ResolvedImports } from '../core/types.js';
 import { RoleBalancer } from './balancer.js';
 import { describeExit, formatDuration, RoleLog } from './output.js';
 import { ProcessSupervisor, type ProcessEvent } from './process.js';
@@ -176,6 +183,10 @@ export class Agent {
   #livenessReason?: string;
   #updateRun?: Promise<void>;
   #updatePending = false;
+  /** Failed `update` runs in a row; the next try waits 1 s, doubling up to a minute. */
+  #updateFailures = 0;
+  #updateRetry?: NodeJS.Timeout;
+  readonly #stateWaiters = new Set<() => void>();
   #roleLog?: RoleLog;
   #drain?: Drain;
   /** The role's `user:`, resolved when it was assigned. */
@@ -769,7 +780,12 @@ export class Agent {
   async #updates(): Promise<void> {
     const signal = this.#roleAbort.signal;
     while (this.#updatePending && this.#phase === 'running' && this.#state !== 'failed') {
+      // `update` never runs beside a start that has not finished: the start command is
+      // launched with the imports of its time, and the update follows once it serves.
+      while (this.#state === 'starting' && this.#assignment?.role.update && !signal.aborted) await this.#stateChanged(signal);
+      if (signal.aborted || this.#phase !== 'running' || (this.#state as InstanceState) === 'failed') return;
       this.#updatePending = false;
+      clearTimeout(this.#updateRetry);
       const a = this.#assignment!;
       const version = a.importsVersion;
       if (version === this.#appliedImportsVersion) continue;
@@ -798,13 +814,19 @@ export class Agent {
       if (signal.aborted || this.#phase !== 'running') return;
       if (r.code === 0) {
         this.#appliedImportsVersion = version;
+        this.#updateFailures = 0;
         if (this.#message?.startsWith('update ')) this.#message = `imports ${version} applied`;
       } else {
-        // Still serving with what it had; the controller sees the old importsVersion and why.
-        const message = `update ${stepOutcome(r, this.#o.scriptTimeoutMs)}; still running with the previous imports`;
+        // Still serving with what it had; the controller sees the old importsVersion and why,
+        // and the same imports are tried again with backoff until they apply (or newer come).
+        this.#updateFailures += 1;
+        const delay = Math.min(1000 * 2 ** (this.#updateFailures - 1), 60_000);
+        const message = `update ${stepOutcome(r, this.#o.scriptTimeoutMs)} (attempt ${this.#updateFailures}); still running with the previous imports, retrying in ${formatDuration(delay)}`;
         this.#log.warn({ importsVersion: version, tail: r.tail }, message);
         this.#sendLog([`[update] ${message}`, ...r.tail]);
         this.#message = message;
+        this.#updateRetry = setTimeout(() => this.#scheduleUpdate(), delay);
+        this.#updateRetry.unref();
       }
       void this.#sendStatus();
     }
@@ -1075,6 +1097,20 @@ export class Agent {
     this.#state = state;
     this.#message = message;
     if (send) void this.#sendStatus();
+    for (const w of this.#stateWaiters) w();
+  }
+
+  /** Resolves at the next state change, or on abort. */
+  #stateChanged(signal: AbortSignal): Promise<void> {
+    return new Promise((resolve) => {
+      const done = (): void => {
+        this.#stateWaiters.delete(done);
+        signal.removeEventListener('abort', done);
+        resolve();
+      };
+      this.#stateWaiters.add(done);
+      signal.addEventListener('abort', done, { once: true });
+    });
   }
 
   /** The role's last output lines, for the controller to keep once the role is stopped. */

@@ -5,9 +5,7 @@
  */
 import http from 'node:http';
 import type { Logger } from 'pino';
-import { parsePrometheusText, pickJson, pickPrometheus } from '../core/metrics.js';
-import type { MetricSource } from '../core/policy-spec.js';
-import type { RoleSpec } from '../core/types.js';
+import { parsePrometheusText, pickJson, pickPrometheus, type MetricSource, type RoleSpec } from '../core/index.js';
 import { trackAgentSocket } from './procfs.js';
 
 export type InstanceMetricSource = Extract<MetricSource, { readonly scope: 'instance' }>;

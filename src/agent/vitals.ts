@@ -3,7 +3,7 @@
  * samples, so the first sample of anything reports 0 for it.
  */
 import os from 'node:os';
-import type { Vitals } from '../core/protocol.js';
+import type { Vitals } from '../core/index.js';
 import { groupMembers, readEstablished, readRssPages } from './procfs.js';
 
 export interface VitalsOptions {

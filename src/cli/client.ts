@@ -4,7 +4,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
-import { checkApiProof } from '../core/auth.js';
+import { checkApiProof } from '../core/index.js';
 import { join, resolve } from 'node:path';
 
 export class CliError extends Error {

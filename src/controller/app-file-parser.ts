@@ -19,8 +19,7 @@
  * ```
  */
 import { Worker } from 'node:worker_threads';
-import { SpecError, type AppSpec, type SpecIssue } from '../core/index.js';
-import { APP_FILE_LIMITS, shapeIssues } from '../core/limits.js';
+import { APP_FILE_LIMITS, shapeIssues, SpecError, type AppSpec, type SpecIssue } from '../core/index.js';
 
 export interface AppFileParserOptions {
   /** Hard limit on one parse, counted from when the worker receives it. @default 2000 */

@@ -71,6 +71,8 @@ export { agentMessageSchema, fitLines, helloSchema, parseAgentMessage, parseHell
 
 export { appFileJsonSchema, appFileSchema, compileAppSpec, parseAppFile, SpecError, type SpecIssue } from './spec.js';
 
+export { APP_FILE_LIMITS, own, shapeIssues } from './limits.js';
+
 export {
   dependents,
   findCycle,
