@@ -21,17 +21,14 @@ export class ControllerMetrics {
   readonly stalledSeconds = new Counter({ name: 'drover_controller_stalled_seconds_total', help: "Time the controller's event loop spent blocked in stalls", registers: [this.registry] });
   /** Where {@link loopLag} reads the event-loop delay from at each scrape. */
   loopLagSource?: () => { p99: number; max: number };
-  readonly loopLag: Gauge<'stat'> = (() => {
-    const metrics = this;
-    return new Gauge({
-      name: 'drover_event_loop_lag_seconds', help: "The controller's event-loop delay since the last scrape (p99, max)", labelNames: ['stat'] as const, registers: [this.registry],
-      collect(this: Gauge<'stat'>) {
-        const d = metrics.loopLagSource?.();
-        if (!d) return;
-        this.set({ stat: 'p99' }, d.p99);
-        this.set({ stat: 'max' }, d.max);
-      },
-    });
-  })();
+  readonly loopLag: Gauge<'stat'> = new Gauge({
+    name: 'drover_event_loop_lag_seconds', help: "The controller's event-loop delay since the last scrape (p99, max)", labelNames: ['stat'] as const, registers: [this.registry],
+    collect: () => {
+      const d = this.loopLagSource?.();
+      if (!d) return;
+      this.loopLag.set({ stat: 'p99' }, d.p99);
+      this.loopLag.set({ stat: 'max' }, d.max);
+    },
+  });
   readonly connectedAgents = new Gauge({ name: 'drover_agents_connected', help: 'Agents connected to this controller', registers: [this.registry] });
 }

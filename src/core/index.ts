@@ -30,7 +30,9 @@ export type {
   RoleSpec,
 } from './types.js';
 
-export { ALL_STATES, countsTowardRole, InstanceState, isTerminal } from './states.js';
+export { AGENT_TRANSITIONS, ALL_STATES, canReport, InstanceState, isLive, isTerminal, LIVE_STATES } from './states.js';
+
+export { decide, policyInstances, scaleInHoldMs, type DecideInput, type DecideOutput, type RoleSizing, type SizeChange } from './decide.js';
 
 export { ManualClock, systemClock, type Clock } from './clock.js';
 

@@ -1,7 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import fc from 'fast-check';
 import { parseAppFile } from './spec.js';
-import { DEFAULT_PLANNER_OPTIONS, plan, roleHash, type PlanInput, type PlanInstance } from './planner.js';
+import { DEFAULT_PLANNER_OPTIONS, plan, roleHash, type Plan, type PlanAction, type PlanInput, type PlanInstance } from './planner.js';
 import type { InstanceState } from './states.js';
 import type { AppSpec } from './types.js';
 
@@ -98,9 +99,14 @@ test('a converged app plans nothing', () => {
   const front = inst('front', 'serving');
   const p0 = plan(input([db, ...apis, front]));
   const ver = new Map(p0.actions.flatMap((a) => (a.kind === 'imports' ? [[a.instanceId, a.importsVersion] as const] : [])));
-  const p = plan(input([db, ...apis, front].map((i) => ({ ...i, importsSent: ver.get(i.id) ?? null }))));
+  const applied = [db, ...apis, front].map((i) => ({ ...i, importsSent: ver.get(i.id) ?? null, importsApplied: ver.get(i.id) ?? null }));
+  const p = plan(input(applied));
   assert.deepEqual(p.actions, []);
   assert.equal(p.converged, true);
+  // An importer still running with older imports than it was sent is not converged, and says so.
+  const stale = plan(input(applied.map((i) => (i.id === front.id ? { ...i, importsApplied: 'older' } : i))));
+  assert.equal(stale.converged, false);
+  assert.deepEqual(stale.roles.front?.staleImports, [front.id]);
 });
 
 test('scale-in stops instances that are not serving first, then drains the least busy, then the newest', () => {
@@ -258,4 +264,373 @@ test('a backoff holds back replacements only, not the rest of a scale-out', () =
   // 4 missing: 2 stand for the failed instances and wait; 2 are new capacity.
   assert.equal(p.actions.filter((a) => a.kind === 'create').length, 2);
   assert.ok(p.actions.some((a) => a.kind === 'note' && a.topic === 'backoff'));
+});
+
+// ---------------------------------------------------------------------------------------------
+// Properties: random apps, random instance sets, random desired counts.
+
+/** States that count toward a role (goal `run`), written out here so the test does not trust states.ts. */
+const LIVE_HERE: readonly InstanceState[] = ['provisioning', 'spare', 'assigned', 'deploying', 'waiting', 'starting', 'serving'];
+const EVERY_STATE: readonly InstanceState[] = [...LIVE_HERE, 'draining', 'stopping', 'terminated', 'unresponsive', 'failed'];
+const NOW = 1_000_000;
+const O = DEFAULT_PLANNER_OPTIONS;
+
+interface RoleGen {
+  readonly bounds: { readonly count: number } | { readonly min: number; readonly max: number; readonly count: number };
+  readonly spares: number;
+  readonly imports: readonly { readonly from: number; readonly optional: boolean }[];
+}
+
+/** 1–4 roles; role k imports only roles before it, so the imports form a DAG. */
+const appArb: fc.Arbitrary<{ spec: AppSpec; yaml: string }> = fc
+  .record({ n: fc.integer({ min: 1, max: 4 }), spares: fc.integer({ min: 0, max: 2 }) })
+  .chain(({ n, spares }) =>
+    fc
+      .tuple(
+        ...Array.from({ length: n }, (_, k) =>
+          fc.record({
+            bounds: fc.oneof(
+              fc.record({ count: fc.integer({ min: 0, max: 4 }) }),
+              fc
+                .tuple(fc.integer({ min: 0, max: 3 }), fc.integer({ min: 1, max: 5 }), fc.nat())
+                .filter(([min, max]) => min <= max)
+                .map(([min, max, c]) => ({ min, max, count: min + (c % (max - min + 1)) })),
+            ),
+            spares: fc.integer({ min: 0, max: 2 }),
+            imports: fc.subarray(Array.from({ length: k }, (_, j) => j)).chain((froms) =>
+              fc.tuple(...froms.map((from) => fc.record({ from: fc.constant(from), optional: fc.boolean() }))),
+            ),
+          }) as fc.Arbitrary<RoleGen>,
+        ),
+      )
+      .map((roles) => {
+        const lines = ['app: prop', `spares: ${spares}`, 'roles:'];
+        roles.forEach((r, k) => {
+          lines.push(`  r${k}:`, '    start: run', '    exports: { url: "http://${ip}:${port}" }', `    spares: ${r.spares}`);
+          for (const [key, v] of Object.entries(r.bounds)) lines.push(`    ${key}: ${v}`);
+          if (r.imports.length > 0) lines.push(`    imports: [${r.imports.map((i) => `r${i.from}.url${i.optional ? '?' : ''}`).join(', ')}]`);
+        });
+        const yaml = lines.join('\n');
+        return { spec: parseAppFile(yaml), yaml };
+      }),
+  );
+
+interface InstGen {
+  readonly role: number | null;
+  readonly pool: number | null;
+  readonly state: InstanceState;
+  readonly goal: 'run' | 'drain' | 'stop';
+  readonly old: boolean;
+  readonly silent: boolean;
+  readonly age: number;
+  readonly assigned: boolean;
+  readonly drainOrder: boolean;
+  readonly leftAgo: number;
+  readonly imports: 'none' | 'stale' | 'pending';
+  readonly destroyed: boolean;
+  readonly busy: number;
+  readonly tenants: number;
+}
+
+function instGen(healthy: boolean): fc.Arbitrary<InstGen> {
+  return fc.record({
+    role: fc.option(fc.integer({ min: 0, max: 3 }), { freq: 4 }),
+    pool: fc.option(fc.integer({ min: 0, max: 3 })),
+    state: fc.constantFrom(...(healthy ? EVERY_STATE.filter((s) => s !== 'terminated' && s !== 'unresponsive' && s !== 'failed') : EVERY_STATE)),
+    goal: fc.constantFrom('run', 'run', 'run', 'drain', 'stop'),
+    old: fc.boolean(),
+    silent: healthy ? fc.constant(false) : fc.integer({ min: 0, max: 7 }).map((k) => k === 0),
+    age: fc.integer({ min: 0, max: healthy ? O.provisionTimeoutMs - 1000 : 120_000 }),
+    assigned: fc.boolean(),
+    drainOrder: fc.boolean(),
+    leftAgo: fc.integer({ min: 0, max: healthy ? 5_000 : 120_000 }),
+    imports: fc.constantFrom('none', 'stale', 'pending'),
+    destroyed: healthy ? fc.constant(false) : fc.boolean(),
+    busy: fc.double({ min: 0, max: 2, noNaN: true }),
+    tenants: fc.integer({ min: 0, max: 3 }),
+  });
+}
+
+function materialise(spec: AppSpec, gens: readonly InstGen[]): PlanInstance[] {
+  const roles = Object.keys(spec.roles);
+  return gens.map((g, k) => {
+    const role = g.role === null ? null : roles[g.role % roles.length]!;
+    const pool = role !== null ? null : g.pool === null ? '*' : roles[g.pool % roles.length]!;
+    const state: InstanceState = role === null && !['provisioning', 'spare', 'stopping', 'terminated', 'failed'].includes(g.state) ? 'spare' : g.state;
+    const hash = role === null ? '' : g.old ? 'old-spec' : roleHash(spec.roles[role]!);
+    const registered = state !== 'provisioning';
+    return {
+      id: `i-${String(k).padStart(3, '0')}`,
+      role,
+      pool,
+      state,
+      goal: role === null && g.goal === 'drain' ? 'run' : g.goal,
+      roleHash: hash,
+      exports: state === 'serving' || state === 'draining' ? { url: `http://i-${k}` } : null,
+      importsSent: g.imports === 'none' ? null : 'v-old',
+      importsApplied: g.imports === 'stale' ? 'v-older' : g.imports === 'pending' ? 'v-old' : null,
+      assignOrderId: role !== null && registered && (state !== 'spare' || g.assigned) ? `a-${k}` : null,
+      stopOrderId: g.goal === 'stop' ? `s-${k}` : null,
+      drainOrderId: g.goal === 'drain' && g.drainOrder ? `d-${k}` : null,
+      createdAt: NOW - g.age,
+      stateSince: NOW - Math.min(g.age, g.leftAgo),
+      stopRequestedAt: g.goal === 'stop' ? NOW - g.leftAgo : null,
+      drainRequestedAt: g.goal === 'drain' ? NOW - g.leftAgo : null,
+      destroyedAt: g.destroyed && (state === 'failed' || state === 'terminated') ? NOW - 100 : null,
+      lastSeenAt: !registered ? null : g.silent ? NOW - O.heartbeatTimeoutMs - 1 : NOW - 500,
+      busy: g.busy,
+      tenants: g.tenants,
+    };
+  });
+}
+
+function desiredArb(spec: AppSpec): fc.Arbitrary<Record<string, number>> {
+  const names = Object.keys(spec.roles);
+  return fc
+    .tuple(...names.map(() => fc.option(fc.integer({ min: 0, max: 6 }), { freq: 4 })))
+    .map((ds) => Object.fromEntries(names.flatMap((n, k) => (ds[k] === null || ds[k] === undefined ? [] : [[n, ds[k]]]))));
+}
+
+/** Whether the planner must see `i` as gone this pass (released, fenced or given up on), by the module comment's rules. */
+function gone(i: PlanInstance, now: number, startedAt: number): boolean {
+  if (i.destroyedAt !== null) return true;
+  if (i.state === 'terminated' || i.state === 'failed' || i.state === 'unresponsive') return true;
+  const since = Math.max(i.createdAt, startedAt);
+  if (i.state === 'provisioning') return now - since >= O.provisionTimeoutMs;
+  return now - (i.lastSeenAt ?? since) >= O.heartbeatTimeoutMs;
+}
+
+const targetOf = (a: PlanAction): string | undefined => ('instanceId' in a ? a.instanceId : undefined);
+
+/**
+ * KNOWN DEFECTS of plan(), each shown by a `todo` test below; tolerated by the properties so
+ * that every other rule keeps being checked. Delete a line here once its todo test passes.
+ */
+function knownDefect(p: Plan, id: string | undefined): boolean {
+  const has = (kind: PlanAction['kind']) => p.actions.some((a) => a.kind === kind && targetOf(a) === id);
+  // A registered, not yet assigned scale-in victim is stopped and assigned in one pass.
+  if (has('stop') && p.actions.some((a) => a.kind === 'assign' && !a.claim && a.instanceId === id)) return true;
+  // A drain cancelled in the pass that would send its drain order gets both.
+  if (has('undrain') && has('drainOrder')) return true;
+  return false;
+}
+
+/** Every rule a single plan must keep, whatever the snapshot. */
+function checkPlan(inp: PlanInput, p: Plan): void {
+  const { spec } = inp.app;
+  const byId = new Map(inp.instances.map((i) => [i.id, i]));
+  const here = inp.instances.filter((i) => !gone(i, inp.now, inp.controllerStartedAt));
+  const show = () => `\nplan: ${JSON.stringify(p.actions.map((a) => `${a.kind} ${targetOf(a) ?? ('role' in a ? a.role : '')}`))}`;
+
+  // One lifecycle order per instance and pass: never drained and stopped, drained twice, ...
+  // (fencing a silent instance and destroying it at once is one decision in two actions).
+  const lifecycle = p.actions.filter((a) => ['assign', 'stop', 'drain', 'undrain', 'drainOrder', 'destroy'].includes(a.kind));
+  const ids = lifecycle.map(targetOf);
+  const twice = ids.filter((id, k) => ids.indexOf(id) !== k);
+  assert.deepEqual(twice.filter((id) => !knownDefect(p, id)), [], `an instance got two lifecycle orders in one pass${show()}`);
+
+  for (const role of Object.values(spec.roles)) {
+    const hash = roleHash(role);
+    const desired = Math.min(role.max, Math.max(role.min, inp.desired[role.name] ?? role.count));
+    const live = here.filter((i) => i.role === role.name && i.goal === 'run' && LIVE_HERE.includes(i.state));
+    const fresh = live.filter((i) => i.roleHash === hash);
+    const surge = live.length > fresh.length ? 1 : 0;
+    const servingNow = live.filter((i) => i.state === 'serving');
+    const mine = p.actions.filter((a) => 'role' in a && a.role === role.name);
+    const added = mine.filter((a) => a.kind === 'create' || (a.kind === 'assign' && a.claim) || a.kind === 'undrain').length;
+    const removed = mine.filter((a) => (a.kind === 'stop' || a.kind === 'drain') && live.some((i) => i.id === a.instanceId));
+    const servingRemoved = removed.filter((a) => servingNow.some((i) => i.id === targetOf(a))).length;
+    const ctx = `role ${role.name}: desired ${desired} (min ${role.min}, max ${role.max}), live ${live.length}, fresh ${fresh.length}, serving ${servingNow.length}, added ${added}, removed ${removed.length}${show()}`;
+
+    if (added > 0) assert.ok(live.length + added <= desired + surge && desired + surge <= role.max + surge, `created beyond max + surge: ${ctx}`);
+    assert.ok(added <= Math.max(0, desired - fresh.length), `two instances for one slot: ${ctx}`);
+    assert.ok(servingNow.length - servingRemoved >= Math.min(desired, servingNow.length), `drained/stopped below what serves: ${ctx}`);
+    assert.ok(removed.length <= Math.max(0, live.length + added - desired), `removed more than the excess: ${ctx}`);
+  }
+
+  // Assignments go only to registered agents: a spare of the right pool, or a role's own new agent.
+  for (const a of p.actions) {
+    if (a.kind !== 'assign') continue;
+    const i = byId.get(a.instanceId);
+    assert.ok(i, `assigned unknown ${a.instanceId}`);
+    assert.ok(!gone(i, inp.now, inp.controllerStartedAt) && i.goal === 'run', `assigned ${i.id}, which is gone or leaving${show()}`);
+    assert.equal(i.state, 'spare', `assigned ${i.id} in state ${i.state}: only a registered agent takes a role${show()}`);
+    if (a.claim) {
+      assert.equal(i.role, null, `claimed ${i.id}, which already has role ${i.role}`);
+      assert.ok(i.pool === '*' || i.pool === null || i.pool === a.role, `${a.role} took ${i.id} from pool ${i.pool}${show()}`);
+    } else {
+      assert.equal(i.role, a.role);
+      assert.equal(i.assignOrderId, null, `${i.id} assigned again`);
+    }
+  }
+}
+
+const snapshot = fc.tuple(appArb, fc.array(instGen(false), { maxLength: 14 })).chain(([app, gens]) =>
+  fc.record({ app: fc.constant(app), gens: fc.constant(gens), desired: desiredArb(app.spec), started: fc.constantFrom(0, NOW - 2000) }),
+);
+
+test('property: one plan never overshoots max + surge, fills a slot twice, drops below what serves, or assigns an unregistered agent', () => {
+  fc.assert(
+    fc.property(snapshot, ({ app, gens, desired, started }) => {
+      const inp: PlanInput = {
+        app: { name: 'prop', spec: app.spec, deleting: false },
+        desired,
+        instances: materialise(app.spec, gens),
+        now: NOW,
+        controllerStartedAt: started,
+        options: O,
+      };
+      const p = plan(inp);
+      assert.deepEqual(plan(inp), p, 'the plan is a function of its input');
+      checkPlan(inp, p);
+    }),
+    { numRuns: 400, includeErrorInReport: true },
+  );
+});
+
+/**
+ * A fake executor and fake agents, one step per second: the controller applies the plan's
+ * actions, then every agent moves one state on (registers, starts, serves, stops) and heartbeats.
+ */
+function step(instances: PlanInstance[], p: Plan, now: number, seq: { n: number }): PlanInstance[] {
+  const out = new Map(instances.map((i) => [i.id, { ...i }] as [string, { -readonly [K in keyof PlanInstance]: PlanInstance[K] }]));
+  for (const a of p.actions) {
+    const i = 'instanceId' in a ? out.get(a.instanceId) : undefined;
+    switch (a.kind) {
+      case 'create': {
+        const id = `n-${String(seq.n++).padStart(3, '0')}`;
+        out.set(id, {
+          id, role: a.role, pool: a.pool, state: 'provisioning', goal: 'run', roleHash: a.roleHash, exports: null, importsSent: null, importsApplied: null,
+          assignOrderId: null, stopOrderId: null, drainOrderId: null, createdAt: now, stateSince: now, stopRequestedAt: null, drainRequestedAt: null,
+          destroyedAt: null, lastSeenAt: null,
+        });
+        break;
+      }
+      case 'assign':
+        Object.assign(i!, { role: a.role, pool: null, roleHash: a.roleHash, assignOrderId: `a-${seq.n++}`, importsSent: a.importsVersion, state: 'assigned', stateSince: now });
+        break;
+      case 'imports':
+        i!.importsSent = a.importsVersion;
+        break;
+      case 'stop':
+        Object.assign(i!, { goal: 'stop', stopOrderId: `s-${seq.n++}`, stopRequestedAt: now });
+        break;
+      case 'drain':
+        Object.assign(i!, { goal: 'drain', drainRequestedAt: now });
+        break;
+      case 'drainOrder':
+        i!.drainOrderId = `d-${seq.n++}`;
+        break;
+      case 'undrain':
+        Object.assign(i!, { goal: 'run', drainOrderId: null, drainRequestedAt: null });
+        break;
+      case 'unresponsive':
+        Object.assign(i!, { state: 'unresponsive', stateSince: now });
+        break;
+      case 'destroy':
+        Object.assign(i!, { destroyedAt: now, state: i!.state === 'terminated' || i!.state === 'failed' ? i!.state : a.finalState });
+        break;
+      case 'forgetApp':
+      case 'note':
+        break;
+    }
+  }
+  const agentNow = now + 500;
+  for (const i of out.values()) {
+    if (i.destroyedAt !== null || i.state === 'unresponsive' || i.state === 'terminated' || i.state === 'failed') continue;
+    const to = (s: InstanceState) => Object.assign(i, { state: s, stateSince: agentNow });
+    i.lastSeenAt = agentNow;
+    i.importsApplied = i.importsSent;
+    if (i.goal === 'stop' || i.drainOrderId !== null) to('terminated');
+    else if (i.state === 'provisioning') to('spare');
+    else if (i.state === 'stopping') to('terminated');
+    else if (i.state === 'draining') to('serving');
+    else if (i.state === 'serving') continue;
+    else if (i.role !== null && i.assignOrderId !== null) {
+      if (i.state === 'starting') Object.assign(to('serving'), { exports: { url: `http://${i.id}` } });
+      else to('starting');
+    }
+  }
+  return [...out.values()];
+}
+
+test('property: planning again with the effects applied converges, without oscillating, and then plans nothing', () => {
+  // KNOWN DEFECT (todo test below): an undrained instance still reporting `draining` does not
+  // count toward its role, so a replacement is made and one of the two stopped later. Left out
+  // of the starting states until plan() counts it.
+  const healthyInst = instGen(true).filter((g) => !(g.state === 'draining' && g.goal === 'run'));
+  const healthySnapshot = fc.tuple(appArb, fc.array(healthyInst, { maxLength: 12 })).chain(([app, gens]) =>
+    fc.record({ app: fc.constant(app), gens: fc.constant(gens), desired: desiredArb(app.spec) }),
+  );
+  fc.assert(
+    fc.property(healthySnapshot, ({ app, gens, desired }) => {
+      let instances = materialise(app.spec, gens);
+      const initial = new Set(instances.map((i) => i.id));
+      const removedOnce = new Set<string>();
+      const seq = { n: 0 };
+      let quiet = 0;
+      const trail: string[] = [];
+      for (let k = 0; k < 80 && quiet < 3; k++) {
+        const now = NOW + k * 1000;
+        const inp: PlanInput = { app: { name: 'prop', spec: app.spec, deleting: false }, desired, instances, now, controllerStartedAt: 0, options: O };
+        const p = plan(inp);
+        checkPlan(inp, p);
+        trail.push(`${k}: ${p.actions.map((a) => `${a.kind} ${targetOf(a) ?? ('role' in a ? a.role : '')}`).join(', ')}`);
+        for (const a of p.actions) {
+          const id = targetOf(a);
+          if (id === undefined) continue;
+          // Desired never changes here: what the run itself made is never taken away again, and
+          // nothing it took out of service is brought back.
+          if ((a.kind === 'stop' || a.kind === 'drain') && !initial.has(id)) assert.fail(`oscillation: ${id} made during the run, then ${a.kind}\n${trail.join('\n')}`);
+          if (a.kind === 'drain') removedOnce.add(id);
+          if (a.kind === 'undrain') assert.ok(!removedOnce.has(id), `oscillation: ${id} drained then undrained\n${trail.join('\n')}`);
+        }
+        quiet = p.actions.length === 0 && p.converged ? quiet + 1 : 0;
+        instances = step(instances, p, now, seq);
+      }
+      assert.equal(quiet, 3, `did not converge within 80 steps:\n${trail.slice(-12).join('\n')}`);
+      const live = instances.filter((i) => i.destroyedAt === null && i.role !== null);
+      for (const role of Object.values(app.spec.roles)) {
+        const want = Math.min(role.max, Math.max(role.min, desired[role.name] ?? role.count));
+        const serving = live.filter((i) => i.role === role.name && i.state === 'serving' && i.roleHash === roleHash(role));
+        assert.equal(serving.length, want, `${role.name} serves ${serving.length}, wants ${want}`);
+      }
+    }),
+    { numRuns: 150, includeErrorInReport: true },
+  );
+});
+
+// Each of these shows one KNOWN DEFECT of plan() (see knownDefect above); they pass once it is fixed.
+const solo = parseAppFile(`
+app: solo
+roles:
+  api:
+    count: 1
+    start: api
+    exports: { endpoint: "http://\${ip}:\${port}" }
+`);
+const soloInput = (instances: PlanInstance[], desired: number): PlanInput => ({
+  app: { name: 'solo', spec: solo, deleting: false }, desired: { api: desired }, instances, now: 10_000, controllerStartedAt: 0, options: O,
+});
+const soloInst = (state: InstanceState, over: Partial<PlanInstance> = {}) => inst('api', state, { roleHash: roleHash(solo.roles.api!), ...over });
+
+test('a scale-in victim that registered but has no role yet is stopped, not also assigned', { todo: 'planner defect: stop and assign in one pass' }, () => {
+  const serving = soloInst('serving');
+  const fresh = soloInst('spare', { assignOrderId: null });
+  const p = plan(soloInput([serving, fresh], 1));
+  assert.deepEqual(p.actions.filter((a) => targetOf(a) === fresh.id).map((a) => a.kind), ['stop']);
+});
+
+test('a drain cancelled before its drain order went is not drained anyway', { todo: 'planner defect: undrain and drainOrder in one pass' }, () => {
+  const serving = soloInst('serving');
+  const leaving = soloInst('serving', { goal: 'drain', drainRequestedAt: 9_000, drainOrderId: null });
+  const p = plan(soloInput([serving, leaving], 2));
+  assert.deepEqual(p.actions.filter((a) => targetOf(a) === leaving.id).map((a) => a.kind), ['undrain']);
+});
+
+test('an undrained instance that still reports draining counts toward its role', { todo: 'planner defect: replacement made, then one of the two stopped' }, () => {
+  const serving = soloInst('serving');
+  const back = soloInst('draining', { goal: 'run' });
+  const p = plan(soloInput([serving, back], 2));
+  assert.deepEqual(p.actions.filter((a) => a.kind === 'create' || a.kind === 'assign'), []);
 });

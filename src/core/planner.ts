@@ -29,7 +29,7 @@
 import { createHash } from 'node:crypto';
 import { dependents, importsVersion, resolveImports, stopOrder } from './imports.js';
 import { own } from './limits.js';
-import type { InstanceState } from './states.js';
+import { isLive, type InstanceState } from './states.js';
 import type { AppSpec, ImportedMember, ResolvedImports, RoleSpec } from './types.js';
 
 export interface PlannerOptions {
@@ -85,6 +85,8 @@ export interface PlanInstance {
   readonly drainOrderId: string | null;
   readonly createdAt: number;
   readonly stateSince: number;
+  /** When the role first served on it (null: not yet; absent: unknown, `stateSince` stands in). */
+  readonly startedAt?: number | null;
   readonly stopRequestedAt: number | null;
   readonly drainRequestedAt: number | null;
   readonly destroyedAt: number | null;
@@ -164,6 +166,8 @@ export interface RoleSummary {
   readonly missingImports: readonly string[];
   /** Replacements keep failing: the role is not being replaced until the window passes. */
   readonly degraded: boolean;
+  /** Instances that have not applied the imports last sent to them (their `update` pending or failing). */
+  readonly staleImports: readonly string[];
 }
 
 export interface Plan {
@@ -182,17 +186,6 @@ export function roleHash(role: RoleSpec): string {
   const { min: _min, max: _max, count: _count, spares: _spares, scale: _scale, warmupMs: _w, ...rest } = role;
   return createHash('sha256').update(JSON.stringify(rest)).digest('hex').slice(0, 16);
 }
-
-/** States in which an instance bound to a role counts toward that role's size. */
-const LIVE: ReadonlySet<InstanceState> = new Set<InstanceState>([
-  'provisioning',
-  'spare',
-  'assigned',
-  'deploying',
-  'waiting',
-  'starting',
-  'serving',
-]);
 
 /** The role's instances ranked for scale-in, best victim first. See the module comment for the order. */
 export function rankVictims<T extends PlanInstance>(candidates: readonly T[], currentHash: string): T[] {
@@ -363,7 +356,7 @@ export function plan(input: PlanInput): Plan {
     const hash = roleHash(role);
     const desired = Math.min(role.max, Math.max(role.min, own(input.desired, role.name) ?? role.count));
     const mine = alive.filter((i) => i.role === role.name);
-    const live = mine.filter((i) => i.goal === 'run' && LIVE.has(i.state));
+    const live = mine.filter((i) => i.goal === 'run' && isLive(i.state));
     const draining = mine.filter((i) => i.goal === 'drain');
     const leaving = mine.filter((i) => i.goal === 'stop');
     const servingNow = live.filter((i) => i.state === 'serving');
@@ -466,9 +459,15 @@ export function plan(input: PlanInput): Plan {
       }
     }
 
+    // Converged means every importer runs with the imports last sent to it, not only that
+    // enough instances serve.
+    const staleImports = live
+      .filter((i) => i.assignOrderId !== null && (importsSentTo.has(i.id) || i.importsApplied !== i.importsSent))
+      .map((i) => i.id);
+    if (staleImports.length > 0) converged = false;
     const poolSize = allSpares.filter((s) => s.pool === role.name).length;
     summaries[role.name] = {
-      desired, live: live.length, serving: servingNow.length, draining: draining.length, spares: poolSize, missingImports: imp.missing, degraded,
+      desired, live: live.length, serving: servingNow.length, draining: draining.length, spares: poolSize, missingImports: imp.missing, degraded, staleImports,
     };
   }
 

@@ -38,14 +38,71 @@ export function isTerminal(s: InstanceState): boolean {
   return s === 'terminated' || s === 'failed';
 }
 
-/** States that count toward a role's size: the instance exists for that role and is not leaving. */
-export function countsTowardRole(s: InstanceState): boolean {
-  return (
-    s === 'provisioning' ||
-    s === 'assigned' ||
-    s === 'deploying' ||
-    s === 'waiting' ||
-    s === 'starting' ||
-    s === 'serving'
-  );
+/**
+ * Goal and state are two things. The **state** is what the instance is doing, as its agent
+ * reports it (or as the controller concludes: `unresponsive`, and `failed`/`terminated` when its
+ * process is gone). The **goal** (`run`, `drain`, `stop`) is what the controller wants of it; a
+ * drain is a goal that the agent carries out through the `draining` state. Only the controller
+ * writes goals; only the transitions below are accepted from agents.
+ */
+
+/** States in which an instance counts as capacity of its role (or, without a role, as a spare). */
+export const LIVE_STATES: ReadonlySet<InstanceState> = new Set<InstanceState>([
+  'provisioning',
+  'spare',
+  'assigned',
+  'deploying',
+  'waiting',
+  'starting',
+  'serving',
+]);
+
+/** Whether an instance in state `s` (with goal `run`) counts toward its role's size. */
+export function isLive(s: InstanceState): boolean {
+  return LIVE_STATES.has(s);
+}
+
+/**
+ * One step an agent may report, from each state. A role restarts (`serving → starting`), a drain
+ * can be cancelled (`draining → serving`); nothing goes back to `spare`, `assigned`, `deploying`
+ * or `waiting` once past them, and nothing leaves a terminal state.
+ */
+export const AGENT_TRANSITIONS: Readonly<Record<InstanceState, readonly InstanceState[]>> = {
+  provisioning: ['spare', 'failed', 'terminated'],
+  spare: ['assigned', 'stopping', 'terminated', 'failed'],
+  assigned: ['deploying', 'stopping', 'failed', 'terminated'],
+  deploying: ['waiting', 'starting', 'serving', 'stopping', 'failed', 'terminated'],
+  waiting: ['starting', 'serving', 'stopping', 'failed', 'terminated'],
+  starting: ['serving', 'draining', 'stopping', 'failed', 'terminated'],
+  serving: ['starting', 'draining', 'stopping', 'failed', 'terminated'],
+  draining: ['serving', 'starting', 'stopping', 'failed', 'terminated'],
+  stopping: ['terminated', 'failed'],
+  terminated: [],
+  unresponsive: [],
+  failed: [],
+};
+
+const REACHABLE: ReadonlyMap<InstanceState, ReadonlySet<InstanceState>> = (() => {
+  const out = new Map<InstanceState, Set<InstanceState>>();
+  for (const from of Object.keys(AGENT_TRANSITIONS) as InstanceState[]) {
+    const seen = new Set<InstanceState>();
+    const todo = [...AGENT_TRANSITIONS[from]];
+    while (todo.length) {
+      const s = todo.pop()!;
+      if (seen.has(s)) continue;
+      seen.add(s);
+      todo.push(...AGENT_TRANSITIONS[s]);
+    }
+    out.set(from, seen);
+  }
+  return out;
+})();
+
+/**
+ * Whether an agent may report `to` when the controller last knew `from`. Reports are
+ * level-triggered (a heartbeat carries the state now, not each step), so any state reachable by
+ * allowed steps is accepted; anything else is impossible.
+ */
+export function canReport(from: InstanceState, to: InstanceState): boolean {
+  return from === to || (REACHABLE.get(from)?.has(to) ?? false);
 }

@@ -1,0 +1,179 @@
+/**
+ * Applies what agents report: joins, statuses, acks, log lines and their processes' exits. A
+ * report is checked before it is believed (reports.ts, and the transition table in core); what
+ * an instance could not have said fences it.
+ */
+import { canReport, isTerminal, samplesFromVitals, type AgentStatus, type Order, type Vitals } from '../core/index.js';
+import type { InstancePatch, InstanceRecord } from '../adapters/store/index.js';
+import type { JoinMessage, TransportHandlers } from '../adapters/transport/index.js';
+import { servingMembers, type ControllerContext } from './context.js';
+import { checkReport } from './reports.js';
+
+/** Where samples from agents' vitals go (the role metrics the policies read). */
+export interface SampleSink {
+  add(key: string, metric: string, sample: { t: number; value: number; instance?: string }): void;
+}
+
+export class AgentReports {
+  private readonly suspiciousSeen = new Map<string, number>();
+  private stopped = false;
+
+  constructor(
+    private readonly ctx: ControllerContext,
+    private readonly samples: SampleSink,
+  ) {}
+
+  stop(): void {
+    this.stopped = true;
+  }
+
+  readonly handlers: TransportHandlers = {
+    keyFor: async (id: string) => (await this.ctx.store.getInstance(id))?.joinToken,
+    onJoin: async (id: string, epoch: number, _msg: JoinMessage) => {
+      const inst = await this.ctx.store.getInstance(id);
+      if (!inst) return { accept: false, reason: 'unknown instance' };
+      if (inst.destroyedAt !== null || isTerminal(inst.state) || inst.state === 'unresponsive') {
+        return { accept: false, reason: `instance ${inst.id} is ${inst.destroyedAt !== null ? 'destroyed' : inst.state}; it must not serve again` };
+      }
+      if (epoch !== inst.epoch) return { accept: false, reason: `stale epoch ${epoch} (current ${inst.epoch})` };
+      return { accept: true };
+    },
+    onSuspicious: ({ instanceId, reason, remote }) => {
+      this.ctx.metrics.suspicious.inc();
+      this.ctx.log.warn({ instance: instanceId, remote }, `agent connection: ${reason}`);
+      // One event per instance and reason a minute: a flood of bad frames must not flood the events.
+      const key = `${instanceId ?? '-'}/${reason.replace(/\(.*\)$/, '')}`;
+      const now = this.ctx.clock.now();
+      if ((this.suspiciousSeen.get(key) ?? -Infinity) > now - 60_000) return;
+      this.suspiciousSeen.set(key, now);
+      if (this.suspiciousSeen.size > 1000) this.suspiciousSeen.clear();
+      void this.ctx.store.getInstance(instanceId ?? '').then(async (inst) => {
+        await this.ctx.record({
+          app: inst?.app ?? null, role: inst?.role ?? null, instance: inst ? inst.id : null, kind: 'security.agent',
+          message: `agent connection${instanceId ? ` for ${instanceId}` : ''}${remote ? ` from ${remote}` : ''}: ${reason}`,
+        });
+      }).catch((err: unknown) => this.ctx.log.warn({ err }, 'could not record a security event'));
+    },
+    onConnect: async (id: string) => {
+      for (const o of await this.ctx.store.pendingOrders(id)) this.ctx.transport()?.send(id, { type: 'order', order: o.payload as Order });
+    },
+    onStatus: async (id: string, status: AgentStatus, vitals: Vitals | undefined) => {
+      const now = this.ctx.clock.now();
+      const prev = this.ctx.live.get(id);
+      const v = vitals ?? prev?.vitals;
+      this.ctx.live.set(id, { lastSeenAt: now, ...(v ? { vitals: v } : {}), ...(status.balancer ? { balancer: status.balancer } : {}) });
+      const inst = await this.ctx.store.getInstance(id);
+      if (!inst || inst.destroyedAt !== null) {
+        this.ctx.transport()?.fence(id, 'instance no longer exists');
+        return;
+      }
+      if (vitals && inst.role !== null && status.state === 'serving') {
+        for (const { metric, sample } of samplesFromVitals(id, vitals)) this.samples.add(`${inst.app}/${inst.role}`, metric, sample);
+      }
+      await this.applyStatus(inst, status, now);
+    },
+    onAck: async (id: string, orderId: string) => {
+      // Only an order sent to this instance can be acknowledged by it.
+      if (!(await this.ctx.store.pendingOrders(id)).some((o) => o.id === orderId)) {
+        this.ctx.log.debug({ instance: id, orderId }, 'ignored an ack for an order this instance does not have pending');
+        return;
+      }
+      await this.ctx.store.ackOrder(orderId, this.ctx.clock.now());
+    },
+    onLog: (id: string, lines: readonly string[]) => {
+      void this.ctx.store.getInstance(id).then(async (inst) => {
+        if (!inst || lines.length === 0) return;
+        await this.ctx.record({
+          app: inst.app, role: inst.role, instance: id, kind: 'instance.log',
+          message: `${id}${inst.role ? ` (${inst.role ?? 'spare'})` : ''}: last output\n  | ${lines.slice(-20).join('\n  | ')}`,
+          data: { lines: [...lines] },
+        });
+      }).catch((err: unknown) => this.ctx.log.warn({ err }, 'could not record agent log lines'));
+    },
+    onDisconnect: (id: string) => {
+      this.ctx.log.debug({ instance: id }, 'agent disconnected');
+    },
+  };
+
+  private async applyStatus(inst: InstanceRecord, s: AgentStatus, now: number): Promise<void> {
+    // A controller-side verdict (unresponsive, failed) is not overturned by a late report.
+    if (isTerminal(inst.state) || inst.state === 'unresponsive') return;
+    const app = await this.ctx.store.getApp(inst.app);
+    if (!app) return;
+    const v = s.state !== inst.state && !canReport(inst.state, s.state)
+      ? { kind: 'impossible' as const, reason: `reported state ${s.state} after ${inst.state}, which cannot follow it` }
+      : await checkReport(inst, s, app, () => servingMembers(this.ctx.store, inst.app));
+    if (v.kind === 'impossible') {
+      await this.fenceImpossible(inst, v.reason, now);
+      return;
+    }
+    const patch: { -readonly [K in keyof InstancePatch]: InstancePatch[K] } = {};
+    const exports = v.kind === 'ok' ? v.exports : inst.exports;
+    if (s.state !== inst.state) {
+      patch.state = s.state;
+      patch.stateSince = now;
+    }
+    if (JSON.stringify(exports) !== JSON.stringify(inst.exports)) patch.exports = exports;
+    if ((s.importsVersion ?? null) !== inst.importsApplied) patch.importsApplied = s.importsVersion ?? null;
+    if (s.restarts !== inst.restarts) patch.restarts = s.restarts;
+    if ((s.message ?? null) !== inst.message) patch.message = s.message ?? null;
+    if (s.lastExit && JSON.stringify(s.lastExit) !== JSON.stringify(inst.lastExit)) patch.lastExit = s.lastExit;
+    if (s.state === 'serving' && inst.startedAt === null) patch.startedAt = s.servingSince ?? now;
+    if (Object.keys(patch).length === 0) return;
+    await this.ctx.store.updateInstance(inst.id, patch);
+    if (patch.state !== undefined) {
+      const why = s.message ? `: ${s.message}` : '';
+      if (s.state === 'failed') {
+        const exit = s.lastExit;
+        const code = exit ? (exit.signal ? `signal ${exit.signal}` : `exit code ${exit.code}`) : 'no exit status';
+        const tail = exit?.tail.length ? `\n  | ${exit.tail.slice(-10).join('\n  | ')}` : '';
+        await this.ctx.record({
+          app: inst.app, role: inst.role, instance: inst.id, kind: 'instance.failed',
+          message: `${inst.id} (${inst.role ?? 'spare'}) failed after ${s.restarts} restart(s), ${code}${why}${tail}`,
+          data: { lastExit: exit ?? null, restarts: s.restarts },
+        });
+      } else {
+        await this.ctx.record({
+          app: inst.app, role: inst.role, instance: inst.id, kind: 'instance.state',
+          message: `${inst.id} (${inst.role ?? 'spare'}): ${inst.state} → ${s.state}${why}`,
+          data: { from: inst.state, to: s.state },
+        });
+      }
+    }
+    if (patch.state !== undefined || patch.exports !== undefined) this.ctx.enqueue(inst.app);
+  }
+
+  /**
+   * An instance reported what it could not have been doing: its agent is not carrying out our
+   * orders (tampered with, or confused). It serves no more: exports gone, fenced (the agent stops
+   * its role and exits), marked failed, and the planner replaces it.
+   */
+  private async fenceImpossible(inst: InstanceRecord, reason: string, now: number): Promise<void> {
+    this.ctx.transport()?.fence(inst.id, `impossible report: ${reason}`);
+    await this.ctx.store.updateInstance(inst.id, { state: 'failed', stateSince: now, exports: null, message: `fenced: ${reason}` });
+    this.ctx.metrics.suspicious.inc();
+    await this.ctx.record({
+      app: inst.app, role: inst.role, instance: inst.id, kind: 'security.report',
+      message: `${inst.id} (${inst.role ?? 'spare'}) ${reason}; fenced and replaced`,
+    });
+    this.ctx.enqueue(inst.app);
+  }
+
+  async onAgentExit(id: string, code: number | null, signal: string | null): Promise<void> {
+    if (this.stopped) return;
+    const inst = await this.ctx.store.getInstance(id);
+    if (!inst || inst.destroyedAt !== null) return;
+    this.ctx.transport()?.fence(id, 'agent exited');
+    const now = this.ctx.clock.now();
+    // Already fenced and being replaced: its exit is the fencing working, not a new failure.
+    if (inst.state === 'unresponsive') return;
+    if (inst.goal !== 'run' || isTerminal(inst.state)) {
+      if (!isTerminal(inst.state)) await this.ctx.store.updateInstance(id, { state: 'terminated', stateSince: now, exports: null });
+    } else {
+      const how = signal ? `signal ${signal}` : `exit code ${code}`;
+      await this.ctx.store.updateInstance(id, { state: 'failed', stateSince: now, exports: null, message: `agent process ended (${how})` });
+      await this.ctx.record({ app: inst.app, role: inst.role, instance: id, kind: 'instance.failed', message: `${id} (${inst.role ?? 'spare'}): agent process ended (${how}); replacing it` });
+    }
+    this.ctx.enqueue(inst.app);
+  }
+}

@@ -1,0 +1,169 @@
+/**
+ * Carries out the planner's actions: makes and destroys instances through the provider, stores
+ * and sends orders, and records an event for each. One action at a time per call; the reconciler
+ * runs creates and destroys in parallel and the rest in order.
+ */
+import { randomBytes, randomUUID } from 'node:crypto';
+import { isTerminal, type Order, type PlanAction } from '../core/index.js';
+import type { InstancePatch, InstanceRecord, StoredApp } from '../adapters/store/index.js';
+import type { ControllerContext } from './context.js';
+
+export interface ExecutorHooks {
+  /** The app is gone from the store: forget everything kept about it in memory. */
+  forgetApp(app: string): void;
+}
+
+const instanceId = () => `i-${randomBytes(4).toString('hex')}`;
+
+export class ActionExecutor {
+  /** Last note per `app/role/topic`, so a repeated note is recorded once. */
+  private readonly notes = new Map<string, string>();
+
+  constructor(
+    private readonly ctx: ControllerContext,
+    private readonly hooks: ExecutorHooks,
+  ) {}
+
+  forgetApp(app: string): void {
+    for (const k of [...this.notes.keys()]) if (k.startsWith(`${app}/`)) this.notes.delete(k);
+  }
+
+  /** Stores an order and sends it if the agent is connected; the resend loop covers the rest. */
+  async order(instanceId: string, order: Order, patch: InstancePatch): Promise<void> {
+    await this.ctx.store.transaction(async (tx) => {
+      await tx.putOrder({ id: order.id, instanceId, kind: order.kind, payload: order, createdAt: this.ctx.clock.now() });
+      await tx.updateInstance(instanceId, patch);
+    });
+    this.ctx.transport()?.send(instanceId, { type: 'order', order });
+  }
+
+  async execute(app: StoredApp, a: PlanAction): Promise<void> {
+    const now = this.ctx.clock.now();
+    this.ctx.metrics.decisions.inc({ kind: a.kind });
+    switch (a.kind) {
+      case 'create': {
+        const id = instanceId();
+        const rec: InstanceRecord = {
+          id, app: app.name, role: a.role, pool: a.pool, state: 'provisioning', goal: 'run', epoch: 1, joinToken: randomBytes(32).toString('base64url'),
+          ip: '', port: 0, workdir: '', providerRef: null, roleHash: a.roleHash, exports: null, importsSent: null,
+          importsApplied: null, assignOrderId: null, stopOrderId: null, drainOrderId: null, restarts: 0, message: null, lastExit: null,
+          createdAt: now, startedAt: null, stateSince: now, stopRequestedAt: null, drainRequestedAt: null, destroyedAt: null,
+        };
+        await this.ctx.store.insertInstance(rec);
+        await this.ctx.record({ app: app.name, role: a.role ?? a.pool, instance: id, kind: a.role ? 'instance.create' : 'spare.create', message: a.reason });
+        try {
+          const made = await this.ctx.provider.createInstance({
+            instanceId: id, epoch: rec.epoch, key: rec.joinToken, controllerUrl: this.ctx.controllerUrl(), app: app.name, role: a.role,
+          });
+          await this.ctx.store.updateInstance(id, { ip: made.ip, port: made.port, workdir: made.workdir, providerRef: made.providerRef });
+        } catch (err) {
+          const msg = err instanceof Error ? err.message : String(err);
+          await this.ctx.store.updateInstance(id, { state: 'failed', stateSince: now, message: `provider ${this.ctx.provider.name} could not create it: ${msg}` });
+          await this.ctx.record({ app: app.name, role: a.role, instance: id, kind: 'instance.failed', message: `${id} (${a.role ?? 'spare'}) could not be created: ${msg}` });
+        }
+        return;
+      }
+      case 'assign': {
+        const role = Object.hasOwn(app.spec.roles, a.role) ? app.spec.roles[a.role] : undefined;
+        if (!role) return;
+        const order: Order = {
+          id: `o-${randomUUID()}`, kind: 'assign',
+          assignment: { app: app.name, appDir: app.appDir, role, imports: a.imports, importsVersion: a.importsVersion },
+        };
+        const claim: InstancePatch = a.claim ? { role: a.role, pool: null, roleHash: a.roleHash } : {};
+        await this.order(a.instanceId, order, { ...claim, assignOrderId: order.id, importsSent: a.importsVersion });
+        await this.ctx.record({ app: app.name, role: a.role, instance: a.instanceId, kind: a.claim ? 'spare.claim' : 'instance.assign', message: a.reason });
+        return;
+      }
+      case 'imports': {
+        const order: Order = { id: `o-${randomUUID()}`, kind: 'imports', imports: a.imports, importsVersion: a.importsVersion };
+        await this.order(a.instanceId, order, { importsSent: a.importsVersion });
+        await this.ctx.record({ app: app.name, role: a.role, instance: a.instanceId, kind: 'instance.imports', message: a.reason, data: { version: a.importsVersion } });
+        return;
+      }
+      case 'stop': {
+        const inst = await this.ctx.store.getInstance(a.instanceId);
+        if (!inst || inst.goal === 'stop') return;
+        await this.ctx.record({ app: app.name, role: a.role, instance: a.instanceId, kind: 'instance.stop', message: a.reason });
+        if (inst.state === 'provisioning' || inst.role === null || !inst.assignOrderId) {
+          // Nothing runs there yet (or a spare): no role to stop gracefully.
+          await this.ctx.store.updateInstance(a.instanceId, { goal: 'stop', stopRequestedAt: now });
+          await this.destroy(app.name, inst, 'terminated', `${inst.id} had no role running; destroyed directly`);
+          return;
+        }
+        const order: Order = { id: `o-${randomUUID()}`, kind: 'stop', reason: a.reason };
+        await this.order(a.instanceId, order, { goal: 'stop', stopRequestedAt: now, stopOrderId: order.id, exports: null });
+        return;
+      }
+      case 'drain': {
+        await this.ctx.store.updateInstance(a.instanceId, { goal: 'drain', drainRequestedAt: now, drainOrderId: null, exports: null });
+        await this.ctx.record({ app: app.name, role: a.role, instance: a.instanceId, kind: 'instance.drain', message: `${a.reason}; taking it out of rotation first` });
+        return;
+      }
+      case 'drainOrder': {
+        const order: Order = { id: `o-${randomUUID()}`, kind: 'drain', reason: a.reason, timeoutMs: a.timeoutMs };
+        await this.order(a.instanceId, order, { drainOrderId: order.id });
+        await this.ctx.record({ app: app.name, role: a.role, instance: a.instanceId, kind: 'instance.drain', message: a.reason });
+        return;
+      }
+      case 'undrain': {
+        const inst = await this.ctx.store.getInstance(a.instanceId);
+        if (!inst || inst.goal !== 'drain') return;
+        if (inst.drainOrderId !== null) {
+          const order: Order = { id: `o-${randomUUID()}`, kind: 'undrain', reason: a.reason };
+          await this.order(a.instanceId, order, { goal: 'run', drainRequestedAt: null, drainOrderId: null });
+        } else {
+          await this.ctx.store.updateInstance(a.instanceId, { goal: 'run', drainRequestedAt: null });
+        }
+        await this.ctx.record({ app: app.name, role: a.role, instance: a.instanceId, kind: 'instance.undrain', message: a.reason });
+        return;
+      }
+      case 'unresponsive': {
+        const inst = await this.ctx.store.getInstance(a.instanceId);
+        if (!inst || inst.destroyedAt !== null || inst.state === 'unresponsive') return;
+        // A new epoch fences the old agent: if it comes back, its hello is refused and it must
+        // stop its role; until then its exports are gone from every importer.
+        await this.ctx.store.updateInstance(a.instanceId, { state: 'unresponsive', stateSince: now, epoch: inst.epoch + 1, exports: null });
+        this.ctx.transport()?.fence(a.instanceId, a.reason);
+        this.ctx.metrics.replacements.inc({ app: app.name, role: a.role ?? 'spare', reason: 'unresponsive' });
+        await this.ctx.record({ app: app.name, role: a.role, instance: a.instanceId, kind: 'instance.unresponsive', message: a.reason });
+        return;
+      }
+      case 'destroy': {
+        const inst = await this.ctx.store.getInstance(a.instanceId);
+        if (!inst || inst.destroyedAt !== null) return;
+        await this.destroy(app.name, inst, a.finalState, a.reason);
+        return;
+      }
+      case 'forgetApp': {
+        await this.ctx.store.deleteApp(app.name);
+        await this.ctx.record({ app: app.name, role: null, instance: null, kind: 'app.deleted', message: a.reason });
+        this.hooks.forgetApp(app.name);
+        return;
+      }
+      case 'note': {
+        const key = `${app.name}/${a.role}/${a.topic}`;
+        // Only the gist counts for de-duplication: the countdown in the sentence changes every pass.
+        const gist = a.reason.replace(/\d+s$/, '');
+        if (this.notes.get(key) === gist) return;
+        this.notes.set(key, gist);
+        await this.ctx.record({ app: app.name, role: a.role, instance: null, kind: a.topic === 'degraded' ? 'role.degraded' : 'role.backoff', message: a.reason });
+        return;
+      }
+    }
+  }
+
+  async destroy(app: string, inst: InstanceRecord, finalState: 'terminated' | 'failed' | 'unresponsive', reason: string): Promise<void> {
+    const now = this.ctx.clock.now();
+    this.ctx.transport()?.fence(inst.id, reason);
+    const state = isTerminal(inst.state) ? inst.state : finalState;
+    if (state !== inst.state) {
+      await this.ctx.store.updateInstance(inst.id, { state, stateSince: now, exports: null });
+    }
+    await this.ctx.record({ app, role: inst.role, instance: inst.id, kind: 'instance.destroy', message: reason });
+    await this.ctx.provider.destroyInstance({ id: inst.id, providerRef: inst.providerRef });
+    await this.ctx.store.updateInstance(inst.id, { destroyedAt: this.ctx.clock.now(), exports: null });
+    if (inst.drainRequestedAt !== null && inst.goal === 'drain') this.ctx.metrics.drainSeconds.observe((this.ctx.clock.now() - inst.drainRequestedAt) / 1000);
+    this.ctx.live.delete(inst.id);
+  }
+}

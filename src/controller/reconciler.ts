@@ -1,0 +1,136 @@
+/**
+ * One reconcile pass of one app: read the snapshot, take the decision step (policies, then plan:
+ * core/decide.ts, the same code the simulator runs), store the new counts with their reasons,
+ * and hand the actions to the executor.
+ */
+import { decide, recordAction, type Decision, type DecideOutput, type Plan, type PlannerOptions, type PolicyState } from '../core/index.js';
+import type { InstanceRecord, StoredApp, StoredRole } from '../adapters/store/index.js';
+import type { ControllerContext } from './context.js';
+import type { ActionExecutor } from './executor.js';
+import type { LagMonitor } from './lag.js';
+import type { RoleMetrics } from './scraper.js';
+
+export interface ReconcilerOptions {
+  readonly planner: PlannerOptions;
+  /** How often scaling policies are evaluated. */
+  readonly evaluateMs: number;
+  /** When this controller started. */
+  readonly startedAt: number;
+}
+
+interface Snapshot {
+  readonly roles: StoredRole[];
+  readonly instances: InstanceRecord[];
+}
+
+export class Reconciler {
+  /** Policy state per `app/role`, ahead of the store (written on every change). */
+  private readonly policyStates = new Map<string, PolicyState>();
+  private readonly lastDecision = new Map<string, Decision & { at: number }>();
+
+  constructor(
+    private readonly ctx: ControllerContext,
+    private readonly executor: ActionExecutor,
+    private readonly metrics: RoleMetrics,
+    private readonly lag: LagMonitor,
+    private readonly o: ReconcilerOptions,
+  ) {}
+
+  /** The last autoscaling decision for a role, if its policies ran. */
+  decisionFor(app: string, role: string): (Decision & { at: number }) | undefined {
+    return this.lastDecision.get(`${app}/${role}`);
+  }
+
+  /** An operator set the count: the policies' rate limits count it as a scaling event. */
+  noteManualScale(app: string, role: string, from: number, to: number): void {
+    const key = `${app}/${role}`;
+    this.policyStates.set(key, recordAction(this.policyStates.get(key), this.ctx.clock.now(), from, to));
+  }
+
+  forgetApp(app: string): void {
+    for (const m of [this.policyStates, this.lastDecision] as Map<string, unknown>[]) {
+      for (const k of [...m.keys()]) if (k.startsWith(`${app}/`)) m.delete(k);
+    }
+  }
+
+  /** What one pass reads: the roles' counts, and the instances (recently gone ones too, for the failure backoff). */
+  private async snapshot(app: StoredApp): Promise<Snapshot> {
+    const roles = await this.ctx.store.listRoles(app.name);
+    const instances = await this.ctx.store.listInstances({ app: app.name, goneSince: this.ctx.clock.now() - this.o.planner.failureWindowMs });
+    return { roles, instances };
+  }
+
+  private step(app: StoredApp, snap: Snapshot, evaluatePolicies: boolean): DecideOutput {
+    const now = this.ctx.clock.now();
+    return decide({
+      app: { name: app.name, spec: app.spec, deleting: app.deleting },
+      roles: Object.fromEntries(
+        snap.roles.map((r) => {
+          const state = this.policyStates.get(`${app.name}/${r.role}`) ?? (r.policyState as PolicyState | null) ?? undefined;
+          return [r.role, { desired: r.desired, pinned: r.pinned, ...(state ? { policyState: state } : {}) }];
+        }),
+      ),
+      instances: snap.instances.map((i) => {
+        const l = this.ctx.live.get(i.id);
+        // Silence while the controller itself was stalled is not the agent's.
+        return { ...i, lastSeenAt: l ? this.lag.seenAfterStalls(l.lastSeenAt) : null, busy: l?.vitals?.role?.cpu ?? 0, tenants: 0 };
+      }),
+      now,
+      controllerStartedAt: this.lag.seenAfterStalls(this.o.startedAt),
+      metrics: this.metrics.store,
+      metricsKey: (role) => `${app.name}/${role}`,
+      evaluatePolicies,
+      options: this.o.planner,
+    });
+  }
+
+  /** The plan a pass would make now, without acting on it or running the policies: for status. */
+  async preview(appName: string): Promise<Plan | undefined> {
+    const app = await this.ctx.store.getApp(appName);
+    if (!app) return undefined;
+    return this.step(app, await this.snapshot(app), false).plan;
+  }
+
+  async reconcile(appName: string): Promise<{ requeueAfterMs?: number; gone?: true }> {
+    const app = await this.ctx.store.getApp(appName);
+    if (!app) return { gone: true };
+    const scaled = !app.deleting && Object.values(app.spec.roles).some((r) => r.scale.length > 0);
+    const snap = await this.snapshot(app);
+    const out = this.step(app, snap, scaled);
+    const now = this.ctx.clock.now();
+    for (const [role, d] of Object.entries(out.decisions)) {
+      this.policyStates.set(`${app.name}/${role}`, d.state);
+      this.lastDecision.set(`${app.name}/${role}`, { ...d, at: now });
+    }
+    for (const c of out.changes) {
+      await this.ctx.store.setRoleCount(app.name, c.role, c.to, false);
+      await this.ctx.store.setPolicyState(app.name, c.role, c.decision.state);
+      this.ctx.metrics.decisions.inc({ kind: c.to > c.from ? 'scale_out' : 'scale_in' });
+      await this.ctx.record({ app: app.name, role: c.role, instance: null, kind: 'scale.policy', message: c.reason, data: { from: c.from, to: c.to, inputs: c.decision.inputs } });
+    }
+    const p = out.plan;
+    // Instances are made and destroyed in parallel (each can take seconds); orders go out in order.
+    const slow = p.actions.filter((a) => a.kind === 'create' || a.kind === 'destroy');
+    await Promise.all(slow.map((a) => this.executor.execute(app, a)));
+    for (const a of p.actions) if (a.kind !== 'create' && a.kind !== 'destroy') await this.executor.execute(app, a);
+    this.updateGauges(app, p);
+    // A destroyed instance can unblock the next step (the next role to stop, a replacement):
+    // look again at once rather than at the next resync.
+    if (p.actions.some((a) => a.kind === 'destroy')) return { requeueAfterMs: 0 };
+    const next = Math.min(p.requeueAfterMs ?? Infinity, scaled ? this.o.evaluateMs : Infinity);
+    return Number.isFinite(next) ? { requeueAfterMs: next } : {};
+  }
+
+  private updateGauges(app: StoredApp, p: Plan): void {
+    const m = this.ctx.metrics;
+    for (const [role, s] of Object.entries(p.roles)) {
+      const labels = { app: app.name, role };
+      m.desired.set(labels, s.desired);
+      m.actual.set(labels, s.live);
+      m.serving.set(labels, s.serving);
+      m.degraded.set(labels, s.degraded ? 1 : 0);
+    }
+    for (const [pool, n] of Object.entries(p.spares)) m.spares.set({ app: app.name, pool }, n);
+    m.connectedAgents.set(this.ctx.transport()?.connected().length ?? 0);
+  }
+}
