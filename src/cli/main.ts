@@ -42,6 +42,7 @@ interface RoleJson {
   policies: string[];
   lastDecision: { at: string; desired: number; reason: string } | null;
   missingImports: string[];
+  staleImports?: string[];
   instances: InstanceJson[];
 }
 interface AppJson {
@@ -115,6 +116,7 @@ function renderStatus(apps: AppJson[]): string {
       if (r.spares) bits.push(`${r.spares} warm spare(s)`);
       if (r.degraded) bits.push('DEGRADED: replacements keep failing');
       if (r.missingImports.length) bits.push(`waiting for ${r.missingImports.join(', ')}`);
+      if (r.staleImports?.length) bits.push(`imports not yet applied by ${r.staleImports.join(', ')}`);
       if (r.lastDecision && !r.pinned) bits.push(`last decision: ${r.lastDecision.reason}`);
       rows.push([r.name, '', '', '', '', bits.join('; ')]);
       for (const i of r.instances) {
@@ -157,10 +159,11 @@ async function waitConverged(client: Client, name: string, timeoutMs: number, si
     await sleep(300);
   }
   const why = (last?.roles ?? [])
-    .filter((r) => r.serving !== r.desired || r.live !== r.desired)
+    .filter((r) => r.serving !== r.desired || r.live !== r.desired || (r.staleImports?.length ?? 0) > 0)
     .map((r) => {
       const bits = [`${r.name}: ${r.serving}/${r.desired} serving`];
       if (r.missingImports.length) bits.push(`waiting for ${r.missingImports.join(', ')}`);
+      if (r.staleImports?.length) bits.push(`imports not yet applied by ${r.staleImports.join(', ')}`);
       const stuck = r.instances.filter((i) => i.state !== 'serving').map((i) => `${i.id} ${i.state}${i.message ? ` (${i.message})` : ''}`);
       if (stuck.length) bits.push(stuck.join(', '));
       return bits.join('; ');

@@ -110,6 +110,7 @@ const roleSchema = {
     live: { type: 'integer' },
     serving: { type: 'integer' },
     missingImports: { type: 'array', items: { type: 'string' } },
+    staleImports: { type: 'array', items: { type: 'string' }, description: 'instances that have not yet applied the imports last sent to them (their update is pending or failing)' },
     instances: { type: 'array', items: instanceSchema },
   },
 } as const;
@@ -320,6 +321,7 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
         live: s?.live ?? 0,
         serving: s?.serving ?? 0,
         missingImports: s?.missingImports ?? [],
+        staleImports: s?.staleImports ?? [],
         draining: s?.draining ?? 0,
         spares: s?.spares ?? 0,
         degraded: s?.degraded ?? false,
