@@ -74,11 +74,9 @@ export class AgentReports {
     },
     onAck: async (id: string, orderId: string) => {
       // Only an order sent to this instance can be acknowledged by it.
-      if (!(await this.ctx.store.pendingOrders(id)).some((o) => o.id === orderId)) {
+      if (!(await this.ctx.store.ackOrder(orderId, id, this.ctx.clock.now()))) {
         this.ctx.log.debug({ instance: id, orderId }, 'ignored an ack for an order this instance does not have pending');
-        return;
       }
-      await this.ctx.store.ackOrder(orderId, this.ctx.clock.now());
     },
     onLog: (id: string, lines: readonly string[]) => {
       void this.ctx.store.getInstance(id).then(async (inst) => {
@@ -95,17 +93,29 @@ export class AgentReports {
     },
   };
 
-  private async applyStatus(inst: InstanceRecord, s: AgentStatus, now: number): Promise<void> {
+  /** Applies a report; if the instance changed under it (a destroy, an order), reads it again and retries. */
+  private async applyStatus(first: InstanceRecord, s: AgentStatus, now: number): Promise<void> {
+    let inst: InstanceRecord | undefined = first;
+    for (let attempt = 0; inst && inst.destroyedAt === null; attempt++) {
+      if (await this.applyStatusOnce(inst, s, now)) return;
+      this.ctx.metrics.conflicts.inc({ what: 'instance' });
+      if (attempt >= 4) throw new Error(`instance ${first.id} kept changing while a report was applied`);
+      inst = await this.ctx.store.getInstance(first.id);
+    }
+  }
+
+  /** False: the instance changed since it was read (nothing written). */
+  private async applyStatusOnce(inst: InstanceRecord, s: AgentStatus, now: number): Promise<boolean> {
     // A controller-side verdict (unresponsive, failed) is not overturned by a late report.
-    if (isTerminal(inst.state) || inst.state === 'unresponsive') return;
+    if (isTerminal(inst.state) || inst.state === 'unresponsive') return true;
     const app = await this.ctx.store.getApp(inst.app);
-    if (!app) return;
+    if (!app) return true;
     const v = s.state !== inst.state && !canReport(inst.state, s.state)
       ? { kind: 'impossible' as const, reason: `reported state ${s.state} after ${inst.state}, which cannot follow it` }
       : await checkReport(inst, s, app, () => servingMembers(this.ctx.store, inst.app));
     if (v.kind === 'impossible') {
       await this.fenceImpossible(inst, v.reason, now);
-      return;
+      return true;
     }
     const patch: { -readonly [K in keyof InstancePatch]: InstancePatch[K] } = {};
     const exports = v.kind === 'ok' ? v.exports : inst.exports;
@@ -119,8 +129,8 @@ export class AgentReports {
     if ((s.message ?? null) !== inst.message) patch.message = s.message ?? null;
     if (s.lastExit && JSON.stringify(s.lastExit) !== JSON.stringify(inst.lastExit)) patch.lastExit = s.lastExit;
     if (s.state === 'serving' && inst.startedAt === null) patch.startedAt = s.servingSince ?? now;
-    if (Object.keys(patch).length === 0) return;
-    await this.ctx.store.updateInstance(inst.id, patch);
+    if (Object.keys(patch).length === 0) return true;
+    if (!(await this.ctx.store.updateInstance(inst.id, patch, { ifVersion: inst.version }))) return false;
     if (patch.state !== undefined) {
       const why = s.message ? `: ${s.message}` : '';
       if (s.state === 'failed') {
@@ -141,6 +151,7 @@ export class AgentReports {
       }
     }
     if (patch.state !== undefined || patch.exports !== undefined) this.ctx.enqueue(inst.app);
+    return true;
   }
 
   /**

@@ -5,7 +5,7 @@
  */
 import { randomBytes, randomUUID } from 'node:crypto';
 import { isTerminal, type Order, type PlanAction } from '../core/index.js';
-import type { InstancePatch, InstanceRecord, StoredApp } from '../adapters/store/index.js';
+import type { InstancePatch, InstanceRecord, NewInstance, StoredApp } from '../adapters/store/index.js';
 import type { ControllerContext } from './context.js';
 
 export interface ExecutorHooks {
@@ -43,7 +43,7 @@ export class ActionExecutor {
     switch (a.kind) {
       case 'create': {
         const id = instanceId();
-        const rec: InstanceRecord = {
+        const rec: NewInstance = {
           id, app: app.name, role: a.role, pool: a.pool, state: 'provisioning', goal: 'run', epoch: 1, joinToken: randomBytes(32).toString('base64url'),
           ip: '', port: 0, workdir: '', providerRef: null, roleHash: a.roleHash, exports: null, importsSent: null,
           importsApplied: null, assignOrderId: null, stopOrderId: null, drainOrderId: null, restarts: 0, message: null, lastExit: null,
@@ -112,8 +112,10 @@ export class ActionExecutor {
         if (inst.drainOrderId !== null) {
           const order: Order = { id: `o-${randomUUID()}`, kind: 'undrain', reason: a.reason };
           await this.order(a.instanceId, order, { goal: 'run', drainRequestedAt: null, drainOrderId: null });
-        } else {
-          await this.ctx.store.updateInstance(a.instanceId, { goal: 'run', drainRequestedAt: null });
+        } else if (!(await this.ctx.store.updateInstance(a.instanceId, { goal: 'run', drainRequestedAt: null }, { ifVersion: inst.version }))) {
+          this.ctx.metrics.conflicts.inc({ what: 'instance' });
+          this.ctx.enqueue(app.name);
+          return;
         }
         await this.ctx.record({ app: app.name, role: a.role, instance: a.instanceId, kind: 'instance.undrain', message: a.reason });
         return;
@@ -123,7 +125,12 @@ export class ActionExecutor {
         if (!inst || inst.destroyedAt !== null || inst.state === 'unresponsive') return;
         // A new epoch fences the old agent: if it comes back, its hello is refused and it must
         // stop its role; until then its exports are gone from every importer.
-        await this.ctx.store.updateInstance(a.instanceId, { state: 'unresponsive', stateSince: now, epoch: inst.epoch + 1, exports: null });
+        if (!(await this.ctx.store.updateInstance(a.instanceId, { state: 'unresponsive', stateSince: now, epoch: inst.epoch + 1, exports: null }, { ifVersion: inst.version }))) {
+          // A report came in meanwhile: the next pass judges again with it.
+          this.ctx.metrics.conflicts.inc({ what: 'instance' });
+          this.ctx.enqueue(app.name);
+          return;
+        }
         this.ctx.transport()?.fence(a.instanceId, a.reason);
         this.ctx.metrics.replacements.inc({ app: app.name, role: a.role ?? 'spare', reason: 'unresponsive' });
         await this.ctx.record({ app: app.name, role: a.role, instance: a.instanceId, kind: 'instance.unresponsive', message: a.reason });

@@ -16,6 +16,7 @@ export class ControllerMetrics {
   readonly drainSeconds = new Histogram({ name: 'drover_drain_duration_seconds', help: 'From drain start to instance stopped', buckets: [0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300], registers: [this.registry] });
   readonly reconcileSeconds = new Histogram({ name: 'drover_reconcile_duration_seconds', help: 'Time of one reconcile pass of one app', buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5], registers: [this.registry] });
   readonly reconcileErrors = new Counter({ name: 'drover_reconcile_errors_total', help: 'Reconcile passes that failed (retried with backoff)', registers: [this.registry] });
+  readonly conflicts = new Counter({ name: 'drover_store_conflicts_total', help: 'Conditional store writes refused because another writer changed the row first (the work is read and planned again)', labelNames: ['what'] as const, registers: [this.registry] });
   readonly suspicious = new Counter({ name: 'drover_agent_suspicious_total', help: 'Agent connections or reports refused as not authentic or impossible (forged frames, failed proofs, impossible reports)', registers: [this.registry] });
   readonly stalls = new Counter({ name: 'drover_controller_stalls_total', help: "Times the controller's event loop was blocked long enough to miss heartbeats (agents are not blamed for them)", registers: [this.registry] });
   readonly stalledSeconds = new Counter({ name: 'drover_controller_stalled_seconds_total', help: "Time the controller's event loop spent blocked in stalls", registers: [this.registry] });

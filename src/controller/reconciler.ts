@@ -103,7 +103,14 @@ export class Reconciler {
       this.lastDecision.set(`${app.name}/${role}`, { ...d, at: now });
     }
     for (const c of out.changes) {
-      await this.ctx.store.setRoleCount(app.name, c.role, c.to, false);
+      // Only if nobody (an operator's `drover scale`) changed the role since the snapshot: a
+      // pin set meanwhile wins, and this pass, planned on the old count, is dropped and redone.
+      const read = snap.roles.find((r) => r.role === c.role);
+      if (!(await this.ctx.store.setRoleCount(app.name, c.role, c.to, false, read ? { ifVersion: read.version } : {}))) {
+        this.ctx.metrics.conflicts.inc({ what: 'role' });
+        this.policyStates.delete(`${app.name}/${c.role}`);
+        return { requeueAfterMs: 0 };
+      }
       await this.ctx.store.setPolicyState(app.name, c.role, c.decision.state);
       this.ctx.metrics.decisions.inc({ kind: c.to > c.from ? 'scale_out' : 'scale_in' });
       await this.ctx.record({ app: app.name, role: c.role, instance: null, kind: 'scale.policy', message: c.reason, data: { from: c.from, to: c.to, inputs: c.decision.inputs } });

@@ -88,4 +88,12 @@ export const MIGRATIONS: readonly { readonly id: number; readonly name: string; 
       create index orders_acked on orders (acked_at) where acked_at is not null;
     `,
   },
+  {
+    id: 3,
+    name: 'row versions for conditional writes',
+    sql: `
+      alter table instances add column version bigint not null default 0;
+      alter table roles add column version bigint not null default 0;
+    `,
+  },
 ];

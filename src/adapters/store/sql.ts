@@ -10,6 +10,8 @@ import type {
   InstancePatch,
   InstanceRecord,
   NewEvent,
+  NewInstance,
+  WriteCondition,
   Store,
   StoredApp,
   StoredOrder,
@@ -102,6 +104,7 @@ function toInstance(r: Row): InstanceRecord {
     stopRequestedAt: numOrNull(r.stop_requested_at),
     drainRequestedAt: numOrNull(r.drain_requested_at),
     destroyedAt: numOrNull(r.destroyed_at),
+    version: num(r.version ?? 0),
   };
 }
 
@@ -207,18 +210,27 @@ export class SqlStore implements Store {
 
   async listRoles(app: string): Promise<StoredRole[]> {
     const r = await this.db.query<Row>('select * from roles where app = $1 order by role', [app]);
-    return r.rows.map((x) => ({ app: String(x.app), role: String(x.role), desired: num(x.desired), pinned: Boolean(x.pinned), policyState: x.policy_state ?? null }));
+    return r.rows.map((x) => ({
+      app: String(x.app), role: String(x.role), desired: num(x.desired), pinned: Boolean(x.pinned), policyState: x.policy_state ?? null, version: num(x.version ?? 0),
+    }));
   }
 
-  async setRoleCount(app: string, role: string, desired: number, pinned: boolean): Promise<void> {
-    await this.db.query('update roles set desired = $3, pinned = $4 where app = $1 and role = $2', [app, role, desired, pinned]);
+  async setRoleCount(app: string, role: string, desired: number, pinned: boolean, cond: WriteCondition = {}): Promise<boolean> {
+    const params: unknown[] = [app, role, desired, pinned];
+    let where = 'app = $1 and role = $2';
+    if (cond.ifVersion !== undefined) {
+      params.push(cond.ifVersion);
+      where += ` and version = $${params.length}`;
+    }
+    const r = await this.db.query<Row>(`update roles set desired = $3, pinned = $4, version = version + 1 where ${where} returning role`, params);
+    return r.rows.length > 0;
   }
 
   async setPolicyState(app: string, role: string, state: unknown): Promise<void> {
     await this.db.query('update roles set policy_state = $3::json where app = $1 and role = $2', [app, role, json(state)]);
   }
 
-  async insertInstance(i: InstanceRecord): Promise<void> {
+  async insertInstance(i: NewInstance): Promise<void> {
     await this.db.query(
       `insert into instances (id, app, role, pool, state, goal, epoch, join_token, ip, port, workdir, provider_ref, role_hash,
          exports, imports_sent, imports_applied, assign_order_id, stop_order_id, drain_order_id, restarts, message, last_exit,
@@ -232,17 +244,22 @@ export class SqlStore implements Store {
     );
   }
 
-  async updateInstance(id: string, patch: InstancePatch): Promise<void> {
-    const sets: string[] = [];
+  async updateInstance(id: string, patch: InstancePatch, cond: WriteCondition = {}): Promise<boolean> {
+    const sets: string[] = ['version = version + 1'];
     const params: unknown[] = [id];
     for (const [k, v] of Object.entries(patch)) {
-      const col = INSTANCE_COLUMNS[k as keyof InstancePatch];
+      const col = Object.hasOwn(INSTANCE_COLUMNS, k) ? INSTANCE_COLUMNS[k as keyof InstancePatch] : undefined;
       if (!col || v === undefined) continue;
       params.push(JSON_COLUMNS.has(col) ? json(v) : v);
       sets.push(`${col} = $${params.length}${JSON_COLUMNS.has(col) ? '::jsonb' : ''}`);
     }
-    if (!sets.length) return;
-    await this.db.query(`update instances set ${sets.join(', ')} where id = $1`, params);
+    let where = 'id = $1';
+    if (cond.ifVersion !== undefined) {
+      params.push(cond.ifVersion);
+      where += ` and version = $${params.length}`;
+    }
+    const r = await this.db.query<Row>(`update instances set ${sets.join(', ')} where ${where} returning id`, params);
+    return r.rows.length > 0;
   }
 
   async getInstance(id: string): Promise<InstanceRecord | undefined> {
@@ -276,8 +293,9 @@ export class SqlStore implements Store {
     );
   }
 
-  async ackOrder(id: string, at: number): Promise<void> {
-    await this.db.query('update orders set acked_at = $2 where id = $1 and acked_at is null', [id, at]);
+  async ackOrder(id: string, instanceId: string, at: number): Promise<boolean> {
+    const r = await this.db.query<Row>('update orders set acked_at = $3 where id = $1 and instance_id = $2 and acked_at is null returning id', [id, instanceId, at]);
+    return r.rows.length > 0;
   }
 
   async pendingOrders(instanceId: string): Promise<StoredOrder[]> {

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseAppFile } from '../../core/index.js';
 import { openPgliteStore, StoreOpenError } from './pglite.js';
-import type { InstanceRecord, Store } from './types.js';
+import type { NewInstance, Store } from './types.js';
 
 const spec = parseAppFile(`
 app: shop
@@ -24,7 +24,7 @@ roles:
     start: db
 `);
 
-const rec = (id: string, over: Partial<InstanceRecord> = {}): InstanceRecord => ({
+const rec = (id: string, over: Partial<NewInstance> = {}): NewInstance => ({
   id, app: 'shop', role: 'web', pool: null, state: 'provisioning', goal: 'run', epoch: 1, joinToken: 't', ip: '127.0.0.1', port: 1000,
   workdir: '/tmp/x', providerRef: { pid: 1 }, roleHash: 'h', exports: null, importsSent: null, importsApplied: null,
   assignOrderId: null, stopOrderId: null, drainOrderId: null, restarts: 0, message: null, lastExit: null, createdAt: 1, startedAt: null,
@@ -72,7 +72,8 @@ export function storeConformance(name: string, open: () => Promise<{ store: Stor
       await store.putOrder({ id: 'o-1', instanceId: 'i-1', kind: 'stop', payload: { id: 'o-1', kind: 'stop', reason: 'x' }, createdAt: 5 });
       await store.putOrder({ id: 'o-1', instanceId: 'i-1', kind: 'stop', payload: { id: 'o-1', kind: 'stop', reason: 'x' }, createdAt: 5 });
       assert.equal((await store.pendingOrders('i-1')).length, 1, 'an order id is stored once');
-      await store.ackOrder('o-1', 6);
+      assert.equal(await store.ackOrder('o-1', 'i-2', 6), false, 'another instance cannot acknowledge it');
+      assert.equal(await store.ackOrder('o-1', 'i-1', 6), true);
       assert.equal((await store.pendingOrders('i-1')).length, 0);
 
       for (let k = 0; k < 5; k++) await store.appendEvent({ at: k, app: 'shop', role: null, instance: null, kind: 'k', message: `m${k}`, data: null });
@@ -118,9 +119,9 @@ export function storeConformance(name: string, open: () => Promise<{ store: Stor
       const order = (id: string, instanceId: string, createdAt: number) =>
         store.putOrder({ id, instanceId, kind: 'stop', payload: { id, kind: 'stop', reason: 'x' }, createdAt });
       await order('o-old-acked', 'i-live', 1);
-      await store.ackOrder('o-old-acked', 50);
+      await store.ackOrder('o-old-acked', 'i-live', 50);
       await order('o-new-acked', 'i-live', 2);
-      await store.ackOrder('o-new-acked', 150);
+      await store.ackOrder('o-new-acked', 'i-live', 150);
       await order('o-old-pending', 'i-live', 3);
       await order('o-gone-pending', 'i-gone', 4);
       await order('o-gone-late-pending', 'i-gone-late', 5);
@@ -149,6 +150,74 @@ export function storeConformance(name: string, open: () => Promise<{ store: Stor
         /boom/,
       );
       assert.equal(await store.getInstance('i-9'), undefined);
+    } finally {
+      await store.close();
+      cleanup();
+    }
+  });
+
+  test(`${name}: listing apps, marking one deleting, forgetting it with its roles`, async () => {
+    const { store, cleanup } = await open();
+    try {
+      await store.putApp({ name: 'shop', spec, appDir: '/a', at: 1 });
+      await store.putApp({ name: 'blog', spec: { ...spec, app: 'blog' }, appDir: '/b', at: 2 });
+      assert.deepEqual((await store.listApps()).map((a) => a.name).sort(), ['blog', 'shop']);
+      await store.setAppDeleting('shop', 3);
+      assert.equal((await store.getApp('shop'))!.deleting, true);
+      const again = await store.putApp({ name: 'shop', spec, appDir: '/a', at: 4 });
+      assert.equal(again.app.deleting, false, 'applying again cancels a delete');
+      await store.deleteApp('shop');
+      assert.equal(await store.getApp('shop'), undefined);
+      assert.deepEqual(await store.listRoles('shop'), []);
+      assert.deepEqual((await store.listApps()).map((a) => a.name), ['blog']);
+    } finally {
+      await store.close();
+      cleanup();
+    }
+  });
+
+  test(`${name}: conditional writes: the version read decides, one of two racing writers wins, no update is lost`, async () => {
+    const { store, cleanup } = await open();
+    try {
+      await store.putApp({ name: 'shop', spec, appDir: '/a', at: 1 });
+      await store.insertInstance(rec('i-1'));
+      const read = (await store.getInstance('i-1'))!;
+      assert.equal(read.version, 0);
+      assert.equal(await store.updateInstance('i-1', { state: 'spare' }, { ifVersion: read.version }), true);
+      assert.equal(await store.updateInstance('i-1', { state: 'failed' }, { ifVersion: read.version }), false, 'a stale version is refused');
+      const now = (await store.getInstance('i-1'))!;
+      assert.equal(now.state, 'spare', 'nothing of the refused write applied');
+      assert.equal(now.version, 1);
+      assert.equal(await store.updateInstance('i-1', { message: 'm' }), true, 'unconditional writes still go, and bump the version');
+      assert.equal((await store.getInstance('i-1'))!.version, 2);
+      assert.equal(await store.updateInstance('i-nope', { message: 'm' }), false);
+
+      // Ten writers race from the same read: exactly one wins.
+      const base = (await store.getInstance('i-1'))!;
+      const wins = await Promise.all(Array.from({ length: 10 }, (_, k) => store.updateInstance('i-1', { restarts: k + 1 }, { ifVersion: base.version })));
+      assert.equal(wins.filter(Boolean).length, 1);
+      // Read-modify-write with retry: no increment is lost.
+      await store.updateInstance('i-1', { restarts: 0 });
+      const bump = async () => {
+        for (let k = 0; k < 5; k++) {
+          for (;;) {
+            const cur = (await store.getInstance('i-1'))!;
+            if (await store.updateInstance('i-1', { restarts: cur.restarts + 1 }, { ifVersion: cur.version })) break;
+          }
+        }
+      };
+      await Promise.all(Array.from({ length: 6 }, bump));
+      assert.equal((await store.getInstance('i-1'))!.restarts, 30);
+
+      // Roles: a pin set after the autoscaler's read wins over the autoscaler's write.
+      const [web] = (await store.listRoles('shop')).filter((r) => r.role === 'web');
+      assert.equal(await store.setRoleCount('shop', 'web', 5, true), true, 'the operator pins 5');
+      assert.equal(await store.setRoleCount('shop', 'web', 1, false, { ifVersion: web!.version }), false, 'the autoscaler, planning on the old read, loses');
+      const after = (await store.listRoles('shop')).find((r) => r.role === 'web')!;
+      assert.deepEqual([after.desired, after.pinned], [5, true]);
+      assert.equal(await store.setRoleCount('shop', 'nope', 1, false), false);
+      await store.setPolicyState('shop', 'web', { x: 1 });
+      assert.equal((await store.listRoles('shop')).find((r) => r.role === 'web')!.version, after.version, 'policy state does not bump the version');
     } finally {
       await store.close();
       cleanup();

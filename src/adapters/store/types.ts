@@ -25,6 +25,8 @@ export interface StoredRole {
   readonly pinned: boolean;
   /** The autoscaler's state for this role (plain JSON), kept across controller restarts. */
   readonly policyState: unknown;
+  /** Bumped by every change of the count or pin: a write that depends on a read gives the version it read. */
+  readonly version: number;
 }
 
 /** run: keep serving. drain: leaving gracefully (out of importers, finishing work). stop: leaving now. */
@@ -70,9 +72,23 @@ export interface InstanceRecord {
   readonly drainRequestedAt: number | null;
   /** When the provider destroyed it. */
   readonly destroyedAt: number | null;
+  /** Bumped by every update: a write that depends on a read gives the version it read. */
+  readonly version: number;
 }
 
-export type InstancePatch = Partial<Omit<InstanceRecord, 'id' | 'app' | 'createdAt'>>;
+/** An instance as first stored (its version starts at 0). */
+export type NewInstance = Omit<InstanceRecord, 'version'>;
+
+export type InstancePatch = Partial<Omit<InstanceRecord, 'id' | 'app' | 'createdAt' | 'version'>>;
+
+/**
+ * A condition on a write: apply it only if the row still has the version that was read. A write
+ * whose condition fails changes nothing and returns false: someone else wrote meanwhile, and the
+ * caller reads again (the reconciler plans again) rather than overwrite what it did not see.
+ */
+export interface WriteCondition {
+  readonly ifVersion?: number;
+}
 
 export interface EventRecord {
   readonly id: number;
@@ -120,17 +136,21 @@ export interface Store {
   deleteApp(name: string): Promise<void>;
 
   listRoles(app: string): Promise<StoredRole[]>;
-  setRoleCount(app: string, role: string, desired: number, pinned: boolean): Promise<void>;
+  /** Sets the count (and whether it is pinned by hand). False: the role is gone, or `cond` failed. */
+  setRoleCount(app: string, role: string, desired: number, pinned: boolean, cond?: WriteCondition): Promise<boolean>;
+  /** The autoscaler's own state; does not bump the role's version (nobody else writes it). */
   setPolicyState(app: string, role: string, state: unknown): Promise<void>;
 
-  insertInstance(rec: InstanceRecord): Promise<void>;
-  updateInstance(id: string, patch: InstancePatch): Promise<void>;
+  insertInstance(rec: NewInstance): Promise<void>;
+  /** False: no such instance, or `cond` failed. Every applied update bumps the version. */
+  updateInstance(id: string, patch: InstancePatch, cond?: WriteCondition): Promise<boolean>;
   getInstance(id: string): Promise<InstanceRecord | undefined>;
   /** Instances not yet destroyed (or all, with `includeGone`). */
   listInstances(filter?: InstanceFilter): Promise<InstanceRecord[]>;
 
   putOrder(order: Omit<StoredOrder, 'ackedAt'>): Promise<void>;
-  ackOrder(id: string, at: number): Promise<void>;
+  /** Marks a pending order of `instanceId` acknowledged; false if it is not one (another instance's, or already acked). */
+  ackOrder(id: string, instanceId: string, at: number): Promise<boolean>;
   pendingOrders(instanceId: string): Promise<StoredOrder[]>;
 
   appendEvent(ev: NewEvent): Promise<EventRecord>;
