@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { request } from 'node:http';
 import { pino } from 'pino';
 import { startServer, type RunningController, type ServerOptions } from '../src/controller/index.js';
 import { apiClient, killAll, processesWithEnv, ROOT, sleep, until } from './helpers.js';
@@ -26,6 +27,8 @@ interface Ev {
   kind: string;
   instance: string | null;
   message: string;
+  at: string;
+  data?: { from?: string; to?: string } | null;
 }
 
 async function harness(t: { after: (fn: () => Promise<void>) => void }, opts: Partial<ServerOptions> = {}) {
@@ -126,6 +129,79 @@ roles:
   const drained = ev.find((e) => e.kind === 'instance.drain')!;
   assert.ok(drained, 'a drain event');
   assert.ok(ev.some((e) => e.kind === 'instance.log' && e.instance === drained.instance), 'the drained instance sent its last log lines');
+});
+
+/** One GET on its own connection: the status, the whole body, and when its last byte came. */
+function slowGet(url: string): Promise<{ status: number; body: string; doneAt: number } | { error: string; doneAt: number }> {
+  return new Promise((resolve) => {
+    const req = request(url, { agent: false, timeout: 30_000 }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (c: string) => (body += c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body, doneAt: Date.now() }));
+      res.on('error', (e) => resolve({ error: `response: ${e.message}`, doneAt: Date.now() }));
+    });
+    req.on('timeout', () => req.destroy(new Error('timeout')));
+    req.on('error', (e) => resolve({ error: e.message, doneAt: Date.now() }));
+    req.end();
+  });
+}
+
+test('a drain behind a builtin balancer waits for the request in flight through it before the instance stops', { timeout: 120_000 }, async (t) => {
+  const h = await harness(t, { heartbeatMs: 500 });
+  await h.apply(`app: lbdrain
+roles:
+  web:
+    count: 2
+    drainTimeout: 20s
+    start: exec node \${appDir}/burner.mjs
+    exports: { url: "http://\${ip}:\${port}" }
+    health: { http: /health, interval: 200ms }
+  lb:
+    count: 1
+    imports: [web.*]
+    loadBalancer: { driver: builtin, members: web.url, balance: roundrobin, healthCheck: { path: /health, interval: 1s } }
+    exports: { url: "http://\${ip}:\${port}" }
+    health: { tcp: true, interval: 500ms }
+`);
+  type Lb = Inst & { balancer: { members: { id: string; state: string }[] } | null };
+  const lbUrl = await until('the lb serving with 2 ready members', async () => {
+    const lb = (await h.api<{ instances: Lb[] }>('GET', '/v1/instances?role=lb')).instances.find((i) => i.state === 'serving');
+    return lb?.balancer?.members.filter((m) => m.state === 'ready').length === 2 ? lb.exports.url : undefined;
+  }, 60_000);
+  assert.ok(lbUrl);
+
+  // Four slow requests through the balancer, round robin: each member has two in flight.
+  const SLOW_MS = 8000;
+  const inflight: ReturnType<typeof slowGet>[] = [];
+  for (let k = 0; k < 4; k++) {
+    inflight.push(slowGet(`${lbUrl}/slow?ms=${SLOW_MS}`));
+    await sleep(50);
+  }
+  await sleep(500);
+  await h.api('PUT', '/v1/apps/lbdrain/roles/web/count', { count: 1 });
+  const results = await Promise.all(inflight);
+  await until('one web instance left', async () => ((await h.instances('web')).length === 1 ? true : undefined), 60_000);
+
+  const ev = await h.events();
+  const victim = ev.find((e) => e.kind === 'instance.drain')?.instance;
+  assert.ok(victim, 'a web instance was drained');
+  for (const r of results) assert.ok('status' in r && r.status === 200, `a request through the balancer failed: ${JSON.stringify(r)}`);
+  const toVictim = results.filter((r) => 'body' in r && r.body === `${victim}\n`);
+  assert.ok(toVictim.length >= 1, `no request reached the drained ${victim}: ${JSON.stringify(results)}`);
+  const finished = Math.max(...toVictim.map((r) => r.doneAt));
+
+  const mine = ev.filter((e) => e.instance === victim);
+  const drainOrder = mine.find((e) => e.kind === 'instance.drain' && /draining/.test(e.message));
+  assert.ok(drainOrder, `no drain order for ${victim}: ${JSON.stringify(mine.map((e) => e.message))}`);
+  assert.ok(Date.parse(drainOrder.at) < finished - 2000, 'the drain began while the request was in flight');
+  const stopped = mine.find((e) => e.kind === 'instance.state' && (e.data?.to === 'stopping' || e.data?.to === 'terminated'));
+  assert.ok(stopped, `no stop of ${victim}: ${JSON.stringify(mine.map((e) => e.message))}`);
+  // The agent counts the role's open connections; a few ms of slack for the response's last hop.
+  assert.ok(
+    Date.parse(stopped.at) >= finished - 100,
+    `${victim} stopped at ${stopped.at}, ${finished - Date.parse(stopped.at)} ms before its in-flight request finished`,
+  );
 });
 
 test('a CPU-bound role scales out under load and back in after it', { timeout: 150_000 }, async (t) => {
