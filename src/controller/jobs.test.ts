@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { pino } from 'pino';
 import { DEFAULT_PLANNER_OPTIONS, ManualClock, parseAppFile, type ControllerMessage } from '../core/index.js';
-import { openPgliteStore, type EventRecord, type NewEvent, type Store } from '../adapters/store/index.js';
+import { openPgliteStore, type EventRecord, type Store } from '../adapters/store/index.js';
 import type { CreateInstanceRequest, CreatedInstance, InstanceHandle, Provider } from '../adapters/providers/index.js';
 import type { ControllerTransport } from '../adapters/transport/index.js';
 import type { ControllerContext, LiveInfo } from './context.js';
@@ -86,7 +86,7 @@ async function setup(wrap: (s: Store) => Store = (s) => s) {
     store, provider, clock, log: pino({ level: 'silent' }), metrics, live: new Map<string, LiveInfo>(),
     transport: () => transport, controllerUrl: () => 'http://127.0.0.1:1',
     record: async (ev) => {
-      const rec = await raw.appendEvent({ ...ev, data: ev.data ?? null, at: clock.now() } as NewEvent);
+      const rec = await raw.appendEvent({ ...ev, data: ev.data ?? null, at: clock.now() });
       events.push(rec);
       return rec;
     },
