@@ -1,7 +1,8 @@
 /**
  * Load balancing end to end: a balancer role in front of api, steady bounded load from a client
- * on 127.0.0.1, while api goes 2 → 5 → 1. No request may fail, and every member that served
- * must have received traffic. Run with the builtin driver and, where HAProxy is installed (always
+ * on 127.0.0.1, while api goes 2 → 5 → 1. The load runs until the scale-in has completed (every
+ * removed member terminated), so the whole of every drain is under traffic. No request may fail,
+ * and every member that served must have received traffic. Run with the builtin driver and, where HAProxy is installed (always
  * in CI), with the haproxy driver.
  */
 import { test } from 'node:test';
@@ -42,8 +43,15 @@ for (const driver of drivers) {
     const api = apiClient(server);
     const yaml = readFileSync(join(ROOT, 'examples/balanced/drover.yaml'), 'utf8').replace('driver: builtin', `driver: ${driver}`);
     await api('PUT', '/v1/apps/balanced', { yaml, appDir: join(ROOT, 'examples/balanced') });
-    type Inst = { id: string; role: string; state: string; exports: Record<string, string>; balancer: { members: { id: string; state: string }[] } | null };
-    const instances = async () => (await api<{ instances: Inst[] }>('GET', '/v1/instances?app=balanced')).instances;
+    type Inst = {
+      id: string;
+      role: string;
+      state: string;
+      exports: Record<string, string>;
+      balancer: { members: { id: string; state: string }[] } | null;
+      destroyedAt: string | null;
+    };
+    const instances = async (all = false) => (await api<{ instances: Inst[] }>('GET', `/v1/instances?app=balanced${all ? '&all=true' : ''}`)).instances;
     let seen = '';
     const lbUrl = await until('lb serving with 2 members', async () => {
       const all = await instances();
@@ -55,7 +63,8 @@ for (const driver of drivers) {
     });
     assert.ok(lbUrl);
 
-    // Steady, bounded load: 150 requests/s for 24 s over keep-alive connections.
+    // Steady, bounded load: 150 requests/s over keep-alive connections, from before the scale-out
+    // until the scale-in has completed, and never longer than MAX_TRAFFIC_MS.
     const agent = new Agent({ keepAlive: true, maxSockets: 32 });
     const served = new Map<string, number>();
     const failures: string[] = [];
@@ -81,27 +90,43 @@ for (const driver of drivers) {
         req.end();
       });
     const inflight: Promise<void>[] = [];
+    const MAX_TRAFFIC_MS = 120_000;
+    let trafficOn = true;
     const start = Date.now();
     const loop = (async () => {
-      for (let k = 0; Date.now() - start < 24_000; k++) {
+      for (let k = 0; trafficOn && Date.now() - start < MAX_TRAFFIC_MS; k++) {
         inflight.push(one());
         sent++;
         const next = start + (k + 1) * (1000 / 150);
         await sleep(Math.max(0, next - Date.now()));
       }
     })();
-    await sleep(3000);
-    await api('PUT', '/v1/apps/balanced/roles/api/count', { count: 5 });
-    await until('5 api serving behind the lb', async () => {
-      const lb = (await instances()).find((i) => i.role === 'lb');
-      return lb?.balancer?.members.filter((m) => m.state === 'ready').length === 5 ? true : undefined;
-    }, 40_000, 250);
-    await sleep(3000);
-    await api('PUT', '/v1/apps/balanced/roles/api/count', { count: 1 });
-    await loop;
-    await Promise.all(inflight);
-    agent.destroy();
-    await until('api down to 1', async () => ((await instances()).filter((i) => i.role === 'api').length === 1 ? true : undefined), 60_000);
+    let removed: Inst[] = [];
+    try {
+      await sleep(3000);
+      await api('PUT', '/v1/apps/balanced/roles/api/count', { count: 5 });
+      await until('5 api serving behind the lb', async () => {
+        const lb = (await instances()).find((i) => i.role === 'lb');
+        return lb?.balancer?.members.filter((m) => m.state === 'ready').length === 5 ? true : undefined;
+      }, 40_000, 250);
+      await sleep(3000);
+      const five = (await instances()).filter((i) => i.role === 'api').map((i) => i.id);
+      await api('PUT', '/v1/apps/balanced/roles/api/count', { count: 1 });
+      removed = await until('the scale-in to 1 completed: every removed api member terminated', async () => {
+        const all = (await instances(true)).filter((i) => i.role === 'api');
+        const left = all.filter((i) => i.destroyedAt === null);
+        if (left.length !== 1) return undefined;
+        const gone = all.filter((i) => five.includes(i.id) && i.id !== left[0]!.id);
+        return gone.length === five.length - 1 && gone.every((i) => i.destroyedAt !== null && i.state === 'terminated') ? gone : undefined;
+      }, 60_000, 250);
+      assert.ok(Date.now() - start < MAX_TRAFFIC_MS, 'the load ran until the scale-in completed');
+    } finally {
+      trafficOn = false;
+      await loop;
+      await Promise.all(inflight);
+      agent.destroy();
+    }
+    assert.equal(removed.length, 4);
 
     const events = (await api<{ events: { kind: string; role: string | null; instance: string | null; message: string }[] }>('GET', '/v1/events?app=balanced&limit=1000&after=0')).events;
     const servedApis = new Set(events.filter((e) => e.role === 'api' && e.kind === 'instance.state' && e.message.includes('→ serving')).map((e) => e.instance!));
