@@ -101,6 +101,9 @@ export class ActionExecutor {
         return;
       }
       case 'drainOrder': {
+        // A drain cancelled meanwhile (an undrain, an operator) is not carried out.
+        const inst = await this.ctx.store.getInstance(a.instanceId);
+        if (!inst || inst.goal !== 'drain' || inst.drainOrderId !== null) return;
         const order: Order = { id: `o-${randomUUID()}`, kind: 'drain', reason: a.reason, timeoutMs: a.timeoutMs };
         await this.order(a.instanceId, order, { drainOrderId: order.id });
         await this.ctx.record({ app: app.name, role: a.role, instance: a.instanceId, kind: 'instance.drain', message: a.reason });

@@ -212,26 +212,71 @@ export function victimWhy(v: PlanInstance, currentHash: string): string {
   return `${t}, cpu ${(v.busy ?? 0).toFixed(2)}`;
 }
 
+/** What the steps of one plan build together: the actions, when to look again, whether it is converged. */
+class PlanBuilder {
+  readonly actions: PlanAction[] = [];
+  readonly summaries: Record<string, RoleSummary> = {};
+  readonly spareCounts: Record<string, number> = {};
+  /** Importers sent new imports in this plan (their drain gates are not caught up yet). */
+  readonly importsSentTo = new Set<string>();
+  /** Instances given a lifecycle order in this plan (stop, drain, undrain): one per pass. */
+  readonly ordered = new Set<string>();
+  converged = true;
+  requeue: number | undefined;
+
+  wakeIn(ms: number): void {
+    const v = Math.max(50, Math.ceil(ms));
+    this.requeue = this.requeue === undefined ? v : Math.min(this.requeue, v);
+  }
+
+  done(): Plan {
+    if (!this.converged && this.requeue === undefined) this.wakeIn(1000);
+    return { actions: this.actions, ...(this.requeue !== undefined ? { requeueAfterMs: this.requeue } : {}), roles: this.summaries, spares: this.spareCounts, converged: this.converged };
+  }
+
+  /** A plan that can never be converged (a deletion in progress). */
+  unfinished(): Plan {
+    return { actions: this.actions, requeueAfterMs: this.requeue ?? 1000, roles: this.summaries, spares: this.spareCounts, converged: false };
+  }
+}
+
+/** The instances a plan works with, once those that are over have been sorted out. */
+interface Sorted {
+  /** Not destroyed. */
+  readonly present: readonly PlanInstance[];
+  /** Present and not being released or fenced in this plan. */
+  readonly alive: readonly PlanInstance[];
+  readonly unresponsive: readonly PlanInstance[];
+  /** Ids released or fenced by this plan. */
+  readonly handled: ReadonlySet<string>;
+}
+
 export function plan(input: PlanInput): Plan {
   const o = input.options ?? DEFAULT_PLANNER_OPTIONS;
+  const b = new PlanBuilder();
+  const sorted = sortOutOver(input, o, b);
+  if (input.app.deleting) return planDeletion(input, sorted, b);
+  stopRemovedRoles(input, sorted, b);
+  const spares = new SparePool(sorted.alive);
+  const imports = new ImportsByRole(sorted.alive);
+  for (const role of Object.values(input.app.spec.roles)) planRole(input, o, role, sorted, spares, imports, b);
+  planUnresponsive(input, o, sorted, b);
+  planDrainOrders(input, o, sorted, b);
+  planSparePools(input, spares, b);
+  return b.done();
+}
+
+/** 1. Instances that are over: terminal, silent, stuck, or asked to leave long ago. */
+function sortOutOver(input: PlanInput, o: PlannerOptions, b: PlanBuilder): Sorted {
   const { spec } = input.app;
   const now = input.now;
-  const actions: PlanAction[] = [];
-  let requeue: number | undefined;
-  const wakeIn = (ms: number) => {
-    const v = Math.max(50, Math.ceil(ms));
-    requeue = requeue === undefined ? v : Math.min(requeue, v);
-  };
-
   const present = input.instances.filter((i) => i.destroyedAt === null);
   const handled = new Set<string>();
   const unresponsive: PlanInstance[] = [];
-
-  // 1. Instances that are over: terminal, silent, stuck, or asked to leave long ago.
   for (const i of present) {
     const role = i.role !== null ? own(spec.roles, i.role) : undefined;
     const done = (finalState: 'terminated' | 'failed' | 'unresponsive', reason: string) => {
-      actions.push({ kind: 'destroy', instanceId: i.id, role: i.role, finalState, reason });
+      b.actions.push({ kind: 'destroy', instanceId: i.id, role: i.role, finalState, reason });
       handled.add(i.id);
     };
     if (i.state === 'terminated' || i.state === 'failed') {
@@ -247,7 +292,7 @@ export function plan(input: PlanInput): Plan {
       const age = now - Math.max(i.createdAt, input.controllerStartedAt);
       if (age >= o.provisionTimeoutMs) {
         done('failed', `${i.id} did not register within ${Math.round(o.provisionTimeoutMs / 1000)}s; giving up on it`);
-      } else wakeIn(o.provisionTimeoutMs - age);
+      } else b.wakeIn(o.provisionTimeoutMs - age);
       continue;
     }
     const leaveStarted = i.goal === 'stop' ? i.stopRequestedAt : i.goal === 'drain' && i.drainOrderId !== null ? i.drainRequestedAt : null;
@@ -258,280 +303,340 @@ export function plan(input: PlanInput): Plan {
         done('terminated', `${i.id} did not finish ${i.goal === 'drain' ? 'draining' : 'stopping'} in time; destroying it`);
         continue;
       }
-      wakeIn(deadline - now);
+      b.wakeIn(deadline - now);
     }
     const seen = i.lastSeenAt ?? Math.max(i.createdAt, input.controllerStartedAt);
     const silentFor = now - seen;
     if (silentFor >= o.heartbeatTimeoutMs) {
-      actions.push({
+      b.actions.push({
         kind: 'unresponsive', instanceId: i.id, role: i.role,
         reason: `${i.id}${i.role ? ` (${i.role})` : ''} sent no heartbeat for ${(silentFor / 1000).toFixed(1)}s (timeout ${o.heartbeatTimeoutMs / 1000}s); fencing it and commissioning a replacement`,
       });
       unresponsive.push(i);
       handled.add(i.id);
-    } else wakeIn(o.heartbeatTimeoutMs - silentFor);
+    } else b.wakeIn(o.heartbeatTimeoutMs - silentFor);
   }
-  const alive = present.filter((i) => !handled.has(i.id));
+  return { present, alive: present.filter((i) => !handled.has(i.id)), unresponsive, handled };
+}
 
-  // Serving members, by role: what importers see. Draining and leaving members are already out.
-  // No prototype: an instance's role comes from the store, and `serving.constructor ??= []` must not find Object.
-  const serving: Record<string, ImportedMember[]> = Object.create(null) as Record<string, ImportedMember[]>;
-  for (const i of alive) {
-    if (i.role !== null && i.goal === 'run' && i.state === 'serving' && i.exports) (serving[i.role] ??= []).push({ instance: i.id, exports: i.exports });
+/** 2. Deleting: stop in reverse dependency order, then forget the app. */
+function planDeletion(input: PlanInput, { present, alive, unresponsive, handled }: Sorted, b: PlanBuilder): Plan {
+  const { spec } = input.app;
+  for (const u of unresponsive) b.actions.push({ kind: 'destroy', instanceId: u.id, role: u.role, finalState: 'unresponsive', reason: `app ${input.app.name} is being deleted; destroying unresponsive ${u.id}` });
+  if (present.length === handled.size) {
+    if (alive.length === 0 && unresponsive.length === 0) b.actions.push({ kind: 'forgetApp', reason: `app ${input.app.name} deleted: every instance is gone` });
+    return b.unfinished();
   }
-
-  const summaries: Record<string, RoleSummary> = {};
-  const spareCounts: Record<string, number> = {};
-
-  // 2. Deleting: stop in reverse dependency order, then forget the app.
-  if (input.app.deleting) {
-    for (const u of unresponsive) actions.push({ kind: 'destroy', instanceId: u.id, role: u.role, finalState: 'unresponsive', reason: `app ${input.app.name} is being deleted; destroying unresponsive ${u.id}` });
-    if (present.length === handled.size) {
-      if (alive.length === 0 && unresponsive.length === 0) actions.push({ kind: 'forgetApp', reason: `app ${input.app.name} deleted: every instance is gone` });
-      return { actions, requeueAfterMs: requeue ?? 1000, roles: summaries, spares: spareCounts, converged: false };
-    }
-    const remaining = (role: string | null) => present.some((i) => i.role === role && !handled.has(i.id));
-    const stopAll = (role: string | null) => {
-      for (const i of alive) {
-        if (i.role === role && i.goal !== 'stop') {
-          actions.push({ kind: 'stop', instanceId: i.id, role, reason: `app ${input.app.name} is being deleted; stopping ${role ?? 'spare'} ${i.id}` });
-        }
+  const remaining = (role: string | null) => present.some((i) => i.role === role && !handled.has(i.id));
+  const stopAll = (role: string | null) => {
+    for (const i of alive) {
+      if (i.role === role && i.goal !== 'stop') {
+        b.actions.push({ kind: 'stop', instanceId: i.id, role, reason: `app ${input.app.name} is being deleted; stopping ${role ?? 'spare'} ${i.id}` });
       }
-    };
-    stopAll(null);
-    const orphanRoles = [...new Set(alive.map((i) => i.role).filter((r): r is string => r !== null && !own(spec.roles, r)))];
-    for (const wave of [orphanRoles, ...stopOrder(spec)]) {
-      for (const role of wave) stopAll(role);
-      if (wave.some(remaining)) break;
     }
-    return { actions, requeueAfterMs: requeue ?? 1000, roles: summaries, spares: spareCounts, converged: false };
+  };
+  stopAll(null);
+  const orphanRoles = [...new Set(alive.map((i) => i.role).filter((r): r is string => r !== null && !own(spec.roles, r)))];
+  for (const wave of [orphanRoles, ...stopOrder(spec)]) {
+    for (const role of wave) stopAll(role);
+    if (wave.some(remaining)) break;
   }
+  return b.unfinished();
+}
 
-  let converged = true;
-
-  // 3. Instances of roles no longer in the app.
+/** 3. Instances of roles no longer in the app. */
+function stopRemovedRoles(input: PlanInput, { alive }: Sorted, b: PlanBuilder): void {
   for (const i of alive) {
-    if (i.role !== null && !own(spec.roles, i.role) && i.goal !== 'stop') {
-      actions.push({ kind: 'stop', instanceId: i.id, role: i.role, reason: `role ${i.role} was removed from the app; stopping ${i.id}` });
-      converged = false;
+    if (i.role !== null && !own(input.app.spec.roles, i.role) && i.goal !== 'stop') {
+      b.actions.push({ kind: 'stop', instanceId: i.id, role: i.role, reason: `role ${i.role} was removed from the app; stopping ${i.id}` });
+      b.converged = false;
+    }
+  }
+}
+
+/** Warm spares available to claim, by pool; claimed ones are taken out as the roles need them. */
+class SparePool {
+  /** Every spare that is not leaving, ready or still booting. */
+  readonly all: readonly PlanInstance[];
+  readonly claimed = new Set<string>();
+  private readonly ready = new Map<string, PlanInstance[]>();
+
+  constructor(alive: readonly PlanInstance[]) {
+    this.all = alive.filter((i) => i.role === null && i.goal === 'run');
+    for (const s of this.all) {
+      if (s.state !== 'spare') continue;
+      const pool = s.pool ?? '*';
+      this.ready.set(pool, [...(this.ready.get(pool) ?? []), s]);
     }
   }
 
-  // Warm spares available to claim, by pool; claimed ones are taken out as the roles need them.
-  const readySpares = new Map<string, PlanInstance[]>();
-  const allSpares = alive.filter((i) => i.role === null && i.goal === 'run');
-  for (const s of allSpares) {
-    if (s.state !== 'spare') continue;
-    const pool = s.pool ?? '*';
-    readySpares.set(pool, [...(readySpares.get(pool) ?? []), s]);
-  }
-  const claimed = new Set<string>();
-  const takeSpare = (role: string): PlanInstance | undefined => {
+  /** A ready spare for `role`: its own pool first, then the app's; oldest first (surely warm). */
+  take(role: string): PlanInstance | undefined {
     for (const pool of [role, '*']) {
-      const list = readySpares.get(pool) ?? [];
-      // Oldest first: it has waited longest and is surely warm.
-      const s = list.sort((a, b) => a.createdAt - b.createdAt).find((x) => !claimed.has(x.id));
+      const s = (this.ready.get(pool) ?? []).sort((x, y) => x.createdAt - y.createdAt).find((x) => !this.claimed.has(x.id));
       if (s) {
-        claimed.add(s.id);
+        this.claimed.add(s.id);
         return s;
       }
     }
     return undefined;
-  };
+  }
+}
 
-  const importsByRole = new Map<string, { imports: ResolvedImports; version: string; missing: string[] }>();
-  const importsOf = (role: RoleSpec) => {
-    let r = importsByRole.get(role.name);
-    if (!r) {
-      const res = resolveImports(role, serving);
-      r = { imports: res.imports, version: importsVersion(res.imports), missing: res.missing.map((m) => m.raw) };
-      importsByRole.set(role.name, r);
-    }
-    return r;
-  };
-  const importsSentTo = new Set<string>();
+/** What each role would import now, from the serving members; resolved once per plan. */
+class ImportsByRole {
+  private readonly serving: Record<string, ImportedMember[]>;
+  private readonly byRole = new Map<string, { imports: ResolvedImports; version: string; missing: string[] }>();
 
-  // 4. Each role: size, rolling update, drain, assignment, imports.
-  for (const role of Object.values(spec.roles)) {
-    const hash = roleHash(role);
-    const desired = Math.min(role.max, Math.max(role.min, own(input.desired, role.name) ?? role.count));
-    const mine = alive.filter((i) => i.role === role.name);
-    const live = mine.filter((i) => i.goal === 'run' && isLive(i.state));
-    const draining = mine.filter((i) => i.goal === 'drain');
-    const leaving = mine.filter((i) => i.goal === 'stop');
-    const servingNow = live.filter((i) => i.state === 'serving');
-    const fresh = live.filter((i) => i.roleHash === hash);
-    const outdated = live.filter((i) => i.roleHash !== hash);
-    const imp = importsOf(role);
-    const failures = recentFailures(input.instances, role.name, hash, now, o);
-    const degraded = failures.count >= o.degradedAfter;
-    if (servingNow.length !== desired || live.length !== desired || outdated.length > 0 || leaving.length > 0 || draining.length > 0) converged = false;
-
-    // Scale out / surge: cancelled drains first, then spares, then new instances.
-    const surge = outdated.length > 0 ? 1 : 0;
-    let toCreate = Math.max(0, Math.min(desired - fresh.length, desired + surge - live.length));
-    let added = 0;
-    for (const d of draining) {
-      if (toCreate <= 0) break;
-      if (d.roleHash !== hash || (d.state !== 'serving' && d.state !== 'draining')) continue;
-      actions.push({ kind: 'undrain', instanceId: d.id, role: role.name, reason: `${role.name} ${live.length + added}→${live.length + added + 1}: load came back; cancelling the drain of ${d.id}` });
-      toCreate--;
-      added++;
+  constructor(alive: readonly PlanInstance[]) {
+    // Serving members, by role: what importers see. Draining and leaving members are already out.
+    // No prototype: an instance's role comes from the store, and `serving.constructor ??= []` must not find Object.
+    this.serving = Object.create(null) as Record<string, ImportedMember[]>;
+    for (const i of alive) {
+      if (i.role !== null && i.goal === 'run' && i.state === 'serving' && i.exports) (this.serving[i.role] ??= []).push({ instance: i.id, exports: i.exports });
     }
-    // Only replacements wait out a backoff (or a degraded role): as many new instances as there
-    // were recent failures. Capacity a scale-out asks for beyond that is created at once.
-    const failedSlots = failures.count + unresponsive.filter((u) => u.role === role.name && u.state !== 'unresponsive').length;
-    const held = Math.min(toCreate, failedSlots);
-    if (held > 0) {
-      if (degraded) {
-        actions.push({
-          kind: 'note', role: role.name, topic: 'degraded',
-          reason: `${role.name} is degraded: ${failures.count} instances failed in the last ${Math.round(o.failureWindowMs / 60000)} min; not replacing until the window passes or the role changes`,
-        });
-        wakeIn(failures.oldest + o.failureWindowMs - now);
-        toCreate -= held;
-      } else {
-        const backoff = failureBackoff(failures, now, o);
-        if (backoff > 0) {
-          actions.push({
-            kind: 'note', role: role.name, topic: 'backoff',
-            reason: `${role.name}: ${failures.count} failed instance(s) in the last ${Math.round(o.failureWindowMs / 60000)} min; next replacement in ${Math.ceil(backoff / 1000)}s`,
-          });
-          wakeIn(backoff);
-          toCreate -= held;
-        }
-      }
-    }
-    for (let k = 0; k < toCreate; k++) {
-      const n = live.length + added;
-      const why =
-        outdated.length > 0 && fresh.length + k >= live.length - outdated.length
-          ? `${role.name}: rolling to the new spec (${outdated.length} outdated)`
-          : `${role.name} ${n}→${n + 1}: ${n} live, ${desired} desired`;
-      const spare = takeSpare(role.name);
-      if (spare) {
-        const { imports, version } = imp;
-        actions.push({
-          kind: 'assign', instanceId: spare.id, role: role.name, claim: true, roleHash: hash, imports, importsVersion: version,
-          reason: `${why}; warm spare ${spare.id} takes the role`,
-        });
-      } else {
-        actions.push({ kind: 'create', role: role.name, pool: null, roleHash: hash, reason: `${why}; creating an instance` });
-      }
-      added++;
-    }
-
-    // Scale in / finish the roll: the best victims first, never dropping below the serving count
-    // the role needs. Serving victims drain; the others stop at once.
-    let excess = live.length + added - desired;
-    if (excess > 0) {
-      let servingLeft = servingNow.length;
-      let remaining = live.length + added;
-      for (const v of rankVictims(live, hash)) {
-        if (excess <= 0) break;
-        const isServing = v.state === 'serving';
-        if (isServing && servingLeft - 1 < Math.min(desired, servingNow.length)) continue;
-        // The surge instance of a roll is not an excess: it is what replaces an old one.
-        if (v.roleHash === hash && remaining <= desired + surge) continue;
-        if (isServing) servingLeft--;
-        remaining--;
-        excess--;
-        const head = v.roleHash !== hash ? `${role.name}: ${v.id} runs an old spec` : `${role.name} ${remaining + 1}→${remaining}: ${desired} desired`;
-        const why = `${head}; victim ${v.id} (${victimWhy(v, hash)})`;
-        actions.push(isServing ? { kind: 'drain', instanceId: v.id, role: role.name, reason: why } : { kind: 'stop', instanceId: v.id, role: role.name, reason: why });
-      }
-    }
-
-    // Assign registered agents; keep imports current.
-    for (const i of live) {
-      if (i.state === 'spare' && i.assignOrderId === null) {
-        actions.push({
-          kind: 'assign', instanceId: i.id, role: role.name, claim: false, roleHash: i.roleHash, imports: imp.imports, importsVersion: imp.version,
-          reason: `${i.id} registered; assigning role ${role.name}`,
-        });
-      } else if (i.assignOrderId !== null && i.importsSent !== imp.version && role.imports.length > 0) {
-        const members = Object.entries(imp.imports).map(([r, m]) => `${r}: ${m.length}`).join(', ');
-        actions.push({
-          kind: 'imports', instanceId: i.id, role: role.name, imports: imp.imports, importsVersion: imp.version,
-          reason: `${i.id} (${role.name}): imports changed (${members || 'none'})`,
-        });
-        importsSentTo.add(i.id);
-      }
-    }
-
-    // Converged means every importer runs with the imports last sent to it, not only that
-    // enough instances serve.
-    const staleImports = live
-      .filter((i) => i.assignOrderId !== null && (importsSentTo.has(i.id) || i.importsApplied !== i.importsSent))
-      .map((i) => i.id);
-    if (staleImports.length > 0) converged = false;
-    const poolSize = allSpares.filter((s) => s.pool === role.name).length;
-    summaries[role.name] = {
-      desired, live: live.length, serving: servingNow.length, draining: draining.length, spares: poolSize, missingImports: imp.missing, degraded, staleImports,
-    };
   }
 
-  // 5. Unresponsive instances: destroyed once their role is back to strength, or after a grace.
+  of(role: RoleSpec) {
+    let r = this.byRole.get(role.name);
+    if (!r) {
+      const res = resolveImports(role, this.serving);
+      r = { imports: res.imports, version: importsVersion(res.imports), missing: res.missing.map((m) => m.raw) };
+      this.byRole.set(role.name, r);
+    }
+    return r;
+  }
+}
+
+/** A role's instances as this plan sees them. */
+interface RoleView {
+  readonly role: RoleSpec;
+  readonly hash: string;
+  readonly desired: number;
+  readonly live: readonly PlanInstance[];
+  readonly draining: readonly PlanInstance[];
+  readonly servingNow: readonly PlanInstance[];
+  readonly fresh: readonly PlanInstance[];
+  readonly outdated: readonly PlanInstance[];
+  /** One extra instance while a roll replaces outdated ones. */
+  readonly surge: number;
+}
+
+/** 4. Each role: size, rolling update, drain, assignment, imports. */
+function planRole(input: PlanInput, o: PlannerOptions, role: RoleSpec, sorted: Sorted, spares: SparePool, imports: ImportsByRole, b: PlanBuilder): void {
+  const hash = roleHash(role);
+  const desired = Math.min(role.max, Math.max(role.min, own(input.desired, role.name) ?? role.count));
+  const mine = sorted.alive.filter((i) => i.role === role.name);
+  // An undrained instance reports `draining` until its agent has the undrain: it is back.
+  const live = mine.filter((i) => i.goal === 'run' && (isLive(i.state) || i.state === 'draining'));
+  const draining = mine.filter((i) => i.goal === 'drain');
+  const leaving = mine.filter((i) => i.goal === 'stop');
+  const outdated = live.filter((i) => i.roleHash !== hash);
+  const v: RoleView = {
+    role, hash, desired, live, draining,
+    servingNow: live.filter((i) => i.state === 'serving'),
+    fresh: live.filter((i) => i.roleHash === hash),
+    outdated,
+    surge: outdated.length > 0 ? 1 : 0,
+  };
+  const imp = imports.of(role);
+  const failures = recentFailures(input.instances, role.name, hash, input.now, o);
+  const degraded = failures.count >= o.degradedAfter;
+  if (v.servingNow.length !== desired || live.length !== desired || outdated.length > 0 || leaving.length > 0 || draining.length > 0) b.converged = false;
+
+  const added = scaleOut(input, o, v, failures, degraded, sorted, spares, imp, b);
+  scaleIn(v, added, b);
+  assignAndImport(v, imp, b);
+
+  // Converged means every importer runs with the imports last sent to it, not only that
+  // enough instances serve.
+  const staleImports = live
+    .filter((i) => i.assignOrderId !== null && (b.importsSentTo.has(i.id) || i.importsApplied !== i.importsSent))
+    .map((i) => i.id);
+  if (staleImports.length > 0) b.converged = false;
+  const poolSize = spares.all.filter((s) => s.pool === role.name).length;
+  b.summaries[role.name] = {
+    desired, live: live.length, serving: v.servingNow.length, draining: draining.length, spares: poolSize, missingImports: imp.missing, degraded, staleImports,
+  };
+}
+
+/**
+ * Scale out / surge: cancelled drains first, then spares, then new instances. Replacements of
+ * failed instances wait out the failure backoff (or a degraded role); returns how many instances
+ * the role gains.
+ */
+function scaleOut(
+  input: PlanInput, o: PlannerOptions, v: RoleView, failures: RecentFailures, degraded: boolean, sorted: Sorted, spares: SparePool,
+  imp: { imports: ResolvedImports; version: string }, b: PlanBuilder,
+): number {
+  const { role, hash, desired, live } = v;
+  let toCreate = Math.max(0, Math.min(desired - v.fresh.length, desired + v.surge - live.length));
+  let added = 0;
+  for (const d of v.draining) {
+    if (toCreate <= 0) break;
+    if (d.roleHash !== hash || (d.state !== 'serving' && d.state !== 'draining')) continue;
+    b.actions.push({ kind: 'undrain', instanceId: d.id, role: role.name, reason: `${role.name} ${live.length + added}→${live.length + added + 1}: load came back; cancelling the drain of ${d.id}` });
+    b.ordered.add(d.id);
+    toCreate--;
+    added++;
+  }
+  // Only replacements wait out a backoff (or a degraded role): as many new instances as there
+  // were recent failures. Capacity a scale-out asks for beyond that is created at once.
+  const failedSlots = failures.count + sorted.unresponsive.filter((u) => u.role === role.name && u.state !== 'unresponsive').length;
+  const held = Math.min(toCreate, failedSlots);
+  if (held > 0) {
+    if (degraded) {
+      b.actions.push({
+        kind: 'note', role: role.name, topic: 'degraded',
+        reason: `${role.name} is degraded: ${failures.count} instances failed in the last ${Math.round(o.failureWindowMs / 60000)} min; not replacing until the window passes or the role changes`,
+      });
+      b.wakeIn(failures.oldest + o.failureWindowMs - input.now);
+      toCreate -= held;
+    } else {
+      const backoff = failureBackoff(failures, input.now, o);
+      if (backoff > 0) {
+        b.actions.push({
+          kind: 'note', role: role.name, topic: 'backoff',
+          reason: `${role.name}: ${failures.count} failed instance(s) in the last ${Math.round(o.failureWindowMs / 60000)} min; next replacement in ${Math.ceil(backoff / 1000)}s`,
+        });
+        b.wakeIn(backoff);
+        toCreate -= held;
+      }
+    }
+  }
+  for (let k = 0; k < toCreate; k++) {
+    const n = live.length + added;
+    const why =
+      v.outdated.length > 0 && v.fresh.length + k >= live.length - v.outdated.length
+        ? `${role.name}: rolling to the new spec (${v.outdated.length} outdated)`
+        : `${role.name} ${n}→${n + 1}: ${n} live, ${desired} desired`;
+    const spare = spares.take(role.name);
+    if (spare) {
+      b.actions.push({
+        kind: 'assign', instanceId: spare.id, role: role.name, claim: true, roleHash: hash, imports: imp.imports, importsVersion: imp.version,
+        reason: `${why}; warm spare ${spare.id} takes the role`,
+      });
+    } else {
+      b.actions.push({ kind: 'create', role: role.name, pool: null, roleHash: hash, reason: `${why}; creating an instance` });
+    }
+    added++;
+  }
+  return added;
+}
+
+/**
+ * Scale in / finish the roll: the best victims first, never dropping below the serving count the
+ * role needs. Serving victims drain; the others stop at once.
+ */
+function scaleIn(v: RoleView, added: number, b: PlanBuilder): void {
+  const { role, hash, desired, live } = v;
+  let excess = live.length + added - desired;
+  if (excess <= 0) return;
+  let servingLeft = v.servingNow.length;
+  let remaining = live.length + added;
+  for (const victim of rankVictims(live, hash)) {
+    if (excess <= 0) break;
+    const isServing = victim.state === 'serving';
+    if (isServing && servingLeft - 1 < Math.min(desired, v.servingNow.length)) continue;
+    // The surge instance of a roll is not an excess: it is what replaces an old one.
+    if (victim.roleHash === hash && remaining <= desired + v.surge) continue;
+    if (isServing) servingLeft--;
+    remaining--;
+    excess--;
+    const head = victim.roleHash !== hash ? `${role.name}: ${victim.id} runs an old spec` : `${role.name} ${remaining + 1}→${remaining}: ${desired} desired`;
+    const why = `${head}; victim ${victim.id} (${victimWhy(victim, hash)})`;
+    b.actions.push(isServing ? { kind: 'drain', instanceId: victim.id, role: role.name, reason: why } : { kind: 'stop', instanceId: victim.id, role: role.name, reason: why });
+    b.ordered.add(victim.id);
+  }
+}
+
+/** Assign registered agents; keep imports current. */
+function assignAndImport(v: RoleView, imp: { imports: ResolvedImports; version: string }, b: PlanBuilder): void {
+  const { role } = v;
+  for (const i of v.live) {
+    // A victim of this pass's scale-in leaves: it is neither assigned nor sent imports.
+    if (b.ordered.has(i.id)) continue;
+    if (i.state === 'spare' && i.assignOrderId === null) {
+      b.actions.push({
+        kind: 'assign', instanceId: i.id, role: role.name, claim: false, roleHash: i.roleHash, imports: imp.imports, importsVersion: imp.version,
+        reason: `${i.id} registered; assigning role ${role.name}`,
+      });
+    } else if (i.assignOrderId !== null && i.importsSent !== imp.version && role.imports.length > 0) {
+      const members = Object.entries(imp.imports).map(([r, m]) => `${r}: ${m.length}`).join(', ');
+      b.actions.push({
+        kind: 'imports', instanceId: i.id, role: role.name, imports: imp.imports, importsVersion: imp.version,
+        reason: `${i.id} (${role.name}): imports changed (${members || 'none'})`,
+      });
+      b.importsSentTo.add(i.id);
+    }
+  }
+}
+
+/** 5. Unresponsive instances: destroyed once their role is back to strength, or after a grace. */
+function planUnresponsive(input: PlanInput, o: PlannerOptions, { unresponsive }: Sorted, b: PlanBuilder): void {
   for (const u of unresponsive) {
-    const s = u.role !== null ? own(summaries, u.role) : undefined;
+    const s = u.role !== null ? own(b.summaries, u.role) : undefined;
     const strong = !s || s.serving >= s.desired;
-    const since = u.state === 'unresponsive' ? u.stateSince : now;
-    if (strong || now - since >= o.unresponsiveGraceMs) {
-      actions.push({
+    const since = u.state === 'unresponsive' ? u.stateSince : input.now;
+    if (strong || input.now - since >= o.unresponsiveGraceMs) {
+      b.actions.push({
         kind: 'destroy', instanceId: u.id, role: u.role, finalState: 'unresponsive',
         reason: strong ? `${u.id} was unresponsive and is replaced; destroying it` : `${u.id} unresponsive for ${Math.round(o.unresponsiveGraceMs / 1000)}s; destroying it`,
       });
-    } else wakeIn(since + o.unresponsiveGraceMs - now);
-    converged = false;
+    } else b.wakeIn(since + o.unresponsiveGraceMs - input.now);
+    b.converged = false;
   }
+}
 
-  // 6. Drains: the drain order goes once every importer has applied imports without the member.
+/** 6. Drains: the drain order goes once every importer has applied imports without the member. */
+function planDrainOrders(input: PlanInput, o: PlannerOptions, { alive }: Sorted, b: PlanBuilder): void {
+  const { spec } = input.app;
   for (const i of alive) {
-    if (i.goal !== 'drain' || i.drainOrderId !== null || i.role === null) continue;
+    // A drain cancelled in this pass (undrain) gets no drain order.
+    if (i.goal !== 'drain' || i.drainOrderId !== null || i.role === null || b.ordered.has(i.id)) continue;
     const role = own(spec.roles, i.role);
     if (!role) continue;
     const importers = alive.filter(
       (x) => x.role !== null && x.goal === 'run' && x.assignOrderId !== null && dependents(spec, role.name).includes(x.role),
     );
-    const caughtUp = importers.every((x) => !importsSentTo.has(x.id) && x.importsApplied === x.importsSent);
-    const waited = now - (i.drainRequestedAt ?? now);
+    const caughtUp = importers.every((x) => !b.importsSentTo.has(x.id) && x.importsApplied === x.importsSent);
+    const waited = input.now - (i.drainRequestedAt ?? input.now);
     if (caughtUp || waited >= o.deregisterTimeoutMs) {
-      actions.push({
+      b.actions.push({
         kind: 'drainOrder', instanceId: i.id, role: role.name, timeoutMs: role.drainTimeoutMs,
         reason: caughtUp
           ? `${i.id} is out of ${importers.length ? 'its importers' : 'rotation'}; draining (up to ${role.drainTimeoutMs / 1000}s)`
           : `${i.id}: importers did not confirm within ${o.deregisterTimeoutMs / 1000}s; draining anyway`,
       });
-    } else wakeIn(Math.min(200, o.deregisterTimeoutMs - waited));
+    } else b.wakeIn(Math.min(200, o.deregisterTimeoutMs - waited));
   }
+}
 
-  // 7. Spare pools: refill (after claims), trim when the file asks for fewer.
+/** 7. Spare pools: refill (after claims), trim when the file asks for fewer; release spares of removed roles. */
+function planSparePools(input: PlanInput, spares: SparePool, b: PlanBuilder): void {
+  const { spec } = input.app;
   const pools: [string, number][] = [['*', spec.spares], ...Object.values(spec.roles).map((r) => [r.name, r.spares] as [string, number])];
   for (const [pool, want] of pools) {
-    const inPool = allSpares.filter((s) => (s.pool ?? '*') === pool && !claimed.has(s.id));
-    spareCounts[pool] = inPool.length;
+    const inPool = spares.all.filter((s) => (s.pool ?? '*') === pool && !spares.claimed.has(s.id));
+    b.spareCounts[pool] = inPool.length;
     if (inPool.length < want) {
-      converged = false;
+      b.converged = false;
       for (let k = inPool.length; k < want; k++) {
-        actions.push({
+        b.actions.push({
           kind: 'create', role: null, pool, roleHash: '',
           reason: `spares${pool === '*' ? '' : ` for ${pool}`} ${k}→${k + 1}: keeping ${want} warm`,
         });
       }
     } else if (inPool.length > want) {
-      const extra = [...inPool].sort((a, b) => (a.state === 'provisioning' ? 0 : 1) - (b.state === 'provisioning' ? 0 : 1) || b.createdAt - a.createdAt);
+      const extra = [...inPool].sort((x, y) => (x.state === 'provisioning' ? 0 : 1) - (y.state === 'provisioning' ? 0 : 1) || y.createdAt - x.createdAt);
       for (const s of extra.slice(0, inPool.length - want)) {
-        actions.push({ kind: 'stop', instanceId: s.id, role: null, reason: `spares${pool === '*' ? '' : ` for ${pool}`}: ${want} wanted; releasing ${s.id}` });
+        b.actions.push({ kind: 'stop', instanceId: s.id, role: null, reason: `spares${pool === '*' ? '' : ` for ${pool}`}: ${want} wanted; releasing ${s.id}` });
       }
     }
   }
-  // Spares of pools that no longer exist.
-  for (const s of allSpares) {
-    if (s.pool !== null && s.pool !== '*' && !own(spec.roles, s.pool)) actions.push({ kind: 'stop', instanceId: s.id, role: null, reason: `role ${s.pool} was removed; releasing its spare ${s.id}` });
+  for (const s of spares.all) {
+    if (s.pool !== null && s.pool !== '*' && !own(spec.roles, s.pool)) b.actions.push({ kind: 'stop', instanceId: s.id, role: null, reason: `role ${s.pool} was removed; releasing its spare ${s.id}` });
   }
-
-  if (!converged && requeue === undefined) wakeIn(1000);
-  return { actions, ...(requeue !== undefined ? { requeueAfterMs: requeue } : {}), roles: summaries, spares: spareCounts, converged };
 }
 
 export interface RecentFailures {
