@@ -288,6 +288,17 @@ test('a stalled controller does not blame its agents', { timeout: 60_000 }, asyn
   const metrics = await (await fetch(`${h.server.url}/metrics`, { headers: { authorization: `Bearer ${'t'.repeat(32)}` } })).text();
   assert.match(metrics, /drover_controller_stalls_total [1-9]/);
   assert.match(metrics, /drover_event_loop_lag_seconds\{stat="max"\}/);
+  // A hostile app file of 1 MiB (deep nesting, aliases, many keys) while agents beat every
+  // 200 ms: refused, and nobody is declared silent.
+  const hostile = `app: sec\nroles:\n${Array.from({ length: 30_000 }, (_, k) => `  r${k}: { start: "x", env: { A: &a${k} [[[[[[[[1]]]]]]]] } }`).join('\n')}\n`.slice(0, 1 << 20);
+  const res = await fetch(`${h.server.url}/v1/apps/sec`, {
+    method: 'PUT', headers: { authorization: `Bearer ${'t'.repeat(32)}`, 'content-type': 'application/json' }, body: JSON.stringify({ yaml: hostile, appDir: '/tmp' }),
+  });
+  assert.ok(res.status >= 400 && res.status < 500, `refused (${res.status})`);
+  const body = (await res.json()) as { error?: { code?: string } };
+  assert.equal(typeof body.error?.code, 'string');
+  await sleep(1500);
+  assert.notEqual((await h.api<Instance>('GET', `/v1/instances/${db.instanceId}`)).state, 'unresponsive');
   // And a real silence still is one.
   clearInterval(beat);
   a.close();
