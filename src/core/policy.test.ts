@@ -787,7 +787,7 @@ describe('adaptive: learned capacity, volatility headroom, backlog, forecast gat
     const room = (r: Role) => r.decisions.at(-1)?.d.inputs['adaptive.demand.headroom'] ?? NaN;
     assert.ok(room(calm) <= 0.15, `calm headroom ${room(calm)}`);
     assert.ok(room(wild) > 2 * room(calm), `jumpy headroom ${room(wild)} vs calm ${room(calm)}`);
-    assert.match(wild.decisions.at(-1)?.d.reason ?? '', /headroom \d+% from p95 growth within 120s/);
+    assert.match(wild.decisions.at(-1)?.d.reason ?? '', /headroom \d+% from p90 growth within 120s/);
     // And the scale-down hold with it.
     assert.ok((wild.decisions.at(-1)?.d.inputs['adaptive.demand.holdMs'] ?? 0) > (calm.decisions.at(-1)?.d.inputs['adaptive.demand.holdMs'] ?? 0));
   });

@@ -138,7 +138,7 @@ export interface AdaptivePolicy {
   readonly reactionMs: number;
   /** A backlog is sized to drain within this (the SLO's accounting interval). @default 60000 */
   readonly drainWithinMs: number;
-  /** Share of recent growths the headroom covers. @default 0.95 */
+  /** Share of recent growths the headroom covers. @default 0.9 */
   readonly quantile: number;
   /** Recent history the headroom is measured on. @default 3600000 */
   readonly windowMs: number;
@@ -146,9 +146,9 @@ export interface AdaptivePolicy {
   readonly minHeadroom: number;
   /** @default 0.5 */
   readonly maxHeadroom: number;
-  /** Scale-down hold: reactions added per 100% of headroom. @default 4 */
+  /** Scale-down hold: reactions added per 100% of headroom. @default 2 */
   readonly holdPerHeadroom: number;
-  /** @default 120000 */
+  /** @default 60000 */
   readonly minHoldMs: number;
   /** @default 900000 */
   readonly maxHoldMs: number;
@@ -180,12 +180,12 @@ export const POLICY_DEFAULTS = {
     cores: 1,
     reactionMs: 120_000,
     drainWithinMs: 60_000,
-    quantile: 0.95,
+    quantile: 0.9,
     windowMs: 3_600_000,
     minHeadroom: 0.1,
     maxHeadroom: 0.5,
-    holdPerHeadroom: 4,
-    minHoldMs: 120_000,
+    holdPerHeadroom: 2,
+    minHoldMs: 60_000,
     maxHoldMs: 900_000,
     learnHalfLifeMs: 3_600_000,
     forecast: true,

@@ -33,12 +33,12 @@ export interface DefaultPolicyKnobs {
 
 export const DEFAULT_KNOBS: DefaultPolicyKnobs = {
   min: 2,
-  quantile: 0.95,
+  quantile: 0.9,
   reaction: '75s',
   cpuTarget: 0.9,
   spares: 0,
-  holdPerHeadroom: 4,
-  minHold: '2m',
+  holdPerHeadroom: 2,
+  minHold: '1m',
   maxHold: '15m',
   minHeadroom: 0.1,
   forecast: true,
