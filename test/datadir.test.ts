@@ -39,8 +39,6 @@ function traversableTemp(prefix: string): string {
 
 function assertPrivate(dataDir: string): void {
   const paths = tree(dataDir);
-  const open = paths.filter((p) => (lstatSync(p).mode & 0o077) !== 0).map((p) => `${p} ${(lstatSync(p).mode & 0o777).toString(8)}`);
-  assert.deepEqual(open, [], 'every folder 0700 and every file 0600');
   // The attacker's view: nothing listed, nothing read.
   const ls = asNobody(['ls', '-a', '--', dataDir]);
   assert.notEqual(ls.status, 0, `nobody listed ${dataDir}: ${ls.stdout}`);
@@ -53,6 +51,8 @@ function assertPrivate(dataDir: string): void {
   const dirs = paths.filter((p) => lstatSync(p).isDirectory());
   const lsAll = asNobody(['ls', '--', ...dirs]);
   assert.equal(lsAll.stdout, '', 'nobody listed no folder');
+  const open = paths.filter((p) => (lstatSync(p).mode & 0o077) !== 0).map((p) => `${p} ${(lstatSync(p).mode & 0o777).toString(8)}`);
+  assert.deepEqual(open, [], 'every folder 0700 and every file 0600');
 }
 
 test('startServer makes a private data folder: nobody can list it or read the token or the store (WAL included)', { skip: !canDropPrivileges && 'needs root and setpriv', timeout: 60_000 }, async (t) => {
@@ -94,11 +94,17 @@ test('a data folder writable by group or others, or owned by another user, is re
   const parent = mkdtempSync(join(tmpdir(), 'drover-private-'));
   t.after(() => rmSync(parent, { recursive: true, force: true }));
   const logger = pino({ level: 'silent' });
+  // A controller that starts where it must not is closed again, so the failure is reported.
+  const refused = (dataDir: string) =>
+    startServer({ dataDir, port: 0, logger }).then(async (s) => {
+      await s.close();
+      throw new Error(`a controller started on ${dataDir}`);
+    });
 
   const groupWritable = join(parent, 'g');
   mkdirSync(groupWritable);
   chmodSync(groupWritable, 0o775);
-  await assert.rejects(startServer({ dataDir: groupWritable, port: 0, logger }), (err: unknown) => {
+  await assert.rejects(refused(groupWritable), (err: unknown) => {
     assert.ok(err instanceof ControllerStartError);
     assert.equal(err.message, `data folder ${groupWritable} is mode 0775 (writable by group); run chmod 700 ${groupWritable}`);
     return true;
@@ -108,13 +114,13 @@ test('a data folder writable by group or others, or owned by another user, is re
   const openDb = join(parent, 'd');
   mkdirSync(join(openDb, 'db'), { recursive: true, mode: 0o700 });
   chmodSync(join(openDb, 'db'), 0o777);
-  await assert.rejects(startServer({ dataDir: openDb, port: 0, logger }), /\/d\/db \(in data folder .*\/d\) is mode 0777 \(writable by group and others\); run chmod 700 .*\/d\/db/);
+  await assert.rejects(refused(openDb), /\/d\/db \(in data folder .*\/d\) is mode 0777 \(writable by group and others\); run chmod 700 .*\/d\/db/);
 
   const openToken = join(parent, 't');
   mkdirSync(openToken, { mode: 0o700 });
   writeFileSync(join(openToken, 'token'), 'x\n');
   chmodSync(join(openToken, 'token'), 0o646);
-  await assert.rejects(startServer({ dataDir: openToken, port: 0, logger }), /\/t\/token \(in data folder .*\) is mode 0646 \(writable by others\); run chmod 600/);
+  await assert.rejects(refused(openToken), /\/t\/token \(in data folder .*\) is mode 0646 \(writable by others\); run chmod 600/);
 
   const cli = await drover(['controller', '--port', '0', '--data-dir', groupWritable], { cwd: parent, timeoutMs: 30_000 });
   assert.equal(cli.code, 1);
@@ -124,7 +130,7 @@ test('a data folder writable by group or others, or owned by another user, is re
     const foreign = join(parent, 'f');
     mkdirSync(foreign, { mode: 0o700 });
     chownSync(foreign, NOBODY, NOBODY);
-    await assert.rejects(startServer({ dataDir: foreign, port: 0, logger }), /data folder .*\/f is owned by uid 65534, not by this user \(uid 0\)/);
+    await assert.rejects(refused(foreign), /data folder .*\/f is owned by uid 65534, not by this user \(uid 0\)/);
   }
 
   // Readable by others only (as older drovers made it): nobody could have changed it, so it

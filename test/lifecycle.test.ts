@@ -22,6 +22,12 @@ const APP = 'app: idle\nroles:\n  web:\n    count: 2\n    start: exec sleep 600\
 function setup(t: { after(fn: () => void): void }): { cwd: string; dataDir: string } {
   const cwd = mkdtempSync(join(tmpdir(), 'drover-life-'));
   t.after(() => {
+    // The controller's environment does not name the folder; its controller.json does.
+    try {
+      killAll([info(join(cwd, '.drover')).pid]);
+    } catch {
+      // none left
+    }
     killAll(processesWithEnv(cwd));
     rmSync(cwd, { recursive: true, force: true });
   });
@@ -111,7 +117,11 @@ test('a controller that cannot listen exits non-zero with the reason and release
   assert.match(up.stderr, new RegExp(`^drover: the controller could not start: port ${port} on 127.0.0.1 is in use\\n\\(log: `));
 
   const logger = pino({ level: 'silent' });
-  await assert.rejects(startServer({ dataDir, port, logger }), (err: unknown) => {
+  const started = startServer({ dataDir, port, logger }).then(async (s) => {
+    await s.close();
+    throw new Error('a controller started on a port in use');
+  });
+  await assert.rejects(started, (err: unknown) => {
     assert.ok(err instanceof ControllerStartError);
     assert.equal(err.code, 'port-in-use');
     return true;
@@ -173,7 +183,11 @@ test('retention: the controller prunes events beyond the configured count; a bad
   const saved = process.env.DROVER_EVENTS_MAX_AGE;
   process.env.DROVER_EVENTS_MAX_AGE = 'a week';
   try {
-    await assert.rejects(startServer({ dataDir: join(dir, '.drover'), port: 0, logger }), /DROVER_EVENTS_MAX_AGE=a week: expected a duration such as 7d/);
+    const started = startServer({ dataDir: join(dir, '.drover'), port: 0, logger }).then(async (s) => {
+      await s.close();
+      throw new Error('a controller started with a bad setting');
+    });
+    await assert.rejects(started, /DROVER_EVENTS_MAX_AGE=a week: expected a duration such as 7d/);
   } finally {
     if (saved === undefined) delete process.env.DROVER_EVENTS_MAX_AGE;
     else process.env.DROVER_EVENTS_MAX_AGE = saved;

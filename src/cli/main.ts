@@ -265,14 +265,16 @@ export function buildProgram(): Command {
           });
           closeSync(log);
           child.unref();
-          const deadline = Date.now() + 30_000;
+          // Opening the store takes seconds, more on a loaded machine.
+          const deadline = Date.now() + 60_000;
           while (!client) {
-            if (child.exitCode !== null) {
-              throw new CliError(`the controller could not start: ${startFailure(logFile, logStart) ?? `it exited with code ${child.exitCode}`}\n(log: ${logFile})`);
+            const said = startFailure(logFile, logStart);
+            // `drover: ...` is the controller giving up: say why now, whether or not it has exited yet.
+            if (said?.final || child.exitCode !== null) {
+              throw new CliError(`the controller could not start: ${said?.text ?? `it exited with code ${child.exitCode}`}\n(log: ${logFile})`);
             }
             if (Date.now() > deadline) {
-              const said = startFailure(logFile, logStart);
-              throw new CliError(`the controller did not start within 30s${said ? `: ${said}` : ''}\n(log: ${logFile})`);
+              throw new CliError(`the controller did not start within 60s${said ? `: ${said.text}` : ''}\n(log: ${logFile})`);
             }
             await sleep(150);
             client = await runningController(dir);
@@ -435,8 +437,11 @@ export function buildProgram(): Command {
   return program;
 }
 
-/** Why a background controller could not start: the `drover: ...` lines it wrote to its log. */
-function startFailure(logFile: string, from: number): string | undefined {
+/**
+ * What a background controller wrote to its log since `from`: `final` with the `drover: ...`
+ * message it leaves on, else the last lines.
+ */
+function startFailure(logFile: string, from: number): { text: string; final: boolean } | undefined {
   let text: string;
   try {
     text = readFileSync(logFile).subarray(from).toString('utf8');
@@ -445,9 +450,9 @@ function startFailure(logFile: string, from: number): string | undefined {
   }
   const lines = text.split('\n');
   const at = lines.findIndex((l) => l.startsWith('drover: '));
-  if (at >= 0) return lines.slice(at).join('\n').replace(/^drover: /, '').trim();
+  if (at >= 0) return { text: lines.slice(at).join('\n').replace(/^drover: /, '').trim(), final: true };
   const tail = lines.filter((l) => l.trim()).slice(-5).join('\n');
-  return tail || undefined;
+  return tail ? { text: tail, final: false } : undefined;
 }
 
 /**
