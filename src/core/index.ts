@@ -32,6 +32,8 @@ export type {
 
 export { AGENT_TRANSITIONS, ALL_STATES, canReport, InstanceState, isLive, isTerminal, LIVE_STATES } from './states.js';
 
+export { EVENT_KINDS, EventKind, isEventKind, SCALING_EVENT_KINDS } from './events.js';
+
 export { decide, policyInstances, scaleInHoldMs, type DecideInput, type DecideOutput, type RoleSizing, type SizeChange } from './decide.js';
 
 export { ManualClock, systemClock, type Clock } from './clock.js';

@@ -2,7 +2,7 @@
  * A {@link Store} over any SQL client that speaks PostgreSQL: embedded PGlite by default,
  * a PostgreSQL server through `pg` for production. The SQL is the same for both.
  */
-import type { AppSpec, InstanceState, LastExit } from '../../core/index.js';
+import type { AppSpec, EventKind, InstanceState, LastExit } from '../../core/index.js';
 import { MIGRATIONS } from './migrations.js';
 import type {
   EventRecord,
@@ -115,7 +115,8 @@ function toEvent(r: Row): EventRecord {
     app: strOrNull(r.app),
     role: strOrNull(r.role),
     instance: strOrNull(r.instance),
-    kind: String(r.kind),
+    // Written only through appendEvent, whose type allows the documented kinds alone.
+    kind: String(r.kind) as EventKind,
     message: String(r.message),
     data: (r.data as Record<string, unknown> | null) ?? null,
   };

@@ -76,7 +76,7 @@ export function storeConformance(name: string, open: () => Promise<{ store: Stor
       assert.equal(await store.ackOrder('o-1', 'i-1', 6), true);
       assert.equal((await store.pendingOrders('i-1')).length, 0);
 
-      for (let k = 0; k < 5; k++) await store.appendEvent({ at: k, app: 'shop', role: null, instance: null, kind: 'k', message: `m${k}`, data: null });
+      for (let k = 0; k < 5; k++) await store.appendEvent({ at: k, app: 'shop', role: null, instance: null, kind: 'app.apply', message: `m${k}`, data: null });
       const latest = await store.listEvents({ limit: 2 });
       assert.deepEqual(latest.map((e) => e.message), ['m3', 'm4']);
       const after = await store.listEvents({ after: latest[0]!.id });
@@ -90,7 +90,7 @@ export function storeConformance(name: string, open: () => Promise<{ store: Stor
   test(`${name}: retention prunes events by age and by count, newest kept`, async () => {
     const { store, cleanup } = await open();
     try {
-      for (let k = 0; k < 10; k++) await store.appendEvent({ at: 100 + k, app: 'shop', role: null, instance: null, kind: 'k', message: `m${k}`, data: null });
+      for (let k = 0; k < 10; k++) await store.appendEvent({ at: 100 + k, app: 'shop', role: null, instance: null, kind: 'app.apply', message: `m${k}`, data: null });
       assert.equal(await store.pruneEvents({}), 0, 'no bound, nothing deleted');
       assert.equal(await store.pruneEvents({ before: 103 }), 3, 'older than the age');
       assert.deepEqual((await store.listEvents({ limit: 100 })).map((e) => e.message), ['m3', 'm4', 'm5', 'm6', 'm7', 'm8', 'm9']);
@@ -99,7 +99,7 @@ export function storeConformance(name: string, open: () => Promise<{ store: Stor
       assert.equal(await store.pruneEvents({ keep: 4 }), 0, 'already within the count');
       assert.equal(await store.pruneEvents({ before: 108, keep: 3 }), 2, 'both bounds at once');
       assert.deepEqual((await store.listEvents({ limit: 100 })).map((e) => e.message), ['m8', 'm9']);
-      const next = await store.appendEvent({ at: 200, app: null, role: null, instance: null, kind: 'k', message: 'after', data: null });
+      const next = await store.appendEvent({ at: 200, app: null, role: null, instance: null, kind: 'app.apply', message: 'after', data: null });
       assert.ok(next.id > 10, 'ids are not reused after pruning');
       assert.equal(await store.pruneEvents({ keep: 0 }), 3);
       assert.deepEqual(await store.listEvents({}), []);
@@ -248,7 +248,7 @@ test('pglite (folder): its files are private (0600, folders 0700), WAL included,
   const umask = process.umask(0o077);
   try {
     const s = await openPgliteStore(join(dir, 'db'));
-    for (let k = 0; k < 200; k++) await s.appendEvent({ at: k, app: null, role: null, instance: null, kind: 'k', message: `m${k}`.repeat(50), data: null });
+    for (let k = 0; k < 200; k++) await s.appendEvent({ at: k, app: null, role: null, instance: null, kind: 'app.apply', message: `m${k}`.repeat(50), data: null });
     const open: string[] = [];
     const walk = (p: string) => {
       const st = lstatSync(p);

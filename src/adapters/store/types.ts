@@ -2,7 +2,7 @@
  * The controller's durable state, in drover's own words. Implementations: PGlite (embedded,
  * the default) and anything else speaking the same SQL through {@link SqlClient}.
  */
-import type { AppSpec, InstanceState, LastExit } from '../../core/index.js';
+import type { AppSpec, EventKind, InstanceState, LastExit } from '../../core/index.js';
 
 export interface StoredApp {
   readonly name: string;
@@ -96,8 +96,8 @@ export interface EventRecord {
   readonly app: string | null;
   readonly role: string | null;
   readonly instance: string | null;
-  /** Stable kind, e.g. `scale`, `instance.state`, `instance.failed`. */
-  readonly kind: string;
+  /** One of the documented kinds (src/core/events.ts, docs/api.md "Event kinds"). */
+  readonly kind: EventKind;
   /** A sentence a person can read. */
   readonly message: string;
   readonly data: Readonly<Record<string, unknown>> | null;

@@ -1,0 +1,69 @@
+/**
+ * The kinds of recorded events: every decision or change the controller stores, lists
+ * (`GET /v1/events`, `drover events`) and streams (`GET /v1/stream`). One list, so the store, the
+ * API, the dashboard and the docs (docs/api.md, "Event kinds") agree on the words.
+ *
+ * ```ts
+ * import { EventKind, isEventKind } from '../core/index.js';
+ * record({ kind: EventKind.scalePolicy, ... });
+ * ```
+ */
+export const EventKind = {
+  /** An app was created or its file changed (`data.generation`). */
+  appApply: 'app.apply',
+  /** `DELETE /v1/apps/{name}`: its roles are being stopped in reverse dependency order. */
+  appDelete: 'app.delete',
+  /** Every instance of a deleted app is gone; the app is forgotten. */
+  appDeleted: 'app.deleted',
+  /** A scaling policy changed a role's count; the message says why, `data` has `from`, `to` and the policy's `inputs`. */
+  scalePolicy: 'scale.policy',
+  /** An operator pinned a role's count (`drover scale`, the dashboard); `data.from`, `data.to`. */
+  scaleManual: 'scale.manual',
+  /** An operator handed a role back to its scaling policies. */
+  scaleAuto: 'scale.auto',
+  /** A replacement keeps failing: the role waits out a backoff. */
+  roleBackoff: 'role.backoff',
+  /** Three failures within the window: no more replacements until it passes or the role changes. */
+  roleDegraded: 'role.degraded',
+  /** An instance was requested from the provider for a role. */
+  instanceCreate: 'instance.create',
+  /** A registered agent was given its role. */
+  instanceAssign: 'instance.assign',
+  /** An agent reported a new state (`starting → serving`, …). */
+  instanceState: 'instance.state',
+  /** An importer was sent a changed set of imports (its `update` runs). */
+  instanceImports: 'instance.imports',
+  /** An instance leaves its importers and finishes in-flight work (scale-in, or an operator's drain). */
+  instanceDrain: 'instance.drain',
+  /** A drain was cancelled: load came back. */
+  instanceUndrain: 'instance.undrain',
+  /** An instance is told to stop now. */
+  instanceStop: 'instance.stop',
+  /** An instance was destroyed through its provider. */
+  instanceDestroy: 'instance.destroy',
+  /** An instance could not be made, kept crashing, or its agent died; it is replaced. */
+  instanceFailed: 'instance.failed',
+  /** An agent missed its heartbeats: fenced and replaced. */
+  instanceUnresponsive: 'instance.unresponsive',
+  /** The last lines a stopping role printed. */
+  instanceLog: 'instance.log',
+  /** A warm spare was requested from the provider. */
+  spareCreate: 'spare.create',
+  /** A warm spare took a role. */
+  spareClaim: 'spare.claim',
+  /** An agent failed a proof or sent a forged or malformed frame (rate-limited per instance and reason). */
+  securityAgent: 'security.agent',
+  /** An authenticated agent reported something it may not (an export its role cannot render, a role it was never given): fenced and replaced. */
+  securityReport: 'security.report',
+} as const;
+
+export type EventKind = (typeof EventKind)[keyof typeof EventKind];
+
+export const EVENT_KINDS: readonly EventKind[] = Object.values(EventKind);
+
+export function isEventKind(s: string): s is EventKind {
+  return (EVENT_KINDS as readonly string[]).includes(s);
+}
+
+/** Kinds that change a role's count: the dashboard marks them on its charts. */
+export const SCALING_EVENT_KINDS: readonly EventKind[] = [EventKind.scalePolicy, EventKind.scaleManual, EventKind.scaleAuto];
