@@ -692,3 +692,122 @@ test('a file at the size limit that is valid still compiles', () => {
   assert.ok(Buffer.byteLength(text) <= 256 * 1024);
   assert.equal(parseAppFile(text).app, 'x');
 });
+
+// ---------------------------------------------------------------------------------------------
+// tenants:
+
+const labs = (tenants: string[], extra: string[] = []) =>
+  yaml(['app: labs', 'roles:', '  web:', '    min: 1', '    max: 5', '    start: node web.mjs', ...extra, '    tenants:', ...tenants.map((l) => `      ${l}`)]);
+
+test('tenants: compiled with defaults (2m timeouts, 5 retries = 6 attempts); commands may span lines', () => {
+  const spec = parseAppFile(labs(['capacity: 20', 'add: |', '  mkdir -p "/srv/labs/$TENANT_NAME"', '  echo added', 'remove: rm -rf "/srv/labs/$TENANT_NAME"']));
+  assert.deepEqual(spec.roles.web?.tenants, {
+    capacity: 20,
+    add: 'mkdir -p "/srv/labs/$TENANT_NAME"\necho added\n',
+    remove: 'rm -rf "/srv/labs/$TENANT_NAME"',
+    addTimeoutMs: 120_000,
+    removeTimeoutMs: 120_000,
+    maxAttempts: 6,
+  });
+  const full = parseAppFile(
+    labs(['capacity: 10000', 'add: a', 'remove: r', 'move: m', 'host: "${tenant}.labs.example.test"', 'addTimeout: 30s', 'removeTimeout: 1m', 'retries: 0']),
+  );
+  assert.deepEqual(full.roles.web?.tenants, {
+    capacity: 10_000, add: 'a', remove: 'r', move: 'm', host: '${tenant}.labs.example.test', addTimeoutMs: 30_000, removeTimeoutMs: 60_000, maxAttempts: 1,
+  });
+  assert.deepEqual(JSON.parse(JSON.stringify(full)), full, 'survives a JSON round trip');
+  assert.equal(parseAppFile(labs(['capacity: 1', 'add: a', 'remove: r'])).roles.web?.tenants?.capacity, 1);
+});
+
+test('tenants: a bad capacity is refused', () => {
+  for (const [capacity, reason] of [
+    ['0', 'expected an integer >= 1'],
+    ['-3', 'expected an integer >= 1'],
+    ['2.5', 'expected an integer >= 1'],
+    ['"20"', 'expected an integer >= 1'],
+    ['10001', 'must be at most 10000'],
+  ] as const) {
+    assert.deepEqual(refusal(labs([`capacity: ${capacity}`, 'add: a', 'remove: r'])), [`roles.web.tenants.capacity: ${reason}`], capacity);
+  }
+  assert.deepEqual(refusal(labs(['add: a', 'remove: r'])), ['roles.web.tenants.capacity: required']);
+});
+
+test('tenants: add and remove are required commands; retries and timeouts are bounded; unknown keys named', () => {
+  assert.deepEqual(refusal(labs(['capacity: 2'])), ['roles.web.tenants.add: required', 'roles.web.tenants.remove: required']);
+  assert.deepEqual(refusal(labs(['capacity: 2', 'add: "  "', 'remove: r'])), ['roles.web.tenants.add: expected a command, got an empty string']);
+  assert.deepEqual(refusal(labs(['capacity: 2', 'add: a', 'remove: r', 'retries: 101'])), ['roles.web.tenants.retries: must be at most 100']);
+  assert.deepEqual(refusal(labs(['capacity: 2', 'add: a', 'remove: r', 'addTimeout: 0s'])), ['roles.web.tenants.addTimeout: expected a duration greater than 0']);
+  assert.deepEqual(refusal(labs(['capacity: 2', 'add: a', 'remove: r', 'removeTimeout: 5'])), ['roles.web.tenants.removeTimeout: expected a duration such as "5s" or "500ms"']);
+  assert.deepEqual(refusal(labs(['capacity: 2', 'add: a', 'remove: r', 'seats: 3'])), ['roles.web.tenants: unknown key "seats"']);
+  assert.deepEqual(refusal(yaml(['app: labs', 'roles:', '  web:', '    start: x', '    tenants: 20'])), ['roles.web.tenants: expected a mapping']);
+});
+
+test('tenants: the host template has ${tenant} as its only variable and renders to a host name', () => {
+  const bad: [string, RegExp][] = [
+    ['labs.example.test', /expected \$\{tenant\} in the template/],
+    ['${tenant}.${app}.example.test', /\$\{app\} is not allowed: the only variable of a host template is \$\{tenant\}/],
+    ['${tenant}', /renders to "lab-7" for a tenant named "lab-7", not a valid host name/],
+    ['${tenant}.Labs.example.test', /not a valid host name/],
+    ['${tenant}_x.example.test', /not a valid host name/],
+    ['${tenant}..example.test', /not a valid host name/],
+    ['${tenant}.example.test.', /not a valid host name/],
+    ['-${tenant}.example.test', /not a valid host name/],
+    ['${tenant}.' + 'x'.repeat(64) + '.test', /not a valid host name/],
+    ['https://${tenant}.example.test', /not a valid host name/],
+    ['${tenant}.example.test/path', /not a valid host name/],
+  ];
+  for (const [host, reason] of bad) {
+    const lines = refusal(labs(['capacity: 2', 'add: a', 'remove: r', `host: ${JSON.stringify(host)}`]));
+    assert.equal(lines.length, 1, host);
+    assert.ok(lines[0]!.startsWith('roles.web.tenants.host: '), lines[0]);
+    assert.match(lines[0]!, reason, host);
+  }
+  for (const host of ['${tenant}.labs.example.test', 'lab-${tenant}.example.test', '${tenant}.${tenant}.example.test', 'x.${tenant}.eu-1.example.test']) {
+    assert.equal(parseAppFile(labs(['capacity: 2', 'add: a', 'remove: r', `host: ${JSON.stringify(host)}`])).roles.web?.tenants?.host, host);
+  }
+  assert.deepEqual(refusal(labs(['capacity: 2', 'add: a', 'remove: r', 'host: 7'])), ['roles.web.tenants.host: expected a host-name template such as "${tenant}.labs.example.test"']);
+});
+
+test('tenants: control characters are refused; commands may hold tabs and newlines, the host may not', () => {
+  const lines = refusal(
+    labs(['capacity: 2', 'add: "a\\u0000b"', 'remove: "r\\u001b[2J"', 'move: "m\\tn\\nok"', 'host: "${tenant}.x\\n.test"']),
+  );
+  assert.deepEqual(lines, [
+    'roles.web.tenants.add: control character U+0000 is not allowed',
+    'roles.web.tenants.remove: control character U+001B is not allowed',
+    'roles.web.tenants.host: control character U+000A is not allowed here (only commands and env values may hold tabs and newlines)',
+  ]);
+});
+
+test('tenants: commands are templates like start (imports checked); ${tenant} is refused in them', () => {
+  assert.deepEqual(refusal(labs(['capacity: 2', 'add: psql ${db.url} -c x', 'remove: r'])), ['roles.web.tenants.add: ${db.url} refers to no role "db"']);
+  assert.deepEqual(refusal(labs(['capacity: 2', 'add: mkdir /srv/${tenant}', 'remove: r', 'move: echo "${tenant}"'])), [
+    'roles.web.tenants.add: ${tenant} is not replaced in commands: use "$TENANT_NAME" (also $TENANT_ID, $TENANT_HOST), quoted',
+    'roles.web.tenants.move: ${tenant} is not replaced in commands: use "$TENANT_NAME" (also $TENANT_ID, $TENANT_HOST), quoted',
+  ]);
+  // $TENANT_NAME and ${TENANT_NAME} are bash's; ${port} and imports are Drover's, as in start.
+  const spec = parseAppFile(
+    yaml([
+      'app: labs', 'roles:', '  db:', '    start: db', '    exports: { url: "postgres://${ip}:${port}" }',
+      '  web:', '    start: web', '    imports: [db.url]', '    tenants:', '      capacity: 3',
+      '      add: psql ${db.url} -c "create schema \\"${TENANT_NAME}\\""', '      remove: echo $TENANT_ID ${port}',
+    ]),
+  );
+  assert.equal(spec.roles.web?.tenants?.capacity, 3);
+});
+
+test('tenants: not on a load balancer role', () => {
+  const text = yaml([
+    'app: labs', 'roles:', '  api:', '    start: api', '    exports: { endpoint: "http://${ip}:${port}" }',
+    '  lb:', '    imports: [api.*]', '    loadBalancer: { members: api.endpoint }', '    tenants: { capacity: 2, add: a, remove: r }',
+  ]);
+  assert.deepEqual(refusal(text), ['roles.lb.tenants: a load balancer role cannot host tenants; put tenants on the role it balances']);
+});
+
+test('tenants: a role with tenants needs max >= 1; with count alone it may grow to the largest role size', () => {
+  assert.deepEqual(refusal(labs(['capacity: 2', 'add: a', 'remove: r']).replace('max: 5', 'max: 0').replace('min: 1', 'min: 0')), [
+    'roles.web.max: expected an integer >= 1',
+  ]);
+  const fixed = parseAppFile(yaml(['app: labs', 'roles:', '  web:', '    count: 0', '    start: w', '    tenants: { capacity: 2, add: a, remove: r }']));
+  assert.equal(fixed.roles.web?.max, 1000);
+});

@@ -10,7 +10,8 @@ import { APP_FILE_LIMITS, MAX_FAILURE_THRESHOLD, MAX_ROLE_COUNT, MAX_SPARES, RES
 import { duration, err, intAtLeast } from './schema-words.js';
 import { checkPolicyMetrics, compileMetrics, compileScale, metricsSchema, scaleSchema } from './policy-spec.js';
 import { envName, templateRefs } from './template.js';
-import type { AppSpec, HealthSpec, ImportRef, LoadBalancerSpec, RoleSpec } from './types.js';
+import { hostTemplateProblem, TENANT_NAME_RULE } from './tenants.js';
+import type { AppSpec, HealthSpec, ImportRef, LoadBalancerSpec, RoleSpec, TenantsSpec } from './types.js';
 
 /** One problem in an app file. `path` is empty for problems of the whole document. */
 export interface SpecIssue {
@@ -179,6 +180,49 @@ const loadBalancerSchema = z
   )
   .meta({ description: "Makes the role a load balancer over another role's members, reconfigured live as they come and go." });
 
+/** Tenants one instance may hold: beyond this, a seat count per instance stops meaning much. */
+export const MAX_TENANT_CAPACITY = 10_000;
+/** Retries of a failing `add`: with backoff doubling to a minute, 100 retries span well over an hour. */
+const MAX_TENANT_RETRIES = 100;
+
+/**
+ * A tenant command: a command like `start` (multi-line, templated with the role's values), run
+ * with TENANT_ID, TENANT_NAME and TENANT_HOST in its environment. `${tenant}` is refused rather
+ * than left for bash (which would expand an unset variable to nothing): the tenant's values reach
+ * commands only as environment variables, never as shell text.
+ */
+const tenantCommand = (what: string) =>
+  command(what).refine((s) => !templateRefs(s).some((r) => r.name === 'tenant' && r.key === undefined), {
+    error: '${tenant} is not replaced in commands: use "$TENANT_NAME" (also $TENANT_ID, $TENANT_HOST), quoted',
+  });
+
+const tenantsSchema = z
+  .strictObject(
+    {
+      capacity: intAtLeast(1, MAX_TENANT_CAPACITY).meta({ description: `Tenants one instance holds (1 to ${MAX_TENANT_CAPACITY}).` }),
+      add: tenantCommand('bash command run on the chosen instance to add a tenant; exit 0 = placed (TENANT_ID, TENANT_NAME, TENANT_HOST in its environment).'),
+      remove: tenantCommand('bash command run on the instance to remove a tenant, after its host is unrouted.'),
+      move: tenantCommand(
+        'bash command run on the new instance instead of add when a tenant moves off a live instance (TENANT_FROM_INSTANCE in its environment); remove then runs on the old one.',
+      ).optional(),
+      host: z
+        .string(err('expected a host-name template such as "${tenant}.labs.example.test"'))
+        .superRefine((t, ctx) => {
+          const problem = hostTemplateProblem(t);
+          if (problem) ctx.addIssue({ code: 'custom', input: t, message: problem });
+        })
+        .optional()
+        .meta({ description: 'Host name of each tenant, e.g. "${tenant}.labs.example.test": ${tenant} is the tenant\'s name (' + TENANT_NAME_RULE + ').' }),
+      addTimeout: duration({ positive: true }).prefault('2m').meta({ description: 'Time one run of add (or move) may take; past it, the run counts as failed.' }),
+      removeTimeout: duration({ positive: true }).prefault('2m').meta({ description: 'Time one run of remove may take.' }),
+      retries: intAtLeast(0, MAX_TENANT_RETRIES)
+        .default(5)
+        .meta({ description: 'Retries of a failing add (backoff 1 s doubling to 1 min) before the tenant is failed.' }),
+    },
+    err('expected a mapping'),
+  )
+  .meta({ description: 'The role hosts SaaS tenants: how many fit on one instance, and the commands that add and remove one.' });
+
 const roleSchema = z
   .strictObject(
     {
@@ -220,6 +264,7 @@ const roleSchema = z
         .prefault('30s')
         .meta({ description: 'How long a draining instance may take to finish in-flight work before it is stopped.' }),
       loadBalancer: loadBalancerSchema.optional(),
+      tenants: tenantsSchema.optional(),
       scale: scaleSchema.optional().meta({ description: 'Scaling policies; the largest count any of them wants wins. Needs min and max.' }),
       metrics: metricsSchema.optional().meta({ description: 'Metrics scraped besides the built-in vitals (cpu, host_cpu, load1, memory).' }),
     },
@@ -229,6 +274,9 @@ const roleSchema = z
     const issue = (path: string, message: string) => ctx.addIssue({ code: 'custom', input: r, path: [path], message });
     if (r.scale?.length && r.min === undefined && r.max === undefined) issue('scale', 'needs min and max: the bounds scaling stays within');
     if (r.loadBalancer && r.start !== undefined) issue('start', 'a load balancer role runs its driver; leave start out');
+    if (r.tenants && r.loadBalancer) issue('tenants', 'a load balancer role cannot host tenants; put tenants on the role it balances');
+    // A role with tenants needs max >= 1: `max` itself is at least 1 (intAtLeast), and a role with
+    // `count` alone compiles to max MAX_ROLE_COUNT, so no further check is needed here.
     if (r.min !== undefined && r.max === undefined) issue('max', 'required when min is set');
     else if (r.max !== undefined && r.min === undefined) issue('min', 'required when max is set');
     else if (r.min !== undefined && r.max !== undefined) {
@@ -397,6 +445,7 @@ function boundedTokens(text: string, lineCounter: LineCounter, where: (offset: n
 }
 
 const COMMANDS: ReadonlySet<string> = new Set(['start', 'deploy', 'stop', 'update', 'undeploy']);
+const TENANT_COMMANDS: ReadonlySet<string> = new Set(['add', 'remove', 'move']);
 
 /**
  * Where a string may hold tabs and newlines: commands and scripts (a `deploy: |` block), and env
@@ -407,7 +456,9 @@ const COMMANDS: ReadonlySet<string> = new Set(['start', 'deploy', 'stop', 'updat
 function isMultiLine(path: readonly (string | number)[]): boolean {
   if (path[0] !== 'roles' || typeof path[2] !== 'string') return false;
   if (path.length === 3) return COMMANDS.has(path[2]);
-  if (path.length === 4) return path[2] === 'env' || (path[2] === 'health' && path[3] === 'exec');
+  if (path.length === 4) {
+    return path[2] === 'env' || (path[2] === 'health' && path[3] === 'exec') || (path[2] === 'tenants' && TENANT_COMMANDS.has(String(path[3])));
+  }
   return false;
 }
 
@@ -496,8 +547,22 @@ function buildRole(name: string, r: ParsedRole): RoleSpec {
     warmupMs: r.warmup,
     drainTimeoutMs: r.drainTimeout,
     ...(r.loadBalancer ? { loadBalancer: buildLoadBalancer(r.loadBalancer) } : {}),
+    ...(r.tenants ? { tenants: buildTenants(r.tenants) } : {}),
     scale: compileScale(r.scale ?? []),
     metrics: compileMetrics(r.metrics ?? []),
+  };
+}
+
+function buildTenants(t: NonNullable<ParsedRole['tenants']>): TenantsSpec {
+  return {
+    capacity: t.capacity,
+    add: t.add,
+    remove: t.remove,
+    ...(t.move !== undefined ? { move: t.move } : {}),
+    ...(t.host !== undefined ? { host: t.host } : {}),
+    addTimeoutMs: t.addTimeout,
+    removeTimeoutMs: t.removeTimeout,
+    maxAttempts: t.retries + 1,
   };
 }
 
@@ -593,6 +658,12 @@ function templatesOf(role: RoleSpec): [(string | number)[], string][] {
   for (const [k, v] of Object.entries(role.env)) out.push([['env', k], v]);
   for (const [k, v] of Object.entries(role.exports)) out.push([['exports', k], v]);
   if (role.health?.exec !== undefined) out.push([['health', 'exec'], role.health.exec]);
+  if (role.tenants) {
+    for (const k of ['add', 'remove', 'move'] as const) {
+      const t = role.tenants[k];
+      if (t !== undefined) out.push([['tenants', k], t]);
+    }
+  }
   role.metrics.forEach((m, i) => {
     if (m.scope === 'role') out.push([['metrics', i, 'url'], m.url]);
   });

@@ -50,6 +50,34 @@ export interface LoadBalancerSpec {
   readonly ejectForMs: number;
 }
 
+/**
+ * A role that hosts SaaS tenants (`tenants:`): how many fit on one instance and the commands
+ * that add and remove one. The commands run on the tenant's instance, as bash, with the role's
+ * environment plus `TENANT_ID`, `TENANT_NAME` and `TENANT_HOST` (never spliced into the text).
+ */
+export interface TenantsSpec {
+  /** Tenants one instance holds, 1 to 10,000. */
+  readonly capacity: number;
+  /** Adds a tenant on its instance; exit 0 = placed. Non-zero or a timeout is retried with backoff. */
+  readonly add: string;
+  /** Removes a tenant from its instance (after its host is unrouted). */
+  readonly remove: string;
+  /**
+   * Runs on the new instance instead of `add` when a tenant moves off a live instance
+   * (consolidation, scale-in), with `TENANT_FROM_INSTANCE` set; `remove` then runs on the old
+   * instance once the route has switched. Absent: `add` on the new instance, then `remove`.
+   */
+  readonly move?: string;
+  /** Host-name template whose only variable is `${tenant}`; absent: hosts come with the sign-up, or none. */
+  readonly host?: string;
+  /** Time one run of `add` (and of `move`) may take. @default 120000 */
+  readonly addTimeoutMs: number;
+  /** Time one run of `remove` may take. @default 120000 */
+  readonly removeTimeoutMs: number;
+  /** Runs of `add` before the tenant is `failed`: `retries` + 1. @default 6 */
+  readonly maxAttempts: number;
+}
+
 export interface RoleSpec {
   readonly name: string;
   /** Bounds of the role's count. `count: N` alone compiles to min 0, max MAX_ROLE_COUNT, count N. */
@@ -85,6 +113,8 @@ export interface RoleSpec {
   readonly warmupMs: number;
   /** How long a draining instance may take to finish in-flight work before it is stopped. @default 30000 */
   readonly drainTimeoutMs: number;
+  /** The role hosts tenants (`tenants:`). */
+  readonly tenants?: TenantsSpec;
   /** Scaling policies; empty = the count is set by the file or by hand. @default [] */
   readonly scale: readonly Policy[];
   /** Metrics scraped besides the built-in vitals. @default [] */
