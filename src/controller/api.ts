@@ -16,6 +16,8 @@ import { EmbeddedTransport } from '../adapters/transport/index.js';
 import { AppFileParser, type AppFileParserOptions } from './app-file-parser.js';
 import { ApiError, ERROR_CODES, type ErrorCode } from './errors.js';
 import type { Controller, InstanceView } from './controller.js';
+import { registerStream, type StreamOptions } from './stream.js';
+import { registerUi, UiSessions } from './ui.js';
 
 export interface ApiOptions {
   readonly controller: Controller;
@@ -35,6 +37,10 @@ export interface ApiOptions {
   readonly timeouts?: Partial<ApiTimeouts>;
   /** The worker that parses app files (time and memory limits). */
   readonly appFile?: AppFileParserOptions;
+  /** The dashboard (`/ui`): where its built files are, how long a session lasts. */
+  readonly ui?: { readonly dir?: string; readonly sessionMs?: number };
+  /** The live stream (`/v1/stream`): coalescing and per-client bounds. */
+  readonly stream?: Partial<StreamOptions>;
 }
 
 /**
@@ -232,10 +238,13 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
   });
   await app.register(websocket, { options: EmbeddedTransport.wsOptions });
 
+  const ui = new UiSessions({ token: opts.token, ...opts.ui });
   app.addHook('onRequest', async (req) => {
     const path = req.url.split('?')[0] ?? '';
     if (path === '/v1/health' || path === '/v1/agent' || path === '/v1/identity') return;
-    if (!authorized(req.headers.authorization)) throw new ApiError('unauthorized', 'missing or invalid bearer token');
+    if (ui.isPublic(req.method, path)) return;
+    // The bearer token (CLI, scripts), or a dashboard session cookie with its CSRF token on changes (ui.ts).
+    if (!authorized(req.headers.authorization) && !ui.allows(req)) throw new ApiError('unauthorized', 'missing or invalid bearer token');
   });
 
   // Every error leaves in the documented format, with a registered code; the text of an
@@ -326,6 +335,7 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
         spares: s?.spares ?? 0,
         degraded: s?.degraded ?? false,
         policies: r.scale.map((pol) => `${pol.kind} on ${pol.metric}`),
+        metric: r.scale[0]?.metric ?? null,
         lastDecision: (() => {
           const d = c.decisionFor(name, r.name);
           return d ? { at: iso(d.at), desired: d.desired, reason: d.reason } : null;
@@ -459,6 +469,19 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
     },
   );
 
+  app.post<{ Params: { id: string } }>(
+    '/v1/instances/:id/drain',
+    {
+      schema: {
+        tags: ['instances'],
+        summary: "Drain one serving instance by hand: its role's count goes down by one (pinned) and this instance leaves through the drain path, with no replacement",
+        params: { type: 'object', properties: { id: { type: 'string', pattern: '^i-[0-9a-f]{1,32}$' } }, required: ['id'] },
+        response: { 202: instanceSchema, ...errors(400, 401, 403, 404, 409, 422) },
+      },
+    },
+    async (req, reply) => reply.status(202).send(instanceJson(await c.getInstance((await c.drainInstance(req.params.id)).id) ?? fail('not_found', `no instance "${req.params.id}"`))),
+  );
+
   app.get<{ Querystring: { after?: string; app?: string; limit?: string; waitMs?: string } }>(
     '/v1/events',
     {
@@ -505,6 +528,19 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
       return { events: events.map(eventJson) };
     },
   );
+
+  registerStream(
+    app,
+    {
+      controller: c,
+      version: opts.version,
+      apps: async () => (await Promise.all((await c.listApps()).map((a) => appSummary(a.name)))).map(({ spec: _spec, ...rest }) => rest),
+      roles: async (name) => (await rolesOf(name)).map(({ instances: _instances, ...rest }) => rest),
+      onError: (err) => app.log.warn({ err }, 'stream tick failed'),
+    },
+    opts.stream,
+  );
+  await registerUi(app, ui);
 
   app.get('/metrics', { schema: { hide: true } }, async (_req, reply) => {
     const m = c.metrics.registry;

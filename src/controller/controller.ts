@@ -200,6 +200,48 @@ export class Controller {
     this.runner.enqueue(appName);
   }
 
+  /**
+   * An operator's drain of one instance (`POST /v1/instances/{id}/drain`): its role's count goes
+   * down by one, pinned as `scale` pins it, and this instance (not the planner's choice of
+   * victim) leaves through the normal drain path: out of its importers and the balancer, in-flight
+   * work finished, stopped, destroyed, with no replacement. Both writes are conditional and made
+   * together, so a reconcile pass that read the old count or instance is dropped and planned again.
+   */
+  async drainInstance(id: string): Promise<InstanceRecord> {
+    for (let attempt = 0; ; attempt++) {
+      const inst = await this.store.getInstance(id);
+      if (!inst || inst.destroyedAt !== null) throw new ApiError('not_found', `no instance "${id}"`);
+      const app = await this.store.getApp(inst.app);
+      const r = app && inst.role !== null && Object.hasOwn(app.spec.roles, inst.role) ? app.spec.roles[inst.role] : undefined;
+      if (!app || !r || inst.role === null) throw new ApiError('not_drainable', `${id} is ${inst.role === null ? 'a warm spare' : 'of a removed role'}; only an instance of a role is drained`);
+      if (app.deleting) throw new ApiError('app_deleting', `app "${app.name}" is being deleted`);
+      if (inst.goal !== 'run') throw new ApiError('not_drainable', `${id} is already ${inst.goal === 'drain' ? 'draining' : 'stopping'}`);
+      if (inst.state !== 'serving') throw new ApiError('not_drainable', `${id} is ${inst.state}, not serving; scale ${inst.role} down instead`);
+      const row = (await this.store.listRoles(app.name)).find((x) => x.role === r.name);
+      const before = row?.desired ?? r.count;
+      const to = before - 1;
+      if (to < r.min) throw new ApiError('count_out_of_bounds', `count: draining ${id} would leave ${r.name} at ${to}, below its min ${r.min}`);
+      const now = this.clock.now();
+      const done = await this.store
+        .transaction(async (tx) => {
+          if (!(await tx.setRoleCount(app.name, r.name, to, true, row ? { ifVersion: row.version } : {}))) throw new Conflict();
+          if (!(await tx.updateInstance(id, { goal: 'drain', drainRequestedAt: now, drainOrderId: null, exports: null }, { ifVersion: inst.version }))) throw new Conflict();
+          return true;
+        })
+        .catch((err: unknown) => {
+          if (err instanceof Conflict && attempt < 5) return false;
+          throw err;
+        });
+      if (!done) continue;
+      this.reconciler.noteManualScale(app.name, r.name, before, to);
+      const paused = r.scale.length ? ` (policies paused until \`drover scale ${r.name} --auto\`)` : '';
+      await this.record({ app: app.name, role: r.name, instance: null, kind: 'scale.manual', message: `${r.name} ${before}→${to}: set by hand, draining ${id}${paused}`, data: { from: before, to, drain: id } });
+      await this.record({ app: app.name, role: r.name, instance: id, kind: 'instance.drain', message: `${id} (${r.name}): drained by hand; taking it out of rotation first, no replacement` });
+      this.runner.enqueue(app.name);
+      return (await this.store.getInstance(id)) ?? inst;
+    }
+  }
+
   /** The last autoscaling decision for a role, if its policies ran. */
   decisionFor(app: string, role: string): (Decision & { at: number }) | undefined {
     return this.reconciler.decisionFor(app, role);
@@ -291,3 +333,6 @@ export class Controller {
     }
   }
 }
+
+/** A conditional write lost to another writer: read again and retry. */
+class Conflict extends Error {}

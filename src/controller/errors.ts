@@ -5,6 +5,7 @@
  */
 export const ERROR_CODES = {
   unauthorized: { status: 401, description: 'Missing or invalid bearer token.' },
+  forbidden: { status: 403, description: 'A dashboard request that changes something came without its session\'s CSRF token (`X-CSRF-Token`), or from another origin.' },
   not_found: { status: 404, description: 'No such app, role, instance or route.' },
   invalid_request: { status: 400, description: 'The request is malformed: bad JSON, a missing or mistyped field, a bad parameter.' },
   invalid_spec: { status: 422, description: 'The app file is invalid; `details` lists each field and reason. Nothing was applied.' },
@@ -12,11 +13,13 @@ export const ERROR_CODES = {
   count_out_of_bounds: { status: 422, description: "A manual count outside the role's min/max." },
   app_deleting: { status: 409, description: 'The app is being deleted; wait until it is gone.' },
   no_policy: { status: 422, description: 'Asked to hand a role back to its scaling policies, but it has none.' },
+  not_drainable: { status: 409, description: 'Only a serving instance of a role, not already leaving, can be drained by hand.' },
   payload_too_large: { status: 413, description: 'The request body, or the app file in it, is larger than its limit.' },
   unsupported_media_type: { status: 415, description: 'The body is not JSON.' },
   request_timeout: { status: 408, description: 'The request did not arrive in time (headers within 10 s, the whole request within 30 s); the connection is closed.' },
   uri_too_long: { status: 414, description: 'A path parameter is longer than 100 characters.' },
   headers_too_large: { status: 431, description: 'The request line and headers are larger than 16 KiB; the connection is closed.' },
+  busy: { status: 503, description: 'The controller has as many live streams open as it serves; try again shortly.' },
   internal: { status: 500, description: 'A bug: the controller could not handle the request. Logged with the request id.' },
 } as const;
 
