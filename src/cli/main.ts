@@ -285,6 +285,7 @@ export function buildProgram(): Command {
         await waitConverged(client, name, o.timeout * 1000, since);
         out(renderStatus(await listApps(client)));
         out(`\n${name} is up. Controller: ${client.target.url} (data in ${resolve(o.dataDir)}). Stop with \`drover down\`.`);
+        out(`Dashboard: ${client.target.url}/ui/ (sign in with the token in ${process.env.DROVER_TOKEN ? '$DROVER_TOKEN' : join(resolve(o.dataDir), 'token')}).`);
         return;
       }
       if (existing) throw new CliError(`a controller already runs for ${resolve(o.dataDir)}; use \`drover apply ${file}\` or \`drover down\` first`);
@@ -538,6 +539,7 @@ async function runForeground(file: string, dataDir: string, port: number): Promi
   const client = new Client({ url: server.url, token: server.token });
   await applyFile(client, file);
   out(`controller at ${server.url}; Ctrl-C stops the app and the controller`);
+  out(`dashboard at ${server.url}/ui/ (sign in with the token in ${process.env.DROVER_TOKEN ? '$DROVER_TOKEN' : join(resolve(dataDir), 'token')})`);
   await new Promise<void>((resolveDone) => {
     let stopping = false;
     const onSignal = () => {
