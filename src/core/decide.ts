@@ -72,6 +72,15 @@ export function policyInstances(role: string, instances: readonly PlanInstance[]
 }
 
 export function decide(input: DecideInput): DecideOutput {
+  const sizes = decideSizes(input);
+  return { ...sizes, plan: plan({ ...input, desired: sizes.desired }) };
+}
+
+/**
+ * The policy half of {@link decide}: each role's new size and why. The simulator, which plans
+ * several times within one of its ticks, calls this and {@link plan} itself.
+ */
+export function decideSizes(input: Omit<DecideInput, 'controllerStartedAt' | 'options'>): Omit<DecideOutput, 'plan'> {
   const { app, now } = input;
   const desired: Record<string, number> = Object.create(null) as Record<string, number>;
   for (const [name, r] of Object.entries(input.roles)) desired[name] = r.desired;
@@ -104,7 +113,7 @@ export function decide(input: DecideInput): DecideOutput {
       changes.push({ role: role.name, from: sizing.desired, to: held.desired, reason: withVictims(role, held, sizing.desired, live), decision: held });
     }
   }
-  return { decisions, changes, desired, plan: plan({ ...input, desired }) };
+  return { decisions, changes, desired };
 }
 
 /** No scale-in before the role has served for its policies' scale-down hold. */

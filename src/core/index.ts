@@ -34,7 +34,7 @@ export { AGENT_TRANSITIONS, ALL_STATES, canReport, InstanceState, isLive, isTerm
 
 export { EVENT_KINDS, EventKind, isEventKind, SCALING_EVENT_KINDS } from './events.js';
 
-export { decide, policyInstances, scaleInHoldMs, type DecideInput, type DecideOutput, type RoleSizing, type SizeChange } from './decide.js';
+export { decide, decideSizes, policyInstances, scaleInHoldMs, type DecideInput, type DecideOutput, type RoleSizing, type SizeChange } from './decide.js';
 
 export { ManualClock, systemClock, type Clock } from './clock.js';
 

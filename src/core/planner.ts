@@ -35,6 +35,12 @@ import type { AppSpec, ImportedMember, ResolvedImports, RoleSpec } from './types
 export interface PlannerOptions {
   /** An agent silent this long is unresponsive. @default 6000 */
   readonly heartbeatTimeoutMs: number;
+  /**
+   * An agent this controller has not heard from since it started gets at least this long to
+   * reconnect: agents back off up to 5 s between attempts while the controller is away, so a
+   * restarted controller must not take their absence for silence. @default 10000
+   */
+  readonly reconnectGraceMs?: number;
   /** An instance whose agent has not registered after this long is failed. @default 60000 */
   readonly provisionTimeoutMs: number;
   /** Extra time past a role's stop (or drain) timeout before the instance is destroyed anyway. @default 15000 */
@@ -307,14 +313,15 @@ function sortOutOver(input: PlanInput, o: PlannerOptions, b: PlanBuilder): Sorte
     }
     const seen = i.lastSeenAt ?? Math.max(i.createdAt, input.controllerStartedAt);
     const silentFor = now - seen;
-    if (silentFor >= o.heartbeatTimeoutMs) {
+    const timeout = i.lastSeenAt === null ? Math.max(o.heartbeatTimeoutMs, o.reconnectGraceMs ?? 10_000) : o.heartbeatTimeoutMs;
+    if (silentFor >= timeout) {
       b.actions.push({
         kind: 'unresponsive', instanceId: i.id, role: i.role,
-        reason: `${i.id}${i.role ? ` (${i.role})` : ''} sent no heartbeat for ${(silentFor / 1000).toFixed(1)}s (timeout ${o.heartbeatTimeoutMs / 1000}s); fencing it and commissioning a replacement`,
+        reason: `${i.id}${i.role ? ` (${i.role})` : ''} sent no heartbeat for ${(silentFor / 1000).toFixed(1)}s (timeout ${timeout / 1000}s); fencing it and commissioning a replacement`,
       });
       unresponsive.push(i);
       handled.add(i.id);
-    } else b.wakeIn(o.heartbeatTimeoutMs - silentFor);
+    } else b.wakeIn(timeout - silentFor);
   }
   return { present, alive: present.filter((i) => !handled.has(i.id)), unresponsive, handled };
 }

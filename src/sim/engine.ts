@@ -18,8 +18,8 @@
  * 60 s. Draining is instantaneous (in-flight work sits in the load balancer's backlog here).
  */
 import {
+  decideSizes,
   DEFAULT_PLANNER_OPTIONS,
-  evaluate,
   historyNeededMs,
   MetricStore,
   plan,
@@ -218,7 +218,7 @@ export function simulate(options: SimulateOptions): Report {
   if (evaluateEvery < 1 || Math.abs(evaluateEvery * tickMs - (o.evaluateEveryMs ?? tickMs)) > 1e-6) {
     throw new SimInputError('evaluateEveryMs', `expected a whole number of ticks (${tickMs}ms), got ${o.evaluateEveryMs}ms`);
   }
-  const baseRole = o.app.roles[o.role];
+  const baseRole = Object.hasOwn(o.app.roles, o.role) ? o.app.roles[o.role] : undefined;
   if (!baseRole) throw new SimInputError('--role', `no role ${JSON.stringify(o.role)} in app ${o.app.app}`);
 
   const policies = o.schedule ? [] : (o.policies ?? baseRole.scale);
@@ -315,6 +315,7 @@ export function simulate(options: SimulateOptions): Report {
     i.lastSeenAt = t0;
     // Past warm-up already: the run starts from a role that has been serving for a while.
     i.servingSince = t0 - role.warmupMs;
+    i.startedAt = i.servingSince;
     alive.push(i);
   }
   for (const [pool, n] of [[role.name, role.spares], ['*', app.spares]] as const) {
@@ -344,6 +345,7 @@ export function simulate(options: SimulateOptions): Report {
       } else if (i.state === 'assigned' && i.servingAt !== null && i.servingAt <= now) {
         setState(i, 'serving', now);
         i.servingSince = i.servingAt;
+        i.startedAt = i.servingAt;
         i.exports = {};
         changed = true;
       } else if (i.state === 'draining' && i.drainUntil !== null && i.drainUntil <= now) {
@@ -535,13 +537,23 @@ export function simulate(options: SimulateOptions): Report {
       };
       let d: { desired: number; changed: boolean };
       if (o.forecast) {
+        // The sim-only forecast variant wraps the policies in its own pre-scaling.
         const c = evaluateWithForecast(policies, o.forecast, ctx, combinedState);
         combinedState = c.state;
         d = c;
       } else {
-        const c = evaluate(policies, ctx, policyState);
-        policyState = c.state;
-        d = c;
+        // The controller's own decision step (core/decide.ts): which instances count, the scale-in
+        // hold while a role has no history, the policies.
+        const sized = decideSizes({
+          app: { name: app.app, spec: app, deleting: false },
+          roles: { [role.name]: { desired, pinned: false, ...(policyState ? { policyState } : {}) } },
+          instances: gone.length > 0 ? [...alive, ...gone] : alive,
+          now,
+          metrics,
+        });
+        const c = sized.decisions[role.name];
+        if (c) policyState = c.state;
+        d = { desired: sized.desired[role.name] ?? desired, changed: c?.changed ?? false };
       }
       if (d.changed) {
         actions++;
