@@ -51,10 +51,19 @@ export class RoleLog implements LineSink {
   }
 }
 
-/** Splits chunks from several streams into lines; remembers the last `max` of them. */
+/** Longest line kept whole; a longer one is cut here, with a marker, and the rest of it skipped. */
+export const MAX_LINE_CHARS = 16 * 1024;
+
+/**
+ * Splits chunks from several streams into lines; remembers the last `max` of them. Memory stays
+ * bounded whatever a process prints: a line longer than {@link MAX_LINE_CHARS} (even one that
+ * never ends) is cut with a marker, never buffered whole.
+ */
 export class LineTail {
   readonly #lines: string[] = [];
   readonly #partial = new Map<Readable, string>();
+  /** Streams in the middle of a line already cut: skip up to its newline. */
+  readonly #skipping = new Set<Readable>();
 
   constructor(
     private readonly max: number,
@@ -87,10 +96,22 @@ export class LineTail {
   }
 
   #push(stream: Readable, chunk: string): void {
+    if (this.#skipping.has(stream)) {
+      const nl = chunk.indexOf('\n');
+      if (nl < 0) return;
+      this.#skipping.delete(stream);
+      chunk = chunk.slice(nl + 1);
+    }
     const text = (this.#partial.get(stream) ?? '') + chunk;
     const parts = text.split('\n');
-    this.#partial.set(stream, parts.pop() ?? '');
-    for (const p of parts) this.#add(p.endsWith('\r') ? p.slice(0, -1) : p);
+    let rest = parts.pop() ?? '';
+    for (const p of parts) this.#add(cut(p.endsWith('\r') ? p.slice(0, -1) : p));
+    if (rest.length > MAX_LINE_CHARS) {
+      this.#add(cut(rest));
+      this.#skipping.add(stream);
+      rest = '';
+    }
+    this.#partial.set(stream, rest);
   }
 
   #flush(stream: Readable): void {
@@ -104,6 +125,10 @@ export class LineTail {
     if (this.#lines.length > this.max) this.#lines.splice(0, this.#lines.length - this.max);
     this.sink?.write(this.prefix + line);
   }
+}
+
+function cut(line: string): string {
+  return line.length <= MAX_LINE_CHARS ? line : `${line.slice(0, MAX_LINE_CHARS)}…[line cut at ${MAX_LINE_CHARS} characters]`;
 }
 
 /** "250ms", "2s", "1.5s", "90s". */

@@ -162,7 +162,7 @@ export const WIRE_LIMITS = {
   /** An id, a role or state name, a version hash. */
   idChars: 200,
   /** One export value. */
-  exportChars: 4096,
+  exportChars: 65_536,
   exportKeys: 64,
   /** Order ids in `join.applied`. */
   applied: 1000,
