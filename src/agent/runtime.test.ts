@@ -814,3 +814,37 @@ async function until(what: string, fn: () => Promise<boolean>, timeoutMs: number
     await sleep(20);
   }
 }
+
+void test('tenants: add runs once the role serves, with TENANT_* as data; a failing add is retried, then failed with its output; remove frees it', async (t) => {
+  const h = await harness(t);
+  const c = h.controller;
+  await c.waitFor('join', (m) => m.type === 'join');
+  const tenants = {
+    capacity: 20,
+    // Fails on its first run for lab-2 (a marker file), succeeds after; always fails for bad-1.
+    add: 'echo "add $TENANT_ID $TENANT_NAME $TENANT_HOST" >> tenants.log; if [ "$TENANT_NAME" = bad-1 ]; then echo "no room in the shared store"; exit 3; fi; if [ "$TENANT_NAME" = lab-2 ] && [ ! -e lab-2.tried ]; then touch lab-2.tried; exit 1; fi',
+    remove: 'echo "remove $TENANT_ID" >> tenants.log',
+    addTimeoutMs: 5000,
+    removeTimeoutMs: 5000,
+    maxAttempts: 2,
+  };
+  c.order({ id: 'o1', kind: 'assign', assignment: { app: 'a', appDir: h.workdir, role: role({ start: SERVER, tenants }), imports: {}, importsVersion: 'v1' } });
+  // Ordered before the role serves: waits for it.
+  c.order({ id: 'o2', kind: 'tenantAdd', tenant: { id: 't-1', name: 'lab-1', host: '$(id).labs.test' } });
+  c.order({ id: 'o3', kind: 'tenantAdd', tenant: { id: 't-2', name: 'lab-2', host: null } });
+  c.order({ id: 'o4', kind: 'tenantAdd', tenant: { id: 't-3', name: 'bad-1', host: null } });
+  c.order({ id: 'o2b', kind: 'tenantAdd', tenant: { id: 't-1', name: 'lab-1', host: '$(id).labs.test' } });
+  await c.waitStatus('t-1 ready, t-2 ready after a retry, t-3 failed', (s) =>
+    s.tenants?.['t-1']?.phase === 'ready' && s.tenants['t-2']?.phase === 'ready' && s.tenants['t-3']?.phase === 'failed', 0);
+  const s = h.agent.status();
+  assert.equal(s.tenants?.['t-2']?.attempts, 2);
+  assert.equal(s.tenants?.['t-3']?.attempts, 2);
+  assert.match(s.tenants?.['t-3']?.reason ?? '', /exited with code 3 \(attempt 2 of 2\)/);
+  assert.ok(s.tenants?.['t-3']?.tail?.some((l) => l.includes('no room in the shared store')));
+  const log = h.file('tenants.log').trim().split('\n');
+  assert.equal(log.filter((l) => l.startsWith('add t-1 ')).length, 1, 'a repeated order adds once');
+  assert.ok(log.includes('add t-1 lab-1 $(id).labs.test'), 'the host reached the command as data');
+  c.order({ id: 'o5', kind: 'tenantRemove', tenant: { id: 't-1', name: 'lab-1', host: null } });
+  await c.waitStatus('t-1 removed', (s2) => s2.tenants?.['t-1']?.phase === 'removed', 0);
+  assert.ok(h.file('tenants.log').includes('remove t-1'));
+});

@@ -37,6 +37,7 @@ import {
   type ResolvedImports,
 } from '../core/index.js';
 import { canSwitchTo, makeRoleHome, resolveUser, type RunAs } from './user.js';
+import { TenantRunner } from './tenants.js';
 import { RoleBalancer } from './balancer.js';
 import { describeExit, formatDuration, RoleLog } from './output.js';
 import { ProcessSupervisor, type ProcessEvent } from './process.js';
@@ -191,6 +192,8 @@ export class Agent {
   #drain?: Drain;
   /** The role's `user:`, resolved when it was assigned. */
   #runAs?: RunAs;
+  /** The tenants of a role that hosts them. */
+  readonly #tenants: TenantRunner;
   #scraper?: MetricScraper;
   #halting?: Promise<void>;
   /** Stop-phase scripts to end if the agent halts meanwhile. */
@@ -222,6 +225,35 @@ export class Agent {
     this.#url = agentUrl(options.controllerUrl);
     this.#vitals = new VitalsSampler(options.vitals);
     this.#done = new Promise((resolve) => (this.#resolveRun = resolve));
+    this.#tenants = new TenantRunner({
+      spec: () => this.#assignment?.role.tenants,
+      whenServing: (signal) => this.#whenServing(signal),
+      run: async (step, command, extra, timeoutMs, signal) => {
+        const c = this.#command(command);
+        return runScript({
+          command: c.command,
+          env: { ...c.env, ...extra },
+          cwd: this.#roleDir(),
+          ...(this.#runAs ? { runAs: this.#runAs } : {}),
+          timeoutMs,
+          signal,
+          log: this.#roleLog,
+          logPrefix: `[${step}] `,
+          tailLines: 20,
+        });
+      },
+      changed: () => void this.#sendStatus(),
+      sleep: (ms, signal) => sleep(ms, undefined, { signal }).catch(() => undefined),
+    });
+  }
+
+  /** Resolves true once the role serves; false if it will not (failed, stopping). */
+  async #whenServing(signal: AbortSignal): Promise<boolean> {
+    for (;;) {
+      if (signal.aborted || this.#phase !== 'running' || this.#state === 'failed') return false;
+      if (this.#state === 'serving') return true;
+      await this.#stateChanged(signal);
+    }
   }
 
   /** Connects and serves orders until stopped, fenced or shut down. Call once. */
@@ -258,6 +290,7 @@ export class Agent {
       message: this.#message === undefined ? undefined : truncate(this.#message, WIRE_LIMITS.messageChars),
       servingSince: this.#state === 'serving' ? this.#servingSince : undefined,
       balancer: this.#balancer?.status(),
+      tenants: this.#tenants.report(),
     };
   }
 
@@ -484,6 +517,12 @@ export class Agent {
         return;
       case 'undrain':
         this.#undrain(order.reason);
+        return;
+      case 'tenantAdd':
+        this.#tenants.add(order.tenant, order.fromInstance);
+        return;
+      case 'tenantRemove':
+        this.#tenants.remove(order.tenant);
         return;
     }
   }
@@ -932,6 +971,7 @@ export class Agent {
   async #stopRole(reason: string, how?: string): Promise<void> {
     if (this.#phase !== 'running') return;
     this.#phase = 'stopping';
+    this.#tenants.stop();
     const drain = this.#drain;
     this.#drain = undefined;
     drain?.wake.abort();
@@ -1005,6 +1045,7 @@ export class Agent {
     this.#halting ??= (async () => {
       const wasActive = this.#phase === 'running' || this.#phase === 'stopping';
       this.#phase = 'stopping';
+      this.#tenants.stop();
       this.#drain?.wake.abort();
       this.#drain = undefined;
       this.#roleAbort.abort();
@@ -1255,6 +1296,12 @@ function isOrder(o: unknown): o is Order {
       return typeof o.reason === 'string';
     case 'drain':
       return typeof o.reason === 'string' && typeof o.timeoutMs === 'number' && Number.isFinite(o.timeoutMs) && o.timeoutMs >= 0;
+    case 'tenantAdd':
+    case 'tenantRemove': {
+      const t = o.tenant;
+      return isRecord(t) && typeof t.id === 'string' && typeof t.name === 'string' && (t.host === null || typeof t.host === 'string') &&
+        (o.fromInstance === undefined || typeof o.fromInstance === 'string');
+    }
     default:
       return false;
   }

@@ -23,6 +23,7 @@
 export type {
   AppSpec,
   HealthSpec,
+  TenantsSpec,
   ImportedMember,
   ImportRef,
   LoadBalancerSpec,
@@ -37,6 +38,19 @@ export { EVENT_KINDS, EventKind, isEventKind, SCALING_EVENT_KINDS } from './even
 export { decide, decideSizes, policyInstances, scaleInHoldMs, type DecideInput, type DecideOutput, type RoleSizing, type SizeChange } from './decide.js';
 
 export { ManualClock, systemClock, type Clock } from './clock.js';
+
+export {
+  holdsSeat,
+  hostTemplateProblem,
+  isHostName,
+  isTenantName,
+  SEAT_HOLDING_STATES,
+  TENANT_NAME_RULE,
+  TENANT_STATES,
+  tenantHost,
+  tenantRetryDelayMs,
+  TenantState,
+} from './tenants.js';
 
 export {
   BUILTIN_VARS,
@@ -62,6 +76,9 @@ export {
   type Order,
   type OrderKind,
   type Vitals,
+  type TenantPhase,
+  type TenantRef,
+  type TenantReport,
   type HelloMessage,
   type PlainControllerMessage,
   WIRE_LIMITS,

@@ -37,7 +37,35 @@ export type Order =
    */
   | { readonly id: string; readonly kind: 'drain'; readonly reason: string; readonly timeoutMs: number }
   /** Load came back: if the drain has not begun to stop the role, serve again. */
-  | { readonly id: string; readonly kind: 'undrain'; readonly reason: string };
+  | { readonly id: string; readonly kind: 'undrain'; readonly reason: string }
+  /**
+   * Run the role's `tenants.add` for this tenant (or `tenants.move` when `fromInstance` is set),
+   * once the role serves; retried with backoff up to the role's `maxAttempts`. Idempotent: a
+   * tenant already added (or being added) is not added again.
+   */
+  | { readonly id: string; readonly kind: 'tenantAdd'; readonly tenant: TenantRef; readonly fromInstance?: string }
+  /** Run the role's `tenants.remove` for this tenant (its host is already unrouted). Idempotent. */
+  | { readonly id: string; readonly kind: 'tenantRemove'; readonly tenant: TenantRef };
+
+/** A tenant as its instance's commands see it: `TENANT_ID`, `TENANT_NAME`, `TENANT_HOST`. */
+export interface TenantRef {
+  readonly id: string;
+  readonly name: string;
+  readonly host: string | null;
+}
+
+/** Where a tenant is on its instance, as the agent reports it. */
+export type TenantPhase = 'adding' | 'ready' | 'failed' | 'removing' | 'removed';
+
+export interface TenantReport {
+  readonly phase: TenantPhase;
+  /** Runs of `add` (or `remove`) so far. */
+  readonly attempts: number;
+  /** Why the last run failed (exit code, timeout). */
+  readonly reason?: string;
+  /** Last output lines of the last failed run. */
+  readonly tail?: readonly string[];
+}
 
 export type OrderKind = Order['kind'];
 
@@ -84,6 +112,8 @@ export interface AgentStatus {
   readonly servingSince?: number;
   /** For a load-balancer role: its driver and members as the balancer sees them. */
   readonly balancer?: BalancerStatus;
+  /** For a role that hosts tenants: each tenant it was told about, by tenant id. */
+  readonly tenants?: Readonly<Record<string, TenantReport>>;
 }
 
 export interface BalancerStatus {
@@ -168,5 +198,9 @@ export const WIRE_LIMITS = {
   applied: 1000,
   balancerMembers: 1000,
   metrics: 64,
+  /** Tenants reported by one instance (a role's `tenants.capacity` is at most 10,000). */
+  tenants: 10_000,
+  /** Output lines kept with a failed tenant command. */
+  tenantTail: 20,
 } as const;
 export type { AppSpec };

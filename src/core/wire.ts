@@ -44,6 +44,13 @@ const balancer = z.object({
     .max(L.balancerMembers),
 });
 
+const tenantReport = z.object({
+  phase: z.enum(['adding', 'ready', 'failed', 'removing', 'removed']),
+  attempts: count,
+  reason: z.string().max(L.messageChars + 100).optional(),
+  tail: z.array(line).max(L.tenantTail + 1).optional(),
+});
+
 export const agentStatusSchema = z.object({
   state,
   role: id.optional(),
@@ -54,6 +61,7 @@ export const agentStatusSchema = z.object({
   message: z.string().max(L.messageChars + 100).optional(),
   servingSince: nonneg.optional(),
   balancer: balancer.optional(),
+  tenants: record(tenantReport, L.tenants).optional(),
 });
 
 const vitals = z.object({
