@@ -39,10 +39,18 @@ export class RoleBalancer {
     await this.update(imports);
   }
 
-  /** Members := the importing role's serving members; returns why some were left out. */
+  /**
+   * Members := the importing role's serving members, and the host map := the tenant hosts each
+   * carries; returns why some were left out.
+   */
   async update(imports: ResolvedImports): Promise<string[]> {
-    const { members, skipped } = membersFromImports(imports[this.spec.members.role] ?? [], this.spec.members.key);
+    const imported = imports[this.spec.members.role] ?? [];
+    const { members, skipped } = membersFromImports(imported, this.spec.members.key);
     await this.#driver.setMembers(members);
+    const added = new Set(members.map((m) => m.id));
+    const hostMap: Record<string, string> = {};
+    for (const m of imported) if (added.has(m.instance)) for (const h of m.hosts ?? []) hostMap[h] = m.instance;
+    await this.#driver.setHostMap(hostMap);
     await this.refresh();
     const why = skipped.map((s) => `${s.instance}: ${s.reason}`);
     if (why.length) this.log.warn({ skipped: why }, 'some members could not be added to the balancer');

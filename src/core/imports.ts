@@ -129,7 +129,7 @@ export function resolveImports(
     const members = Object.hasOwn(serving, name) ? (serving[name] ?? []) : [];
     imports[name] = members
       .filter((m) => w.all || [...w.keys].some((k) => Object.hasOwn(m.exports, k)))
-      .map((m) => ({ instance: m.instance, exports: pick(m.exports, w) }))
+      .map((m) => (m.hosts?.length ? { instance: m.instance, exports: pick(m.exports, w), hosts: [...m.hosts].sort() } : { instance: m.instance, exports: pick(m.exports, w) }))
       .sort((a, b) => compare(a.instance, b.instance));
   }
   return { imports, missing: missingRefs(role, imports) };

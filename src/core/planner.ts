@@ -102,6 +102,8 @@ export interface PlanInstance {
   readonly busy?: number;
   /** Tenants placed on the instance. */
   readonly tenants?: number;
+  /** Tenant hosts to route to it (tenants added and not being removed). */
+  readonly hosts?: readonly string[];
 }
 
 export interface PlanInput {
@@ -400,7 +402,9 @@ class ImportsByRole {
     // No prototype: an instance's role comes from the store, and `serving.constructor ??= []` must not find Object.
     this.serving = Object.create(null) as Record<string, ImportedMember[]>;
     for (const i of alive) {
-      if (i.role !== null && i.goal === 'run' && i.state === 'serving' && i.exports) (this.serving[i.role] ??= []).push({ instance: i.id, exports: i.exports });
+      if (i.role !== null && i.goal === 'run' && i.state === 'serving' && i.exports) {
+        (this.serving[i.role] ??= []).push(i.hosts?.length ? { instance: i.id, exports: i.exports, hosts: i.hosts } : { instance: i.id, exports: i.exports });
+      }
     }
   }
 

@@ -133,6 +133,12 @@ export interface AppSpec {
 export interface ImportedMember {
   readonly instance: string;
   readonly exports: Readonly<Record<string, string>>;
+  /**
+   * Tenant host names routed to this member (a role that hosts tenants), sorted. A load balancer
+   * importing the role maps each to the member; the imports version covers them, so the
+   * importer's applied version tells when a route is live.
+   */
+  readonly hosts?: readonly string[];
 }
 
 /**
