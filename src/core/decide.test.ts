@@ -80,3 +80,35 @@ test('state machine: agents move forward, restart and undrain; nothing comes bac
   for (const [from, tos] of Object.entries(AGENT_TRANSITIONS)) for (const to of tos) assert.ok(ALL_STATES.includes(to), `${from} → ${to}`);
   assert.ok(isLive('serving') && isLive('spare') && !isLive('draining') && !isLive('stopping') && !isLive('unresponsive'));
 });
+
+test('tenants: policies never go below the floor the tenants need, and an instance with tenants is not a scale-in victim', () => {
+  const tspec = parseAppFile(`
+app: t
+roles:
+  labs:
+    count: 1
+    min: 1
+    max: 6
+    start: x
+    tenants: { capacity: 2, add: "true", remove: "true" }
+`);
+  const labs = tspec.roles.labs!;
+  const i = (id: string, tenants: number): PlanInstance => ({ ...serving(id, 0, 100_000, 0), role: 'labs', roleHash: roleHash(labs), tenants });
+  const out = decide({
+    app: { name: 't', spec: tspec, deleting: false },
+    roles: { labs: { desired: 1, pinned: true, floor: 3 } },
+    instances: [i('i-1', 2), i('i-2', 2), i('i-3', 1)],
+    now: 100_000, controllerStartedAt: 0, metrics: new MetricStore(), options: DEFAULT_PLANNER_OPTIONS,
+  });
+  assert.equal(out.desired.labs, 3, 'a pin below the floor is raised to it');
+  assert.ok(!out.plan.actions.some((a) => a.kind === 'drain' || a.kind === 'stop'));
+  // Above the floor, only the instance without tenants may go.
+  const more = decide({
+    app: { name: 't', spec: tspec, deleting: false },
+    roles: { labs: { desired: 1, pinned: true, floor: 1 } },
+    instances: [i('i-1', 2), i('i-2', 0), i('i-3', 1)],
+    now: 100_000, controllerStartedAt: 0, metrics: new MetricStore(), options: DEFAULT_PLANNER_OPTIONS,
+  });
+  const gone = more.plan.actions.filter((a) => a.kind === 'drain' || a.kind === 'stop').map((a) => ('instanceId' in a ? a.instanceId : ''));
+  assert.deepEqual(gone, ['i-2']);
+});

@@ -20,6 +20,11 @@ export interface RoleSizing {
   readonly desired: number;
   readonly pinned: boolean;
   readonly policyState?: PolicyState;
+  /**
+   * The least the role may shrink to whatever its policies say: the instances its tenants need
+   * (⌈tenants / capacity⌉, plus instances ordered for pending sign-ups).
+   */
+  readonly floor?: number;
 }
 
 export interface DecideInput extends Omit<PlanInput, 'desired'> {
@@ -83,7 +88,7 @@ export function decide(input: DecideInput): DecideOutput {
 export function decideSizes(input: Omit<DecideInput, 'controllerStartedAt' | 'options'>): Omit<DecideOutput, 'plan'> {
   const { app, now } = input;
   const desired: Record<string, number> = Object.create(null) as Record<string, number>;
-  for (const [name, r] of Object.entries(input.roles)) desired[name] = r.desired;
+  for (const [name, r] of Object.entries(input.roles)) desired[name] = Math.max(r.desired, r.floor ?? 0);
   const decisions: Record<string, Decision> = Object.create(null) as Record<string, Decision>;
   const changes: SizeChange[] = [];
   if (!app.deleting && input.evaluatePolicies !== false) {
@@ -106,7 +111,7 @@ export function decideSizes(input: Omit<DecideInput, 'controllerStartedAt' | 'op
         },
         sizing.policyState,
       );
-      const held = holdScaleIn(role, sizing.desired, live, d, now);
+      const held = keepFloor(role, sizing, holdScaleIn(role, sizing.desired, live, d, now));
       decisions[role.name] = held;
       if (!held.changed) continue;
       desired[role.name] = held.desired;
@@ -114,6 +119,14 @@ export function decideSizes(input: Omit<DecideInput, 'controllerStartedAt' | 'op
     }
   }
   return { decisions, changes, desired };
+}
+
+/** Policies never take a role below what its tenants need. */
+function keepFloor(role: RoleSpec, sizing: RoleSizing, d: Decision): Decision {
+  const floor = sizing.floor ?? 0;
+  if (d.desired >= floor) return d;
+  const to = Math.max(floor, sizing.desired);
+  return { ...d, desired: to, changed: to !== sizing.desired, reason: `${role.name} stays at ${to}: would go to ${d.desired} (${d.reason}), but its tenants need ${floor} instance(s)` };
 }
 
 /** No scale-in before the role has served for its policies' scale-down hold. */

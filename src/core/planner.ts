@@ -549,6 +549,8 @@ function scaleIn(v: RoleView, added: number, b: PlanBuilder): void {
     if (excess <= 0) break;
     const isServing = victim.state === 'serving';
     if (isServing && servingLeft - 1 < Math.min(desired, v.servingNow.length)) continue;
+    // An instance hosting tenants is never taken away under them: they are moved first.
+    if (role.tenants && (victim.tenants ?? 0) > 0) continue;
     // The surge instance of a roll is not an excess: it is what replaces an old one.
     if (victim.roleHash === hash && remaining <= desired + v.surge) continue;
     if (isServing) servingLeft--;
