@@ -183,3 +183,21 @@ export {
   type MetricSource,
   type ScaleInput,
 } from './policy-spec.js';
+
+export {
+  consolidationPlan,
+  placeTenants,
+  seatAvailability,
+  type ConsolidationPlan,
+  type ConsolidationTenant,
+  type PendingTenant,
+  type Placement,
+  type PlacementInput,
+  type PlacementInstance,
+  type PlacementPlan,
+  type SeatAvailability,
+  type TenantMove,
+  type WaitingTenant,
+} from './placement.js';
+
+export { MAX_TENANT_CAPACITY } from './spec.js';
