@@ -234,7 +234,10 @@ function Chart({ app, role }) {
     };
   }, [key, metric]);
   const samples = state.samples.get(key) ?? [];
-  useEffect(() => chart.current?.update(samples));
+  // The line reaches now: the role's current counts after the last 5-second sample.
+  const last = samples[samples.length - 1];
+  const live = { t: Date.now() - (state.hello?.clockSkew ?? 0), desired: role.desired, live: role.live, serving: role.serving, metric: last?.metric ?? null };
+  useEffect(() => chart.current?.update(last && live.t > last.t ? [...samples, live] : samples));
   const decisions = state.decisions.filter((d) => d.app === app && d.role === role.name).slice(-5).reverse();
   return html`<figure class="chart">
     <div ref=${el} class="chart-box" role="img" aria-label=${`desired and serving instances of ${role.name}, and its ${metric}, over the last hour; ${samples.length} samples`}></div>
