@@ -9,3 +9,4 @@
 export type * from './types.js';
 export { SqlStore, type SqlClient } from './sql.js';
 export { openPgliteStore, StoreOpenError } from './pglite.js';
+export { TenantConflictError } from './types.js';

@@ -96,4 +96,54 @@ export const MIGRATIONS: readonly { readonly id: number; readonly name: string; 
       alter table roles add column version bigint not null default 0;
     `,
   },
+  {
+    id: 4,
+    name: 'tenants and notification attempts',
+    // Seats are counted, not stored: a tenant holds a seat on instance_id while placing, ready,
+    // moving or removing, and on target_instance_id while moving. reserveSeat counts them under a
+    // row lock on the instance, so no counter can drift from the tenants themselves.
+    sql: `
+      create table tenants (
+        id text primary key,
+        seq bigserial not null, -- arrival order
+        app text not null,
+        role text not null,
+        name text not null,
+        host text,
+        state text not null check (state in ('pending', 'placing', 'ready', 'failed', 'removing', 'moving', 'removed')),
+        instance_id text,
+        target_instance_id text,
+        reason text,
+        pinned boolean not null default false,
+        callback_url text,
+        email text,
+        idempotency_key text,
+        attempts integer not null default 0,
+        last_output jsonb,
+        created_at bigint not null,
+        updated_at bigint not null,
+        version bigint not null default 0
+      );
+      -- Names and hosts are unique among the tenants of an app that are not removed; a key for ever.
+      create unique index tenants_name on tenants (app, name) where state <> 'removed';
+      create unique index tenants_host on tenants (app, lower(host)) where host is not null and state <> 'removed';
+      create unique index tenants_idempotency_key on tenants (app, idempotency_key) where idempotency_key is not null;
+      create index tenants_instance on tenants (instance_id) where instance_id is not null;
+      create index tenants_target on tenants (target_instance_id) where target_instance_id is not null;
+      create index tenants_app_state on tenants (app, role, state, seq);
+      create table notifications (
+        id bigserial primary key,
+        tenant_id text not null references tenants(id) on delete cascade,
+        message_id text not null,
+        kind text not null,
+        event text not null,
+        target text not null,
+        attempt integer not null,
+        status text not null,
+        response text,
+        at bigint not null
+      );
+      create index notifications_tenant on notifications (tenant_id, id);
+    `,
+  },
 ];

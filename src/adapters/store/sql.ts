@@ -2,10 +2,17 @@
  * A {@link Store} over any SQL client that speaks PostgreSQL: embedded PGlite by default,
  * a PostgreSQL server through `pg` for production. The SQL is the same for both.
  */
-import type { AppSpec, EventKind, InstanceState, LastExit } from '../../core/index.js';
+import { seatAvailability, type AppSpec, type EventKind, type InstanceState, type LastExit, type TenantState } from '../../core/index.js';
 import { MIGRATIONS } from './migrations.js';
+import { TenantConflictError } from './types.js';
 import type {
   EventRecord,
+  NewNotification,
+  NewTenant,
+  NotificationRecord,
+  TenantFilter,
+  TenantPatch,
+  TenantRecord,
   InstanceFilter,
   InstancePatch,
   InstanceRecord,
@@ -119,6 +126,61 @@ function toEvent(r: Row): EventRecord {
     kind: String(r.kind) as EventKind,
     message: String(r.message),
     data: (r.data as Record<string, unknown> | null) ?? null,
+  };
+}
+
+const TENANT_COLUMNS: Record<keyof TenantPatch, string> = {
+  state: 'state',
+  instanceId: 'instance_id',
+  targetInstanceId: 'target_instance_id',
+  reason: 'reason',
+  pinned: 'pinned',
+  callbackUrl: 'callback_url',
+  email: 'email',
+  host: 'host',
+  attempts: 'attempts',
+  lastOutput: 'last_output',
+  updatedAt: 'updated_at',
+};
+/** Tenant states that hold a seat on `instance_id` (core's SEAT_HOLDING_STATES, as SQL). */
+const SEAT_STATES_SQL = `('placing', 'ready', 'moving', 'removing')`;
+
+function toTenant(r: Row): TenantRecord {
+  return {
+    id: String(r.id),
+    app: String(r.app),
+    role: String(r.role),
+    name: String(r.name),
+    host: strOrNull(r.host),
+    state: r.state as TenantState,
+    instanceId: strOrNull(r.instance_id),
+    targetInstanceId: strOrNull(r.target_instance_id),
+    reason: strOrNull(r.reason),
+    pinned: Boolean(r.pinned),
+    callbackUrl: strOrNull(r.callback_url),
+    email: strOrNull(r.email),
+    idempotencyKey: strOrNull(r.idempotency_key),
+    attempts: num(r.attempts),
+    lastOutput: (r.last_output as string[] | null) ?? null,
+    seq: num(r.seq),
+    createdAt: num(r.created_at),
+    updatedAt: num(r.updated_at),
+    version: num(r.version ?? 0),
+  };
+}
+
+function toNotification(r: Row): NotificationRecord {
+  return {
+    id: num(r.id),
+    tenantId: String(r.tenant_id),
+    messageId: String(r.message_id),
+    kind: r.kind === 'email' ? 'email' : 'webhook',
+    event: String(r.event),
+    target: String(r.target),
+    attempt: num(r.attempt),
+    status: r.status === 'delivered' || r.status === 'abandoned' ? r.status : 'failed',
+    response: strOrNull(r.response),
+    at: num(r.at),
   };
 }
 
@@ -364,5 +426,182 @@ export class SqlStore implements Store {
       [q.ackedBefore],
     );
     return num(r.rows[0]?.n ?? 0);
+  }
+  // -------------------------------------------------------------------------------------------
+  // Tenants
+
+  async createTenant(t: NewTenant, idempotencyKey?: string): Promise<{ tenant: TenantRecord; created: boolean }> {
+    const host = t.host === null ? null : t.host.toLowerCase();
+    // `on conflict do nothing` covers every unique index (id, name, host, key): a racing twin
+    // waits for the first insert to commit or roll back, then finds its row below.
+    for (let round = 0; round < 5; round++) {
+      const r = await this.db.query<Row>(
+        `insert into tenants (id, app, role, name, host, state, reason, pinned, callback_url, email, idempotency_key, attempts, created_at, updated_at)
+         values ($1, $2, $3, $4, $5, 'pending', $6, $7, $8, $9, $10, 0, $11, $11)
+         on conflict do nothing returning *`,
+        [t.id, t.app, t.role, t.name, host, t.reason ?? null, t.pinned ?? false, t.callbackUrl, t.email, idempotencyKey ?? null, t.createdAt],
+      );
+      if (r.rows[0]) return { tenant: toTenant(r.rows[0]), created: true };
+      if (idempotencyKey !== undefined) {
+        const same = await this.db.query<Row>('select * from tenants where app = $1 and idempotency_key = $2', [t.app, idempotencyKey]);
+        if (same.rows[0]) return { tenant: toTenant(same.rows[0]), created: false };
+      }
+      const byName = await this.db.query<Row>(`select id from tenants where app = $1 and name = $2 and state <> 'removed'`, [t.app, t.name]);
+      if (byName.rows[0]) throw new TenantConflictError('name', t.name, String(byName.rows[0].id));
+      if (host !== null) {
+        const byHost = await this.db.query<Row>(`select id from tenants where app = $1 and lower(host) = $2 and state <> 'removed'`, [t.app, host]);
+        if (byHost.rows[0]) throw new TenantConflictError('host', host, String(byHost.rows[0].id));
+      }
+      if (await this.getTenant(t.id)) throw new Error(`tenant id ${t.id} is taken`);
+      // The row in the way was removed or rolled back meanwhile: try again.
+    }
+    throw new Error(`tenant ${t.name}: the insert kept conflicting with rows that went away`);
+  }
+
+  async getTenant(id: string): Promise<TenantRecord | undefined> {
+    const r = await this.db.query<Row>('select * from tenants where id = $1', [id]);
+    return r.rows[0] ? toTenant(r.rows[0]) : undefined;
+  }
+
+  async listTenants(f: TenantFilter = {}): Promise<TenantRecord[]> {
+    const where: string[] = [];
+    const params: unknown[] = [];
+    const eq = (col: string, v: unknown) => {
+      params.push(v);
+      where.push(`${col} = $${params.length}`);
+    };
+    if (f.app !== undefined) eq('app', f.app);
+    if (f.role !== undefined) eq('role', f.role);
+    if (f.instanceId !== undefined) eq('instance_id', f.instanceId);
+    if (f.state !== undefined) {
+      const states: readonly string[] = typeof f.state === 'string' ? [f.state] : f.state;
+      if (states.length === 0) return [];
+      const marks = states.map((s) => {
+        params.push(s);
+        return `$${params.length}`;
+      });
+      where.push(`state in (${marks.join(', ')})`);
+    }
+    const sql = `select * from tenants ${where.length ? 'where ' + where.join(' and ') : ''} order by seq`;
+    return (await this.db.query<Row>(sql, params)).rows.map(toTenant);
+  }
+
+  /**
+   * Seats are taken only by reserveSeat and reserveMove, under the instance's lock: an update
+   * that would put the tenant in a seat-holding state on an instance it holds no seat on (neither
+   * its `instanceId` nor its move target) is refused (false), like a failed condition.
+   */
+  async updateTenant(id: string, patch: TenantPatch, cond: WriteCondition = {}): Promise<boolean> {
+    const sets: string[] = ['version = version + 1'];
+    const params: unknown[] = [id];
+    for (const [k, v] of Object.entries(patch)) {
+      const col = Object.hasOwn(TENANT_COLUMNS, k) ? TENANT_COLUMNS[k as keyof TenantPatch] : undefined;
+      if (!col || v === undefined) continue;
+      const value = col === 'last_output' ? json(v) : col === 'host' && typeof v === 'string' ? v.toLowerCase() : v;
+      params.push(value);
+      sets.push(`${col} = $${params.length}${col === 'last_output' ? '::jsonb' : ''}`);
+    }
+    let where = 'id = $1';
+    if (patch.instanceId !== undefined && patch.instanceId !== null) {
+      params.push(patch.instanceId);
+      const inst = `$${params.length}`;
+      let state = 'state';
+      if (patch.state !== undefined) {
+        params.push(patch.state);
+        state = `$${params.length}::text`;
+      }
+      where += ` and (instance_id = ${inst} or target_instance_id = ${inst} or ${state} not in ${SEAT_STATES_SQL})`;
+    }
+    if (cond.ifVersion !== undefined) {
+      params.push(cond.ifVersion);
+      where += ` and version = $${params.length}`;
+    }
+    const r = await this.db.query<Row>(`update tenants set ${sets.join(', ')} where ${where} returning id`, params);
+    return r.rows.length > 0;
+  }
+
+  /**
+   * The seat check and the write happen in one transaction that first locks the instance's row
+   * (`select … for update`). Every reservation on that instance queues on the lock, so the
+   * count below runs only after the previous holder has committed or rolled back. That is
+   * correct on PostgreSQL under READ COMMITTED with any number of connections: each statement
+   * there takes a fresh snapshot, so the count sees every seat committed before the lock was
+   * granted. (PGlite, one connection, serializes transactions anyway.) A counter column, or
+   * `insert … where (select count(*)) < capacity` without the lock, would let two transactions
+   * both see 19 of 20 seats taken and both win.
+   */
+  async reserveSeat(tenantId: string, instanceId: string, capacity: number, at?: number): Promise<boolean> {
+    return this.#reserve(tenantId, instanceId, capacity, at, 'place');
+  }
+
+  async reserveMove(tenantId: string, targetInstanceId: string, capacity: number, at?: number): Promise<boolean> {
+    return this.#reserve(tenantId, targetInstanceId, capacity, at, 'move');
+  }
+
+  async #reserve(tenantId: string, instanceId: string, capacity: number, at: number | undefined, kind: 'place' | 'move'): Promise<boolean> {
+    return this.transaction(async (tx) => {
+      const db = (tx as SqlStore).db;
+      // Lock order, always: the instance, then the tenant.
+      const inst = (await db.query<Row>('select app, role, state, goal, destroyed_at from instances where id = $1 for update', [instanceId])).rows[0];
+      if (!inst) return false;
+      const ten = (await db.query<Row>('select app, role, state, instance_id, target_instance_id from tenants where id = $1 for update', [tenantId])).rows[0];
+      if (!ten) return false;
+      // A repeated order (at-least-once delivery, a controller restarted mid-way): the seat is already its own.
+      if (kind === 'place' && ten.instance_id === instanceId && (ten.state === 'placing' || ten.state === 'ready')) return true;
+      if (kind === 'move' && ten.target_instance_id === instanceId && ten.state === 'moving') return true;
+      if (ten.state !== (kind === 'place' ? 'pending' : 'ready') || ten.app !== inst.app || ten.role !== inst.role) return false;
+      if (kind === 'move' && ten.instance_id === instanceId) return false;
+      const goal = inst.goal === 'drain' || inst.goal === 'stop' ? inst.goal : 'run';
+      if (inst.destroyed_at !== null || seatAvailability(inst.state as InstanceState, goal) === 'closed') return false;
+      const used = await db.query<Row>(
+        `select count(*) as n from tenants
+          where (instance_id = $1 and state in ${SEAT_STATES_SQL}) or (target_instance_id = $1 and state = 'moving')`,
+        [instanceId],
+      );
+      if (num(used.rows[0]?.n ?? 0) >= capacity) return false;
+      const r =
+        kind === 'place'
+          ? await db.query<Row>(
+              `update tenants set state = 'placing', instance_id = $2, target_instance_id = null, reason = null, attempts = 0,
+                 updated_at = coalesce($3, updated_at), version = version + 1
+               where id = $1 and state = 'pending' returning id`,
+              [tenantId, instanceId, at ?? null],
+            )
+          : await db.query<Row>(
+              `update tenants set state = 'moving', target_instance_id = $2, updated_at = coalesce($3, updated_at), version = version + 1
+               where id = $1 and state = 'ready' returning id`,
+              [tenantId, instanceId, at ?? null],
+            );
+      return r.rows.length > 0;
+    });
+  }
+
+  async seatsUsed(instanceIds: readonly string[]): Promise<Map<string, number>> {
+    const out = new Map<string, number>(instanceIds.map((id) => [id, 0]));
+    if (instanceIds.length === 0) return out;
+    const r = await this.db.query<Row>(
+      `select iid, count(*) as n from (
+         select instance_id as iid from tenants where instance_id = any($1::text[]) and state in ${SEAT_STATES_SQL}
+         union all
+         select target_instance_id as iid from tenants where target_instance_id = any($1::text[]) and state = 'moving'
+       ) s group by iid`,
+      [[...instanceIds]],
+    );
+    for (const row of r.rows) out.set(String(row.iid), num(row.n));
+    return out;
+  }
+
+  async appendNotification(n: NewNotification): Promise<NotificationRecord> {
+    const r = await this.db.query<Row>(
+      `insert into notifications (tenant_id, message_id, kind, event, target, attempt, status, response, at)
+       values ($1, $2, $3, $4, $5, $6, $7, $8, $9) returning *`,
+      [n.tenantId, n.messageId, n.kind, n.event, n.target, n.attempt, n.status, n.response, n.at],
+    );
+    return toNotification(r.rows[0]!);
+  }
+
+  async listNotifications(tenantId: string): Promise<NotificationRecord[]> {
+    const r = await this.db.query<Row>('select * from notifications where tenant_id = $1 order by id', [tenantId]);
+    return r.rows.map(toNotification);
   }
 }

@@ -10,7 +10,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseAppFile } from '../../core/index.js';
 import { openPgliteStore, StoreOpenError } from './pglite.js';
-import type { NewInstance, Store } from './types.js';
+import { TenantConflictError } from './types.js';
+import type { NewInstance, NewTenant, Store } from './types.js';
 
 const spec = parseAppFile(`
 app: shop
@@ -23,6 +24,10 @@ roles:
     max: 3
     start: db
 `);
+
+const tenant = (id: string, over: Partial<NewTenant> = {}): NewTenant => ({
+  id, app: 'shop', role: 'web', name: id.replace(/^t-/, 'lab-'), host: null, callbackUrl: null, email: null, createdAt: 100, ...over,
+});
 
 const rec = (id: string, over: Partial<NewInstance> = {}): NewInstance => ({
   id, app: 'shop', role: 'web', pool: null, state: 'provisioning', goal: 'run', epoch: 1, joinToken: 't', ip: '127.0.0.1', port: 1000,
@@ -218,6 +223,205 @@ export function storeConformance(name: string, open: () => Promise<{ store: Stor
       assert.equal(await store.setRoleCount('shop', 'nope', 1, false), false);
       await store.setPolicyState('shop', 'web', { x: 1 });
       assert.equal((await store.listRoles('shop')).find((r) => r.role === 'web')!.version, after.version, 'policy state does not bump the version');
+    } finally {
+      await store.close();
+      cleanup();
+    }
+  });
+  test(`${name}: tenants: created pending in arrival order, read, listed by app, role, state and instance, updated with versions`, async () => {
+    const { store, cleanup } = await open();
+    try {
+      const a = await store.createTenant(tenant('t-1', { host: 'Lab-1.Labs.Example.Test', callbackUrl: 'https://hooks.example.test/x', email: 'ops@example.test' }));
+      assert.equal(a.created, true);
+      assert.deepEqual(
+        { ...a.tenant, seq: 0 },
+        {
+          id: 't-1', app: 'shop', role: 'web', name: 'lab-1', host: 'lab-1.labs.example.test', state: 'pending', instanceId: null, targetInstanceId: null,
+          reason: null, pinned: false, callbackUrl: 'https://hooks.example.test/x', email: 'ops@example.test', idempotencyKey: null, attempts: 0,
+          lastOutput: null, seq: 0, createdAt: 100, updatedAt: 100, version: 0,
+        },
+        'hosts are kept lowercase',
+      );
+      await store.createTenant(tenant('t-2', { role: 'db', pinned: true, reason: 'waiting' }));
+      await store.createTenant(tenant('t-3', { app: 'other' }));
+      assert.deepEqual(await store.getTenant('t-1'), a.tenant);
+      assert.equal(await store.getTenant('t-nope'), undefined);
+      assert.deepEqual((await store.listTenants()).map((t) => t.id), ['t-1', 't-2', 't-3'], 'arrival order');
+      const all = await store.listTenants();
+      assert.ok(all[0]!.seq < all[1]!.seq && all[1]!.seq < all[2]!.seq);
+      assert.deepEqual((await store.listTenants({ app: 'shop' })).map((t) => t.id), ['t-1', 't-2']);
+      assert.deepEqual((await store.listTenants({ app: 'shop', role: 'db' })).map((t) => [t.id, t.pinned, t.reason]), [['t-2', true, 'waiting']]);
+
+      const v0 = (await store.getTenant('t-1'))!;
+      assert.equal(await store.updateTenant('t-1', { state: 'failed', reason: 'add exited with code 3', lastOutput: ['a', 'b'], attempts: 6, updatedAt: 200 }, { ifVersion: v0.version }), true);
+      assert.equal(await store.updateTenant('t-1', { state: 'pending' }, { ifVersion: v0.version }), false, 'a stale version is refused');
+      const v1 = (await store.getTenant('t-1'))!;
+      assert.deepEqual([v1.state, v1.reason, v1.lastOutput, v1.attempts, v1.updatedAt, v1.version], ['failed', 'add exited with code 3', ['a', 'b'], 6, 200, 1]);
+      assert.equal(await store.updateTenant('t-1', { pinned: true, host: 'X.Example.Test' }), true);
+      assert.deepEqual([(await store.getTenant('t-1'))!.host, (await store.getTenant('t-1'))!.version], ['x.example.test', 2]);
+      assert.equal(await store.updateTenant('t-nope', { pinned: true }), false);
+      assert.deepEqual((await store.listTenants({ state: 'failed' })).map((t) => t.id), ['t-1']);
+      assert.deepEqual((await store.listTenants({ state: ['failed', 'pending'], app: 'shop' })).map((t) => t.id), ['t-1', 't-2']);
+      assert.deepEqual(await store.listTenants({ state: [] }), []);
+    } finally {
+      await store.close();
+      cleanup();
+    }
+  });
+
+  test(`${name}: tenants: an idempotency key returns the same tenant, never a second (also racing); a duplicate name or host is refused naming the field`, async () => {
+    const { store, cleanup } = await open();
+    try {
+      const first = await store.createTenant(tenant('t-1'), 'key-1');
+      assert.equal(first.created, true);
+      assert.equal(first.tenant.idempotencyKey, 'key-1');
+      const again = await store.createTenant(tenant('t-9', { name: 'other' }), 'key-1');
+      assert.deepEqual(again, { tenant: first.tenant, created: false }, 'the same key: the first tenant, whatever the request carries');
+      const elsewhere = await store.createTenant(tenant('t-2', { app: 'other' }), 'key-1');
+      assert.equal(elsewhere.created, true, 'keys are per app');
+
+      // Twenty racing requests with one key: one tenant.
+      const racing = await Promise.all(Array.from({ length: 20 }, (_, k) => store.createTenant(tenant(`t-r${k}`, { name: `race-${k}` }), 'key-race')));
+      assert.equal(racing.filter((r) => r.created).length, 1);
+      assert.equal(new Set(racing.map((r) => r.tenant.id)).size, 1);
+
+      await store.createTenant(tenant('t-3', { name: 'acme', host: 'acme.labs.example.test' }));
+      await assert.rejects(store.createTenant(tenant('t-4', { name: 'acme' })), (e: unknown) => {
+        assert.ok(e instanceof TenantConflictError);
+        assert.deepEqual([e.field, e.value, e.existingId], ['name', 'acme', 't-3']);
+        return true;
+      });
+      await assert.rejects(store.createTenant(tenant('t-5', { name: 'acme2', host: 'ACME.labs.example.test' }), 'key-5'), (e: unknown) => {
+        assert.ok(e instanceof TenantConflictError);
+        assert.deepEqual([e.field, e.value], ['host', 'acme.labs.example.test']);
+        assert.match(e.message, /a tenant with host "acme.labs.example.test" already exists in this app \(t-3\)/);
+        return true;
+      });
+      assert.equal(await store.getTenant('t-5'), undefined, 'nothing stored');
+      assert.equal((await store.createTenant(tenant('t-5', { name: 'acme2' }), 'key-5')).created, true, 'the refused key was not taken');
+      await assert.rejects(store.createTenant(tenant('t-3', { name: 'fresh' })), /tenant id t-3 is taken/);
+      // Once removed, its name and host may be signed up again.
+      await store.updateTenant('t-3', { state: 'removed' });
+      assert.equal((await store.createTenant(tenant('t-6', { name: 'acme', host: 'acme.labs.example.test' }))).created, true);
+    } finally {
+      await store.close();
+      cleanup();
+    }
+  });
+
+  test(`${name}: reserveSeat takes a seat only on a live instance of the tenant's role with room; seatsUsed counts; a seat is never taken by updateTenant`, async () => {
+    const { store, cleanup } = await open();
+    try {
+      await store.insertInstance(rec('i-1', { state: 'serving' }));
+      await store.insertInstance(rec('i-boot', { state: 'starting' }));
+      await store.insertInstance(rec('i-drain', { state: 'serving', goal: 'drain' }));
+      await store.insertInstance(rec('i-gone', { state: 'serving', destroyedAt: 5 }));
+      await store.insertInstance(rec('i-unresp', { state: 'unresponsive' }));
+      await store.insertInstance(rec('i-db', { role: 'db', state: 'serving' }));
+      for (let k = 1; k <= 6; k++) await store.createTenant(tenant(`t-${k}`));
+
+      assert.equal(await store.reserveSeat('t-1', 'i-1', 2, 300), true);
+      const t1 = (await store.getTenant('t-1'))!;
+      assert.deepEqual([t1.state, t1.instanceId, t1.updatedAt, t1.version], ['placing', 'i-1', 300, 1]);
+      assert.equal(await store.reserveSeat('t-1', 'i-1', 2), true, 'a repeated order: the seat is already its own');
+      assert.equal((await store.getTenant('t-1'))!.version, 1, '…and nothing changed');
+      assert.equal(await store.reserveSeat('t-1', 'i-boot', 2), false, 'a placed tenant is not placed again elsewhere');
+      assert.equal(await store.reserveSeat('t-2', 'i-1', 2), true);
+      assert.equal(await store.reserveSeat('t-3', 'i-1', 2), false, 'full');
+      assert.equal((await store.getTenant('t-3'))!.state, 'pending');
+      assert.equal(await store.reserveSeat('t-3', 'i-boot', 2), true, 'a booting instance takes reservations');
+      for (const id of ['i-drain', 'i-gone', 'i-unresp', 'i-db', 'i-nope']) assert.equal(await store.reserveSeat('t-4', id, 2), false, id);
+      assert.equal(await store.reserveSeat('t-nope', 'i-1', 2), false);
+      assert.equal((await store.getTenant('t-4'))!.version, 0, 'a refused reservation changes nothing');
+
+      // A seat is held while placing, ready, moving or removing; freed by failed, pending, removed.
+      await store.updateTenant('t-2', { state: 'ready' });
+      assert.deepEqual(Object.fromEntries(await store.seatsUsed(['i-1', 'i-boot', 'i-db'])), { 'i-1': 2, 'i-boot': 1, 'i-db': 0 });
+      await store.updateTenant('t-2', { state: 'removing' });
+      assert.equal(await store.reserveSeat('t-4', 'i-1', 2), false, 'removing still holds its seat');
+      await store.updateTenant('t-2', { state: 'removed' });
+      assert.equal(await store.reserveSeat('t-4', 'i-1', 2), true, 'a removed tenant frees its seat');
+      assert.equal(await store.reserveSeat('t-5', 'i-1', 3), true, 'capacity is the caller\'s (the role\'s current one)');
+      assert.deepEqual(Object.fromEntries(await store.seatsUsed([])), {});
+
+      // updateTenant cannot grab a seat: a seat-holding state on an instance the tenant holds none on is refused.
+      assert.equal(await store.updateTenant('t-6', { state: 'placing', instanceId: 'i-boot' }), false);
+      assert.equal(await store.updateTenant('t-5', { instanceId: 'i-boot' }), false, 'nor moving a placed tenant by hand');
+      assert.equal(await store.updateTenant('t-5', { state: 'failed', instanceId: 'i-1', reason: 'x' }), true, 'its own instance is fine');
+      assert.equal(await store.updateTenant('t-5', { state: 'pending', instanceId: null }), true);
+      assert.deepEqual((await store.listTenants({ instanceId: 'i-1' })).map((t) => t.id), ['t-1', 't-2', 't-4']);
+    } finally {
+      await store.close();
+      cleanup();
+    }
+  });
+
+  test(`${name}: reserveMove holds a seat on the target too until the move ends`, async () => {
+    const { store, cleanup } = await open();
+    try {
+      await store.insertInstance(rec('i-1', { state: 'serving' }));
+      await store.insertInstance(rec('i-2', { state: 'serving' }));
+      for (let k = 1; k <= 3; k++) await store.createTenant(tenant(`t-${k}`));
+      assert.equal(await store.reserveSeat('t-1', 'i-1', 1), true);
+      assert.equal(await store.reserveMove('t-1', 'i-2', 1), false, 'only a ready tenant moves');
+      await store.updateTenant('t-1', { state: 'ready' });
+      assert.equal(await store.reserveMove('t-1', 'i-1', 1), false, 'not onto its own instance');
+      assert.equal(await store.reserveMove('t-1', 'i-2', 1, 400), true);
+      assert.equal(await store.reserveMove('t-1', 'i-2', 1), true, 'a repeated order');
+      const moving = (await store.getTenant('t-1'))!;
+      assert.deepEqual([moving.state, moving.instanceId, moving.targetInstanceId, moving.updatedAt], ['moving', 'i-1', 'i-2', 400]);
+      assert.deepEqual(Object.fromEntries(await store.seatsUsed(['i-1', 'i-2'])), { 'i-1': 1, 'i-2': 1 });
+      assert.equal(await store.reserveSeat('t-2', 'i-2', 1), false, 'the target seat is taken');
+      assert.equal(await store.reserveSeat('t-2', 'i-1', 1), false, 'and so is the source seat');
+      assert.equal(await store.updateTenant('t-1', { state: 'ready', instanceId: 'i-2', targetInstanceId: null }), true, 'the move ends on the target');
+      assert.deepEqual(Object.fromEntries(await store.seatsUsed(['i-1', 'i-2'])), { 'i-1': 0, 'i-2': 1 });
+      assert.equal(await store.reserveSeat('t-2', 'i-1', 1), true);
+    } finally {
+      await store.close();
+      cleanup();
+    }
+  });
+
+  test(`${name}: 200 tenants racing reserveSeat for an instance of capacity 20: exactly 20 win`, async () => {
+    const { store, cleanup } = await open();
+    try {
+      await store.insertInstance(rec('i-1', { state: 'serving' }));
+      await store.insertInstance(rec('i-2', { state: 'starting' }));
+      const ids = Array.from({ length: 200 }, (_, k) => `t-${k}`);
+      for (const id of ids) await store.createTenant(tenant(id));
+      const wins = await Promise.all(ids.map((id) => store.reserveSeat(id, 'i-1', 20)));
+      assert.equal(wins.filter(Boolean).length, 20);
+      assert.equal((await store.seatsUsed(['i-1'])).get('i-1'), 20);
+      assert.equal((await store.listTenants({ state: 'placing' })).length, 20);
+      // Each tenant racing for two instances at once (a controller and its restarted twin): one seat each, never two.
+      const losers = ids.filter((_, k) => !wins[k]).slice(0, 30);
+      const both = await Promise.all(losers.flatMap((id) => [store.reserveSeat(id, 'i-2', 20), store.reserveSeat(id, 'i-2', 20)]));
+      assert.equal(both.filter(Boolean).length, 40, 'the repeat of a won reservation answers true');
+      assert.equal((await store.seatsUsed(['i-2'])).get('i-2'), 20);
+    } finally {
+      await store.close();
+      cleanup();
+    }
+  });
+
+  test(`${name}: notification attempts are recorded per tenant, oldest first`, async () => {
+    const { store, cleanup } = await open();
+    try {
+      await store.createTenant(tenant('t-1'));
+      await store.createTenant(tenant('t-2'));
+      const n1 = await store.appendNotification({
+        tenantId: 't-1', messageId: 'msg_1', kind: 'webhook', event: 'tenant.ready', target: 'https://hooks.example.test/x', attempt: 1, status: 'failed', response: 'HTTP 500', at: 10,
+      });
+      await store.appendNotification({ tenantId: 't-2', messageId: 'msg_2', kind: 'email', event: 'tenant.ready', target: 'ops@example.test', attempt: 1, status: 'delivered', response: '250 OK', at: 11 });
+      await store.appendNotification({ ...n1, attempt: 2, status: 'delivered', response: 'HTTP 204', at: 12 });
+      const list = await store.listNotifications('t-1');
+      assert.deepEqual(list.map((n) => [n.messageId, n.kind, n.event, n.attempt, n.status, n.response, n.at]), [
+        ['msg_1', 'webhook', 'tenant.ready', 1, 'failed', 'HTTP 500', 10],
+        ['msg_1', 'webhook', 'tenant.ready', 2, 'delivered', 'HTTP 204', 12],
+      ]);
+      assert.equal(list[0]!.id, n1.id);
+      assert.deepEqual(await store.listNotifications('t-nope'), []);
+      await assert.rejects(store.appendNotification({ ...n1, tenantId: 't-nope' }), 'an attempt belongs to a tenant');
     } finally {
       await store.close();
       cleanup();

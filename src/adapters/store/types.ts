@@ -2,7 +2,7 @@
  * The controller's durable state, in drover's own words. Implementations: PGlite (embedded,
  * the default) and anything else speaking the same SQL through {@link SqlClient}.
  */
-import type { AppSpec, EventKind, InstanceState, LastExit } from '../../core/index.js';
+import type { AppSpec, EventKind, InstanceState, LastExit, TenantState } from '../../core/index.js';
 
 export interface StoredApp {
   readonly name: string;
@@ -123,6 +123,110 @@ export interface InstanceFilter {
   readonly goneSince?: number;
 }
 
+/**
+ * A tenant: a customer placed on one instance of a tenant-hosting role. States and which of
+ * them hold a seat: `TenantState` and `SEAT_HOLDING_STATES` in core.
+ */
+export interface TenantRecord {
+  readonly id: string;
+  readonly app: string;
+  readonly role: string;
+  /** Unique in the app among tenants not `removed`. */
+  readonly name: string;
+  /** Unique in the app (lowercase) among tenants not `removed`; null: none. */
+  readonly host: string | null;
+  readonly state: TenantState;
+  /** The instance holding its seat (placing, ready, moving, removing); kept after failure/removal for history. */
+  readonly instanceId: string | null;
+  /** While `moving`: the instance it moves to, where a seat is held too. */
+  readonly targetInstanceId: string | null;
+  /** Why it waits (`pending`), failed (`failed`), or moves; null when there is nothing to say. */
+  readonly reason: string | null;
+  /** Consolidation never moves a pinned tenant. */
+  readonly pinned: boolean;
+  readonly callbackUrl: string | null;
+  readonly email: string | null;
+  /** The sign-up's `Idempotency-Key`: unique per app, for ever (also once removed). */
+  readonly idempotencyKey: string | null;
+  /** Runs of `add` so far for the current placement. */
+  readonly attempts: number;
+  /** The last lines of the last `add`/`remove` run's output. */
+  readonly lastOutput: readonly string[] | null;
+  /** Arrival order: strictly increasing in creation order, so placement takes the first to come first. */
+  readonly seq: number;
+  readonly createdAt: number;
+  readonly updatedAt: number;
+  /** Bumped by every update: a write that depends on a read gives the version it read. */
+  readonly version: number;
+}
+
+/** A tenant as first stored: `pending`, no instance, no attempts, version 0. */
+export interface NewTenant {
+  readonly id: string;
+  readonly app: string;
+  readonly role: string;
+  readonly name: string;
+  readonly host: string | null;
+  readonly callbackUrl: string | null;
+  readonly email: string | null;
+  /** @default false */
+  readonly pinned?: boolean;
+  /** Why it waits, from the start (e.g. the placement's reason). @default null */
+  readonly reason?: string | null;
+  readonly createdAt: number;
+}
+
+export type TenantPatch = Partial<
+  Pick<TenantRecord, 'state' | 'instanceId' | 'targetInstanceId' | 'reason' | 'pinned' | 'callbackUrl' | 'email' | 'host' | 'attempts' | 'lastOutput' | 'updatedAt'>
+>;
+
+export interface TenantFilter {
+  readonly app?: string;
+  readonly role?: string;
+  /** One state or several. */
+  readonly state?: TenantState | readonly TenantState[];
+  /** Tenants whose `instanceId` is this one. */
+  readonly instanceId?: string;
+}
+
+/** A sign-up refused because another tenant of the app (not removed) has the same name or host. */
+export class TenantConflictError extends Error {
+  override readonly name = 'TenantConflictError';
+  constructor(
+    /** The field in conflict. */
+    readonly field: 'name' | 'host',
+    readonly value: string,
+    /** The tenant that has it. */
+    readonly existingId: string,
+    options?: { cause?: unknown },
+  ) {
+    super(`a tenant with ${field} ${JSON.stringify(value)} already exists in this app (${existingId})`, options);
+  }
+}
+
+/** One delivery attempt of a notification about a tenant (webhook or e-mail). */
+export interface NotificationRecord {
+  readonly id: number;
+  readonly tenantId: string;
+  /** The same for every attempt of one notification (the webhook's `webhook-id`). */
+  readonly messageId: string;
+  /** `webhook` or `email`. */
+  readonly kind: 'webhook' | 'email';
+  /** What it tells: `tenant.ready`, `tenant.failed`, `tenant.moved`, `tenant.removed`. */
+  readonly event: string;
+  /** The URL or the e-mail address. */
+  readonly target: string;
+  /** 1 for the first attempt. */
+  readonly attempt: number;
+  /** `delivered`; `failed` (will be retried); `abandoned` (the last attempt failed). */
+  readonly status: 'delivered' | 'failed' | 'abandoned';
+  /** What the other side said (`HTTP 500: …`, `250 OK`, `ECONNREFUSED`), cut short. */
+  readonly response: string | null;
+  readonly at: number;
+}
+
+export type NewNotification = Omit<NotificationRecord, 'id'>;
+
 export interface Store {
   close(): Promise<void>;
   /** Runs `fn` atomically. Nested calls reuse the outer transaction. */
@@ -167,4 +271,36 @@ export interface Store {
    * live instances are kept whatever their age. Returns how many orders were deleted.
    */
   pruneOrders(q: { ackedBefore: number }): Promise<number>;
+  /**
+   * Signs a tenant up, `pending`. With `idempotencyKey`, a second call with the same key (in the
+   * same app) returns the tenant the first made, `created: false`, whatever else it carries —
+   * never a second tenant, also when the calls race. Throws {@link TenantConflictError} when
+   * another tenant of the app (not removed) has the same name or host; nothing is stored then.
+   */
+  createTenant(t: NewTenant, idempotencyKey?: string): Promise<{ tenant: TenantRecord; created: boolean }>;
+  getTenant(id: string): Promise<TenantRecord | undefined>;
+  /** In arrival order (`seq`). */
+  listTenants(filter?: TenantFilter): Promise<TenantRecord[]>;
+  /** False: no such tenant, or `cond` failed. Every applied update bumps the version. */
+  updateTenant(id: string, patch: TenantPatch, cond?: WriteCondition): Promise<boolean>;
+  /**
+   * Takes a seat for a `pending` tenant on an instance, atomically: the tenant becomes `placing`
+   * on `instanceId` only if the instance (same app and role, goal run, provisioning … serving,
+   * not destroyed) has fewer than `capacity` seats taken. Two reservations racing for the last
+   * seat cannot both win, whatever the number of callers and connections. True when the seat is
+   * the tenant's — also when it already held it there (a repeated order). False: no seat (full,
+   * instance gone or leaving, tenant not pending); nothing changed.
+   */
+  reserveSeat(tenantId: string, instanceId: string, capacity: number, at?: number): Promise<boolean>;
+  /**
+   * Takes a seat on `targetInstanceId` for a `ready` tenant that is to move there, atomically,
+   * like {@link reserveSeat}: the tenant becomes `moving` and holds seats on both instances until
+   * the caller ends the move (`updateTenant(id, { state: 'ready', instanceId: target, targetInstanceId: null })`).
+   */
+  reserveMove(tenantId: string, targetInstanceId: string, capacity: number, at?: number): Promise<boolean>;
+  /** Seats taken on each instance (tenants placing, ready, moving, removing on it, and moves coming to it); 0 for none. */
+  seatsUsed(instanceIds: readonly string[]): Promise<Map<string, number>>;
+  appendNotification(n: NewNotification): Promise<NotificationRecord>;
+  /** Oldest first. */
+  listNotifications(tenantId: string): Promise<NotificationRecord[]>;
 }
