@@ -9,18 +9,24 @@
  * Run with --expose-gc (the npm script does) for the memory figures.
  */
 import {
+  consolidationPlan,
   DEFAULT_PLANNER_OPTIONS,
   evaluate,
   historyNeededMs,
   MetricStore,
+  placeTenants,
   plan,
   roleHash,
   type AppSpec,
+  type ConsolidationTenant,
+  type PendingTenant,
+  type PlacementInput,
+  type PlacementInstance,
   type PlanInput,
   type PlanInstance,
   type Policy,
 } from '../src/core/index.js';
-import { defaultApp, HPA_DEFAULTS, parseBoot, parseSlo, simulate, THRESHOLD_RULE, traceOf } from '../src/sim/index.js';
+import { defaultApp, HPA_DEFAULTS, parseBoot, parseSlo, Rng, simulate, THRESHOLD_RULE, traceOf } from '../src/sim/index.js';
 import { writeReadmeSection } from './readme.js';
 
 const N = Number(process.env.BENCH_INSTANCES ?? 10_000);
@@ -52,6 +58,108 @@ const ms = (v: number) => (v < 1 ? `${v.toFixed(2)} ms` : v < 100 ? `${v.toFixed
 const share = (v: number) => `${((v / DECISION_MS) * 100).toFixed(v / DECISION_MS < 0.01 ? 2 : 1)}% of the ${DECISION_MS} ms decision interval`;
 
 const rows: [string, string, string][] = [];
+
+// ---------------------------------------------------------------------------------------------
+// Tenant placement: the core's placeTenants (the code the controller runs every pass) over a
+// fleet holding 1,000,000 tenants. Its input is one row per instance (seats taken, capacity,
+// state) and the pending sign-ups: the tenants themselves stay in the store.
+
+const TENANT_NOTE =
+  "Tenant rows: the core's `placeTenants`, the code the controller runs each pass, over one row per instance (seats taken, capacity, state) " +
+  `and the pending sign-ups; the tenants themselves stay in the store. Budget: a placement pass within ${DECISION_MS / 10} ms (a tenth of the ` +
+  'decision interval), its snapshot within 64 MB. A role has at most 1,000 instances, so 52,000 is a stress figure fifty times the largest ' +
+  'role; the seat reservation itself (one row-locked transaction per tenant in the store) is not in these rows. ' +
+  '`BENCH_ONLY=tenants npm run bench:scale` prints these rows alone.';
+
+/** A placement pass must fit in a tenth of the decision interval; its snapshot in 64 MB. */
+const TENANT_BUDGET_MS = DECISION_MS / 10;
+const TENANT_BUDGET_MB = 64;
+
+function tenantRows(): [string, string, string][] {
+  const out: [string, string, string][] = [];
+  const capacity = 20;
+  const now = 1_700_000_000_000;
+  const fmt = (n: number) => n.toLocaleString('en-US');
+  const signUps: PendingTenant[] = Array.from({ length: 10_000 }, (_, k) => ({ id: `t-new-${k}`, since: now - k }));
+
+  // With room: 52,000 instances × 20 seats hold 1,000,000 tenants (40,000 seats free, spread at
+  // random), 1% still booting, 1% draining, 1% unresponsive.
+  const rng = new Rng(11, 7);
+  const heapT0 = heapMb();
+  const fleetN = 52_000;
+  const tenantsOn = new Int32Array(fleetN).fill(capacity);
+  for (let free = fleetN * capacity - 1_000_000; free > 0; ) {
+    const k = Math.floor(rng.next() * fleetN);
+    if (tenantsOn[k]! > 0) {
+      tenantsOn[k]!--;
+      free--;
+    }
+  }
+  const states = ['starting', 'draining', 'unresponsive'] as const;
+  const fleet: PlacementInstance[] = Array.from({ length: fleetN }, (_, k) => {
+    const r = rng.next();
+    return { id: `i-${String(k).padStart(6, '0')}`, role: 'web', state: r < 0.97 ? 'serving' : states[Math.floor((r - 0.97) / 0.01)] ?? 'unresponsive', tenants: tenantsOn[k]! };
+  });
+  const held = fleet.reduce((n, i) => n + i.tenants, 0);
+  const heapFleet = heapMb() - heapT0;
+  const live = fleet.filter((i) => i.state === 'serving' || i.state === 'starting').length;
+  const roomy: PlacementInput = { role: 'web', capacity, max: 100_000, live, instances: fleet, pending: signUps, now };
+  const room = placeTenants(roomy);
+  const tRoom = time(() => placeTenants(roomy), 20);
+  const budget = (v: number) => `budget ${TENANT_BUDGET_MS} ms: ${v <= TENANT_BUDGET_MS ? 'within' : 'OVER'} (${share(v)})`;
+  out.push([
+    `tenant placement: ${fmt(signUps.length)} sign-ups into ${fmt(fleetN)} instances holding ${fmt(held)} tenants (room: ${fmt(room.freeSeats.open)} seats free) → ${fmt(room.placements.length)} placed, ${room.newInstances} new`,
+    `${ms(tRoom.median)} (p95 ${ms(tRoom.p95)})`,
+    budget(tRoom.median),
+  ]);
+
+  // No room: 50,000 full instances (1,000,000 tenants); the sign-ups need 500 new instances.
+  const full: PlacementInstance[] = Array.from({ length: 50_000 }, (_, k) => ({ id: `f-${k}`, role: 'web', state: 'serving', tenants: capacity }));
+  const noRoom: PlacementInput = { role: 'web', capacity, max: 100_000, live: full.length, instances: full, pending: signUps, now };
+  const none = placeTenants(noRoom);
+  const tNone = time(() => placeTenants(noRoom), 20);
+  out.push([
+    `tenant placement: ${fmt(signUps.length)} sign-ups, ${fmt(full.length)} full instances (${fmt(full.length * capacity)} tenants) → ${fmt(none.newInstances)} new instances (minimum ${Math.ceil(signUps.length / capacity)})`,
+    `${ms(tNone.median)} (p95 ${ms(tNone.p95)})`,
+    budget(tNone.median),
+  ]);
+
+  // The pass right after: the 500 instances booting, the 10,000 sign-ups reserve seats on them, nothing more is ordered.
+  const after: PlacementInput = {
+    ...noRoom,
+    live: full.length + none.newInstances,
+    instances: [...full, ...Array.from({ length: none.newInstances }, (_, k): PlacementInstance => ({ id: `n-${k}`, role: 'web', state: 'provisioning', tenants: 0 }))],
+  };
+  const next = placeTenants(after);
+  out.push([
+    `tenant placement: the next pass, those ${none.newInstances} instances booting → ${fmt(next.placements.length)} seats reserved on them, ${next.newInstances} more ordered`,
+    `${ms(time(() => placeTenants(after), 20).median)}`,
+    'coalescing: seats on their way are counted',
+  ]);
+  out.push([
+    `memory: the placement snapshot of ${fmt(fleetN)} instances holding ${fmt(held)} tenants`,
+    `${heapFleet.toFixed(1)} MB`,
+    `budget ${TENANT_BUDGET_MB} MB: ${heapFleet <= TENANT_BUDGET_MB ? 'within' : 'OVER'}; ${((heapFleet * 2 ** 20) / fleetN).toFixed(0)} bytes per instance, none per tenant`,
+  ]);
+
+  // Consolidation at the largest role (max 1000 instances), tenants spread at random.
+  const crng = new Rng(11, 8);
+  const role1k: PlacementInstance[] = Array.from({ length: 1000 }, (_, k) => ({ id: `c-${k}`, role: 'web', state: 'serving', tenants: Math.floor(crng.next() * (capacity + 1)) }));
+  const ctenants: ConsolidationTenant[] = role1k.flatMap((i) => Array.from({ length: i.tenants }, (_, k) => ({ id: `${i.id}-${k}`, instanceId: i.id })));
+  const cplan = consolidationPlan(role1k, ctenants, capacity, new Set(), 1_000_000);
+  const tCons = time(() => consolidationPlan(role1k, ctenants, capacity, new Set(), 1_000_000), 5, 1);
+  out.push([
+    `consolidation plan: 1,000 instances (the largest role) holding ${fmt(ctenants.length)} tenants → ${fmt(cplan.saves)} instances emptied by ${fmt(cplan.moves.length)} moves (fewest possible ${cplan.minimum})`,
+    `${ms(tCons.median)} (p95 ${ms(tCons.p95)})`,
+    'a dry run on request (`drover tenants plan`), not every pass',
+  ]);
+  return out;
+}
+
+if (process.env.BENCH_ONLY === 'tenants') {
+  console.log(['| measure | value | compared with |', '| --- | ---: | --- |', ...tenantRows().map(([a, b, c]) => `| ${a} | ${b} | ${c} |`)].join('\n'));
+  process.exit(0);
+}
 
 // ---------------------------------------------------------------------------------------------
 // The snapshot: one role at N serving instances.
@@ -174,10 +282,7 @@ for (const [name, policies] of [["Drover's default", undefined], ['HPA defaults'
   ]);
 }
 
-rows.push(
-  ['tenant placement: 1,000,000 tenants', 'n/a (tenant placement not built yet)', '—'],
-  ['tenant placement: 10,000 sign-ups', 'n/a (tenant placement not built yet)', '—'],
-);
+rows.push(...tenantRows());
 
 // ---------------------------------------------------------------------------------------------
 
@@ -191,6 +296,8 @@ const lines = [
   '| measure | value | compared with |',
   '| --- | ---: | --- |',
   ...rows.map(([a, b, c]) => `| ${a} | ${b} | ${c} |`),
+  '',
+  TENANT_NOTE,
   '',
 ];
 const markdown = lines.join('\n');
