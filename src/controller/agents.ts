@@ -61,7 +61,9 @@ export class AgentReports {
       const now = this.ctx.clock.now();
       const prev = this.ctx.live.get(id);
       const v = vitals ?? prev?.vitals;
-      this.ctx.live.set(id, { lastSeenAt: now, ...(v ? { vitals: v } : {}), ...(status.balancer ? { balancer: status.balancer } : {}) });
+      this.ctx.live.set(id, {
+        lastSeenAt: now, ...(v ? { vitals: v } : {}), ...(status.balancer ? { balancer: status.balancer } : {}), ...(status.tenants ? { tenants: status.tenants } : {}),
+      });
       const inst = await this.ctx.store.getInstance(id);
       if (!inst || inst.destroyedAt !== null) {
         this.ctx.transport()?.fence(id, 'instance no longer exists');
@@ -71,6 +73,8 @@ export class AgentReports {
         for (const { metric, sample } of samplesFromVitals(id, vitals)) this.samples.add(`${inst.app}/${inst.role}`, metric, sample);
       }
       await this.applyStatus(inst, status, now);
+      // A tenant added, failed or removed moves its tenant along in the next pass.
+      if (status.tenants && JSON.stringify(status.tenants) !== JSON.stringify(prev?.tenants)) this.ctx.enqueue(inst.app);
     },
     onAck: async (id: string, orderId: string) => {
       // Only an order sent to this instance can be acknowledged by it.

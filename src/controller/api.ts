@@ -18,6 +18,7 @@ import { ApiError, ERROR_CODES, type ErrorCode } from './errors.js';
 import type { Controller, InstanceView } from './controller.js';
 import { registerStream, type StreamOptions } from './stream.js';
 import { registerUi, UiSessions } from './ui.js';
+import { registerTenantRoutes } from './tenant-routes.js';
 
 export interface ApiOptions {
   readonly controller: Controller;
@@ -546,6 +547,8 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
     const m = c.metrics.registry;
     return reply.header('content-type', m.contentType).send(await m.metrics());
   });
+
+  registerTenantRoutes(app, c, { errors });
 
   app.post('/v1/shutdown', { schema: { tags: ['controller'], summary: 'Stop the controller (apps keep running unless deleted first)', response: { 202: { type: 'object', additionalProperties: true }, 401: errorSchema } } }, async (_req, reply) => {
     reply.raw.on('finish', () => setImmediate(() => opts.onShutdown?.()));

@@ -4,7 +4,7 @@
  * this and holds only its own logic.
  */
 import type { Logger } from 'pino';
-import type { BalancerStatus, Clock, ImportedMember, Vitals } from '../core/index.js';
+import type { BalancerStatus, Clock, ImportedMember, TenantReport, Vitals } from '../core/index.js';
 import type { EventRecord, NewEvent, Store } from '../adapters/store/index.js';
 import type { Provider } from '../adapters/providers/index.js';
 import type { ControllerTransport } from '../adapters/transport/index.js';
@@ -15,6 +15,8 @@ export interface LiveInfo {
   lastSeenAt: number;
   vitals?: Vitals;
   balancer?: BalancerStatus;
+  /** The tenants the agent last reported (level-triggered: each heartbeat carries them all). */
+  tenants?: Readonly<Record<string, TenantReport>>;
 }
 
 export type EventInput = Omit<NewEvent, 'at' | 'data'> & { data?: NewEvent['data'] };

@@ -4,6 +4,7 @@
  * (executor.ts), apply agent reports (agents.ts, reports.ts), scrape role metrics (scraper.ts);
  * what they share is in context.ts.
  */
+import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
 import {
@@ -16,8 +17,13 @@ import {
   type PlannerOptions,
   type Vitals,
   type BalancerStatus,
+  holdsSeat,
+  isHostName,
+  isTenantName,
+  TENANT_NAME_RULE,
+  tenantHost,
 } from '../core/index.js';
-import type { EventRecord, InstanceRecord, Store, StoredApp } from '../adapters/store/index.js';
+import { TenantConflictError, type EventRecord, type InstanceRecord, type NotificationRecord, type Store, type StoredApp, type TenantFilter, type TenantRecord } from '../adapters/store/index.js';
 import type { Provider } from '../adapters/providers/index.js';
 import type { ControllerTransport, TransportHandlers } from '../adapters/transport/index.js';
 import { AgentReports } from './agents.js';
@@ -29,6 +35,7 @@ import { ControllerMetrics } from './metrics.js';
 import { Reconciler } from './reconciler.js';
 import { Runner } from './runner.js';
 import { RoleMetrics } from './scraper.js';
+import { TenantJob, type TenantNotice } from './tenants.js';
 
 export interface ControllerOptions {
   readonly store: Store;
@@ -69,6 +76,9 @@ export class Controller {
   private readonly executor: ActionExecutor;
   private readonly reports: AgentReports;
   private readonly reconciler: Reconciler;
+  private readonly tenantJob: TenantJob;
+  /** Listeners of tenant notices (the notifier, when one is configured). */
+  readonly tenantNotices = new EventEmitter();
   private transport?: ControllerTransport;
   private controllerUrl = '';
   private timers: NodeJS.Timeout[] = [];
@@ -110,7 +120,8 @@ export class Controller {
     this.roleMetrics = new RoleMetrics(ctx);
     this.executor = new ActionExecutor(ctx, { forgetApp: (app) => this.forgetAppState(app) });
     this.reports = new AgentReports(ctx, this.roleMetrics);
-    this.reconciler = new Reconciler(ctx, this.executor, this.roleMetrics, this.lag, { planner, evaluateMs: opts.evaluateMs ?? 500, startedAt: this.startedAt });
+    this.tenantJob = new TenantJob(ctx, this.executor, (n) => this.onTenantNotice(n));
+    this.reconciler = new Reconciler(ctx, this.executor, this.roleMetrics, this.lag, { planner, evaluateMs: opts.evaluateMs ?? 500, startedAt: this.startedAt }, this.tenantJob);
     this.handlers = this.reports.handlers;
     this.provider.onExit((id, info) => {
       void this.reports.onAgentExit(id, info.code, info.signal).catch((err: unknown) => this.log.error({ err, id }, 'handling agent exit failed'));
@@ -240,6 +251,105 @@ export class Controller {
       this.runner.enqueue(app.name);
       return (await this.store.getInstance(id)) ?? inst;
     }
+  }
+
+  // ---------------------------------------------------------------- tenants
+
+  private onTenantNotice(n: TenantNotice): void {
+    this.tenantNotices.emit('notice', n);
+  }
+
+  /**
+   * Signs a tenant up (`pending`); the reconciler places it. Returns the tenant, whether this
+   * call made it (an Idempotency-Key seen before returns the first one), and whether a seat was
+   * free when it came (then `add` follows at once; otherwise capacity is being made).
+   */
+  async addTenant(
+    appName: string, roleName: string, t: { name: string; host?: string; callbackUrl?: string; email?: string }, idempotencyKey?: string,
+  ): Promise<{ tenant: TenantRecord; created: boolean; room: boolean }> {
+    const app = await this.store.getApp(appName);
+    const role = app && Object.hasOwn(app.spec.roles, roleName) ? app.spec.roles[roleName] : undefined;
+    if (!app || !role) throw new ApiError('not_found', app ? `app "${appName}" has no role "${roleName}"` : `no app "${appName}"`);
+    if (app.deleting) throw new ApiError('app_deleting', `app "${appName}" is being deleted`);
+    const spec = role.tenants;
+    if (!spec) throw new ApiError('no_tenants', `role ${roleName}: hosts no tenants (add tenants: { capacity, add, remove } to the role)`);
+    if (!isTenantName(t.name)) throw new ApiError('invalid_request', `name: ${TENANT_NAME_RULE}`, [{ path: 'name', message: TENANT_NAME_RULE }]);
+    let host: string | null = null;
+    if (spec.host !== undefined) {
+      host = tenantHost(spec.host, t.name) ?? null;
+      if (host === null) throw new ApiError('invalid_request', `name: with the role's host template ${JSON.stringify(spec.host)} it makes no valid host name`, [{ path: 'name', message: 'makes no valid host name' }]);
+      if (t.host !== undefined && t.host !== host) throw new ApiError('invalid_request', `host: the role names its tenants' hosts (${host}); leave host out`, [{ path: 'host', message: `must be ${host} or left out` }]);
+    } else if (t.host !== undefined) {
+      if (!isHostName(t.host)) throw new ApiError('invalid_request', 'host: not a host name (lowercase DNS labels, at least two)', [{ path: 'host', message: 'not a host name' }]);
+      host = t.host;
+    }
+    const now = this.clock.now();
+    let res: { tenant: TenantRecord; created: boolean };
+    try {
+      res = await this.store.createTenant(
+        { id: `t-${randomUUID()}`, app: appName, role: roleName, name: t.name, host, callbackUrl: t.callbackUrl ?? null, email: t.email ?? null, createdAt: now },
+        idempotencyKey,
+      );
+    } catch (err) {
+      if (err instanceof TenantConflictError) throw new ApiError('tenant_exists', `${err.field}: ${err.message}`, [{ path: err.field, message: err.message }]);
+      throw err;
+    }
+    const free = await this.freeSeats(appName, roleName, spec.capacity);
+    if (res.created) {
+      await this.record({ app: appName, role: roleName, instance: null, kind: 'tenant.placing', message: `tenant ${t.name} signed up for ${roleName}${free > 0 ? '' : ' (no free seat: capacity will be made)'}`, data: { tenant: res.tenant.id } });
+    }
+    this.runner.enqueue(appName);
+    return { ...res, room: free > 0 };
+  }
+
+  /** Free seats on serving instances of a role (what a sign-up can take at once). */
+  private async freeSeats(app: string, role: string, capacity: number): Promise<number> {
+    const serving = (await this.store.listInstances({ app, role })).filter((i) => i.state === 'serving' && i.goal === 'run');
+    if (serving.length === 0) return 0;
+    const tenants = await this.store.listTenants({ app, role });
+    let used = 0;
+    const ids = new Set(serving.map((i) => i.id));
+    for (const t of tenants) if (t.instanceId && ids.has(t.instanceId) && holdsSeat(t.state)) used++;
+    const pending = tenants.filter((t) => t.state === 'pending').length;
+    return serving.length * capacity - used - pending;
+  }
+
+  async getTenant(id: string): Promise<TenantRecord | undefined> {
+    return this.store.getTenant(id);
+  }
+
+  async listTenants(filter: TenantFilter): Promise<TenantRecord[]> {
+    return this.store.listTenants(filter);
+  }
+
+  async tenantNotifications(id: string): Promise<NotificationRecord[]> {
+    return this.store.listNotifications(id);
+  }
+
+  /** Waits until the tenant leaves `placing`/`pending` (or the time is up); returns it as it is then. */
+  async waitTenant(id: string, timeoutMs: number): Promise<TenantRecord | undefined> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const t = await this.store.getTenant(id);
+      if (!t || (t.state !== 'pending' && t.state !== 'placing') || Date.now() >= deadline) return t;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+
+  /** Starts a tenant's removal: unrouted, then `remove` on its instance, then its seat is free. */
+  async removeTenant(id: string): Promise<TenantRecord> {
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const t = await this.store.getTenant(id);
+      if (!t || t.state === 'removed') throw new ApiError('not_found', `no tenant ${id}`);
+      if (t.state === 'removing') return t;
+      const next = t.instanceId && holdsSeat(t.state) ? 'removing' : 'removed';
+      if (await this.store.updateTenant(id, { state: next, updatedAt: this.clock.now() }, { ifVersion: t.version })) {
+        await this.record({ app: t.app, role: t.role, instance: t.instanceId, kind: next === 'removed' ? 'tenant.removed' : 'tenant.placing', message: next === 'removed' ? `tenant ${t.name} removed (it held no seat)` : `tenant ${t.name}: removal asked; unrouting it, then remove runs on ${t.instanceId}`, data: { tenant: id } });
+        this.runner.enqueue(t.app);
+        return { ...t, state: next };
+      }
+    }
+    throw new ApiError('internal', `tenant ${id} kept changing while its removal was asked`);
   }
 
   /** The last autoscaling decision for a role, if its policies ran. */

@@ -19,6 +19,9 @@ export const ERROR_CODES = {
   request_timeout: { status: 408, description: 'The request did not arrive in time (headers within 10 s, the whole request within 30 s); the connection is closed.' },
   uri_too_long: { status: 414, description: 'A path parameter is longer than 100 characters.' },
   headers_too_large: { status: 431, description: 'The request line and headers are larger than 16 KiB; the connection is closed.' },
+  no_tenants: { status: 422, description: 'The role hosts no tenants (no `tenants:` in its spec).' },
+  tenant_exists: { status: 409, description: 'Another tenant of the app has this name or host; `details` names the field.' },
+  tenant_failed: { status: 422, description: "The tenant's `add` failed on every attempt; the tenant's status (Location) has the reason and the last output lines." },
   busy: { status: 503, description: 'The controller has as many live streams open as it serves; try again shortly.' },
   internal: { status: 500, description: 'A bug: the controller could not handle the request. Logged with the request id.' },
 } as const;

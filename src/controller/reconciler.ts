@@ -9,6 +9,7 @@ import type { ControllerContext } from './context.js';
 import type { ActionExecutor } from './executor.js';
 import type { LagMonitor } from './lag.js';
 import type { RoleMetrics } from './scraper.js';
+import type { TenantJob, TenantPass } from './tenants.js';
 
 export interface ReconcilerOptions {
   readonly planner: PlannerOptions;
@@ -34,6 +35,7 @@ export class Reconciler {
     private readonly metrics: RoleMetrics,
     private readonly lag: LagMonitor,
     private readonly o: ReconcilerOptions,
+    private readonly tenants?: TenantJob,
   ) {}
 
   /** The last autoscaling decision for a role, if its policies ran. */
@@ -60,20 +62,25 @@ export class Reconciler {
     return { roles, instances };
   }
 
-  private step(app: StoredApp, snap: Snapshot, evaluatePolicies: boolean): DecideOutput {
+  private step(app: StoredApp, snap: Snapshot, evaluatePolicies: boolean, tp: TenantPass | undefined): DecideOutput {
     const now = this.ctx.clock.now();
     return decide({
       app: { name: app.name, spec: app.spec, deleting: app.deleting },
       roles: Object.fromEntries(
         snap.roles.map((r) => {
           const state = this.policyStates.get(`${app.name}/${r.role}`) ?? (r.policyState as PolicyState | null) ?? undefined;
-          return [r.role, { desired: r.desired, pinned: r.pinned, ...(state ? { policyState: state } : {}) }];
+          const floor = tp?.floors[r.role];
+          return [r.role, { desired: r.desired, pinned: r.pinned, ...(state ? { policyState: state } : {}), ...(floor ? { floor } : {}) }];
         }),
       ),
       instances: snap.instances.map((i) => {
         const l = this.ctx.live.get(i.id);
+        const hosts = tp?.hosts.get(i.id);
         // Silence while the controller itself was stalled is not the agent's.
-        return { ...i, lastSeenAt: l ? this.lag.seenAfterStalls(l.lastSeenAt) : null, busy: l?.vitals?.role?.cpu ?? 0, tenants: 0 };
+        return {
+          ...i, lastSeenAt: l ? this.lag.seenAfterStalls(l.lastSeenAt) : null, busy: l?.vitals?.role?.cpu ?? 0, tenants: tp?.seats.get(i.id) ?? 0,
+          ...(hosts ? { hosts } : {}),
+        };
       }),
       now,
       controllerStartedAt: this.lag.seenAfterStalls(this.o.startedAt),
@@ -88,7 +95,8 @@ export class Reconciler {
   async preview(appName: string): Promise<Plan | undefined> {
     const app = await this.ctx.store.getApp(appName);
     if (!app) return undefined;
-    return this.step(app, await this.snapshot(app), false).plan;
+    const tp = app.deleting ? undefined : await this.tenants?.prepare(app);
+    return this.step(app, await this.snapshot(app), false, tp).plan;
   }
 
   async reconcile(appName: string): Promise<{ requeueAfterMs?: number; gone?: true }> {
@@ -96,7 +104,8 @@ export class Reconciler {
     if (!app) return { gone: true };
     const scaled = !app.deleting && Object.values(app.spec.roles).some((r) => r.scale.length > 0);
     const snap = await this.snapshot(app);
-    const out = this.step(app, snap, scaled);
+    const tp = app.deleting ? undefined : await this.tenants?.prepare(app);
+    const out = this.step(app, snap, scaled, tp);
     const now = this.ctx.clock.now();
     for (const [role, d] of Object.entries(out.decisions)) {
       this.policyStates.set(`${app.name}/${role}`, d.state);
@@ -121,10 +130,11 @@ export class Reconciler {
     await Promise.all(slow.map((a) => this.executor.execute(app, a)));
     for (const a of p.actions) if (a.kind !== 'create' && a.kind !== 'destroy') await this.executor.execute(app, a);
     this.updateGauges(app, p);
+    const tenantsNext = tp && this.tenants ? await this.tenants.settle(app, tp, snap.roles, snap.instances, p) : undefined;
     // A destroyed instance can unblock the next step (the next role to stop, a replacement):
     // look again at once rather than at the next resync.
     if (p.actions.some((a) => a.kind === 'destroy')) return { requeueAfterMs: 0 };
-    const next = Math.min(p.requeueAfterMs ?? Infinity, scaled ? this.o.evaluateMs : Infinity);
+    const next = Math.min(p.requeueAfterMs ?? Infinity, scaled ? this.o.evaluateMs : Infinity, tenantsNext ?? Infinity);
     return Number.isFinite(next) ? { requeueAfterMs: next } : {};
   }
 

@@ -55,6 +55,18 @@ export const EventKind = {
   securityAgent: 'security.agent',
   /** An authenticated agent reported something it may not (an export its role cannot render, a role it was never given): fenced and replaced. */
   securityReport: 'security.report',
+  /** A tenant got a seat on an instance (`add` follows once the instance serves). */
+  tenantPlacing: 'tenant.placing',
+  /** A tenant's `add` succeeded and its host is routed on every balancer. */
+  tenantReady: 'tenant.ready',
+  /** A tenant's `add` failed on every attempt; the message has the reason and the last output lines. */
+  tenantFailed: 'tenant.failed',
+  /** A tenant's instance was lost or is leaving: the tenant is placed again. */
+  tenantLost: 'tenant.lost',
+  /** A tenant was removed (unrouted, then `remove` ran). */
+  tenantRemoved: 'tenant.removed',
+  /** Waiting sign-ups raised a role's count: one instance per `capacity` of them (`data.from`, `data.to`, `data.waiting`). */
+  tenantCapacity: 'tenant.capacity',
 } as const;
 
 export type EventKind = (typeof EventKind)[keyof typeof EventKind];
