@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { pino } from 'pino';
 import { startServer, type RunningController } from '../src/controller/index.js';
-import { apiClient, killAll, processesWithEnv, until } from './helpers.js';
+import { apiClient, drover, killAll, processesWithEnv, until } from './helpers.js';
 
 type Tenant = { id: string; name: string; state: string; instance: string | null; host: string | null; address?: string | null; reason: string | null };
 type Instances = { instances: { id: string; role: string | null; state: string; exports: Record<string, string> }[] };
@@ -129,6 +129,22 @@ roles:
     await until('removed', async () => (await api<Tenant>('GET', `/v1/tenants/${one.id}`)).state === 'removed', 30_000);
     const names = readFileSync(join(dir, '.drover', 'instances', one.instance!, 'tenants.txt'), 'utf8').split('\n').filter(Boolean);
     assert.ok(!names.includes('lab-3'));
+  });
+
+  await t.test('the CLI: tenants add --wait, ls, show, rm', async () => {
+    const env = { DROVER_URL: server.url, DROVER_TOKEN: server.token };
+    const add = await drover(['tenants', 'add', 'lab-cli', '--wait', '--json'], { cwd: dir, env });
+    assert.equal(add.code, 0, add.stderr);
+    assert.equal((JSON.parse(add.stdout) as Tenant).state, 'ready');
+    const ls = await drover(['tenants', 'ls', '--state', 'ready'], { cwd: dir, env });
+    assert.match(ls.stdout, /lab-cli\s+labs\s+ready/);
+    const show = await drover(['tenants', 'show', 'lab-cli'], { cwd: dir, env });
+    assert.match(show.stdout, /host: lab-cli\.labs\.example\.test/);
+    const rm = await drover(['tenants', 'rm', 'lab-cli'], { cwd: dir, env });
+    assert.equal(rm.code, 0, rm.stderr);
+    const bad = await drover(['tenants', 'add', 'Bad_Name'], { cwd: dir, env });
+    assert.notEqual(bad.code, 0);
+    assert.match(bad.stderr, /name/);
   });
 
   await t.test("a lost instance's tenants are placed again elsewhere", async () => {

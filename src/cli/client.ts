@@ -87,13 +87,14 @@ export class Client {
     return this.#verified;
   }
 
-  async request<T>(method: string, path: string, body?: unknown, timeoutMs = 30_000): Promise<T> {
+  async request<T>(method: string, path: string, body?: unknown, timeoutMs = 30_000, headers?: Readonly<Record<string, string>>): Promise<T> {
     await this.verifyController(Math.min(timeoutMs, 10_000));
     let res: Response;
     try {
       res = await fetch(this.target.url + path, {
         method,
         headers: {
+          ...headers,
           authorization: `Bearer ${this.target.token}`,
           ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
         },

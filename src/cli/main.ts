@@ -365,6 +365,111 @@ export function buildProgram(): Command {
       out(`${app}/${r.name}: desired ${r.desired} (now ${r.serving} serving)${o.auto ? '; scaling policies in charge' : ''}`);
     });
 
+  const tenants = program.command('tenants').description('SaaS tenants of a role with `tenants:`: sign up, list, show, remove');
+  interface TenantOut {
+    id: string; name: string; role: string; host: string | null; state: string; instance: string | null; address?: string | null;
+    reason: string | null; attempts: number; lastOutput: string[]; createdAt: string;
+    notifications?: { kind: string; event: string; target: string; attempt: number; status: string; response: string | null; at: string }[];
+  }
+  const tenantRole = async (client: Client, app: string, role: string | undefined): Promise<string> => {
+    if (role) return role;
+    const a = await client.request<{ roles: { name: string; tenants: unknown }[] }>('GET', `/v1/apps/${app}`);
+    const hosting = a.roles.filter((r) => r.tenants);
+    if (hosting.length === 1 && hosting[0]) return hosting[0].name;
+    throw new CliError(hosting.length === 0 ? `no role of ${app} hosts tenants (tenants: in the app file)` : `several roles host tenants (${hosting.map((r) => r.name).join(', ')}); name one with --role`);
+  };
+  const findTenant = async (client: Client, app: string | undefined, ref: string): Promise<TenantOut> => {
+    if (/^t-[0-9a-f-]{36}$/.test(ref)) return client.request<TenantOut>('GET', `/v1/tenants/${ref}`);
+    const { tenants: list } = await client.request<{ tenants: TenantOut[] }>('GET', `/v1/tenants${app ? `?app=${app}` : ''}`);
+    const t = list.find((x) => x.name === ref && x.state !== 'removed');
+    if (!t) throw new CliError(`no tenant named ${ref}`);
+    return client.request<TenantOut>('GET', `/v1/tenants/${t.id}`);
+  };
+  const showTenant = (t: TenantOut) => {
+    const lines = [`tenant ${t.name} (${t.id}), role ${t.role}: ${t.state}`];
+    if (t.host) lines.push(`  host: ${t.host}`);
+    if (t.instance) lines.push(`  instance: ${t.instance}${t.address ? ` (${t.address})` : ''}`);
+    if (t.reason) lines.push(`  ${t.state === 'failed' ? 'why' : 'note'}: ${t.reason}`);
+    if (t.lastOutput.length) lines.push('  last output:', ...t.lastOutput.map((l) => `    | ${l}`));
+    for (const n of t.notifications ?? []) lines.push(`  ${n.at} ${n.kind} ${n.event} → ${n.target}: attempt ${n.attempt} ${n.status}${n.response ? ` (${n.response})` : ''}`);
+    return lines.join('\n');
+  };
+  tenants
+    .command('add')
+    .description('sign a tenant up; with --wait, show its progress until it is ready (or failed)')
+    .argument('<name>', 'the tenant name (one DNS label: lowercase letters, digits, -)')
+    .addOption(dataDirOpt())
+    .option('--app <name>', 'app (needed only when several are applied)')
+    .option('--role <role>', 'role (needed only when several host tenants)')
+    .option('--host <host>', "the tenant's host name (when the role has no host template)")
+    .option('--callback <url>', 'webhook URL told when the tenant is ready, fails or moves')
+    .option('--email <address>', 'e-mail address told the same')
+    .option('--key <idempotency-key>', 'the same key again returns the same tenant, never a second')
+    .option('--wait', 'wait until the tenant is ready or failed')
+    .option('--timeout <seconds>', 'with --wait: how long', parseInteger, 600)
+    .option('--json', 'machine-readable output')
+    .action(async (name: string, o: { dataDir: string; app?: string; role?: string; host?: string; callback?: string; email?: string; key?: string; wait?: boolean; timeout: number; json?: boolean }) => {
+      const client = clientFor(o.dataDir);
+      const app = await pickApp(client, o.app);
+      const role = await tenantRole(client, app, o.role);
+      const body = { name, ...(o.host ? { host: o.host } : {}), ...(o.callback ? { callbackUrl: o.callback } : {}), ...(o.email ? { email: o.email } : {}) };
+      let t = await client.request<TenantOut>('POST', `/v1/apps/${app}/roles/${role}/tenants`, body, 60_000, o.key ? { 'idempotency-key': o.key } : undefined);
+      let last = '';
+      const deadline = Date.now() + o.timeout * 1000;
+      while (o.wait && (t.state === 'pending' || t.state === 'placing') && Date.now() < deadline) {
+        const line = `${t.state}${t.instance ? ` on ${t.instance}` : ''}${t.reason ? `: ${t.reason}` : ''}`;
+        if (!o.json && line !== last) process.stderr.write(`${name}: ${line}\n`);
+        last = line;
+        await new Promise((r) => setTimeout(r, 500));
+        t = await client.request<TenantOut>('GET', `/v1/tenants/${t.id}`);
+      }
+      if (o.json) out(JSON.stringify(t, null, 2));
+      else out(showTenant(t));
+      if (o.wait && t.state !== 'ready') throw new CliError(t.state === 'failed' ? `tenant ${name} failed: ${t.reason ?? ''}` : `tenant ${name} is still ${t.state} after ${o.timeout}s`);
+    });
+  tenants
+    .command('ls')
+    .description('list tenants, in arrival order')
+    .addOption(dataDirOpt())
+    .option('--app <name>', 'only this app')
+    .option('--role <role>', 'only this role')
+    .option('--state <state>', 'only tenants in this state')
+    .option('--json', 'machine-readable output')
+    .action(async (o: { dataDir: string; app?: string; role?: string; state?: string; json?: boolean }) => {
+      const client = clientFor(o.dataDir);
+      const q = new URLSearchParams({ ...(o.app ? { app: o.app } : {}), ...(o.role ? { role: o.role } : {}), ...(o.state ? { state: o.state } : {}) }).toString();
+      const { tenants: list } = await client.request<{ tenants: TenantOut[] }>('GET', `/v1/tenants${q ? `?${q}` : ''}`);
+      if (o.json) {
+        out(JSON.stringify({ tenants: list }, null, 2));
+        return;
+      }
+      out(table([['NAME', 'ROLE', 'STATE', 'INSTANCE', 'HOST', 'NOTE'], ...list.map((t) => [t.name, t.role, t.state, t.instance ?? '-', t.host ?? '-', t.reason ?? ''])]));
+    });
+  tenants
+    .command('show')
+    .description('one tenant: state, instance, reason, last output, notification attempts')
+    .argument('<tenant>', 'tenant name or id')
+    .addOption(dataDirOpt())
+    .option('--app <name>', 'app of the name')
+    .option('--json', 'machine-readable output')
+    .action(async (ref: string, o: { dataDir: string; app?: string; json?: boolean }) => {
+      const t = await findTenant(clientFor(o.dataDir), o.app, ref);
+      out(o.json ? JSON.stringify(t, null, 2) : showTenant(t));
+    });
+  tenants
+    .command('rm')
+    .description('remove a tenant: unrouted, then remove runs on its instance, then its seat is free')
+    .argument('<tenant>', 'tenant name or id')
+    .addOption(dataDirOpt())
+    .option('--app <name>', 'app of the name')
+    .option('--json', 'machine-readable output')
+    .action(async (ref: string, o: { dataDir: string; app?: string; json?: boolean }) => {
+      const client = clientFor(o.dataDir);
+      const t = await findTenant(client, o.app, ref);
+      const r = await client.request<TenantOut>('DELETE', `/v1/tenants/${t.id}`);
+      out(o.json ? JSON.stringify(r, null, 2) : `tenant ${r.name}: ${r.state}`);
+    });
+
   program
     .command('events')
     .description('list recorded decisions and changes')

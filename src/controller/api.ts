@@ -343,6 +343,7 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
         })(),
         imports: r.imports.map((i) => i.raw),
         exports: Object.keys(r.exports),
+        tenants: r.tenants ? { capacity: r.tenants.capacity, host: r.tenants.host ?? null } : null,
         instances: instances.filter((i) => i.role === r.name).map(instanceJson),
       };
     });
