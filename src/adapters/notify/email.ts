@@ -158,11 +158,12 @@ export interface Mailer {
  * A pooled transport: a burst (a thousand tenants ready at once) reuses up to `connections`
  * connections instead of opening one per message; an idle connection closes after `timeoutMs`.
  */
-export function createMailer(settings: SmtpSettings, timeoutMs: number, connections: number): Mailer {
+export function createMailer(settings: SmtpSettings, timeoutMs: number, connections: number, onError: (e: unknown) => void): Mailer {
   const s = compileSmtpSettings(settings);
   const options: SMTPPoolOptions = {
     pool: true,
     maxConnections: connections,
+    idleTimeout: timeoutMs,
     host: s.host,
     port: s.port,
     secure: s.secure,
@@ -177,6 +178,9 @@ export function createMailer(settings: SmtpSettings, timeoutMs: number, connecti
     logger: false,
   };
   const transport = nodemailer.createTransport(options);
+  // A pooled connection that fails with no message in flight is reported here, not to a send:
+  // without a listener it would be an uncaught 'error' event.
+  transport.on('error', onError);
   const domain = s.from.address.slice(s.from.address.indexOf('@') + 1);
   return {
     send(n, to, ctx) {

@@ -108,7 +108,8 @@ export class DeliveryNotifier implements Notifier {
     this.timers = options.timers ?? globalTimers;
     this.log = options.logger ?? pino({ level: 'silent' });
     this.agents = createWebhookAgents(this.opts.maxConcurrent);
-    this.mailer = options.smtp === undefined ? undefined : createMailer(options.smtp, this.opts.attemptTimeoutMs, this.opts.maxConcurrent);
+    const onSmtpError = (e: unknown) => this.log.warn({ err: e }, 'SMTP connection failed between messages');
+    this.mailer = options.smtp === undefined ? undefined : createMailer(options.smtp, this.opts.attemptTimeoutMs, this.opts.maxConcurrent, onSmtpError);
   }
 
   enqueue(notification: Notification, options: EnqueueOptions = {}): EnqueueResult {
