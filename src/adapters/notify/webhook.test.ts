@@ -5,6 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { createHmac } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
@@ -94,6 +95,18 @@ describe('signature', () => {
       assert.throws(() => webhookSecretKey(bad, 'secrets[0]'), (e: unknown) => e instanceof NotifyInputError && e.field === 'secrets[0]' && e.code === 'notify_bad_secret');
     }
     assert.throws(() => signWebhook([], 'msg', 1, 'x'), /never sent unsigned/);
+  });
+
+  test('the signed request in docs/notifications.md verifies with both of its secrets', () => {
+    const doc = readFileSync(new URL('../../../docs/notifications.md', import.meta.url), 'utf8');
+    const request = /```http\n([\s\S]*?)\n```/.exec(doc)?.[1] ?? '';
+    const [head = '', body = ''] = request.split('\n\n');
+    const headers = Object.fromEntries(head.split('\n').slice(1).map((l) => [l.slice(0, l.indexOf(':')).toLowerCase(), l.slice(l.indexOf(':') + 1).trim()]));
+    const secrets = [...doc.matchAll(/`(whsec_[A-Za-z0-9+/=]+)`/g)].map((m) => m[1] ?? '');
+    assert.equal(secrets.length, 2);
+    const at = Number(headers['webhook-timestamp']) * 1000;
+    for (const secret of secrets) assert.equal(verifyWebhook(secret, headers, body, 300, at).ok, true);
+    assert.equal(body, webhookBody({ ...note(''), id: 'ntf_t-42_ready', kind: 'tenant.ready', at: Date.UTC(2026, 10, 21, 9, 53, 44, 839), tenant: { id: 't-42', name: 'lab-7', host: 'lab-7.labs.example.test', state: 'ready', instance: 'i-1df4eb95', address: '10.0.0.7:8080' } }));
   });
 
   test('fuzz: a tampered body, id or timestamp never verifies', () => {
