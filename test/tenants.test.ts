@@ -6,11 +6,13 @@
  */
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { request } from 'node:http';
+import { createServer, request } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { pino } from 'pino';
+import { verifyWebhook } from '../src/adapters/notify/index.js';
 import { startServer, type RunningController } from '../src/controller/index.js';
 import { apiClient, drover, killAll, processesWithEnv, until } from './helpers.js';
 
@@ -158,5 +160,35 @@ roles:
     }, 90_000, 500);
     const events = await api<{ events: { kind: string }[] }>('GET', '/v1/events?app=labs&limit=500');
     assert.ok(events.events.some((e) => e.kind === 'tenant.lost'));
+  });
+
+  await t.test('a webhook (Standard Webhooks, signed with the app secret) says the tenant is ready; the attempt is recorded', async () => {
+    const got: { type: string; data: { name: string; state: string }; ok: boolean }[] = [];
+    const receiver = createServer((req, res) => {
+      let body = '';
+      req.on('data', (d: Buffer) => (body += d.toString()));
+      req.on('end', () => {
+        const v = verifyWebhook(server.webhookSecrets('labs'), req.headers, body);
+        const parsed = JSON.parse(body) as { type: string; data: { tenant?: { name: string; state: string }; name?: string; state?: string } };
+        const tenant = parsed.data.tenant ?? { name: parsed.data.name ?? '', state: parsed.data.state ?? '' };
+        got.push({ type: parsed.type, data: tenant, ok: v.ok });
+        res.end('ok');
+      });
+    });
+    await new Promise<void>((resolve) => receiver.listen(0, '127.0.0.1', resolve));
+    t.after(() => receiver.close());
+    const url = `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/hooks`;
+    const r = await fetch(`${server.url}/v1/apps/labs/roles/labs/tenants`, {
+      method: 'POST', headers: { authorization: `Bearer ${server.token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ name: 'lab-hook', callbackUrl: url }),
+    });
+    const created = (await r.json()) as Tenant;
+    await until('the webhook arrives', async () => got.some((g) => g.type === 'tenant.ready'), 60_000);
+    const hook = got.find((g) => g.type === 'tenant.ready')!;
+    assert.ok(hook.ok, 'its signature verifies with the app secret');
+    assert.equal(hook.data.name, 'lab-hook');
+    const shown = await api<{ notifications: { status: string; kind: string }[] }>('GET', `/v1/tenants/${created.id}`);
+    await until('the attempt is recorded', async () => (await api<{ notifications: { status: string }[] }>('GET', `/v1/tenants/${created.id}`)).notifications.some((n) => n.status === 'delivered'), 10_000);
+    assert.ok(Array.isArray(shown.notifications));
   });
 });

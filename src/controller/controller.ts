@@ -25,6 +25,7 @@ import {
 } from '../core/index.js';
 import { TenantConflictError, type EventRecord, type InstanceRecord, type NotificationRecord, type Store, type StoredApp, type TenantFilter, type TenantRecord } from '../adapters/store/index.js';
 import type { Provider } from '../adapters/providers/index.js';
+import { checkEmailAddress, checkWebhookUrl, NotifyInputError } from '../adapters/notify/index.js';
 import type { ControllerTransport, TransportHandlers } from '../adapters/transport/index.js';
 import { AgentReports } from './agents.js';
 import type { ControllerContext, EventInput, LiveInfo } from './context.js';
@@ -282,6 +283,13 @@ export class Controller {
     } else if (t.host !== undefined) {
       if (!isHostName(t.host)) throw new ApiError('invalid_request', 'host: not a host name (lowercase DNS labels, at least two)', [{ path: 'host', message: 'not a host name' }]);
       host = t.host;
+    }
+    try {
+      if (t.callbackUrl !== undefined) checkWebhookUrl(t.callbackUrl, 'callbackUrl');
+      if (t.email !== undefined) checkEmailAddress(t.email, 'email');
+    } catch (err) {
+      if (err instanceof NotifyInputError) throw new ApiError('invalid_request', err.message, [{ path: err.field, message: err.message }]);
+      throw err;
     }
     const now = this.clock.now();
     let res: { tenant: TenantRecord; created: boolean };

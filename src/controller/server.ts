@@ -13,6 +13,7 @@ import { openPgliteStore, StoreOpenError, type Store } from '../adapters/store/i
 import { LocalProvider, type Provider } from '../adapters/providers/index.js';
 import { EmbeddedTransport } from '../adapters/transport/index.js';
 import { buildApi } from './api.js';
+import { WebhookSecrets, wireNotices } from './notices.js';
 import { Controller } from './controller.js';
 import { ControllerStartError, preparePrivateDataDir } from './datadir.js';
 import { acquireLock, LockHeldError, type DataDirLock } from './lock.js';
@@ -39,6 +40,8 @@ export interface ServerOptions {
   readonly planner?: Partial<PlannerOptions>;
   /** Environment for agents made by the local provider. */
   readonly agentEnv?: Readonly<Record<string, string>>;
+  /** Tenant notifications: tests shorten the retry schedule. */
+  readonly notify?: { readonly scheduleScale?: number };
   readonly onShutdown?: () => void;
   /**
    * How long events and acknowledged orders are kept; over the environment
@@ -54,6 +57,8 @@ export interface RunningController {
   readonly dataDir: string;
   readonly controller: Controller;
   readonly http: FastifyInstance;
+  /** Signing secrets of an app's tenant webhooks (`whsec_…`; made on first use). */
+  webhookSecrets(app: string): readonly string[];
   /** Runs a retention pass now (it also runs on a timer). */
   pruneNow(): Promise<PruneResult>;
   /** Stops the controller and releases the data folder. Instances keep running (the app outlives its controller). */
@@ -159,13 +164,18 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningCont
     const info: ControllerInfo = { url, pid: process.pid, startedAt: new Date().toISOString() };
     writePrivateAtomically(infoFile, JSON.stringify(info, null, 2) + '\n');
     const pruner = startRetention(store, opts.clock ?? systemClock, logger, retention);
+    const envSecrets = process.env.DROVER_WEBHOOK_SECRETS?.split(',').map((x) => x.trim()).filter(Boolean);
+    const secrets = new WebhookSecrets(dataDir, envSecrets);
+    const notices = wireNotices(controller, store, secrets, logger, opts.notify?.scheduleScale !== undefined ? { scheduleScale: opts.notify.scheduleScale } : {});
     logger.info({ url, dataDir }, 'controller listening');
     return {
       url, token, dataDir, controller, http,
+      webhookSecrets: (app) => secrets.for(app),
       pruneNow: () => pruner.runOnce(),
       close: () =>
         (closing ??= (async () => {
           await pruner.stop();
+          await notices.close();
           await controller.stop();
           await transport.close();
           await http.close();
