@@ -162,6 +162,39 @@ roles:
     assert.ok(events.events.some((e) => e.kind === 'tenant.lost'));
   });
 
+  await t.test('consolidation: plan shows what moving tenants saves; rebalance moves them one at a time, routes follow, pinned tenants stay', async () => {
+    // Make slack: two instances with one tenant each.
+    const ready = (await api<{ tenants: Tenant[] }>('GET', '/v1/tenants?app=labs&state=ready')).tenants;
+    const byInst = new Map<string, Tenant[]>();
+    for (const x of ready) byInst.set(x.instance!, [...(byInst.get(x.instance!) ?? []), x]);
+    const full = [...byInst.values()].filter((l) => l.length === 2).slice(0, 2);
+    assert.equal(full.length, 2, JSON.stringify([...byInst.entries()].map(([k, v]) => [k, v.length])));
+    for (const l of full) await api('DELETE', `/v1/tenants/${l[0]!.id}`);
+    await until('removed', async () => (await Promise.all(full.map((l) => api<Tenant>('GET', `/v1/tenants/${l[0]!.id}`)))).every((x) => x.state === 'removed'), 30_000);
+    const plan = await api<{ moves: { tenantId: string; from: string; to: string }[]; saves: number; summary: string }>('GET', '/v1/apps/labs/roles/labs/tenants/plan');
+    assert.ok(plan.saves >= 1, plan.summary);
+    const mover = plan.moves[0]!;
+    assert.ok(mover, JSON.stringify(plan));
+    // A pinned tenant is never moved.
+    await api('PUT', `/v1/tenants/${mover.tenantId}/pinned`, { pinned: true });
+    const pinnedPlan = await api<{ moves: { tenantId: string }[] }>('GET', '/v1/apps/labs/roles/labs/tenants/plan');
+    assert.ok(!pinnedPlan.moves.some((m) => m.tenantId === mover.tenantId));
+    await api('PUT', `/v1/tenants/${mover.tenantId}/pinned`, { pinned: false });
+    await api('POST', '/v1/apps/labs/roles/labs/tenants/rebalance', {});
+    await until('moved and ready on its new instance', async () => {
+      const x = await api<Tenant>('GET', `/v1/tenants/${mover.tenantId}`);
+      return x.state === 'ready' && x.instance === mover.to;
+    }, 60_000, 300);
+    const moved = await api<Tenant>('GET', `/v1/tenants/${mover.tenantId}`);
+    const names = readFileSync(join(dir, '.drover', 'instances', mover.from, 'tenants.txt'), 'utf8').split('\n').filter(Boolean);
+    assert.ok(!names.includes(moved.name), 'removed from its old instance');
+    const lb = (await api<Instances>('GET', '/v1/instances?app=labs')).instances.find((i) => i.role === 'lb')!;
+    await until('the route follows', async () => {
+      const r = await get(lb.exports.url!, moved.host!);
+      return r.status === 200 && (JSON.parse(r.body) as { instance: string }).instance === mover.to;
+    }, 15_000);
+  });
+
   await t.test('a webhook (Standard Webhooks, signed with the app secret) says the tenant is ready; the attempt is recorded', async () => {
     const got: { type: string; data: { name: string; state: string }; ok: boolean }[] = [];
     const receiver = createServer((req, res) => {

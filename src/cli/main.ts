@@ -456,6 +456,51 @@ export function buildProgram(): Command {
       const t = await findTenant(clientFor(o.dataDir), o.app, ref);
       out(o.json ? JSON.stringify(t, null, 2) : showTenant(t));
     });
+  interface PlanOut { moves: { tenantId: string; from: string; to: string }[]; emptied: string[]; saves: number; summary: string; kept: { instanceId: string; reason: string }[] }
+  const showPlan = (p: PlanOut) => [p.summary, ...p.moves.map((m) => `  move ${m.tenantId}: ${m.from} → ${m.to}`), ...p.kept.map((k) => `  keep ${k.instanceId}: ${k.reason}`)].join('\n');
+  tenants
+    .command('plan')
+    .description('consolidation as a dry run: which instances moving tenants could empty, and what it saves')
+    .addOption(dataDirOpt())
+    .option('--app <name>', 'app (needed only when several are applied)')
+    .option('--role <role>', 'role (needed only when several host tenants)')
+    .option('--max-moves <n>', 'at most this many moves', parseInteger, 10_000)
+    .option('--json', 'machine-readable output')
+    .action(async (o: { dataDir: string; app?: string; role?: string; maxMoves: number; json?: boolean }) => {
+      const client = clientFor(o.dataDir);
+      const app = await pickApp(client, o.app);
+      const role = await tenantRole(client, app, o.role);
+      const p = await client.request<PlanOut>('GET', `/v1/apps/${app}/roles/${role}/tenants/plan?maxMoves=${o.maxMoves}`);
+      out(o.json ? JSON.stringify(p, null, 2) : showPlan(p));
+    });
+  tenants
+    .command('rebalance')
+    .description('apply the consolidation plan, one tenant at a time (pinned tenants stay); follow it with drover events')
+    .addOption(dataDirOpt())
+    .option('--app <name>', 'app (needed only when several are applied)')
+    .option('--role <role>', 'role (needed only when several host tenants)')
+    .option('--max-moves <n>', 'at most this many moves', parseInteger, 10_000)
+    .option('--json', 'machine-readable output')
+    .action(async (o: { dataDir: string; app?: string; role?: string; maxMoves: number; json?: boolean }) => {
+      const client = clientFor(o.dataDir);
+      const app = await pickApp(client, o.app);
+      const role = await tenantRole(client, app, o.role);
+      const p = await client.request<PlanOut>('POST', `/v1/apps/${app}/roles/${role}/tenants/rebalance`, { maxMoves: o.maxMoves });
+      out(o.json ? JSON.stringify(p, null, 2) : showPlan(p));
+    });
+  tenants
+    .command('pin')
+    .description('pin a tenant to its instance (rebalance never moves it); --off unpins it')
+    .argument('<tenant>', 'tenant name or id')
+    .addOption(dataDirOpt())
+    .option('--app <name>', 'app of the name')
+    .option('--off', 'unpin')
+    .action(async (ref: string, o: { dataDir: string; app?: string; off?: boolean }) => {
+      const client = clientFor(o.dataDir);
+      const t = await findTenant(client, o.app, ref);
+      const r = await client.request<TenantOut & { pinned: boolean }>('PUT', `/v1/tenants/${t.id}/pinned`, { pinned: !o.off });
+      out(`tenant ${r.name}: ${r.pinned ? 'pinned' : 'not pinned'}`);
+    });
   tenants
     .command('rm')
     .description('remove a tenant: unrouted, then remove runs on its instance, then its seat is free')

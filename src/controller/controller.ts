@@ -17,8 +17,10 @@ import {
   type PlannerOptions,
   type Vitals,
   type BalancerStatus,
+  consolidationPlan,
   holdsSeat,
   isHostName,
+  type ConsolidationPlan,
   isTenantName,
   TENANT_NAME_RULE,
   tenantHost,
@@ -342,6 +344,48 @@ export class Controller {
       if (!t || (t.state !== 'pending' && t.state !== 'placing') || Date.now() >= deadline) return t;
       await new Promise((r) => setTimeout(r, 100));
     }
+  }
+
+  /**
+   * Consolidation, as a dry run: which serving instances of the role could be emptied by moving
+   * ready tenants onto fuller ones (never over capacity, pinned tenants stay), and what it saves.
+   */
+  async tenantPlan(appName: string, roleName: string, maxMoves: number): Promise<ConsolidationPlan> {
+    const app = await this.store.getApp(appName);
+    const role = app && Object.hasOwn(app.spec.roles, roleName) ? app.spec.roles[roleName] : undefined;
+    if (!app || !role) throw new ApiError('not_found', app ? `app "${appName}" has no role "${roleName}"` : `no app "${appName}"`);
+    if (!role.tenants) throw new ApiError('no_tenants', `role ${roleName}: hosts no tenants`);
+    const instances = (await this.store.listInstances({ app: appName, role: roleName })).filter((i) => i.destroyedAt === null);
+    const tenants = (await this.store.listTenants({ app: appName, role: roleName })).filter((t) => holdsSeat(t.state) && t.instanceId);
+    const seats = await this.store.seatsUsed(instances.map((i) => i.id));
+    return consolidationPlan(
+      instances.map((i) => ({ id: i.id, role: i.role, state: i.state, goal: i.goal, tenants: seats.get(i.id) ?? 0 })),
+      tenants.map((t) => ({ id: t.id, instanceId: t.instanceId!, state: t.state })),
+      role.tenants.capacity,
+      new Set(tenants.filter((t) => t.pinned).map((t) => t.id)),
+      maxMoves,
+    );
+  }
+
+  /** Applies {@link tenantPlan}: one tenant at a time, each added on its new instance and routed there before it leaves the old. */
+  async rebalance(appName: string, roleName: string, maxMoves: number): Promise<ConsolidationPlan> {
+    const p = await this.tenantPlan(appName, roleName, maxMoves);
+    if (p.moves.length > 0) {
+      this.tenantJob.queueMoves(appName, roleName, p.moves);
+      await this.record({ app: appName, role: roleName, instance: null, kind: 'tenant.placing', message: `rebalance of ${roleName}: ${p.summary}`, data: { moves: p.moves.length, saves: p.saves } });
+    }
+    return p;
+  }
+
+  /** Pins a tenant (consolidation never moves it) or unpins it. */
+  async pinTenant(id: string, pinned: boolean): Promise<TenantRecord> {
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const t = await this.store.getTenant(id);
+      if (!t || t.state === 'removed') throw new ApiError('not_found', `no tenant ${id}`);
+      if (t.pinned === pinned) return t;
+      if (await this.store.updateTenant(id, { pinned, updatedAt: this.clock.now() }, { ifVersion: t.version })) return { ...t, pinned };
+    }
+    throw new ApiError('internal', `tenant ${id} kept changing while it was pinned`);
   }
 
   /** Starts a tenant's removal: unrouted, then `remove` on its instance, then its seat is free. */

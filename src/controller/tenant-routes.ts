@@ -117,7 +117,50 @@ export function registerTenantRoutes(app: FastifyInstance, c: Controller, o: Ten
     },
   );
 
+  const roleParams = { type: 'object', properties: { name: { type: 'string', pattern: NAME }, role: { type: 'string', pattern: NAME } }, required: ['name', 'role'] } as const;
+  const planSchema = { type: 'object', additionalProperties: true, properties: { summary: { type: 'string' }, saves: { type: 'integer' } } } as const;
+
+  app.get<{ Params: { name: string; role: string }; Querystring: { maxMoves?: string } }>(
+    '/v1/apps/:name/roles/:role/tenants/plan',
+    {
+      schema: {
+        tags: ['tenants'],
+        summary: 'Consolidation as a dry run: which instances moving tenants could empty, and what it saves',
+        params: roleParams,
+        querystring: { type: 'object', additionalProperties: false, properties: { maxMoves: { type: 'string', pattern: '^[0-9]{1,5}$' } } },
+        response: { 200: planSchema, ...o.errors(400, 401, 404, 422) },
+      },
+    },
+    async (req) => c.tenantPlan(req.params.name, req.params.role, req.query.maxMoves !== undefined ? Number(req.query.maxMoves) : 10_000),
+  );
+
+  app.post<{ Params: { name: string; role: string }; Body: { maxMoves?: number } | undefined }>(
+    '/v1/apps/:name/roles/:role/tenants/rebalance',
+    {
+      schema: {
+        tags: ['tenants'],
+        summary: 'Apply the consolidation plan: one tenant at a time, added on its new instance and routed there before it leaves the old',
+        params: roleParams,
+        body: { type: ['object', 'null'], additionalProperties: false, properties: { maxMoves: { type: 'integer', minimum: 0, maximum: 10_000 } } },
+        response: { 202: planSchema, ...o.errors(400, 401, 404, 422) },
+      },
+    },
+    async (req, reply) => reply.status(202).send(await c.rebalance(req.params.name, req.params.role, req.body?.maxMoves ?? 10_000)),
+  );
+
   const idParams = { type: 'object', properties: { id: { type: 'string', pattern: '^t-[0-9a-f-]{36}$' } }, required: ['id'] } as const;
+
+  app.put<{ Params: { id: string }; Body: { pinned: boolean } }>(
+    '/v1/tenants/:id/pinned',
+    {
+      schema: {
+        tags: ['tenants'], summary: 'Pin a tenant to its instance (consolidation never moves it), or unpin it', params: idParams,
+        body: { type: 'object', additionalProperties: false, required: ['pinned'], properties: { pinned: { type: 'boolean' } } },
+        response: { 200: tenantSchema, ...o.errors(400, 401, 404) },
+      },
+    },
+    async (req) => tenantJson(await c.pinTenant(req.params.id, req.body.pinned)),
+  );
 
   app.get<{ Params: { id: string } }>(
     '/v1/tenants/:id',

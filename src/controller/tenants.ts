@@ -17,6 +17,7 @@ import {
   isLive,
   placeTenants,
   type Order,
+  type TenantMove,
   type Plan,
   type RoleSpec,
   type TenantReport,
@@ -63,6 +64,20 @@ export class TenantJob {
     return r && Object.hasOwn(r, t.id) ? r[t.id] : undefined;
   }
 
+  private reportOn(instanceId: string, tenantId: string): TenantReport | undefined {
+    const r = this.ctx.live.get(instanceId)?.tenants;
+    return r && Object.hasOwn(r, tenantId) ? r[tenantId] : undefined;
+  }
+
+  /** Moves asked by `rebalance`, per `app/role`, run one at a time. */
+  private readonly moves = new Map<string, TenantMove[]>();
+
+  /** Queues moves (a rebalance); they run one tenant at a time, each unrouted from its old instance only once added on the new. */
+  queueMoves(app: string, role: string, moves: readonly TenantMove[]): void {
+    this.moves.set(`${app}/${role}`, [...moves]);
+    this.ctx.enqueue(app);
+  }
+
   /** Routed: `add` succeeded on its instance and it is not being removed. */
   private routable(t: TenantRecord): boolean {
     return t.host !== null && t.instanceId !== null && (t.state === 'ready' || t.state === 'moving' || (t.state === 'placing' && this.report(t)?.phase === 'ready'));
@@ -80,7 +95,11 @@ export class TenantJob {
       held[t.role] = (held[t.role] ?? 0) + 1;
       if (!t.instanceId) continue;
       seats.set(t.instanceId, (seats.get(t.instanceId) ?? 0) + 1);
-      if (this.routable(t)) hosts.set(t.instanceId, [...(hosts.get(t.instanceId) ?? []), t.host!]);
+      if (t.targetInstanceId) seats.set(t.targetInstanceId, (seats.get(t.targetInstanceId) ?? 0) + 1);
+      if (!this.routable(t)) continue;
+      // A move switches the route once the tenant is added on its target.
+      const at = t.state === 'moving' && t.targetInstanceId && this.reportOn(t.targetInstanceId, t.id)?.phase === 'ready' ? t.targetInstanceId : t.instanceId;
+      hosts.set(at, [...(hosts.get(at) ?? []), t.host!]);
     }
     const floors: Record<string, number> = {};
     for (const r of roles) floors[r.name] = Math.min(r.max, Math.ceil((held[r.name] ?? 0) / r.tenants!.capacity));
@@ -142,7 +161,7 @@ export class TenantJob {
       // A seat on an instance that is gone, failing, or being taken away: place the tenant again.
       if ((t.state === 'placing' || t.state === 'ready' || t.state === 'moving') && (!inst || !BOOTING_OR_SERVING(inst))) {
         const why = `instance ${t.instanceId ?? '?'} ${inst ? `is ${inst.goal !== 'run' ? `leaving (${inst.goal})` : inst.state}` : 'is gone'}; placing ${t.name} again`;
-        if (await this.update(t, { state: 'pending', instanceId: null, reason: why })) {
+        if (await this.update(t, { state: 'pending', instanceId: null, targetInstanceId: null, reason: why })) {
           if (t.state === 'ready') this.moved.add(t.id);
           this.addOrdered.delete(t.id);
           await this.ctx.record({ app: app.name, role: role.name, instance: t.instanceId, kind: 'tenant.lost', message: `tenant ${t.name}: ${why}`, data: { tenant: t.id } });
@@ -199,9 +218,57 @@ export class TenantJob {
           soon(500);
           break;
         }
+        case 'moving': {
+          const target = t.targetInstanceId ? byId.get(t.targetInstanceId) : undefined;
+          const there = t.targetInstanceId ? this.reportOn(t.targetInstanceId, t.id) : undefined;
+          if (!target || !BOOTING_OR_SERVING(target) || there?.phase === 'failed') {
+            const why = `move of ${t.name} to ${t.targetInstanceId ?? '?'} abandoned: ${there?.phase === 'failed' ? (there.reason ?? 'add failed there') : 'the instance is gone'}`;
+            if (await this.update(t, { state: 'ready', targetInstanceId: null, reason: why })) {
+              await this.ctx.record({ app: app.name, role: role.name, instance: t.instanceId, kind: 'tenant.lost', message: why, data: { tenant: t.id } });
+            }
+            break;
+          }
+          if (there === undefined) {
+            if (target.state === 'serving' && this.addOrdered.get(t.id) !== target.id) {
+              await this.order(target.id, { id: `o-${randomUUID()}`, kind: 'tenantAdd', tenant: ref(t), fromInstance: t.instanceId! });
+              this.addOrdered.set(t.id, target.id);
+            }
+          } else if (there.phase === 'ready' && (t.host === null || routesLive)) {
+            // Added on the target and routed there: now off the old instance.
+            if (report?.phase === 'removed') {
+              if (await this.update(t, { state: 'ready', instanceId: target.id, targetInstanceId: null, reason: null })) {
+                await this.ctx.record({ app: app.name, role: role.name, instance: target.id, kind: 'tenant.ready', message: `tenant ${t.name} moved from ${t.instanceId} to ${target.id}`, data: { tenant: t.id, from: t.instanceId } });
+                this.notify({ kind: 'tenant.moved', tenant: { ...t, state: 'ready', instanceId: target.id, targetInstanceId: null } });
+              }
+            } else if (this.removeOrdered.get(t.id) !== inst!.id) {
+              await this.order(inst!.id, { id: `o-${randomUUID()}`, kind: 'tenantRemove', tenant: ref(t) });
+              this.removeOrdered.set(t.id, inst!.id);
+            }
+          }
+          soon(300);
+          break;
+        }
         default:
           break;
       }
+    }
+
+    // Rebalance: one move at a time, for tenants still where the plan found them.
+    const queue = this.moves.get(`${app.name}/${role.name}`);
+    if (queue?.length && !tenants.some((t) => t.state === 'moving')) {
+      while (queue.length) {
+        const m = queue.shift()!;
+        const t = tenants.find((x) => x.id === m.tenantId);
+        if (!t || t.state !== 'ready' || t.instanceId !== m.from || t.pinned) continue;
+        if (await this.ctx.store.reserveMove(t.id, m.to, spec.capacity)) {
+          await this.ctx.record({ app: app.name, role: role.name, instance: m.from, kind: 'tenant.placing', message: `rebalance: moving tenant ${t.name} from ${m.from} to ${m.to} (${queue.length} more)`, data: { tenant: t.id, to: m.to } });
+          this.removeOrdered.delete(t.id);
+          this.addOrdered.delete(t.id);
+          soon(0);
+          break;
+        }
+      }
+      if (queue.length === 0) this.moves.delete(`${app.name}/${role.name}`);
     }
 
     if (pending.length === 0) return again;
