@@ -258,6 +258,9 @@ test('in a browser: log in, see the app, scale api to 3 and watch it live, see t
   await page.getByRole('link', { name: 'Balancer' }).click();
   await page.getByRole('heading', { name: 'Load balancers' }).waitFor();
   await shot('balancer');
+  await page.getByRole('link', { name: 'Tenants' }).click();
+  await page.getByRole('heading', { name: 'Tenants' }).waitFor();
+  await page.getByText('No tenants.').waitFor();
   await page.getByRole('link', { name: 'Controller' }).click();
   await page.getByText('up for').waitFor();
   await shot('controller');

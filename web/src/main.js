@@ -330,7 +330,43 @@ function Balancers() {
       const [icon, word] = m.removing ? ['◌', 'removing'] : (MEMBER[m.state] ?? ['·', m.state]);
       return html`<tr key=${m.id}><th scope="row"><code>${m.id}</code></th><td>${m.address}</td><td><span class=${`badge mb-${word}`}><span aria-hidden="true">${icon}</span> ${word}</span></td><td class="num">${m.activeConnections}</td><td class="num">${m.totalRequests}</td></tr>`;
     })}</tbody></table></div>`)}
-    <p class="dim">Tenants and webhook deliveries will appear here once Drover has them.</p></section>`;
+    </section>`;
+}
+
+// ---------------------------------------------------------------- tenants
+
+const TENANT = { pending: ['◌', 'pending'], placing: ['◐', 'placing'], ready: ['✓', 'ready'], failed: ['✗', 'failed'], removing: ['◌', 'removing'], moving: ['⇄', 'moving'], removed: ['·', 'removed'] };
+
+function Tenants() {
+  const [list, setList] = useState(/** @type {any[] | null} */ (null));
+  const [open, setOpen] = useState(/** @type {any} */ (null));
+  useEffect(() => {
+    let stop = false;
+    const load = () => fetch('/v1/tenants', { credentials: 'same-origin' }).then((r) => r.json()).then((d) => { if (!stop) setList(d.tenants ?? []); }).catch(() => undefined);
+    void load();
+    const t = setInterval(load, 2000);
+    return () => { stop = true; clearInterval(t); };
+  }, []);
+  const show = (id) => fetch(`/v1/tenants/${id}`, { credentials: 'same-origin' }).then((r) => r.json()).then(setOpen).catch(() => undefined);
+  if (list === null) return html`<section><h2>Tenants</h2><p>Loading…</p></section>`;
+  const live = list.filter((t) => t.state !== 'removed');
+  if (live.length === 0) return html`<section><h2>Tenants</h2><p>No tenants. A role with <code>tenants:</code> takes sign-ups at <code>POST /v1/apps/{app}/roles/{role}/tenants</code> or <code>drover tenants add</code>.</p></section>`;
+  const pending = live.filter((t) => t.state === 'pending').length;
+  return html`<section><h2>Tenants</h2>
+    <p>${live.length} tenant(s)${pending ? html`, <strong>${pending} waiting for a seat</strong>` : ''}.</p>
+    <table><thead><tr><th scope="col">name</th><th scope="col">role</th><th scope="col">state</th><th scope="col">instance</th><th scope="col">host</th><th scope="col">why</th></tr></thead>
+    <tbody>${live.map((t) => {
+      const [icon, word] = TENANT[t.state] ?? ['·', t.state];
+      return html`<tr key=${t.id}><th scope="row"><button type="button" class="link" onClick=${() => void show(t.id)}>${t.name}</button></th><td>${t.app}/${t.role}</td>
+        <td><span class=${`badge tn-${word}`}><span aria-hidden="true">${icon}</span> ${word}</span></td><td>${t.instance ? html`<code>${t.instance}</code>` : '-'}</td><td>${t.host ?? '-'}</td><td class="reason">${t.reason ?? ''}</td></tr>`;
+    })}</tbody></table>
+    ${open ? html`<div class="lb"><h3>${open.name} <small class="dim"><code>${open.id}</code></small></h3>
+      ${open.lastOutput?.length ? html`<pre>${open.lastOutput.join('\n')}</pre>` : ''}
+      <h4>Notification attempts</h4>
+      ${open.notifications?.length ? html`<table><thead><tr><th scope="col">when</th><th scope="col">channel</th><th scope="col">event</th><th scope="col">attempt</th><th scope="col">status</th><th scope="col">answer</th></tr></thead>
+        <tbody>${open.notifications.map((n) => html`<tr><td><time datetime=${n.at}>${time(n.at)}</time></td><td>${n.kind}</td><td><code>${n.event}</code></td><td class="num">${n.attempt}</td><td>${n.status}</td><td>${n.response ?? ''}</td></tr>`)}</tbody></table>` : html`<p class="dim">None (no callbackUrl or email, or nothing to tell yet).</p>`}
+    </div>` : ''}
+  </section>`;
 }
 
 // ---------------------------------------------------------------- controller
@@ -364,9 +400,10 @@ function App() {
   if (view === 'role' && where[1] && where[2]) body = html`<${RoleView} app=${where[1]} role=${where[2]} />`;
   else if (view === 'events') body = html`<${Events} />`;
   else if (view === 'balancer') body = html`<${Balancers} />`;
+  else if (view === 'tenants') body = html`<${Tenants} />`;
   else if (view === 'controller') body = html`<${ControllerView} />`;
   else body = html`<${Overview} />`;
-  const nav = [['', 'Overview'], ['events', 'Events'], ['balancer', 'Balancer'], ['controller', 'Controller']];
+  const nav = [['', 'Overview'], ['events', 'Events'], ['balancer', 'Balancer'], ['tenants', 'Tenants'], ['controller', 'Controller']];
   const [icon, word] = CONN[state.conn];
   return html`<header>
       <h1><a href="#/">Drover</a></h1>
