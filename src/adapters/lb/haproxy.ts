@@ -15,7 +15,7 @@
  * are applied again: HAProxy forgets dynamic servers when it restarts.
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
@@ -463,6 +463,10 @@ export class HaproxyDriver implements LoadBalancerDriver {
     const version = /New version created: (\d+)/.exec(prepared)![1]!;
     if (entries.length) await this.#cmd(`add map @${version} ${file} <<\n${body}\n`);
     await this.#cmd(`commit map @${version} ${file}`);
+    // The file follows the runtime map, so what is on disk is what HAProxy routes (a reload reads
+    // it); after a restart by this driver, the entries are pushed again once their servers exist.
+    await writeFile(`${file}.tmp`, entries.length ? `${body}\n` : '');
+    await rename(`${file}.tmp`, file);
     this.#appliedMap = body;
     this.#log.debug({ entries: entries.length }, 'host map applied');
   }
