@@ -94,10 +94,12 @@ roles:
     assert.equal(again.body.id, r.body.id, 'the same Idempotency-Key returns the same tenant');
     const dup = await post('lab-1');
     assert.equal(dup.status, 409, 'a second tenant with the name is refused');
+    const last = await post('lab-2');
+    assert.equal(last.status, 201, 'the last free seat is still a seat: 201, not 202');
   });
 
   await t.test('a burst with no room: 202 each, exactly the instances they need, none over capacity', async () => {
-    const burst = await Promise.all(Array.from({ length: 7 }, (_, k) => post(`lab-${k + 2}`)));
+    const burst = await Promise.all(Array.from({ length: 6 }, (_, k) => post(`lab-${k + 3}`)));
     assert.ok(burst.every((r) => r.status === 202 || r.status === 201), JSON.stringify(burst.map((r) => r.status)));
     assert.ok(burst.filter((r) => r.status === 202).every((r) => r.location === `/v1/tenants/${r.body.id}`));
     await until('every tenant ready', async () => {

@@ -304,7 +304,7 @@ export class Controller {
       if (err instanceof TenantConflictError) throw new ApiError('tenant_exists', `${err.field}: ${err.message}`, [{ path: err.field, message: err.message }]);
       throw err;
     }
-    const free = await this.freeSeats(appName, roleName, spec.capacity);
+    const free = await this.freeSeats(appName, roleName, spec.capacity, res.tenant.id);
     if (res.created) {
       await this.record({ app: appName, role: roleName, instance: null, kind: 'tenant.placing', message: `tenant ${t.name} signed up for ${roleName}${free > 0 ? '' : ' (no free seat: capacity will be made)'}`, data: { tenant: res.tenant.id } });
     }
@@ -312,16 +312,18 @@ export class Controller {
     return { ...res, room: free > 0 };
   }
 
-  /** Free seats on serving instances of a role (what a sign-up can take at once). */
-  private async freeSeats(app: string, role: string, capacity: number): Promise<number> {
+  /**
+   * Free seats on serving instances of a role for the sign-up `self`: what is left once the
+   * tenants that came before it and still wait are seated.
+   */
+  private async freeSeats(app: string, role: string, capacity: number, self: string): Promise<number> {
     const serving = (await this.store.listInstances({ app, role })).filter((i) => i.state === 'serving' && i.goal === 'run');
     if (serving.length === 0) return 0;
-    const tenants = await this.store.listTenants({ app, role });
-    let used = 0;
-    const ids = new Set(serving.map((i) => i.id));
-    for (const t of tenants) if (t.instanceId && ids.has(t.instanceId) && holdsSeat(t.state)) used++;
-    const pending = tenants.filter((t) => t.state === 'pending').length;
-    return serving.length * capacity - used - pending;
+    const used = [...(await this.store.seatsUsed(serving.map((i) => i.id))).values()].reduce((a, b) => a + b, 0);
+    const pending = await this.store.listTenants({ app, role, state: 'pending' });
+    const me = pending.find((t) => t.id === self);
+    const ahead = me ? pending.filter((t) => t.seq < me.seq).length : pending.length;
+    return serving.length * capacity - used - ahead;
   }
 
   async getTenant(id: string): Promise<TenantRecord | undefined> {
