@@ -72,6 +72,39 @@ export function wireNotices(
     },
     ...options,
   });
+  /**
+   * After a restart: notifications whose last recorded attempt failed and was not the last of the
+   * schedule are queued again, resuming the schedule where it stopped (the same id: receivers
+   * de-duplicate on `webhook-id`). A notice lost between its event and its first attempt (a
+   * crash within milliseconds) is not recovered.
+   */
+  const resume = async (): Promise<void> => {
+    for (const t of await store.listTenants({})) {
+      if (!t.callbackUrl && !t.email) continue;
+      const byMessage = new Map<string, { event: string; attempts: Partial<Record<'webhook' | 'email', number>>; open: Set<'webhook' | 'email'> }>();
+      for (const a of await store.listNotifications(t.id)) {
+        const m = byMessage.get(a.messageId) ?? { event: a.event, attempts: {}, open: new Set<'webhook' | 'email'>() };
+        m.attempts[a.kind] = Math.max(m.attempts[a.kind] ?? 0, a.attempt);
+        if (a.status === 'failed') m.open.add(a.kind);
+        else m.open.delete(a.kind);
+        byMessage.set(a.messageId, m);
+      }
+      for (const [id, m] of byMessage) {
+        if (m.open.size === 0) continue;
+        const target = {
+          ...(m.open.has('webhook') && t.callbackUrl ? { webhook: t.callbackUrl } : {}),
+          ...(m.open.has('email') && t.email ? { email: t.email } : {}),
+        };
+        const kind = m.event as TenantNotice['kind'];
+        meta.set(id, { tenantId: t.id, event: kind, targets: target });
+        notifier.enqueue(
+          { id, kind, at: Date.now(), app: t.app, tenant: { id: t.id, name: t.name, host: t.host ?? '', state: t.state, ...(t.instanceId ? { instance: t.instanceId } : {}), ...(t.reason ? { reason: t.reason } : {}) }, target },
+          { previousAttempts: m.attempts },
+        );
+      }
+    }
+  };
+  void resume().catch((err: unknown) => logger.warn({ err }, 'could not resume undelivered tenant notifications'));
   const onNotice = (n: TenantNotice): void => {
     const t = n.tenant;
     if (!t.callbackUrl && !t.email) return;

@@ -151,7 +151,8 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningCont
     const host = opts.host ?? '127.0.0.1';
     const wanted = opts.port ?? DEFAULT_PORT;
     try {
-      await http.listen({ host, port: wanted });
+      // A burst of sign-ups or clients must queue, not be reset: the kernel caps it at somaxconn.
+      await http.listen({ host, port: wanted, backlog: 4096 });
     } catch (err) {
       throw listenError(err, host, wanted);
     }

@@ -110,27 +110,27 @@ export function emailMessage(n: Notification): EmailMessage {
   let subject: string;
   switch (n.kind) {
     case 'tenant.ready':
-      subject = `${t.name} is ready at ${t.host}`;
-      headline = `Tenant ${t.name} of app ${n.app} is ready at ${t.host}${where}.`;
+      subject = t.host ? `${t.name} is ready at ${t.host}` : `${t.name} is ready`;
+      headline = `Tenant ${t.name} of app ${n.app} is ready${t.host ? ` at ${t.host}` : ''}${where}.`;
       break;
     case 'tenant.failed':
       subject = `${t.name} could not be set up`;
-      headline = `Tenant ${t.name} of app ${n.app} (host ${t.host}) failed.`;
+      headline = `Tenant ${t.name} of app ${n.app}${t.host ? ` (host ${t.host})` : ''} failed.`;
       break;
     case 'tenant.moved':
       subject = `${t.name} moved${t.instance === undefined ? '' : ` to ${t.instance}`}`;
-      headline = `Tenant ${t.name} of app ${n.app} (host ${t.host}) is now served${where === '' ? ' by another instance' : where}.`;
+      headline = `Tenant ${t.name} of app ${n.app}${t.host ? ` (host ${t.host})` : ''} is now served${where === '' ? ' by another instance' : where}.`;
       break;
     case 'tenant.removed':
       subject = `${t.name} was removed`;
-      headline = `Tenant ${t.name} of app ${n.app} was removed; ${t.host} is no longer routed.`;
+      headline = `Tenant ${t.name} of app ${n.app} was removed${t.host ? `; ${t.host} is no longer routed` : ''}.`;
       break;
   }
   const reason = t.reason !== undefined && t.reason !== '' ? t.reason : undefined;
   const facts: [string, string][] = [
     ['App', n.app],
     ['Tenant', `${t.name} (${t.id})`],
-    ['Host', t.host],
+    ['Host', t.host || '(none)'],
     ['State', t.state],
     ...(t.instance === undefined ? [] : ([['Instance', t.instance + (t.address === undefined ? '' : ` (${t.address})`)]] as [string, string][])),
     ['When', new Date(n.at).toISOString()],

@@ -120,7 +120,8 @@ export function checkNotification(n: unknown): Notification {
   const tt = t as Record<string, unknown>;
   text('tenant.id', tt.id, NOTIFY_LIMITS.textLength);
   text('tenant.name', tt.name, NOTIFY_LIMITS.textLength);
-  text('tenant.host', tt.host, NOTIFY_LIMITS.textLength);
+  // A tenant of a role without host names has none: an empty host is allowed, and said so.
+  if (tt.host !== '') text('tenant.host', tt.host, NOTIFY_LIMITS.textLength);
   text('tenant.state', tt.state, NOTIFY_LIMITS.textLength);
   text('tenant.instance', tt.instance, NOTIFY_LIMITS.textLength, { optional: true });
   text('tenant.address', tt.address, NOTIFY_LIMITS.textLength, { optional: true });
