@@ -4,13 +4,10 @@
  * The kill points come from a seed, printed first: `FAULT_SEED=<n> npm test` replays a run.
  */
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { freePort } from '../src/adapters/providers/index.js';
-import { apiClient, BIN, killAll, processesWithEnv, sleep, until } from './helpers.js';
+import { apiClient, killableController, processesWithEnv, sleep, until } from './helpers.js';
 
 /** mulberry32: small, seedable, good enough to pick kill points. */
 function rng(seed: number): () => number {
@@ -64,32 +61,8 @@ test('kill -9 of the controller mid scale-out, drain and rolling update: converg
   const seed = process.env.FAULT_SEED ? Number(process.env.FAULT_SEED) : Math.floor(Math.random() * 2 ** 31);
   t.diagnostic(`FAULT_SEED=${seed}`);
   const random = rng(seed);
-  const dir = mkdtempSync(join(tmpdir(), 'drover-fault-'));
-  const dataDir = join(dir, '.drover');
-  const port = await freePort();
-  const token = 'fault-token-'.padEnd(40, 'x');
-  let ctl: ChildProcess | undefined;
-  t.after(async () => {
-    ctl?.kill('SIGKILL');
-    killAll(processesWithEnv(dir));
-    await sleep(200);
-    rmSync(dir, { recursive: true, force: true });
-  });
-  const server = { url: `http://127.0.0.1:${port}`, token };
+  const { dir, dataDir, server, start, kill } = await killableController(t, 'drover-fault-', { DROVER_AGENT_RESTART_BACKOFF_MS: '100' });
   const api = apiClient(server);
-  const start = async () => {
-    ctl = spawn(process.execPath, [BIN, 'controller', '--data-dir', dataDir, '--port', String(port)], {
-      env: { ...process.env, DROVER_TOKEN: token, DROVER_LOG_LEVEL: 'warn', DROVER_AGENT_RESTART_BACKOFF_MS: '100' },
-      stdio: 'ignore',
-    });
-    await until('the controller answers', async () => (await fetch(`${server.url}/v1/health`)).ok, 30_000);
-  };
-  const kill = async () => {
-    const c = ctl!;
-    const gone = new Promise((resolve) => c.once('exit', resolve));
-    c.kill('SIGKILL');
-    await gone;
-  };
   const converged = async (what: string, web: number) =>
     until(`${what} (seed ${seed})`, async () => {
       const a = await api<App>('GET', '/v1/apps/fi');

@@ -1,7 +1,10 @@
 /** Shared helpers of the integration suites: run the real CLI, find leftover processes. */
 import { spawn } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { freePort } from '../src/adapters/providers/index.js';
 
 export const ROOT = fileURLToPath(new URL('..', import.meta.url));
 export const BIN = fileURLToPath(new URL('../bin/drover.js', import.meta.url));
@@ -90,5 +93,51 @@ export function apiClient(server: { url: string; token: string }) {
     const data = (await r.json()) as T;
     if (!r.ok) throw new Error(`${method} ${path}: ${r.status} ${JSON.stringify(data)}`);
     return data;
+  };
+}
+
+/**
+ * A controller run as its own process (`drover controller`) in a fresh temp folder, so a test
+ * can kill -9 it and start it again on the same data folder and port. Everything is removed
+ * after the test, processes included.
+ */
+export async function killableController(
+  t: { after: (fn: () => unknown) => void },
+  prefix: string,
+  env: Record<string, string> = {},
+): Promise<{
+  dir: string;
+  dataDir: string;
+  server: { url: string; token: string };
+  start: () => Promise<void>;
+  kill: () => Promise<void>;
+}> {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  const dataDir = join(dir, '.drover');
+  const port = await freePort();
+  const server = { url: `http://127.0.0.1:${port}`, token: `${prefix}token-`.padEnd(40, 'x') };
+  let ctl: ReturnType<typeof spawn> | undefined;
+  t.after(async () => {
+    ctl?.kill('SIGKILL');
+    killAll(processesWithEnv(dir));
+    await sleep(200);
+    rmSync(dir, { recursive: true, force: true });
+  });
+  return {
+    dir, dataDir, server,
+    start: async () => {
+      ctl = spawn(process.execPath, [BIN, 'controller', '--data-dir', dataDir, '--port', String(port)], {
+        env: { ...process.env, DROVER_TOKEN: server.token, DROVER_LOG_LEVEL: 'warn', ...env },
+        stdio: 'ignore',
+      });
+      await until('the controller answers', async () => (await fetch(`${server.url}/v1/health`)).ok, 30_000);
+    },
+    kill: async () => {
+      const c = ctl;
+      if (!c || c.exitCode !== null || c.signalCode !== null) return;
+      const gone = new Promise((resolve) => c.once('exit', resolve));
+      c.kill('SIGKILL');
+      await gone;
+    },
   };
 }

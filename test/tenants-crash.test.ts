@@ -4,13 +4,10 @@
  * The kill point comes from a seed, printed first (`FAULT_SEED=<n>` replays it).
  */
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { freePort } from '../src/adapters/providers/index.js';
-import { apiClient, BIN, killAll, processesWithEnv, sleep, until } from './helpers.js';
+import { apiClient, killableController, sleep, until } from './helpers.js';
 
 type Tenant = { id: string; name: string; state: string; instance: string | null };
 type Instances = { instances: { id: string; role: string | null; state: string }[] };
@@ -21,26 +18,9 @@ test('kill -9 of the controller mid-placement: every tenant placed exactly once,
   const seed = process.env.FAULT_SEED ? Number(process.env.FAULT_SEED) : Math.floor(Math.random() * 2 ** 31);
   t.diagnostic(`FAULT_SEED=${seed}`);
   const delay = 200 + (seed % 2500);
-  const dir = mkdtempSync(join(tmpdir(), 'drover-tenants-crash-'));
-  const dataDir = join(dir, '.drover');
-  const port = await freePort();
-  const token = 'crash-token-'.padEnd(40, 'x');
-  let ctl: ChildProcess | undefined;
-  t.after(async () => {
-    ctl?.kill('SIGKILL');
-    killAll(processesWithEnv(dir));
-    await sleep(200);
-    rmSync(dir, { recursive: true, force: true });
-  });
-  const server = { url: `http://127.0.0.1:${port}`, token };
+  const { dir, dataDir, server, start, kill } = await killableController(t, 'drover-tenants-crash-');
+  const token = server.token;
   const api = apiClient(server);
-  const start = async () => {
-    ctl = spawn(process.execPath, [BIN, 'controller', '--data-dir', dataDir, '--port', String(port)], {
-      env: { ...process.env, DROVER_TOKEN: token, DROVER_LOG_LEVEL: 'warn' },
-      stdio: 'ignore',
-    });
-    await until('the controller answers', async () => (await fetch(`${server.url}/v1/health`)).ok, 30_000);
-  };
   await start();
   const yaml = `
 app: crash
@@ -68,7 +48,7 @@ roles:
   );
   await sleep(delay);
   t.diagnostic(`kill -9 after ${delay} ms`);
-  ctl!.kill('SIGKILL');
+  await kill();
   await signups;
   await start();
   // Sign-ups that never got an answer are retried with their key: never a second tenant.
