@@ -112,11 +112,9 @@ export class AgentReports {
   private async applyStatusOnce(inst: InstanceRecord, s: AgentStatus, now: number): Promise<boolean> {
     // A controller-side verdict (unresponsive, failed) is not overturned by a late report.
     if (isTerminal(inst.state) || inst.state === 'unresponsive') return true;
-    const app = await this.ctx.store.getApp(inst.app);
-    if (!app) return true;
     const v = s.state !== inst.state && !canReport(inst.state, s.state)
       ? { kind: 'impossible' as const, reason: `reported state ${s.state} after ${inst.state}, which cannot follow it` }
-      : await checkReport(inst, s, app, () => servingMembers(this.ctx.store, inst.app));
+      : await checkReport(inst, s, () => this.ctx.store.getApp(inst.app), () => servingMembers(this.ctx.store, inst.app));
     if (v.kind === 'impossible') {
       await this.fenceImpossible(inst, v.reason, now);
       return true;

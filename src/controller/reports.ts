@@ -37,12 +37,14 @@ function show(v: string): string {
 
 /**
  * Checks one status report against the instance's record and the app.
- * `serving` gives the members the role would import now (to re-render import-based exports).
+ * The app is read (`app`) only for a serving report, the one whose exports are checked: most
+ * heartbeats need no store read. `serving` gives the members the role would import now (to
+ * re-render import-based exports).
  */
 export async function checkReport(
   inst: InstanceRecord,
   s: AgentStatus,
-  app: Pick<StoredApp, 'name' | 'appDir' | 'spec'>,
+  getApp: () => Promise<Pick<StoredApp, 'name' | 'appDir' | 'spec'> | undefined>,
   serving: () => Promise<Readonly<Record<string, readonly ImportedMember[]>>>,
 ): Promise<ReportVerdict> {
   if (s.role !== undefined && s.role !== inst.role) {
@@ -51,13 +53,13 @@ export async function checkReport(
   if (inst.assignOrderId === null && ROLE_STATES.has(s.state)) {
     return { kind: 'impossible', reason: `reported state ${s.state} without ever being given a role` };
   }
-  const role: RoleSpec | undefined = inst.role !== null && Object.hasOwn(app.spec.roles, inst.role) ? app.spec.roles[inst.role] : undefined;
-  if (s.state !== 'serving' || inst.goal !== 'run' || role === undefined) {
-    if (s.exports !== undefined && Object.keys(s.exports).length > 0 && s.state !== 'serving') {
-      return { kind: 'impossible', reason: `reported exports while ${s.state}` };
-    }
-    return { kind: 'ok', exports: null };
+  if (s.exports !== undefined && Object.keys(s.exports).length > 0 && s.state !== 'serving') {
+    return { kind: 'impossible', reason: `reported exports while ${s.state}` };
   }
+  if (s.state !== 'serving' || inst.goal !== 'run' || inst.role === null) return { kind: 'ok', exports: null };
+  const app = await getApp();
+  const role: RoleSpec | undefined = app && Object.hasOwn(app.spec.roles, inst.role) ? app.spec.roles[inst.role] : undefined;
+  if (!app || !role) return { kind: 'ok', exports: null };
   const reported = s.exports ?? {};
   // An instance that still runs an older spec of its role is being replaced: its exports were
   // checked when they were first stored, against the spec it was given then.
