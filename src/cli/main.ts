@@ -114,7 +114,7 @@ function renderStatus(apps: AppJson[]): string {
       const bits = [`${r.serving}/${r.desired} serving${mode}`];
       if (r.draining) bits.push(`${r.draining} draining`);
       if (r.spares) bits.push(`${r.spares} warm spare(s)`);
-      if (r.degraded) bits.push('DEGRADED: replacements keep failing');
+      if (r.degraded) bits.push(`DEGRADED: replacements keep failing (fix the cause, then \`drover retry ${r.name}\`)`);
       if (r.missingImports.length) bits.push(`waiting for ${r.missingImports.join(', ')}`);
       if (r.staleImports?.length) bits.push(`imports not yet applied by ${r.staleImports.join(', ')}`);
       if (r.lastDecision && !r.pinned) bits.push(`last decision: ${r.lastDecision.reason}`);
@@ -363,6 +363,20 @@ export function buildProgram(): Command {
       const body = o.auto ? { auto: true } : { count: Number(m[2]) };
       const r = await client.request<RoleJson>('PUT', `/v1/apps/${app}/roles/${m[1]}/count`, body);
       out(`${app}/${r.name}: desired ${r.desired} (now ${r.serving} serving)${o.auto ? '; scaling policies in charge' : ''}`);
+    });
+
+  program
+    .command('retry')
+    .description("after fixing what made a role fail: forget its recent failures so it is tried again now (a degraded role, or one waiting out a backoff)")
+    .argument('<role>', 'the role')
+    .addOption(dataDirOpt())
+    .option('--app <name>', 'app (needed only when several are applied)')
+    .action(async (role: string, o: { dataDir: string; app?: string }) => {
+      const client = clientFor(o.dataDir);
+      const app = await pickApp(client, o.app);
+      const r = await client.request<{ retry: { forgotten: number; wasDegraded: boolean; wasBackingOff: boolean }; role: RoleJson }>('POST', `/v1/apps/${app}/roles/${encodeURIComponent(role)}/retry`);
+      const was = r.retry.wasDegraded ? 'was degraded' : r.retry.wasBackingOff ? 'was waiting out a backoff' : 'was neither degraded nor backing off';
+      out(`${app}/${role}: ${was}; ${r.retry.forgotten} recent failure(s) forgotten; replacements start now (${r.role.serving}/${r.role.desired} serving). Follow with \`drover events --follow\`.`);
     });
 
   const tenants = program.command('tenants').description('SaaS tenants of a role with `tenants:`: sign up, list, show, remove');

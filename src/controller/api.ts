@@ -9,10 +9,9 @@ import { STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
 import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import swagger from '@fastify/swagger';
-import websocket from '@fastify/websocket';
 import { APP_FILE_LIMITS, apiProof, own, SpecError, startOrder, type AppSpec } from '../core/index.js';
 import type { EventRecord } from '../adapters/store/index.js';
-import { EmbeddedTransport } from '../adapters/transport/index.js';
+import type { ControllerTransport } from '../adapters/transport/index.js';
 import { AppFileParser, type AppFileParserOptions } from './app-file-parser.js';
 import { ApiError, ERROR_CODES, type ErrorCode } from './errors.js';
 import type { Controller, InstanceView } from './controller.js';
@@ -30,8 +29,8 @@ export interface ApiOptions {
   readonly version: string;
   /** Called after `POST /v1/shutdown` has been answered. */
   readonly onShutdown?: () => void;
-  /** The embedded transport to mount at /v1/agent. */
-  readonly transport?: EmbeddedTransport;
+  /** The transport, which may mount routes of its own (the embedded one: /v1/agent). */
+  readonly transport?: ControllerTransport;
   /** @default 1 MiB */
   readonly bodyLimit?: number;
   /** Limits of the HTTP server; see {@link ApiTimeouts}. */
@@ -237,7 +236,6 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
       security: [{ bearer: [] }],
     },
   });
-  await app.register(websocket, { options: EmbeddedTransport.wsOptions });
 
   const ui = new UiSessions({ token: opts.token, ...opts.ui });
   app.addHook('onRequest', async (req) => {
@@ -268,7 +266,7 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
     return reply.status(404).send(e.body());
   });
 
-  opts.transport?.register(app);
+  await opts.transport?.register?.(app);
 
   app.get('/v1/health', { schema: { security: [], response: { 200: { type: 'object', properties: { status: { type: 'string' }, version: { type: 'string' }, uptimeMs: { type: 'number' } } } } } }, async () => ({
     status: 'ok',
@@ -443,6 +441,24 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
       await c.scale(req.params.name, req.params.role, b.count !== undefined ? { count: b.count } : { auto: true });
       const roles = await rolesOf(req.params.name);
       return roles.find((r) => r.name === req.params.role) ?? fail('not_found', `app "${req.params.name}" has no role "${req.params.role}"`);
+    },
+  );
+
+  app.post<{ Params: { name: string; role: string } }>(
+    '/v1/apps/:name/roles/:role/retry',
+    {
+      schema: {
+        tags: ['roles'],
+        summary: "After fixing what made a role fail: forget its recent failures (backoff, degraded mark) so replacements start now",
+        params: roleParams,
+        response: { 200: { type: 'object', additionalProperties: true, properties: { retry: { type: 'object', additionalProperties: true }, role: roleSchema } }, ...errors(400, 401, 404, 409) },
+      },
+    },
+    async (req) => {
+      const who = `${authorized(req.headers.authorization) ? 'the API token' : 'a dashboard session'} from ${req.ip}`;
+      const retry = await c.retryRole(req.params.name, req.params.role, who);
+      const roles = await rolesOf(req.params.name);
+      return { retry, role: roles.find((r) => r.name === req.params.role) ?? fail('not_found', `app "${req.params.name}" has no role "${req.params.role}"`) };
     },
   );
 

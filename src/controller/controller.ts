@@ -22,6 +22,7 @@ import {
   isHostName,
   type ConsolidationPlan,
   isTenantName,
+  own,
   TENANT_NAME_RULE,
   tenantHost,
 } from '../core/index.js';
@@ -39,6 +40,9 @@ import { Reconciler } from './reconciler.js';
 import { Runner } from './runner.js';
 import { RoleMetrics } from './scraper.js';
 import { TenantJob, type TenantNotice } from './tenants.js';
+
+/** How long a sign-up waits for others to share its reconcile pass (a burst is placed in batches). */
+const SIGNUP_BATCH_MS = 25;
 
 export interface ControllerOptions {
   readonly store: Store;
@@ -80,6 +84,7 @@ export class Controller {
   private readonly reports: AgentReports;
   private readonly reconciler: Reconciler;
   private readonly tenantJob: TenantJob;
+  private readonly planner: PlannerOptions;
   /** Listeners of tenant notices (the notifier, when one is configured). */
   readonly tenantNotices = new EventEmitter();
   private transport?: ControllerTransport;
@@ -96,6 +101,7 @@ export class Controller {
     this.log = opts.logger;
     this.heartbeatMs = opts.heartbeatMs ?? 2000;
     const planner: PlannerOptions = { ...DEFAULT_PLANNER_OPTIONS, heartbeatTimeoutMs: this.heartbeatMs * 3, ...opts.planner };
+    this.planner = planner;
     this.startedAt = this.clock.now();
     this.runner = new Runner((key) => this.timedReconcile(key), this.log);
     this.events.setMaxListeners(0);
@@ -141,6 +147,7 @@ export class Controller {
     this.transport = transport;
     this.controllerUrl = controllerUrl;
     this.lag.start();
+    await this.restoreRetries();
     for (const app of await this.store.listApps()) this.runner.enqueue(app.name);
     const every = (ms: number, what: string, fn: () => Promise<void>) =>
       setInterval(() => void fn().catch((err: unknown) => this.log.warn({ err }, `${what} failed`)), ms);
@@ -212,6 +219,45 @@ export class Controller {
       await this.record({ app: appName, role, instance: null, kind: 'scale.manual', message: `${role} ${before}→${count}: set by hand${paused}`, data: { from: before, to: count } });
     }
     this.runner.enqueue(appName);
+  }
+
+  /**
+   * `drover retry`: the operator fixed what made a role fail. The role's recent failures no longer
+   * count toward its backoff or its degraded mark, so replacements start at the next pass rather
+   * than when the failure window has passed. `who` says who asked (recorded in the event).
+   */
+  async retryRole(appName: string, role: string, who: string): Promise<{ forgotten: number; wasDegraded: boolean; wasBackingOff: boolean }> {
+    const app = await this.store.getApp(appName);
+    if (!app || !Object.hasOwn(app.spec.roles, role)) throw new ApiError('not_found', app ? `app "${appName}" has no role "${role}"` : `no app "${appName}"`);
+    if (app.deleting) throw new ApiError('app_deleting', `app "${appName}" is being deleted`);
+    const before = await this.reconciler.preview(appName);
+    const summary = before ? own(before.roles, role) : undefined;
+    const wasBackingOff = before?.actions.some((a) => a.kind === 'note' && a.role === role && a.topic === 'backoff') ?? false;
+    const now = this.clock.now();
+    const window = this.planner.failureWindowMs;
+    const forgotten = (await this.store.listInstances({ app: appName, role, goneSince: now - window })).filter(
+      (i) => (i.state === 'failed' || i.state === 'unresponsive') && now - i.stateSince < window,
+    ).length;
+    this.reconciler.clearFailures(appName, role, now);
+    this.executor.forgetNotes(appName, role);
+    const wasDegraded = summary?.degraded ?? false;
+    const state = wasDegraded ? 'degraded' : wasBackingOff ? 'backing off' : 'neither degraded nor backing off';
+    await this.record({
+      app: appName, role, instance: null, kind: 'role.retry',
+      message: `${role}: retry asked by ${who} (it was ${state}); ${forgotten} recent failure(s) forgotten, replacements start now`,
+      data: { at: now, by: who, forgotten, wasDegraded, wasBackingOff },
+    });
+    this.runner.enqueue(appName);
+    return { forgotten, wasDegraded, wasBackingOff };
+  }
+
+  /** Retries asked within the failure window, from the newest events: a restarted controller keeps them. */
+  private async restoreRetries(): Promise<void> {
+    const since = this.clock.now() - this.planner.failureWindowMs;
+    for (const e of await this.store.listEvents({ limit: 1000 })) {
+      const at = typeof e.data?.at === 'number' ? e.data.at : e.at;
+      if (e.kind === 'role.retry' && e.app !== null && e.role !== null && at >= since) this.reconciler.clearFailures(e.app, e.role, at);
+    }
   }
 
   /**
@@ -308,7 +354,8 @@ export class Controller {
     if (res.created) {
       await this.record({ app: appName, role: roleName, instance: null, kind: 'tenant.placing', message: `tenant ${t.name} signed up for ${roleName}${free > 0 ? '' : ' (no free seat: capacity will be made)'}`, data: { tenant: res.tenant.id } });
     }
-    this.runner.enqueue(appName);
+    // A short delay lets a burst of sign-ups share one reconcile pass instead of one pass each.
+    this.runner.enqueue(appName, SIGNUP_BATCH_MS);
     return { ...res, room: free > 0 };
   }
 
@@ -320,6 +367,9 @@ export class Controller {
     const serving = (await this.store.listInstances({ app, role })).filter((i) => i.state === 'serving' && i.goal === 'run');
     if (serving.length === 0) return 0;
     const used = [...(await this.store.seatsUsed(serving.map((i) => i.id))).values()].reduce((a, b) => a + b, 0);
+    // No seat free even before counting the waiting (the usual case in a burst): no need to
+    // read the queue, which would make a burst of n sign-ups cost n² rows.
+    if (serving.length * capacity - used <= 0) return 0;
     const pending = await this.store.listTenants({ app, role, state: 'pending' });
     const me = pending.find((t) => t.id === self);
     const ahead = me ? pending.filter((t) => t.seq < me.seq).length : pending.length;

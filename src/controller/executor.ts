@@ -163,6 +163,11 @@ export class ActionExecutor {
     }
   }
 
+  /** Forgets the notes told about a role, so the next backoff or degraded mark is told again. */
+  forgetNotes(app: string, role: string): void {
+    for (const k of [...this.notes.keys()]) if (k.startsWith(`${app}/${role}/`)) this.notes.delete(k);
+  }
+
   async destroy(app: string, inst: InstanceRecord, finalState: 'terminated' | 'failed' | 'unresponsive', reason: string): Promise<void> {
     const now = this.ctx.clock.now();
     this.ctx.transport()?.fence(inst.id, reason);

@@ -28,6 +28,8 @@ export class Reconciler {
   /** Policy state per `app/role`, ahead of the store (written on every change). */
   private readonly policyStates = new Map<string, PolicyState>();
   private readonly lastDecision = new Map<string, Decision & { at: number }>();
+  /** Per `app/role`: failures up to this time are forgotten (`drover retry`). */
+  private readonly failuresClearedAt = new Map<string, number>();
 
   constructor(
     private readonly ctx: ControllerContext,
@@ -49,8 +51,14 @@ export class Reconciler {
     this.policyStates.set(key, recordAction(this.policyStates.get(key), this.ctx.clock.now(), from, to));
   }
 
+  /** An operator fixed what made a role fail: its failures so far no longer hold replacements back. */
+  clearFailures(app: string, role: string, at: number): void {
+    const key = `${app}/${role}`;
+    this.failuresClearedAt.set(key, Math.max(at, this.failuresClearedAt.get(key) ?? 0));
+  }
+
   forgetApp(app: string): void {
-    for (const m of [this.policyStates, this.lastDecision] as Map<string, unknown>[]) {
+    for (const m of [this.policyStates, this.lastDecision, this.failuresClearedAt] as Map<string, unknown>[]) {
       for (const k of [...m.keys()]) if (k.startsWith(`${app}/`)) m.delete(k);
     }
   }
@@ -84,6 +92,10 @@ export class Reconciler {
       }),
       now,
       controllerStartedAt: this.lag.seenAfterStalls(this.o.startedAt),
+      failuresClearedAt: Object.fromEntries(snap.roles.flatMap((r) => {
+        const at = this.failuresClearedAt.get(`${app.name}/${r.role}`);
+        return at === undefined ? [] : [[r.role, at]];
+      })),
       metrics: this.metrics.store,
       metricsKey: (role) => `${app.name}/${role}`,
       evaluatePolicies,

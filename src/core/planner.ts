@@ -114,6 +114,11 @@ export interface PlanInput {
   readonly now: number;
   /** When this controller started: the heartbeat clock of instances it has not heard from yet. */
   readonly controllerStartedAt: number;
+  /**
+   * Per role: failures at or before this time are forgotten by the backoff and the degraded mark
+   * (an operator fixed the cause and said so with `drover retry`).
+   */
+  readonly failuresClearedAt?: Readonly<Record<string, number>>;
   readonly options?: PlannerOptions;
 }
 
@@ -451,7 +456,7 @@ function planRole(input: PlanInput, o: PlannerOptions, role: RoleSpec, sorted: S
     surge: outdated.length > 0 ? 1 : 0,
   };
   const imp = imports.of(role);
-  const failures = recentFailures(input.instances, role.name, hash, input.now, o);
+  const failures = recentFailures(input.instances, role.name, hash, input.now, o, own(input.failuresClearedAt ?? {}, role.name) ?? 0);
   const degraded = failures.count >= o.degradedAfter;
   if (v.servingNow.length !== desired || live.length !== desired || outdated.length > 0 || leaving.length > 0 || draining.length > 0) b.converged = false;
 
@@ -499,7 +504,7 @@ function scaleOut(
     if (degraded) {
       b.actions.push({
         kind: 'note', role: role.name, topic: 'degraded',
-        reason: `${role.name} is degraded: ${failures.count} instances failed in the last ${Math.round(o.failureWindowMs / 60000)} min; not replacing until the window passes or the role changes`,
+        reason: `${role.name} is degraded: ${failures.count} instances failed in the last ${Math.round(o.failureWindowMs / 60000)} min; not replacing until the window passes, the role changes or \`drover retry ${role.name}\``,
       });
       b.wakeIn(failures.oldest + o.failureWindowMs - input.now);
       toCreate -= held;
@@ -659,12 +664,14 @@ export interface RecentFailures {
 }
 
 /**
- * Instances of `role` running its current spec that failed or went silent within the window. A
- * changed spec starts with a clean slate: the operator may have fixed what was failing.
+ * Instances of `role` running its current spec that failed or went silent within the window, and
+ * after `clearedAt`. A changed spec starts with a clean slate, and so does `drover retry`: the
+ * operator may have fixed what was failing.
  */
-export function recentFailures(instances: readonly PlanInstance[], role: string, hash: string, now: number, o: PlannerOptions): RecentFailures {
+export function recentFailures(instances: readonly PlanInstance[], role: string, hash: string, now: number, o: PlannerOptions, clearedAt = 0): RecentFailures {
   const recent = instances.filter(
-    (i) => i.role === role && i.roleHash === hash && (i.state === 'failed' || i.state === 'unresponsive') && now - i.stateSince < o.failureWindowMs,
+    (i) =>
+      i.role === role && i.roleHash === hash && (i.state === 'failed' || i.state === 'unresponsive') && now - i.stateSince < o.failureWindowMs && i.stateSince > clearedAt,
   );
   if (recent.length === 0) return { count: 0, last: 0, oldest: 0 };
   const times = recent.map((i) => i.stateSince);
