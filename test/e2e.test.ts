@@ -5,12 +5,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { drover, killAll, processesWithEnv, ROOT, until } from './helpers.js';
 
 interface Status {
-  apps: { name: string; converged: boolean; roles: { name: string; desired: number; serving: number; instances: { id: string; state: string; address: string; exports: Record<string, string> }[] }[] }[];
+  apps: { name: string; converged: boolean; roles: { name: string; desired: number; serving: number; instances: { id: string; state: string; address: string; exports: Record<string, string>; agent: { pid: number | null; host: string } }[] }[] }[];
 }
 
 test('three-tier: up --detach, request through the chain, replace a killed agent, scale, down', { timeout: 240_000 }, async (t) => {
@@ -54,8 +54,13 @@ test('three-tier: up --detach, request through the chain, replace a killed agent
 
   // kill -9 one api agent: a replacement comes up and serves.
   const victim = role(s, 'api').instances[0]!;
-  const agentPid = processesWithEnv(`DROVER_INSTANCE_ID=${victim.id}`)[0];
-  assert.ok(agentPid, 'agent process found');
+  // The README's way: the pid `drover status` gives is the agent's.
+  const agentPid = victim.agent.pid;
+  assert.ok(agentPid, 'status --json gives the agent pid');
+  assert.equal(victim.agent.host, hostname());
+  assert.deepEqual(processesWithEnv(`DROVER_INSTANCE_ID=${victim.id}`).filter((p) => p === agentPid), [agentPid], 'it is the instance\'s agent process');
+  const text = await drover(['status'], { cwd });
+  assert.match(text.stdout, new RegExp(`${victim.id}\\s+serving\\s+\\S+\\s+${agentPid}\\s`), 'the text status shows it too');
   process.kill(agentPid, 'SIGKILL');
   s = await until('a replacement api serving', async () => {
     const st = await status();

@@ -6,6 +6,7 @@
  */
 import { spawn } from 'node:child_process';
 import { existsSync, openSync, closeSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { hostname } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { pino } from 'pino';
@@ -26,6 +27,7 @@ interface InstanceJson {
   message: string | null;
   restarts: number;
   lastExit: { code: number | null; signal: string | null; tail: string[] } | null;
+  agent?: { pid: number | null; host: string };
   balancer: { driver: string; listen: string; members: { id: string; address: string; state: string; removing: boolean; activeConnections: number; ejected: boolean }[] } | null;
 }
 interface RoleJson {
@@ -108,7 +110,7 @@ function renderStatus(apps: AppJson[]): string {
     const flag = a.deleting ? 'deleting' : a.converged ? 'converged' : 'converging';
     const appSpares = a.spares['*'] ? `, ${a.spares['*']} warm spare(s)` : '';
     parts.push(`app ${a.name} (generation ${a.generation}, ${flag}${appSpares})`);
-    const rows: string[][] = [['ROLE', 'INSTANCE', 'STATE', 'ADDRESS', 'UP', 'EXPORTS / NOTE']];
+    const rows: string[][] = [['ROLE', 'INSTANCE', 'STATE', 'ADDRESS', 'AGENT PID', 'UP', 'EXPORTS / NOTE']];
     for (const r of a.roles) {
       const mode = r.policies.length ? (r.pinned ? ' (set by hand; policies paused)' : ' (auto)') : r.pinned ? ' (set by hand)' : '';
       const bits = [`${r.serving}/${r.desired} serving${mode}`];
@@ -118,16 +120,16 @@ function renderStatus(apps: AppJson[]): string {
       if (r.missingImports.length) bits.push(`waiting for ${r.missingImports.join(', ')}`);
       if (r.staleImports?.length) bits.push(`imports not yet applied by ${r.staleImports.join(', ')}`);
       if (r.lastDecision && !r.pinned) bits.push(`last decision: ${r.lastDecision.reason}`);
-      rows.push([r.name, '', '', '', '', bits.join('; ')]);
+      rows.push([r.name, '', '', '', '', '', bits.join('; ')]);
       for (const i of r.instances) {
         const ex = Object.entries(i.exports).map(([k, v]) => `${k}=${v}`).join(' ');
         const note = i.state === 'serving' ? ex : (i.message ?? ex);
-        rows.push(['', i.id, i.state, i.address ?? '-', i.startedAt ? ago(i.startedAt, now) : '-', note]);
+        rows.push(['', i.id, i.state, i.address ?? '-', agentPid(i.agent), i.startedAt ? ago(i.startedAt, now) : '-', note]);
         if (i.balancer) {
-          rows.push(['', '', '', '', '', `balancer (${i.balancer.driver}) on ${i.balancer.listen}: ${i.balancer.members.length} member(s)`]);
+          rows.push(['', '', '', '', '', '', `balancer (${i.balancer.driver}) on ${i.balancer.listen}: ${i.balancer.members.length} member(s)`]);
           for (const m of i.balancer.members) {
             const st = m.ejected ? 'ejected' : m.removing ? 'leaving' : m.state;
-            rows.push(['', '', '', '', '', `  ${m.id} ${m.address} ${st}, ${m.activeConnections} conn`]);
+            rows.push(['', '', '', '', '', '', `  ${m.id} ${m.address} ${st}, ${m.activeConnections} conn`]);
           }
         }
       }
@@ -135,6 +137,12 @@ function renderStatus(apps: AppJson[]): string {
     parts.push(table(rows));
   }
   return parts.join('\n\n');
+}
+
+/** The agent's pid, with its host when that is not this machine. */
+function agentPid(a: InstanceJson['agent']): string {
+  if (!a?.pid) return '-';
+  return a.host === hostname() ? String(a.pid) : `${a.pid}@${a.host}`;
 }
 
 function renderEvent(e: EventJson): string {

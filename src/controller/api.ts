@@ -101,6 +101,11 @@ const instanceSchema = {
     restarts: { type: 'integer' },
     message: { type: ['string', 'null'] },
     connected: { type: 'boolean' },
+    agent: {
+      type: 'object',
+      description: "The instance's agent: its process id (null when its provider does not say) and the host it runs on",
+      properties: { pid: { type: ['integer', 'null'] }, host: { type: 'string' } },
+    },
   },
 } as const;
 
@@ -159,6 +164,7 @@ export function instanceJson(i: InstanceView) {
     vitals: i.vitals,
     balancer: i.balancer,
     workdir: i.workdir,
+    agent: i.agent,
   };
 }
 

@@ -6,6 +6,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
+import { hostname } from 'node:os';
 import type { Logger } from 'pino';
 import {
   DEFAULT_PLANNER_OPTIONS,
@@ -65,6 +66,11 @@ export interface InstanceView extends InstanceRecord {
   readonly lastSeenAt: number | null;
   readonly vitals: Vitals | null;
   readonly balancer: BalancerStatus | null;
+  /**
+   * The instance's agent: its process id and the host it runs on, as its provider recorded them
+   * (`kill -9 <pid>` on that host ends the agent; the controller replaces it). pid null: not known.
+   */
+  readonly agent: { readonly pid: number | null; readonly host: string };
 }
 
 export class Controller {
@@ -507,6 +513,7 @@ export class Controller {
       lastSeenAt: l?.lastSeenAt ?? null,
       vitals: l?.vitals ?? null,
       balancer: l?.balancer ?? null,
+      agent: agentOf(i, this.provider.name),
     };
   }
 
@@ -546,6 +553,14 @@ export class Controller {
       }
     }
   }
+}
+
+/** Where an instance's agent runs: `providerRef.host`, else this machine for the local provider, else the instance's address. */
+function agentOf(i: InstanceRecord, provider: string): { pid: number | null; host: string } {
+  const ref = i.providerRef ?? {};
+  const pid = typeof ref.pid === 'number' && Number.isSafeInteger(ref.pid) && ref.pid > 0 ? ref.pid : null;
+  const host = typeof ref.host === 'string' && ref.host ? ref.host : provider === 'local' ? hostname() : i.ip;
+  return { pid, host };
 }
 
 /** A conditional write lost to another writer: read again and retry. */
