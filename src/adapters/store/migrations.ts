@@ -1,5 +1,6 @@
 /**
- * Schema migrations, applied in order inside one transaction each. Append only: a released
+ * Schema migrations, applied in order; a start applies all that are pending in one transaction,
+ * under an advisory lock (SqlStore.open). Append only: a released
  * migration never changes. Times are epoch milliseconds (bigint) so both PGlite and PostgreSQL
  * return plain numbers without time-zone surprises.
  */

@@ -35,6 +35,14 @@ export interface SqlClient {
 
 type Row = Record<string, unknown>;
 
+/**
+ * Advisory lock keys (`pg_advisory_xact_lock(class, key)`): the class is Drover's ("drov" in
+ * ASCII), so other users of the database do not collide with them.
+ */
+const LOCK_CLASS = 0x64726f76;
+const LOCK_MIGRATIONS = 1;
+const LOCK_EVENTS = 2;
+
 const num = (v: unknown): number => (typeof v === 'number' ? v : Number(v));
 const numOrNull = (v: unknown): number | null => (v === null || v === undefined ? null : num(v));
 const strOrNull = (v: unknown): string | null => (typeof v === 'string' ? v : v === null || v === undefined ? null : JSON.stringify(v));
@@ -190,19 +198,22 @@ export class SqlStore implements Store {
     private readonly inTx: boolean,
   ) {}
 
-  /** Opens the store and applies pending migrations. */
+  /**
+   * Opens the store and applies pending migrations, all in one transaction under an advisory
+   * lock: controllers starting at once on one database wait for each other, and the second
+   * finds the work done. A migration that fails leaves the schema as it was.
+   */
   static async open(db: SqlClient): Promise<SqlStore> {
-    await db.exec(`create table if not exists drover_migrations (id integer primary key, name text not null, applied_at bigint not null)`);
-    const done = new Set(
-      (await db.query<{ id: number }>('select id from drover_migrations')).rows.map((r) => num(r.id)),
-    );
-    for (const m of MIGRATIONS) {
-      if (done.has(m.id)) continue;
-      await db.transaction(async (tx) => {
+    await db.transaction(async (tx) => {
+      await tx.query('select pg_advisory_xact_lock($1, $2)', [LOCK_CLASS, LOCK_MIGRATIONS]);
+      await tx.exec(`create table if not exists drover_migrations (id integer primary key, name text not null, applied_at bigint not null)`);
+      const done = new Set((await tx.query<{ id: number }>('select id from drover_migrations')).rows.map((r) => num(r.id)));
+      for (const m of MIGRATIONS) {
+        if (done.has(m.id)) continue;
         await tx.exec(m.sql);
         await tx.query('insert into drover_migrations (id, name, applied_at) values ($1, $2, $3)', [m.id, m.name, Date.now()]);
-      });
-    }
+      }
+    });
     return new SqlStore(db, false);
   }
 
@@ -218,19 +229,24 @@ export class SqlStore implements Store {
   async putApp(a: { name: string; spec: AppSpec; appDir: string; at: number }): Promise<{ app: StoredApp; changed: boolean }> {
     return this.transaction(async (tx) => {
       const self = tx as SqlStore;
-      const prev = await self.getApp(a.name);
+      // Two applies of one app at once (two API calls, two controllers on one database) run one
+      // after the other: a new app's insert waits on the other's, an existing app's row is locked,
+      // and so are its roles (an operator's pin is not overwritten with a count read before it).
+      const inserted = await self.db.query<Row>(
+        `insert into apps (name, spec, app_dir, generation, deleting, created_at, updated_at) values ($1, $2::json, $3, 1, false, $4, $4)
+         on conflict (name) do nothing returning name`,
+        [a.name, JSON.stringify(a.spec), a.appDir, a.at],
+      );
+      const prevRow = inserted.rows.length > 0 ? undefined : (await self.db.query<Row>('select * from apps where name = $1 for update', [a.name])).rows[0];
+      const prev = prevRow ? toApp(prevRow) : undefined;
       const changed = !prev || JSON.stringify(prev.spec) !== JSON.stringify(a.spec) || prev.appDir !== a.appDir || prev.deleting;
-      if (!prev) {
-        await self.db.query(
-          'insert into apps (name, spec, app_dir, generation, deleting, created_at, updated_at) values ($1, $2::json, $3, 1, false, $4, $4)',
-          [a.name, JSON.stringify(a.spec), a.appDir, a.at],
-        );
-      } else if (changed) {
+      if (prev && changed) {
         await self.db.query(
           'update apps set spec = $2::json, app_dir = $3, generation = generation + 1, deleting = false, updated_at = $4 where name = $1',
           [a.name, JSON.stringify(a.spec), a.appDir, a.at],
         );
       }
+      await self.db.query('select role from roles where app = $1 order by role for update', [a.name]);
       const roles = await self.listRoles(a.name);
       const byName = new Map(roles.map((r) => [r.role, r]));
       for (const role of Object.values(a.spec.roles)) {
@@ -373,12 +389,23 @@ export class SqlStore implements Store {
     }));
   }
 
+  /**
+   * An event's id comes from a sequence when it is inserted but is seen by others only once its
+   * transaction commits: two appends on two connections can commit in the other order, and a
+   * reader following `after` (the last id it saw) would step over the one that came in late.
+   * Appends therefore take their id and commit one at a time, under an advisory lock (inside a
+   * caller's transaction, until that commits).
+   */
   async appendEvent(e: NewEvent): Promise<EventRecord> {
-    const r = await this.db.query<Row>(
-      'insert into events (at, app, role, instance, kind, message, data) values ($1,$2,$3,$4,$5,$6,$7::jsonb) returning *',
-      [e.at, e.app, e.role, e.instance, e.kind, e.message, json(e.data)],
-    );
-    return toEvent(r.rows[0]!);
+    return this.transaction(async (tx) => {
+      const db = (tx as SqlStore).db;
+      await db.query('select pg_advisory_xact_lock($1, $2)', [LOCK_CLASS, LOCK_EVENTS]);
+      const r = await db.query<Row>(
+        'insert into events (at, app, role, instance, kind, message, data) values ($1,$2,$3,$4,$5,$6,$7::jsonb) returning *',
+        [e.at, e.app, e.role, e.instance, e.kind, e.message, json(e.data)],
+      );
+      return toEvent(r.rows[0]!);
+    });
   }
 
   async listEvents(q: { after?: number; app?: string; limit?: number }): Promise<EventRecord[]> {
