@@ -13,6 +13,7 @@ import { pino } from 'pino';
 import { appFileJsonSchema, parseAppFile, SpecError, type AppSpec } from '../core/index.js';
 import { ControllerStartError, DEFAULT_PORT, lockHolder, preparePrivateDataDir, startServer, VERSION, type RunningController } from '../controller/index.js';
 import { processesOfInstancesIn } from '../adapters/providers/index.js';
+import { checkPostgresUrl, StoreUrlError } from '../adapters/store/index.js';
 import { CliError, Client, findTarget, HttpError } from './client.js';
 import { ago, table } from './format.js';
 
@@ -246,6 +247,23 @@ export function buildProgram(): Command {
 
   const dataDirOpt = () => new Option('--data-dir <dir>', 'controller data folder (state, token, instance folders)').default('.drover').env('DROVER_DATA_DIR');
   const clientFor = (dataDir: string) => new Client(findTarget(dataDir));
+  const storeOpt = () =>
+    new Option(
+      '--store <url>',
+      'PostgreSQL for the state, postgres://user@host:5432/db (default: embedded PGlite in the data folder); give a password through DROVER_STORE_URL, PGPASSWORD or ~/.pgpass, not here (ps shows command lines)',
+    ).env('DROVER_STORE_URL');
+  /** The store URL given (flag or env), checked; undefined for the embedded store. */
+  const storeUrl = (o: { store?: string }, cmd: Command): string | undefined => {
+    const url = o.store?.trim();
+    if (!url) return undefined;
+    try {
+      checkPostgresUrl(url);
+    } catch (err) {
+      if (err instanceof StoreUrlError) throw new CliError(`${cmd.getOptionValueSource('store') === 'env' ? 'DROVER_STORE_URL' : '--store'}: ${err.message}`, 2);
+      throw err;
+    }
+    return url;
+  };
 
   program
     .command('up')
@@ -255,8 +273,10 @@ export function buildProgram(): Command {
     .option('--port <n>', 'controller port on 127.0.0.1 (0 = any free port)', parseInteger, DEFAULT_PORT)
     .option('--detach', 'run the controller in the background; return once the app has converged')
     .option('--timeout <seconds>', 'with --detach: how long to wait for convergence', parseInteger, 120)
-    .action(async (file: string, o: { dataDir: string; port: number; detach?: boolean; timeout: number }) => {
+    .addOption(storeOpt())
+    .action(async (file: string, o: { dataDir: string; port: number; detach?: boolean; timeout: number; store?: string }, cmd: Command) => {
       readSpec(file); // refuse a bad file before starting anything
+      const store = storeUrl(o, cmd);
       const existing = await runningController(o.dataDir);
       if (o.detach) {
         let client = existing;
@@ -269,7 +289,8 @@ export function buildProgram(): Command {
           const child = spawn(process.execPath, [...process.execArgv, script, 'controller', '--data-dir', dir, '--port', String(o.port)], {
             detached: true,
             stdio: ['ignore', log, log],
-            env: process.env,
+            // The store URL (it may hold a password) goes through the environment, not argv.
+            env: store ? { ...process.env, DROVER_STORE_URL: store } : process.env,
           });
           closeSync(log);
           child.unref();
@@ -297,7 +318,7 @@ export function buildProgram(): Command {
         return;
       }
       if (existing) throw new CliError(`a controller already runs for ${resolve(o.dataDir)}; use \`drover apply ${file}\` or \`drover down\` first`);
-      await runForeground(file, o.dataDir, o.port);
+      await runForeground(file, o.dataDir, o.port, store);
     });
 
   program
@@ -305,10 +326,12 @@ export function buildProgram(): Command {
     .description('run only the controller, in the foreground (what `up --detach` starts in the background)')
     .addOption(dataDirOpt())
     .option('--port <n>', 'port on 127.0.0.1', parseInteger, DEFAULT_PORT)
-    .action(async (o: { dataDir: string; port: number }) => {
+    .addOption(storeOpt())
+    .action(async (o: { dataDir: string; port: number; store?: string }, cmd: Command) => {
+      const store = storeUrl(o, cmd);
       const holder: { server?: RunningController } = {};
       const stop = () => void holder.server?.close().then(() => process.exit(0));
-      holder.server = await startServer({ dataDir: o.dataDir, port: o.port, ...(process.env.DROVER_TOKEN ? { token: process.env.DROVER_TOKEN } : {}), onShutdown: stop });
+      holder.server = await startServer({ dataDir: o.dataDir, port: o.port, ...(store ? { storeUrl: store } : {}), ...(process.env.DROVER_TOKEN ? { token: process.env.DROVER_TOKEN } : {}), onShutdown: stop });
       process.once('SIGTERM', stop);
       process.once('SIGINT', stop);
       await new Promise(() => {});
@@ -705,9 +728,9 @@ async function forceDown(dataDir: string, graceMs: number): Promise<void> {
   if (failed) throw new CliError('some processes could not be stopped');
 }
 
-async function runForeground(file: string, dataDir: string, port: number): Promise<void> {
+async function runForeground(file: string, dataDir: string, port: number, storeUrl: string | undefined): Promise<void> {
   const logger = pino({ level: process.env.DROVER_LOG_LEVEL ?? 'info', transport: { target: 'pino-pretty', options: { destination: 2, ignore: 'pid,hostname', translateTime: 'HH:MM:ss' } } });
-  const server = await startServer({ dataDir, port, logger, ...(process.env.DROVER_TOKEN ? { token: process.env.DROVER_TOKEN } : {}) });
+  const server = await startServer({ dataDir, port, logger, ...(storeUrl ? { storeUrl } : {}), ...(process.env.DROVER_TOKEN ? { token: process.env.DROVER_TOKEN } : {}) });
   const client = new Client({ url: server.url, token: server.token });
   await applyFile(client, file);
   out(`controller at ${server.url}; Ctrl-C stops the app and the controller`);

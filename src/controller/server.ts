@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { pino, type Logger } from 'pino';
 import { systemClock, type Clock, type PlannerOptions } from '../core/index.js';
-import { openPgliteStore, StoreOpenError, type Store } from '../adapters/store/index.js';
+import { DEFAULT_POOL_SIZE, MAX_POOL_SIZE, openPgliteStore, openPostgresStore, redactStoreUrl, StoreOpenError, StoreUnavailableError, StoreUrlError, type Store } from '../adapters/store/index.js';
 import { LocalProvider, type Provider } from '../adapters/providers/index.js';
 import { EmbeddedTransport } from '../adapters/transport/index.js';
 import { buildApi } from './api.js';
@@ -33,6 +33,14 @@ export interface ServerOptions {
   readonly clock?: Clock;
   /** An in-memory store for tests; the default is PGlite in `<dataDir>/db`. */
   readonly store?: Store;
+  /**
+   * A PostgreSQL server for the state instead of PGlite: `postgres://user:password@host:5432/db`
+   * (or `postgresql://`; TLS and the rest as URL parameters, docs/postgres.md). The CLI's
+   * `--store`, env DROVER_STORE_URL. The data folder still holds the token, lock and instances.
+   */
+  readonly storeUrl?: string;
+  /** Connections to PostgreSQL at most (env DROVER_STORE_POOL_SIZE). @default 10 */
+  readonly storePoolSize?: number;
   readonly provider?: Provider;
   readonly heartbeatMs?: number;
   /** How often scaling policies run. @default 500 */
@@ -93,6 +101,28 @@ function storeHelp(dataDir: string, err: StoreOpenError): string {
   );
 }
 
+/** DROVER_STORE_POOL_SIZE, checked. */
+function poolSizeFromEnv(env: NodeJS.ProcessEnv): number {
+  const text = env.DROVER_STORE_POOL_SIZE?.trim();
+  if (!text) return DEFAULT_POOL_SIZE;
+  const n = Number(text);
+  if (!/^\d+$/.test(text) || n < 1 || n > MAX_POOL_SIZE) {
+    throw new ControllerStartError('bad-setting', `DROVER_STORE_POOL_SIZE=${text}: expected a whole number from 1 to ${MAX_POOL_SIZE}`);
+  }
+  return n;
+}
+
+/** The PostgreSQL store, or a start error that names the server (never its password). */
+async function openPostgres(url: string, poolSize: number, logger: Logger): Promise<Store> {
+  try {
+    return await openPostgresStore({ url, poolSize, onIdleError: (err) => logger.warn({ err: err.message }, 'a pooled PostgreSQL connection failed; it is replaced when needed') });
+  } catch (err) {
+    if (err instanceof StoreUrlError) throw new ControllerStartError('bad-setting', `store URL (--store, DROVER_STORE_URL): ${err.message}`, { cause: err });
+    if (err instanceof StoreUnavailableError) throw new ControllerStartError('store-unreadable', err.message, { cause: err });
+    throw err;
+  }
+}
+
 function listenError(err: unknown, host: string, port: number): Error {
   const code = (err as NodeJS.ErrnoException).code;
   if (code === 'EADDRINUSE') return new ControllerStartError('port-in-use', `port ${port} on ${host} is in use`, { cause: err });
@@ -123,7 +153,10 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningCont
     const token = opts.token ?? loadOrCreateToken(dataDir);
     let store: Store;
     if (opts.store) store = opts.store;
-    else {
+    else if (opts.storeUrl) {
+      store = await openPostgres(opts.storeUrl, opts.storePoolSize ?? poolSizeFromEnv(process.env), logger);
+      undo.push(() => store.close());
+    } else {
       try {
         store = await openPgliteStore(join(dataDir, 'db'));
       } catch (err) {
@@ -168,7 +201,7 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningCont
     const envSecrets = process.env.DROVER_WEBHOOK_SECRETS?.split(',').map((x) => x.trim()).filter(Boolean);
     const secrets = new WebhookSecrets(dataDir, envSecrets);
     const notices = wireNotices(controller, store, secrets, logger, opts.notify?.scheduleScale !== undefined ? { scheduleScale: opts.notify.scheduleScale } : {});
-    logger.info({ url, dataDir }, 'controller listening');
+    logger.info({ url, dataDir, store: opts.store ? 'given' : opts.storeUrl ? redactStoreUrl(opts.storeUrl) : join(dataDir, 'db') }, 'controller listening');
     return {
       url, token, dataDir, controller, http,
       webhookSecrets: (app) => secrets.for(app),
