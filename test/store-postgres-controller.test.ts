@@ -1,0 +1,124 @@
+/**
+ * A controller on PostgreSQL, run as users run it (`drover controller --store postgres://…`)
+ * against a private server: it applies an app, is killed with SIGKILL, starts again on the same
+ * database and knows its instances (the same ones, none duplicated). A bad or unreachable store
+ * URL stops the start with a message naming the flag or the server — never the password.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pg from 'pg';
+import { freePort } from '../src/adapters/providers/index.js';
+import { apiClient, BIN, drover, killAll, processesWithEnv, ROOT, sleep, until } from './helpers.js';
+import { postgresSkip, startPostgres } from './postgres.js';
+
+const skip = postgresSkip();
+
+const yaml = `
+app: pgapp
+roles:
+  db:
+    count: 1
+    start: node \${appDir}/db.mjs
+    exports: { url: "http://\${ip}:\${port}" }
+    health: { http: /health, interval: 500ms }
+  api:
+    count: 2
+    imports: [db.url]
+    start: node \${appDir}/api.mjs
+    exports: { endpoint: "http://\${ip}:\${port}" }
+    health: { http: /health, interval: 500ms }
+`;
+
+type App = { converged: boolean; roles: { name: string; instances: { id: string; state: string }[] }[] };
+
+test('a controller on PostgreSQL applies an app, is killed, restarts on the same database and still knows its instances', { skip, timeout: 240_000 }, async (t) => {
+  const server = await startPostgres(t);
+  const url = await server.createDatabase('drover');
+  const dir = mkdtempSync(join(tmpdir(), 'drover-pgctl-'));
+  const dataDir = join(dir, '.drover');
+  const port = await freePort();
+  const target = { url: `http://127.0.0.1:${port}`, token: 'pg-controller-test-token-'.padEnd(40, 'x') };
+  const api = apiClient(target);
+  let ctl: ChildProcess | undefined;
+  let output = '';
+  t.after(async () => {
+    ctl?.kill('SIGKILL');
+    killAll(processesWithEnv(dir));
+    await sleep(200);
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const start = async () => {
+    ctl = spawn(process.execPath, [BIN, 'controller', '--data-dir', dataDir, '--port', String(port), '--store', url], {
+      env: { ...process.env, DROVER_TOKEN: target.token, DROVER_LOG_LEVEL: 'warn', DROVER_STORE_URL: '' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    ctl.stdout?.on('data', (d: Buffer) => (output += d.toString()));
+    ctl.stderr?.on('data', (d: Buffer) => (output += d.toString()));
+    const c = ctl;
+    await until('the controller answers', async () => {
+      if (c.exitCode !== null) throw new Error(`the controller exited (${c.exitCode}): ${output}`);
+      return (await fetch(`${target.url}/v1/health`)).ok;
+    }, 60_000);
+  };
+  const converged = (what: string) =>
+    until(what, async () => {
+      const a = await api<App>('GET', '/v1/apps/pgapp');
+      const conn = await api<{ instances: { connected: boolean }[] }>('GET', '/v1/instances');
+      return a.converged && conn.instances.length > 0 && conn.instances.every((i) => i.connected) ? a : undefined;
+    }, 90_000);
+
+  await start();
+  await api('PUT', '/v1/apps/pgapp', { yaml, appDir: join(ROOT, 'examples/three-tier') });
+  const app = await converged('the app converged');
+  const ids = app.roles.flatMap((r) => r.instances.map((i) => i.id)).sort();
+  assert.equal(ids.length, 3);
+  assert.ok(!existsSync(join(dataDir, 'db')), 'no embedded store was made in the data folder');
+  assert.ok(existsSync(join(dataDir, 'token')) || existsSync(join(dataDir, 'lock-id')), 'the data folder is still used');
+  const db = new pg.Client({ connectionString: url });
+  await db.connect();
+  try {
+    const rows = (await db.query<{ id: string }>('select id from instances where destroyed_at is null order by id')).rows.map((r) => r.id);
+    assert.deepEqual(rows, ids, 'the instances are in PostgreSQL');
+  } finally {
+    await db.end();
+  }
+
+  const c = ctl!;
+  const gone = new Promise((r) => c.once('exit', r));
+  c.kill('SIGKILL');
+  await gone;
+  await start();
+  const again = await converged('converged after the restart');
+  assert.deepEqual(again.roles.flatMap((r) => r.instances.map((i) => i.id)).sort(), ids, 'the same instances, none duplicated');
+  const { events } = await api<{ events: { kind: string }[] }>('GET', '/v1/events?app=pgapp&limit=1000');
+  assert.ok(events.some((e) => e.kind === 'app.apply'), 'events from before the restart are still listed');
+
+  await api('DELETE', '/v1/apps/pgapp');
+  await until('the app is deleted', async () => ((await api<{ apps: unknown[] }>('GET', '/v1/apps')).apps.length === 0 ? true : undefined), 60_000);
+  await until('no instance process is left', async () => (processesWithEnv(dir).length === 0 ? true : undefined), 15_000);
+});
+
+test('a bad or unreachable store URL stops the controller, naming the flag or the server, never the password', { timeout: 60_000 }, async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'drover-pgbad-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const env = { DROVER_TOKEN: 'x'.repeat(40), DROVER_STORE_URL: '' };
+  const bad = await drover(['controller', '--data-dir', join(dir, '.drover'), '--port', '0', '--store', 'mysql://u:hunter2secret@h/d'], { cwd: dir, env });
+  assert.equal(bad.code, 2, bad.stderr);
+  assert.match(bad.stderr, /--store: mysql:\/\/u:\*\*\*@h\/d: expected a postgres:\/\/ or postgresql:\/\/ URL/);
+  assert.ok(!(bad.stderr + bad.stdout).includes('hunter2secret'));
+
+  const fromEnv = await drover(['controller', '--data-dir', join(dir, '.drover'), '--port', '0'], { cwd: dir, env: { ...env, DROVER_STORE_URL: 'postgres://u:hunter2secret@h/d?sslmode=sometimes' } });
+  assert.equal(fromEnv.code, 2, fromEnv.stderr);
+  assert.match(fromEnv.stderr, /DROVER_STORE_URL: postgres:\/\/u:\*\*\*@h\/d\?sslmode=sometimes: sslmode=sometimes is not one of/);
+  assert.ok(!(fromEnv.stderr + fromEnv.stdout).includes('hunter2secret'));
+
+  const closed = await freePort();
+  const down = await drover(['controller', '--data-dir', join(dir, '.drover'), '--port', '0', '--store', `postgresql://drover:hunter2secret@127.0.0.1:${closed}/drover`], { cwd: dir, env });
+  assert.equal(down.code, 1, down.stderr);
+  assert.match(down.stderr, new RegExp(`the PostgreSQL store at postgresql://drover:\\*\\*\\*@127\\.0\\.0\\.1:${closed}/drover cannot be opened: .*ECONNREFUSED`));
+  assert.ok(!(down.stderr + down.stdout).includes('hunter2secret'));
+});
