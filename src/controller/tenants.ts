@@ -13,22 +13,25 @@
  */
 import { randomUUID } from 'node:crypto';
 import {
-  holdsSeat,
   isLive,
   placeTenants,
+  type TenantState,
   type Order,
   type TenantMove,
   type Plan,
   type RoleSpec,
   type TenantReport,
 } from '../core/index.js';
-import type { InstanceRecord, StoredApp, StoredRole, TenantRecord, TenantPatch } from '../adapters/store/index.js';
+import type { InstanceRecord, StoredApp, StoredRole, TenantRecord, TenantPatch, TenantSeat } from '../adapters/store/index.js';
 import type { ControllerContext } from './context.js';
 import type { ActionExecutor } from './executor.js';
 
 /** What the decision step needs from the tenants. */
 export interface TenantPass {
+  /** Whole records of the tenants on the move (pending, placing, moving, removing). */
   readonly tenants: readonly TenantRecord[];
+  /** Every seat-holding tenant, narrowly (ready ones included). */
+  readonly held: readonly TenantSeat[];
   /** Seats held on each instance. */
   readonly seats: ReadonlyMap<string, number>;
   /** Tenant hosts to route to each instance. */
@@ -42,6 +45,9 @@ export interface TenantNotice {
   readonly kind: 'tenant.ready' | 'tenant.failed' | 'tenant.moved' | 'tenant.removed';
   readonly tenant: TenantRecord;
 }
+
+/** Tenants a pass may have to act on (ready ones only when their instance is lost, read then). */
+const WORKING_STATES: readonly TenantState[] = ['pending', 'placing', 'moving', 'removing'];
 
 const BOOTING_OR_SERVING = (i: InstanceRecord) => i.destroyedAt === null && i.goal === 'run' && isLive(i.state) && i.role !== null;
 
@@ -58,7 +64,7 @@ export class TenantJob {
     private readonly notify: (n: TenantNotice) => void,
   ) {}
 
-  private report(t: TenantRecord): TenantReport | undefined {
+  private report(t: Pick<TenantRecord, 'id' | 'instanceId'>): TenantReport | undefined {
     if (!t.instanceId) return undefined;
     const r = this.ctx.live.get(t.instanceId)?.tenants;
     return r && Object.hasOwn(r, t.id) ? r[t.id] : undefined;
@@ -79,20 +85,21 @@ export class TenantJob {
   }
 
   /** Routed: `add` succeeded on its instance and it is not being removed. */
-  private routable(t: TenantRecord): boolean {
+  private routable(t: TenantSeat): boolean {
     return t.host !== null && t.instanceId !== null && (t.state === 'ready' || t.state === 'moving' || (t.state === 'placing' && this.report(t)?.phase === 'ready'));
   }
 
   async prepare(app: StoredApp): Promise<TenantPass | undefined> {
     const roles = Object.values(app.spec.roles).filter((r) => r.tenants);
     if (roles.length === 0) return undefined;
-    const tenants = (await this.ctx.store.listTenants({ app: app.name })).filter((t) => t.state !== 'removed');
+    // Seats and routes from narrow rows; whole records only for tenants on the move.
+    const held = await this.ctx.store.listTenantSeats(app.name);
+    const tenants = await this.ctx.store.listTenants({ app: app.name, state: WORKING_STATES });
     const seats = new Map<string, number>();
     const hosts = new Map<string, string[]>();
-    const held: Record<string, number> = {};
-    for (const t of tenants) {
-      if (!holdsSeat(t.state)) continue;
-      held[t.role] = (held[t.role] ?? 0) + 1;
+    const perRole: Record<string, number> = {};
+    for (const t of held) {
+      perRole[t.role] = (perRole[t.role] ?? 0) + 1;
       if (!t.instanceId) continue;
       seats.set(t.instanceId, (seats.get(t.instanceId) ?? 0) + 1);
       if (t.targetInstanceId) seats.set(t.targetInstanceId, (seats.get(t.targetInstanceId) ?? 0) + 1);
@@ -102,8 +109,8 @@ export class TenantJob {
       hosts.set(at, [...(hosts.get(at) ?? []), t.host!]);
     }
     const floors: Record<string, number> = {};
-    for (const r of roles) floors[r.name] = Math.min(r.max, Math.ceil((held[r.name] ?? 0) / r.tenants!.capacity));
-    return { tenants, seats, hosts, floors };
+    for (const r of roles) floors[r.name] = Math.min(r.max, Math.ceil((perRole[r.name] ?? 0) / r.tenants!.capacity));
+    return { tenants, held, seats, hosts, floors };
   }
 
   /** After the plan of this pass: moves every tenant of the app one step along. Returns when to look again. */
@@ -112,7 +119,16 @@ export class TenantJob {
     for (const role of Object.values(app.spec.roles)) {
       if (!role.tenants) continue;
       const mine = pass.tenants.filter((t) => t.role === role.name);
-      if (mine.length === 0) continue;
+      // Ready tenants whose instance is gone or going: read whole, to be placed again.
+      const byId = new Map(instances.map((i) => [i.id, i]));
+      for (const s of pass.held) {
+        if (s.role !== role.name || s.state !== 'ready') continue;
+        const inst = s.instanceId ? byId.get(s.instanceId) : undefined;
+        if (inst && BOOTING_OR_SERVING(inst)) continue;
+        const t = await this.ctx.store.getTenant(s.id);
+        if (t) mine.push(t);
+      }
+      if (mine.length === 0 && !this.moves.has(`${app.name}/${role.name}`)) continue;
       const next = await this.settleRole(app, role, mine, pass, roles, instances, plan);
       if (next !== undefined) again = Math.min(again ?? next, next);
     }
@@ -258,7 +274,7 @@ export class TenantJob {
     if (queue?.length && !tenants.some((t) => t.state === 'moving')) {
       while (queue.length) {
         const m = queue.shift()!;
-        const t = tenants.find((x) => x.id === m.tenantId);
+        const t = await this.ctx.store.getTenant(m.tenantId);
         if (!t || t.state !== 'ready' || t.instanceId !== m.from || t.pinned) continue;
         if (await this.ctx.store.reserveMove(t.id, m.to, spec.capacity)) {
           await this.ctx.record({ app: app.name, role: role.name, instance: m.from, kind: 'tenant.placing', message: `rebalance: moving tenant ${t.name} from ${m.from} to ${m.to} (${queue.length} more)`, data: { tenant: t.id, to: m.to } });

@@ -13,6 +13,7 @@ import type {
   TenantFilter,
   TenantPatch,
   TenantRecord,
+  TenantSeat,
   InstanceFilter,
   InstancePatch,
   InstanceRecord,
@@ -601,6 +602,21 @@ export class SqlStore implements Store {
             );
       return r.rows.length > 0;
     });
+  }
+
+  async listTenantSeats(app: string): Promise<TenantSeat[]> {
+    const r = await this.db.query<Row>(
+      `select id, role, host, state, instance_id, target_instance_id from tenants where app = $1 and state in ${SEAT_STATES_SQL} order by seq`,
+      [app],
+    );
+    return r.rows.map((x) => ({
+      id: String(x.id),
+      role: String(x.role),
+      host: strOrNull(x.host),
+      state: x.state as TenantState,
+      instanceId: strOrNull(x.instance_id),
+      targetInstanceId: strOrNull(x.target_instance_id),
+    }));
   }
 
   async seatsUsed(instanceIds: readonly string[]): Promise<Map<string, number>> {

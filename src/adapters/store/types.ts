@@ -180,6 +180,16 @@ export type TenantPatch = Partial<
   Pick<TenantRecord, 'state' | 'instanceId' | 'targetInstanceId' | 'reason' | 'pinned' | 'callbackUrl' | 'email' | 'host' | 'attempts' | 'lastOutput' | 'updatedAt'>
 >;
 
+/** A seat-holding tenant as {@link Store.listTenantSeats} returns it. */
+export interface TenantSeat {
+  readonly id: string;
+  readonly role: string;
+  readonly host: string | null;
+  readonly state: TenantState;
+  readonly instanceId: string | null;
+  readonly targetInstanceId: string | null;
+}
+
 export interface TenantFilter {
   readonly app?: string;
   readonly role?: string;
@@ -298,6 +308,12 @@ export interface Store {
    * the caller ends the move (`updateTenant(id, { state: 'ready', instanceId: target, targetInstanceId: null })`).
    */
   reserveMove(tenantId: string, targetInstanceId: string, capacity: number, at?: number): Promise<boolean>;
+  /**
+   * The seat-holding tenants of an app (placing, ready, moving, removing), narrowly: what a
+   * reconcile pass reads each time to count seats and route hosts, without whole records. In
+   * arrival order.
+   */
+  listTenantSeats(app: string): Promise<TenantSeat[]>;
   /** Seats taken on each instance (tenants placing, ready, moving, removing on it, and moves coming to it); 0 for none. */
   seatsUsed(instanceIds: readonly string[]): Promise<Map<string, number>>;
   appendNotification(n: NewNotification): Promise<NotificationRecord>;
