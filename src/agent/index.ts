@@ -19,4 +19,6 @@
  * the key from its stdin (never from the environment, which role processes can read).
  */
 export { Agent, type AgentExit, type AgentOptions } from './runtime.js';
+export type { AgentTransport, AgentTransportEvents, AgentTransportOptions } from './transport.js';
+export { WsAgentTransport, type WsAgentTransportOptions } from './ws-transport.js';
 export { agentOptionsFromEnv, AgentEnvError } from './main.js';

@@ -1,28 +1,23 @@
 /**
- * The agent runtime: one per instance. It keeps a WebSocket to the controller, applies the
+ * The agent runtime: one per instance. It keeps a session with the controller through its
+ * transport (transport.ts: a WebSocket, or queues on a broker), applies the
  * controller's orders for one role (deploy, wait for imports, start, health-check, update,
  * stop) and reports its whole status on every change and every heartbeat.
  *
  * The role outlives the controller: if the connection drops, the role keeps running with its
  * last imports while the agent reconnects, forever.
  */
-import { randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { pino, type Logger } from 'pino';
-import WebSocket, { type RawData } from 'ws';
 import {
-  checkControllerProof,
   fitLines,
   importEnv,
-  NONCE_BYTES,
-  PROTOCOL_VERSION,
   renderCommand,
   renderExports,
   renderTemplate,
   roleBuiltins,
-  SealedChannel,
   truncate,
   WIRE_LIMITS,
   type AgentMessage,
@@ -30,7 +25,6 @@ import {
   type Assignment,
   type BuiltinValues,
   type ControllerMessage,
-  type HelloMessage,
   type InstanceState,
   type LastExit,
   type Order,
@@ -46,10 +40,20 @@ import { HealthWatcher, type HealthEvent } from './probes.js';
 import { instanceMetricSources, MetricScraper } from './scrape.js';
 import { runScript, type ScriptResult } from './script.js';
 import { VitalsSampler, type VitalsOptions } from './vitals.js';
+import type { AgentTransport, AgentTransportOptions } from './transport.js';
+import { WsAgentTransport } from './ws-transport.js';
 
 export interface AgentOptions {
-  /** Where the controller listens, e.g. `http://127.0.0.1:7420`; the agent dials `ws://…/v1/agent`. */
+  /**
+   * Where the controller listens, e.g. `http://127.0.0.1:7420`; the agent dials `ws://…/v1/agent`
+   * (the embedded transport) unless {@link transport} is given.
+   */
   readonly controllerUrl: string;
+  /**
+   * How the agent reaches its controller, made from the agent's own settings (its id, key,
+   * epoch, logger). @default a WebSocket to {@link controllerUrl}
+   */
+  readonly transport?: (common: AgentTransportOptions) => AgentTransport;
   readonly instanceId: string;
   /**
    * The instance's key, shared with the controller and never sent: the agent proves it holds it,
@@ -97,7 +101,7 @@ export interface AgentOptions {
   readonly vitals?: VitalsOptions;
 }
 
-type CompiledAgentOptions = Required<Omit<AgentOptions, 'logger' | 'vitals' | 'startupProbeIntervalMs'>> &
+type CompiledAgentOptions = Required<Omit<AgentOptions, 'logger' | 'vitals' | 'startupProbeIntervalMs' | 'transport'>> &
   Pick<AgentOptions, 'vitals' | 'startupProbeIntervalMs'>;
 
 function compile(o: AgentOptions): CompiledAgentOptions {
@@ -155,7 +159,6 @@ interface Drain {
 export class Agent {
   readonly #o: CompiledAgentOptions;
   readonly #log: Logger;
-  readonly #url: string;
   readonly #vitals: VitalsSampler;
 
   // What is reported.
@@ -201,19 +204,10 @@ export class Agent {
 
   // The connection.
   readonly #applied = new Set<string>();
-  #ws?: WebSocket;
-  /** The sealed channel of the current connection, once the controller proved itself. */
-  #channel?: SealedChannel;
-  /** This connection's hello nonce, until the challenge comes. */
-  #nonce?: string;
+  readonly #transport: AgentTransport;
   #welcomed = false;
   #welcomeWaiters = new Set<() => void>();
   #heartbeat?: NodeJS.Timeout;
-  #welcomeTimer?: NodeJS.Timeout;
-  #heartbeatMs = 0;
-  #lastPong = 0;
-  #reconnectTimer?: NodeJS.Timeout;
-  #attempt = 0;
 
   #running = false;
   #resolveRun!: (exit: AgentExit) => void;
@@ -222,7 +216,16 @@ export class Agent {
   constructor(options: AgentOptions) {
     this.#o = compile(options);
     this.#log = (options.logger ?? pino()).child({ instance: options.instanceId });
-    this.#url = agentUrl(options.controllerUrl);
+    const common = {
+      instanceId: options.instanceId,
+      key: options.key,
+      epoch: options.epoch,
+      logger: this.#log,
+      reconnectMinMs: this.#o.reconnectMinMs,
+      reconnectMaxMs: this.#o.reconnectMaxMs,
+      handshakeTimeoutMs: this.#o.handshakeTimeoutMs,
+    };
+    this.#transport = options.transport ? options.transport(common) : new WsAgentTransport({ ...common, controllerUrl: options.controllerUrl });
     this.#vitals = new VitalsSampler(options.vitals);
     this.#done = new Promise((resolve) => (this.#resolveRun = resolve));
     this.#tenants = new TenantRunner({
@@ -262,9 +265,16 @@ export class Agent {
       this.#running = true;
       mkdirSync(this.#o.workdir, { recursive: true });
       this.#killStrays();
-      this.#log.info({ url: this.#url, epoch: this.#o.epoch }, 'agent starting');
+      this.#log.info({ url: this.#transport.describe, epoch: this.#o.epoch }, 'agent starting');
       this.#vitals.sample();
-      this.#connect();
+      this.#transport.start({
+        join: () => ({ type: 'join', pid: process.pid, status: this.status(), applied: [...this.#applied] }),
+        message: (msg) => this.#onMessage(msg),
+        down: () => {
+          this.#welcomed = false;
+          clearInterval(this.#heartbeat);
+        },
+      });
     }
     return this.#done;
   }
@@ -301,110 +311,7 @@ export class Agent {
 
   // ---- connection ------------------------------------------------------------------------
 
-  #connect(): void {
-    if (this.#phase === 'done') return;
-    const ws = new WebSocket(this.#url, { handshakeTimeout: this.#o.handshakeTimeoutMs });
-    this.#ws = ws;
-    ws.on('open', () => {
-      this.#log.info('connected to controller');
-      // A controller that accepts the socket but never answers hello is as good as none.
-      clearTimeout(this.#welcomeTimer);
-      this.#welcomeTimer = setTimeout(() => {
-        if (this.#ws === ws && !this.#welcomed) {
-          this.#log.warn('no welcome from the controller; reconnecting');
-          ws.terminate();
-        }
-      }, this.#o.handshakeTimeoutMs);
-      this.#channel = undefined;
-      this.#nonce = randomBytes(NONCE_BYTES).toString('base64url');
-      const hello: HelloMessage = {
-        type: 'hello',
-        protocol: PROTOCOL_VERSION,
-        instanceId: this.#o.instanceId,
-        epoch: this.#o.epoch,
-        nonce: this.#nonce,
-      };
-      ws.send(JSON.stringify(hello));
-    });
-    ws.on('message', (data: RawData) => {
-      if (this.#ws === ws) this.#onMessage(ws, data);
-    });
-    ws.on('pong', () => (this.#lastPong = Date.now()));
-    ws.on('error', (err) => {
-      // Each failed attempt would log the same line every few seconds while the controller is away.
-      if (this.#welcomed || this.#attempt === 0) this.#log.warn({ err: err.message }, 'controller connection error');
-    });
-    ws.on('close', () => {
-      if (this.#ws !== ws) return;
-      if (this.#welcomed) this.#log.warn('lost the controller connection; the role keeps running, reconnecting');
-      this.#ws = undefined;
-      this.#channel = undefined;
-      this.#welcomed = false;
-      clearInterval(this.#heartbeat);
-      clearTimeout(this.#welcomeTimer);
-      this.#scheduleReconnect();
-    });
-  }
-
-  #scheduleReconnect(): void {
-    if (this.#phase === 'done' || this.#halting) return;
-    const delay = Math.min(this.#o.reconnectMinMs * 2 ** this.#attempt, this.#o.reconnectMaxMs);
-    this.#attempt += 1;
-    this.#log.debug({ delayMs: delay }, 'reconnecting');
-    this.#reconnectTimer = setTimeout(() => this.#connect(), delay);
-  }
-
-  /** Before the controller has proved itself: only a challenge (or an unproven refusal) is read. */
-  #onHandshake(ws: WebSocket, text: string): void {
-    let m: unknown;
-    try {
-      m = JSON.parse(text);
-    } catch {
-      m = undefined;
-    }
-    const r = isRecord(m) ? m : {};
-    if (r.type === 'challenge' && typeof r.nonce === 'string' && typeof r.proof === 'string' && this.#nonce) {
-      const params = {
-        key: this.#o.key,
-        instanceId: this.#o.instanceId,
-        epoch: this.#o.epoch,
-        agentNonce: this.#nonce,
-        controllerNonce: r.nonce,
-      };
-      if (r.nonce.length <= 64 && checkControllerProof(params, r.proof)) {
-        this.#channel = new SealedChannel('agent', params);
-        this.#nonce = undefined;
-        void this.#send({ type: 'join', pid: process.pid, status: this.status(), applied: [...this.#applied] });
-        return;
-      }
-      this.#log.error({ url: this.#url }, 'the peer at the controller address could not prove it is this instance\'s controller; obeying nothing, retrying');
-    } else if (r.type === 'refused') {
-      // Anyone listening on the port could say this: the role keeps running, and we ask again later.
-      this.#log.warn({ reason: typeof r.reason === 'string' ? r.reason.slice(0, 200) : undefined }, 'refused without proof of being the controller; retrying');
-    } else {
-      this.#log.warn('unexpected message before the controller proved itself; retrying');
-    }
-    ws.terminate();
-  }
-
-  #onMessage(ws: WebSocket, data: RawData): void {
-    const text = rawText(data);
-    const channel = this.#channel;
-    if (!channel) {
-      this.#onHandshake(ws, text);
-      return;
-    }
-    const opened = channel.open(text);
-    if (!opened.ok) {
-      this.#log.error({ error: opened.error }, 'a controller frame failed its authenticity check; reconnecting');
-      ws.terminate();
-      return;
-    }
-    const msg = opened.message;
-    if (!isControllerMessage(msg)) {
-      this.#log.warn({ msg }, 'ignored a controller message of unknown shape');
-      return;
-    }
+  #onMessage(msg: ControllerMessage): void {
     switch (msg.type) {
       case 'welcome':
         this.#onWelcome(msg.heartbeatMs);
@@ -420,11 +327,7 @@ export class Agent {
   }
 
   #onWelcome(heartbeatMs: number): void {
-    clearTimeout(this.#welcomeTimer);
     this.#welcomed = true;
-    this.#attempt = 0;
-    this.#heartbeatMs = heartbeatMs;
-    this.#lastPong = Date.now();
     clearInterval(this.#heartbeat);
     this.#heartbeat = setInterval(() => this.#beat(), heartbeatMs);
     this.#log.info({ heartbeatMs }, 'welcomed by the controller');
@@ -434,25 +337,14 @@ export class Agent {
   }
 
   #beat(): void {
-    const ws = this.#ws;
-    if (!ws) return;
-    // A controller that vanished without closing the socket is noticed here, not by TCP hours later.
-    if (Date.now() - this.#lastPong > 3 * this.#heartbeatMs + 1000) {
-      this.#log.warn('controller stopped answering pings; reconnecting');
-      ws.terminate();
-      return;
-    }
-    ws.ping();
+    if (!this.#welcomed) return;
     if (this.#balancer) void this.#balancer.refresh().then(() => this.#sendStatus());
     else void this.#sendStatus();
   }
 
   /** Sends sealed; nothing is said to a peer that has not proved itself. */
   #send(msg: AgentMessage): Promise<boolean> {
-    const ws = this.#ws;
-    const channel = this.#channel;
-    if (!ws || !channel || ws.readyState !== WebSocket.OPEN) return Promise.resolve(false);
-    return new Promise((resolve) => ws.send(channel.seal(msg), (err) => resolve(!err)));
+    return this.#transport.send(msg);
   }
 
   #sendStatus(): Promise<boolean> {
@@ -1077,12 +969,8 @@ export class Agent {
     if (this.#phase === 'done') return;
     this.#phase = 'done';
     clearInterval(this.#heartbeat);
-    clearTimeout(this.#reconnectTimer);
-    clearTimeout(this.#welcomeTimer);
     this.#welcomed = false;
-    const ws = this.#ws;
-    this.#ws = undefined;
-    ws?.close(1000, exit.reason);
+    await this.#transport.close(exit.reason);
     await this.#roleLog?.close();
     rmSync(this.#pgidFile, { force: true });
     this.#log.info({ reason: exit.reason }, exit.message);
@@ -1230,79 +1118,10 @@ function stepOutcome(r: ScriptResult, timeoutMs: number): string {
   return describeExit(r.code, r.signal);
 }
 
-function agentUrl(controllerUrl: string): string {
-  const u = new URL(controllerUrl);
-  if (u.protocol === 'http:') u.protocol = 'ws:';
-  else if (u.protocol === 'https:') u.protocol = 'wss:';
-  u.pathname = `${u.pathname.replace(/\/+$/, '')}/v1/agent`;
-  return u.toString();
-}
-
-function rawText(data: RawData): string {
-  if (Array.isArray(data)) return Buffer.concat(data).toString('utf8');
-  if (data instanceof ArrayBuffer) return Buffer.from(data).toString('utf8');
-  return data.toString('utf8');
-}
-
 function errorText(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
 function withoutUndefined<T extends object>(o: T): Partial<T> {
   return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
-}
-
-function isRecord(x: unknown): x is Record<string, unknown> {
-  return typeof x === 'object' && x !== null && !Array.isArray(x);
-}
-
-/** Enough checking that a malformed message is ignored instead of crashing the agent. */
-function isControllerMessage(m: unknown): m is ControllerMessage {
-  if (!isRecord(m)) return false;
-  switch (m.type) {
-    case 'welcome':
-      return typeof m.heartbeatMs === 'number' && m.heartbeatMs > 0;
-    case 'refused':
-      return typeof m.reason === 'string';
-    case 'order':
-      return isOrder(m.order);
-    default:
-      return false;
-  }
-}
-
-function isOrder(o: unknown): o is Order {
-  if (!isRecord(o) || typeof o.id !== 'string') return false;
-  switch (o.kind) {
-    case 'assign': {
-      const a = o.assignment;
-      return (
-        isRecord(a) &&
-        typeof a.app === 'string' &&
-        typeof a.appDir === 'string' &&
-        isRecord(a.role) &&
-        typeof a.role.name === 'string' &&
-        Array.isArray(a.role.imports) &&
-        isRecord(a.role.env) &&
-        isRecord(a.role.exports) &&
-        isRecord(a.imports) &&
-        typeof a.importsVersion === 'string'
-      );
-    }
-    case 'imports':
-      return isRecord(o.imports) && typeof o.importsVersion === 'string';
-    case 'stop':
-    case 'undrain':
-      return typeof o.reason === 'string';
-    case 'drain':
-      return typeof o.reason === 'string' && typeof o.timeoutMs === 'number' && Number.isFinite(o.timeoutMs) && o.timeoutMs >= 0;
-    case 'tenantAdd':
-    case 'tenantRemove': {
-      const t = o.tenant;
-      return isRecord(t) && typeof t.id === 'string' && typeof t.name === 'string' && (t.host === null || typeof t.host === 'string') &&
-        (o.fromInstance === undefined || typeof o.fromInstance === 'string');
-    }
-    default:
-      return false;
-  }
 }

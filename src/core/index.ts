@@ -88,7 +88,18 @@ export { apiProof, checkApiProof, checkControllerProof, controllerProof, NONCE_B
 
 export { exportsUseImports, renderCommand, renderExports, roleBuiltins, roleWorkdir } from './render.js';
 
-export { agentMessageSchema, fitLines, helloSchema, parseAgentMessage, parseHello, truncate } from './wire.js';
+export {
+  agentMessageSchema,
+  controllerMessageSchema,
+  fitLines,
+  helloSchema,
+  orderSchema,
+  parseAgentMessage,
+  parseControllerMessage,
+  parseHello,
+  parsePlainControllerMessage,
+  truncate,
+} from './wire.js';
 
 export { appFileJsonSchema, appFileSchema, compileAppSpec, parseAppFile, SpecError, type SpecIssue } from './spec.js';
 

@@ -1,11 +1,13 @@
 /**
- * Strict checks of what agents send, shared by every transport: a message that does not match
- * is dropped (and the connection closed), never half-read. Every string and array is bounded
- * ({@link WIRE_LIMITS}); numbers must be finite; nothing is coerced.
+ * Strict checks of what crosses the wire, shared by every transport and by both sides: what an
+ * agent sends (the controller drops a message that does not match, and closes the connection)
+ * and what the controller sends (the agent drops and logs it, never crashes on it). Every string
+ * and array an agent sends is bounded ({@link WIRE_LIMITS}); numbers must be finite; nothing is
+ * coerced.
  */
 import { z } from 'zod';
 import { ALL_STATES, type InstanceState } from './states.js';
-import { WIRE_LIMITS as L, type AgentMessage, type HelloMessage } from './protocol.js';
+import { WIRE_LIMITS as L, type AgentMessage, type ControllerMessage, type HelloMessage, type PlainControllerMessage } from './protocol.js';
 
 const id = z.string().min(1).max(L.idChars);
 const line = z.string().max(L.lineChars + 100);
@@ -90,6 +92,64 @@ export const helloSchema = z.object({
   epoch: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER),
   nonce: z.string().regex(/^[A-Za-z0-9_-]{43}$/),
 });
+
+// What the controller sends. The controller has proved itself by then, so these checks guard
+// against a confused peer or a bug (the agent must not act on half an order), not an attacker;
+// the role spec inside an assignment was compiled and checked by the controller and is only
+// checked here for the fields the agent reads before anything else.
+const text = z.string();
+const importsSchema = z.record(
+  z.string(),
+  z.array(z.object({ instance: z.string(), exports: z.record(z.string(), z.string()) }).loose()),
+);
+const tenantRef = z.object({ id: z.string().min(1), name: z.string(), host: z.string().nullable() });
+const orderId = z.string().min(1).max(L.idChars);
+const roleSpecShape = z
+  .object({
+    name: z.string().min(1),
+    imports: z.array(z.unknown()),
+    env: z.record(z.string(), z.string()),
+    exports: z.record(z.string(), z.string()),
+  })
+  .loose();
+
+export const orderSchema = z.discriminatedUnion('kind', [
+  z.object({
+    id: orderId,
+    kind: z.literal('assign'),
+    assignment: z.object({ app: text, appDir: text, role: roleSpecShape, imports: importsSchema, importsVersion: text }),
+  }),
+  z.object({ id: orderId, kind: z.literal('imports'), imports: importsSchema, importsVersion: text }),
+  z.object({ id: orderId, kind: z.literal('stop'), reason: text }),
+  z.object({ id: orderId, kind: z.literal('drain'), reason: text, timeoutMs: nonneg }),
+  z.object({ id: orderId, kind: z.literal('undrain'), reason: text }),
+  z.object({ id: orderId, kind: z.literal('tenantAdd'), tenant: tenantRef, fromInstance: z.string().optional() }),
+  z.object({ id: orderId, kind: z.literal('tenantRemove'), tenant: tenantRef }),
+]);
+
+export const controllerMessageSchema = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('welcome'), heartbeatMs: z.number().int().min(1).max(3_600_000) }),
+  z.object({ type: z.literal('refused'), reason: text }),
+  z.object({ type: z.literal('order'), order: orderSchema }),
+]);
+
+/** The controller's messages before the sealed channel: a challenge, or a refusal it cannot prove. */
+export const plainControllerMessageSchema = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('challenge'), nonce: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/), proof: z.string().max(64) }),
+  z.object({ type: z.literal('refused'), reason: z.string() }),
+]);
+
+/** A controller message (inside a sealed frame), or why it is refused. */
+export function parseControllerMessage(m: unknown): { ok: true; message: ControllerMessage } | { ok: false; reason: string } {
+  const r = controllerMessageSchema.safeParse(m);
+  return r.success ? { ok: true, message: r.data as ControllerMessage } : { ok: false, reason: firstIssue(r.error) };
+}
+
+/** A controller message sent in the clear (before the handshake), or why it is refused. */
+export function parsePlainControllerMessage(m: unknown): { ok: true; message: PlainControllerMessage } | { ok: false; reason: string } {
+  const r = plainControllerMessageSchema.safeParse(m);
+  return r.success ? { ok: true, message: r.data } : { ok: false, reason: firstIssue(r.error) };
+}
 
 /** The message, or why it is refused (for a log line; never sent back verbatim). */
 export function parseAgentMessage(m: unknown): { ok: true; message: AgentMessage } | { ok: false; reason: string } {

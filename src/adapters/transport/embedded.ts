@@ -8,19 +8,11 @@
  * Browsers are refused (an `Origin` header), malformed or forged frames close the connection,
  * and error texts never leave the process.
  */
-import { randomBytes } from 'node:crypto';
+import websocket from '@fastify/websocket';
 import type { FastifyInstance } from 'fastify';
 import type { WebSocket } from 'ws';
-import {
-  controllerProof,
-  NONCE_BYTES,
-  parseAgentMessage,
-  parseHello,
-  PROTOCOL_VERSION,
-  SealedChannel,
-  type ControllerMessage,
-  type PlainControllerMessage,
-} from '../../core/index.js';
+import type { ControllerMessage } from '../../core/index.js';
+import { ControllerSession, Presence, type SessionEnd } from './session.js';
 import type { ControllerTransport, TransportHandlers } from './types.js';
 
 const HELLO_TIMEOUT_MS = 10_000;
@@ -37,6 +29,8 @@ export const CLOSE = {
   replaced: 4005,
   badFrame: 4006,
   flood: 4007,
+  /** No heartbeat for three heartbeat intervals: the agent is absent, whatever TCP says. */
+  silent: 4008,
 } as const;
 
 function text(raw: unknown): string {
@@ -45,20 +39,24 @@ function text(raw: unknown): string {
 
 interface Conn {
   readonly socket: WebSocket;
-  readonly channel: SealedChannel;
+  readonly session: ControllerSession;
 }
 
 export class EmbeddedTransport implements ControllerTransport {
   readonly name = 'embedded';
   private readonly conns = new Map<string, Conn>();
+  private readonly presence: Presence;
 
   constructor(
     private readonly handlers: TransportHandlers,
     private readonly heartbeatMs: number,
-  ) {}
+  ) {
+    this.presence = new Presence(heartbeatMs, (oldest) => this.sweep(oldest));
+  }
 
   /** Registers the `/v1/agent` WebSocket route; call inside the Fastify app before `listen`. */
-  register(app: FastifyInstance): void {
+  async register(app: FastifyInstance): Promise<void> {
+    await app.register(websocket, { options: { maxPayload: MAX_MESSAGE_BYTES } });
     app.get(
       '/v1/agent',
       {
@@ -75,183 +73,112 @@ export class EmbeddedTransport implements ControllerTransport {
     );
   }
 
-  private suspicious(instanceId: string | null, reason: string, remote: string | undefined): void {
-    this.handlers.onSuspicious?.({ instanceId, reason, remote });
+  /** Closes connections whose agent stopped sending heartbeats; it reconnects if it can. */
+  private sweep(oldest: number): void {
+    for (const [id, c] of this.conns) {
+      if (c.session.lastHeardAt >= oldest) continue;
+      this.conns.delete(id);
+      c.session.close();
+      c.socket.close(CLOSE.silent, 'no heartbeat');
+      this.handlers.onDisconnect(id);
+    }
   }
 
   private accept(socket: WebSocket, remote: string | undefined): void {
-    // Handshake state of this connection.
-    let phase: 'hello' | 'join' | 'joined' | 'closed' = 'hello';
-    let instanceId: string | undefined;
-    let epoch = 0;
-    let channel: SealedChannel | undefined;
     let queued = 0;
     let chain = Promise.resolve();
     const helloTimer = setTimeout(() => socket.close(CLOSE.noHello, 'no hello'), HELLO_TIMEOUT_MS);
-    const close = (code: number, reason: string): void => {
-      phase = 'closed';
-      socket.close(code, reason);
-    };
-    const plain = (msg: PlainControllerMessage): void => {
-      if (socket.readyState === socket.OPEN) socket.send(JSON.stringify(msg));
-    };
-
-    const handle = async (raw: string): Promise<void> => {
-      if (phase === 'closed') return;
-      if (phase === 'hello') {
-        let parsed: unknown;
-        try {
-          parsed = JSON.parse(raw);
-        } catch {
-          close(CLOSE.badMessage, 'bad message');
-          return;
-        }
-        const hello = parseHello(parsed);
-        if (!hello.ok) {
-          const isHello = typeof parsed === 'object' && parsed !== null && (parsed as { type?: unknown }).type === 'hello';
-          close(isHello ? CLOSE.badMessage : CLOSE.helloFirst, isHello ? 'bad message' : 'hello first');
-          return;
-        }
-        clearTimeout(helloTimer);
-        const h = hello.message;
-        if (h.protocol !== PROTOCOL_VERSION) {
-          plain({ type: 'refused', reason: `protocol ${h.protocol} is not spoken here (controller speaks ${PROTOCOL_VERSION})` });
-          close(CLOSE.refused, 'refused');
-          return;
-        }
-        const key = await this.handlers.keyFor(h.instanceId);
-        if (phase !== 'hello') return;
-        if (key === undefined) {
-          this.suspicious(h.instanceId, 'hello for an instance this controller does not know', remote);
-          plain({ type: 'refused', reason: 'unknown instance' });
-          close(CLOSE.refused, 'refused');
-          return;
-        }
-        const nonce = randomBytes(NONCE_BYTES).toString('base64url');
-        const params = { key, instanceId: h.instanceId, epoch: h.epoch, agentNonce: h.nonce, controllerNonce: nonce };
-        instanceId = h.instanceId;
-        epoch = h.epoch;
-        channel = new SealedChannel('controller', params);
-        phase = 'join';
-        plain({ type: 'challenge', nonce, proof: controllerProof(params) });
-        return;
-      }
-      const opened = channel!.open(raw);
-      if (!opened.ok) {
-        // Before join this is someone without the key; after, a forged or replayed frame.
-        this.suspicious(instanceId ?? null, `${phase === 'join' ? 'failed to prove the instance key' : 'sent a frame that is not authentic'} (${opened.error})`, remote);
-        close(CLOSE.badFrame, 'bad frame');
-        return;
-      }
-      const msg = parseAgentMessage(opened.message);
-      if (!msg.ok) {
-        this.suspicious(instanceId ?? null, `malformed message: ${msg.reason}`, remote);
-        close(CLOSE.badMessage, 'bad message');
-        return;
-      }
-      const m = msg.message;
-      const id = instanceId!;
-      if (phase === 'join') {
-        if (m.type !== 'join') {
-          close(CLOSE.helloFirst, 'join first');
-          return;
-        }
-        const verdict = await this.handlers.onJoin(id, epoch, m);
-        if (phase !== 'join') return;
-        if (!verdict.accept) {
-          // Proven: the agent obeys this one.
-          this.sendOn({ socket, channel: channel! }, { type: 'refused', reason: verdict.reason });
-          close(CLOSE.refused, 'refused');
-          return;
-        }
-        phase = 'joined';
-        const prev = this.conns.get(id);
-        if (prev && prev.socket !== socket) prev.socket.close(CLOSE.replaced, 'replaced by a newer connection');
-        const conn = { socket, channel: channel! };
-        this.conns.set(id, conn);
-        await this.handlers.onStatus(id, m.status, undefined);
-        this.sendOn(conn, { type: 'welcome', heartbeatMs: this.heartbeatMs });
-        await this.handlers.onConnect(id);
-        return;
-      }
-      if (this.conns.get(id)?.socket !== socket) return;
-      switch (m.type) {
-        case 'status':
-          await this.handlers.onStatus(id, m.status, m.vitals);
-          break;
-        case 'ack':
-          await this.handlers.onAck(id, m.orderId);
-          break;
-        case 'log':
-          this.handlers.onLog(id, m.lines);
-          break;
-        case 'join':
-          close(CLOSE.badMessage, 'bad message');
-          break;
-      }
-    };
+    const session: ControllerSession = new ControllerSession(
+      this.handlers,
+      {
+        remote,
+        plain: (msg) => {
+          clearTimeout(helloTimer);
+          if (socket.readyState === socket.OPEN) socket.send(JSON.stringify(msg));
+        },
+        sealed: (frame) => {
+          if (socket.readyState === socket.OPEN) socket.send(frame);
+        },
+        end: (why: SessionEnd, reason: string) => socket.close(CLOSE[why], reason),
+        joined: (s) => {
+          const id = s.instanceId!;
+          const prev = this.conns.get(id);
+          if (prev && prev.socket !== socket) {
+            prev.session.close();
+            prev.socket.close(CLOSE.replaced, 'replaced by a newer connection');
+          }
+          this.conns.set(id, { socket, session: s });
+        },
+      },
+      this.heartbeatMs,
+    );
 
     socket.on('message', (raw) => {
-      if (phase === 'closed') return;
+      if (session.phase === 'closed') return;
       if (++queued > MAX_QUEUED) {
-        close(CLOSE.flood, 'too many messages');
+        session.close();
+        socket.close(CLOSE.flood, 'too many messages');
         return;
       }
       const t = text(raw);
       // One message at a time, in order, per connection.
       chain = chain
-        .then(() => handle(t))
+        .then(async () => {
+          // A replaced or silent connection says nothing more for its instance.
+          const id = session.instanceId;
+          if (session.phase === 'joined' && id !== undefined && this.conns.get(id)?.socket !== socket) return;
+          await session.handle(t);
+        })
         .catch((err: unknown) => {
-          this.suspicious(instanceId ?? null, `handling a message failed: ${err instanceof Error ? err.message : String(err)}`, remote);
-          close(1011, 'internal error');
+          session.suspicious(`handling a message failed: ${err instanceof Error ? err.message : String(err)}`);
+          session.close();
+          socket.close(1011, 'internal error');
         })
         .finally(() => {
           queued -= 1;
         });
     });
     socket.on('close', () => {
-      phase = 'closed';
+      session.close();
       clearTimeout(helloTimer);
-      if (instanceId && this.conns.get(instanceId)?.socket === socket) {
-        this.conns.delete(instanceId);
-        this.handlers.onDisconnect(instanceId);
+      const id = session.instanceId;
+      if (id && this.conns.get(id)?.socket === socket) {
+        this.conns.delete(id);
+        this.handlers.onDisconnect(id);
       }
     });
     socket.on('error', () => socket.terminate());
   }
 
-  /** Options for @fastify/websocket. */
-  static readonly wsOptions = { maxPayload: MAX_MESSAGE_BYTES };
-
-  private sendOn(conn: Conn, msg: ControllerMessage): boolean {
-    if (conn.socket.readyState !== conn.socket.OPEN) return false;
-    conn.socket.send(conn.channel.seal(msg));
-    return true;
-  }
-
   send(instanceId: string, msg: ControllerMessage): boolean {
     const c = this.conns.get(instanceId);
-    return c ? this.sendOn(c, msg) : false;
+    return c && this.isConnected(instanceId) && c.socket.readyState === c.socket.OPEN ? c.session.send(msg) : false;
   }
 
   isConnected(instanceId: string): boolean {
-    return this.conns.has(instanceId);
+    const c = this.conns.get(instanceId);
+    return c !== undefined && this.presence.present(c.session.lastHeardAt);
   }
 
   fence(instanceId: string, reason: string): void {
     const c = this.conns.get(instanceId);
     if (!c) return;
-    this.sendOn(c, { type: 'refused', reason });
+    c.session.send({ type: 'refused', reason });
+    c.session.close();
     this.conns.delete(instanceId);
     c.socket.close(CLOSE.refused, 'fenced');
   }
 
   connected(): string[] {
-    return [...this.conns.keys()];
+    return [...this.conns.keys()].filter((id) => this.isConnected(id));
   }
 
   async close(): Promise<void> {
-    for (const c of this.conns.values()) c.socket.close(1001, 'controller stopping');
+    this.presence.stop();
+    for (const c of this.conns.values()) {
+      c.session.close();
+      c.socket.close(1001, 'controller stopping');
+    }
     this.conns.clear();
     await Promise.resolve();
   }

@@ -1,10 +1,14 @@
 /**
- * Transports between controller and agents.
+ * Transports between controller and agents (the controller's side; the agent's is in src/agent).
  *
  * ```ts
- * const transport = new EmbeddedTransport(handlers);
- * transport.register(fastifyApp); // agents connect to ws://host:port/v1/agent
+ * const transport = new EmbeddedTransport(handlers, heartbeatMs);
+ * await transport.register(fastifyApp); // agents connect to ws://host:port/v1/agent
  * ```
+ *
+ * Every transport runs the same handshake and sealed frames (session.ts) and passes the same
+ * conformance suite (test/transport-suite.ts).
  */
 export type * from './types.js';
-export { EmbeddedTransport } from './embedded.js';
+export { CLOSE, EmbeddedTransport } from './embedded.js';
+export { presenceWindowMs } from './session.js';

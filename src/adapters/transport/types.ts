@@ -4,6 +4,7 @@
  * transport would do the same through RabbitMQ queues. Either way the handshake and the sealed
  * frames of core/auth.ts run end to end between the controller and each agent.
  */
+import type { FastifyInstance } from 'fastify';
 import type { AgentMessage, AgentStatus, ControllerMessage, Vitals } from '../../core/index.js';
 
 export type JoinMessage = Extract<AgentMessage, { type: 'join' }>;
@@ -31,11 +32,20 @@ export interface TransportHandlers {
 
 export interface ControllerTransport {
   readonly name: string;
-  /** Sends if the agent is connected; returns false if not (the order stays pending and is re-sent). */
+  /**
+   * A transport that agents reach through the controller's own HTTP server mounts its routes
+   * here (the embedded one: `/v1/agent`); called once, before the server listens.
+   */
+  register?(app: FastifyInstance): Promise<void>;
+  /** Connects to what the transport needs (a broker); the controller calls it before its loops start. */
+  start?(): Promise<void>;
+  /** Sends if the agent is present; returns false if not (the order stays pending and is re-sent). */
   send(instanceId: string, msg: ControllerMessage): boolean;
+  /** The agent is present: joined, and heard within three heartbeats (presence comes from heartbeats, not from a socket). */
   isConnected(instanceId: string): boolean;
   /** Refuses and disconnects an agent (fencing). */
   fence(instanceId: string, reason: string): void;
+  /** The present agents. */
   connected(): string[];
   close(): Promise<void>;
 }
