@@ -48,6 +48,10 @@ export interface PrivatePostgres {
   url(database: string, password?: string): string;
   /** What the server logged (its last lines), for a failing test's diagnostics. */
   log(): string;
+  /** Stops the server (an outage), keeping its files. */
+  pause(): Promise<void>;
+  /** Starts it again, on the same port with the same data. */
+  resume(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -80,18 +84,21 @@ export async function startPostgres(t?: { after: (fn: () => unknown) => void }):
   const admin: pg.Pool[] = [];
   const killNow = () => proc?.kill('SIGKILL');
   process.once('exit', killNow);
+  const halt = async () => {
+    const p = proc;
+    if (p && p.exitCode === null && p.signalCode === null) {
+      const gone = new Promise((r) => p.once('exit', r));
+      p.kill('SIGINT'); // fast shutdown: ends sessions, then stops
+      const timer = setTimeout(() => p.kill('SIGKILL'), 10_000);
+      await gone;
+      clearTimeout(timer);
+    }
+  };
   const stop = () =>
     (stopped ??= (async () => {
       process.off('exit', killNow);
       await Promise.all(admin.map((p) => p.end().catch(() => undefined)));
-      const p = proc;
-      if (p && p.exitCode === null && p.signalCode === null) {
-        const gone = new Promise((r) => p.once('exit', r));
-        p.kill('SIGINT'); // fast shutdown: ends sessions, then stops
-        const timer = setTimeout(() => p.kill('SIGKILL'), 10_000);
-        await gone;
-        clearTimeout(timer);
-      }
+      await halt();
       rmSync(dir, { recursive: true, force: true });
     })());
   t?.after(stop);
@@ -109,9 +116,7 @@ export async function startPostgres(t?: { after: (fn: () => unknown) => void }):
     });
     if (init.status !== 0) throw new Error(`initdb failed (${init.status ?? init.signal ?? init.error?.message}):\n${init.stdout}\n${init.stderr}`);
     rmSync(pwfile, { force: true });
-    for (let attempt = 0; ; attempt++) {
-      const port = await freePort();
-      lines.length = 0;
+    const launch = async (port: number): Promise<string | Error> => {
       proc = spawn(
         join(bin, 'postgres'),
         // A test database: durability off for speed; enough connections for racing suites.
@@ -124,12 +129,18 @@ export async function startPostgres(t?: { after: (fn: () => unknown) => void }):
       };
       proc.stdout?.on('data', keep);
       proc.stderr?.on('data', keep);
-      const p = proc;
-      const up = await waitUp(p, port, user, password, 30_000).catch((err: unknown) => err as Error);
+      return waitUp(proc, port, user, password, 30_000).catch((err: unknown) => err as Error);
+    };
+    for (let attempt = 0; ; attempt++) {
+      const port = await freePort();
+      lines.length = 0;
+      const up = await launch(port);
+      const p = proc!;
       if (!(up instanceof Error)) {
         const version = Number(/^(\d+)/.exec(up)?.[1] ?? 0);
         const url = (database: string, pw = password) => `postgres://${user}:${encodeURIComponent(pw)}@127.0.0.1:${port}/${encodeURIComponent(database)}`;
         const pool = new pg.Pool({ connectionString: url('postgres'), max: 2 });
+        pool.on('error', () => undefined); // an idle connection cut by pause()
         admin.push(pool);
         return {
           port, user, password, version, url,
@@ -138,6 +149,11 @@ export async function startPostgres(t?: { after: (fn: () => unknown) => void }):
             return url(name);
           },
           log: () => lines.join('\n'),
+          pause: halt,
+          resume: async () => {
+            const again = await launch(port);
+            if (again instanceof Error) throw new Error(`PostgreSQL did not start again: ${again.message}\n${lines.join('\n')}`);
+          },
           stop,
         };
       }

@@ -1,7 +1,8 @@
 /**
  * A controller on PostgreSQL, run as users run it (`drover controller --store postgres://…`)
  * against a private server: it applies an app, is killed with SIGKILL, starts again on the same
- * database and knows its instances (the same ones, none duplicated). A bad or unreachable store
+ * database and knows its instances (the same ones, none duplicated); it outlives an outage of the
+ * database and carries out a change once it is back. A bad or unreachable store
  * URL stops the start with a message naming the flag or the server — never the password.
  */
 import { test } from 'node:test';
@@ -96,6 +97,22 @@ test('a controller on PostgreSQL applies an app, is killed, restarts on the same
   assert.deepEqual(again.roles.flatMap((r) => r.instances.map((i) => i.id)).sort(), ids, 'the same instances, none duplicated');
   const { events } = await api<{ events: { kind: string }[] }>('GET', '/v1/events?app=pgapp&limit=1000');
   assert.ok(events.some((e) => e.kind === 'app.apply'), 'events from before the restart are still listed');
+
+  // The database goes away for a while: the controller stays up (a broken pooled connection
+  // must not crash it), and once the database is back it carries out a change.
+  await server.pause();
+  await sleep(2500);
+  assert.equal(ctl!.exitCode, null, `the controller is still running: ${output}`);
+  assert.ok((await fetch(`${target.url}/v1/health`)).ok);
+  await server.resume();
+  await until('the API reads the store again', async () => (await api<App>('GET', '/v1/apps/pgapp')).roles.length === 2, 30_000);
+  await api('PUT', '/v1/apps/pgapp/roles/api/count', { count: 3 });
+  const grown = await until('api grown to 3 after the outage', async () => {
+    const a = await api<App>('GET', '/v1/apps/pgapp');
+    const n = a.roles.find((r) => r.name === 'api')!.instances.filter((i) => i.state === 'serving').length;
+    return a.converged && n === 3 ? a : undefined;
+  }, 90_000);
+  assert.equal(grown.roles.flatMap((r) => r.instances).length, 4);
 
   await api('DELETE', '/v1/apps/pgapp');
   await until('the app is deleted', async () => ((await api<{ apps: unknown[] }>('GET', '/v1/apps')).apps.length === 0 ? true : undefined), 60_000);
