@@ -42,8 +42,8 @@ import { Runner } from './runner.js';
 import { RoleMetrics } from './scraper.js';
 import { TenantJob, type TenantNotice } from './tenants.js';
 
-/** How long a sign-up waits for others to share its reconcile pass (a burst is placed in batches). */
-const SIGNUP_BATCH_MS = 25;
+/** How long a sign-up with no free seat waits for others to share its reconcile pass (a burst is placed in batches). */
+const SIGNUP_BATCH_MS = 300;
 
 export interface ControllerOptions {
   readonly store: Store;
@@ -141,6 +141,11 @@ export class Controller {
     this.provider.onExit((id, info) => {
       void this.reports.onAgentExit(id, info.code, info.signal).catch((err: unknown) => this.log.error({ err, id }, 'handling agent exit failed'));
     });
+  }
+
+  /** The provider's name (`local`: instance folders are on this machine). */
+  get providerName(): string {
+    return this.provider.name;
   }
 
   /** Role metric samples (what the policies read), for status and tests. */
@@ -360,8 +365,9 @@ export class Controller {
     if (res.created) {
       await this.record({ app: appName, role: roleName, instance: null, kind: 'tenant.placing', message: `tenant ${t.name} signed up for ${roleName}${free > 0 ? '' : ' (no free seat: capacity will be made)'}`, data: { tenant: res.tenant.id } });
     }
-    // A short delay lets a burst of sign-ups share one reconcile pass instead of one pass each.
-    this.runner.enqueue(appName, SIGNUP_BATCH_MS);
+    // With a free seat the pass runs now (the caller waits for `add`); without, the tenant waits
+    // for capacity anyway, and a short delay lets a burst of sign-ups share one pass.
+    this.runner.enqueue(appName, free > 0 ? 0 : SIGNUP_BATCH_MS);
     return { ...res, room: free > 0 };
   }
 

@@ -35,6 +35,11 @@ function show(v: string): string {
   return JSON.stringify(v.length > 80 ? `${v.slice(0, 80)}…` : v);
 }
 
+function sameExports(a: Readonly<Record<string, string>>, b: Readonly<Record<string, string>>): boolean {
+  const ka = Object.keys(a);
+  return ka.length === Object.keys(b).length && ka.every((k) => Object.hasOwn(b, k) && b[k] === a[k]);
+}
+
 /**
  * Checks one status report against the instance's record and the app.
  * The app is read (`app`) only for a serving report, the one whose exports are checked: most
@@ -57,6 +62,9 @@ export async function checkReport(
     return { kind: 'impossible', reason: `reported exports while ${s.state}` };
   }
   if (s.state !== 'serving' || inst.goal !== 'run' || inst.role === null) return { kind: 'ok', exports: null };
+  // The heartbeat of a serving instance repeating exports already checked and stored: nothing
+  // new is claimed, nothing to read (with many instances, heartbeats are most reports).
+  if (inst.state === 'serving' && inst.exports !== null && sameExports(s.exports ?? {}, inst.exports)) return { kind: 'keep' };
   const app = await getApp();
   const role: RoleSpec | undefined = app && Object.hasOwn(app.spec.roles, inst.role) ? app.spec.roles[inst.role] : undefined;
   if (!app || !role) return { kind: 'ok', exports: null };
