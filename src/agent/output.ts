@@ -11,7 +11,7 @@ export interface LineSink {
 }
 
 /**
- * Appends lines to `${workdir}/role.log`. One instance is shared by the process and script
+ * Appends lines to `${workdir}/role.log`, each as `<ISO 8601 time> <line>`. One instance is shared by the process and script
  * plug-ins so their lines keep the order in which they arrived, and it remembers the last few:
  * when the role is stopped they go to the controller, which outlives the workdir.
  */
@@ -36,7 +36,8 @@ export class RoleLog implements LineSink {
     this.#tail.push(line);
     if (this.#tail.length > this.tailLines) this.#tail.splice(0, this.#tail.length - this.tailLines);
     // Background processes left by a script may keep writing after the agent closed the log.
-    if (!this.#closed) this.#stream.write(line + '\n');
+    // Each line stamped with when the agent got it: `drover logs --since` reads it back.
+    if (!this.#closed) this.#stream.write(`${new Date().toISOString()} ${line}\n`);
   }
 
   /** The last lines written, oldest first: every step's output, `[step] `-prefixed, and the start command's. */

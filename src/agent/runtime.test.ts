@@ -376,7 +376,7 @@ void test('the agent carries a role from assign through imports, updates and rec
     assert.ok(!alive(pid), 'role process is gone');
     assert.equal(h.file('stop.txt'), 'stop-script\n');
     assert.equal(h.file('undeployed.txt'), 'undeployed\n');
-    assert.match(h.file('role.log'), /^\[deploy\] deploying to \//m);
+    assert.match(h.file('role.log'), /^\S+Z \[deploy\] deploying to \//m);
     const after = c.messages.slice(since);
     const logAt = after.findIndex((m) => m.type === 'log');
     assert.ok(logAt >= 0 && logAt < after.findIndex((m) => statusOf(m)?.state === 'terminated'), 'last lines before the final status');

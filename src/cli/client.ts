@@ -87,6 +87,45 @@ export class Client {
     return this.#verified;
   }
 
+  /**
+   * GETs an NDJSON answer and hands each object to `onItem` as it arrives; resolves when the
+   * controller ends the answer, rejects if the connection breaks.
+   */
+  async stream(path: string, onItem: (item: unknown) => void, signal?: AbortSignal): Promise<void> {
+    await this.verifyController();
+    let res: Response;
+    try {
+      res = await fetch(this.target.url + path, { headers: { authorization: `Bearer ${this.target.token}` }, ...(signal ? { signal } : {}) });
+    } catch (err) {
+      const why = err instanceof Error ? (err.cause instanceof Error ? err.cause.message : err.message) : String(err);
+      throw new CliError(`cannot reach the controller at ${this.target.url}: ${why}`);
+    }
+    if (!res.ok || !res.body) {
+      const text = await res.text();
+      let e: ApiErrorBody['error'];
+      try {
+        e = (JSON.parse(text) as ApiErrorBody).error;
+      } catch {
+        e = undefined;
+      }
+      throw new HttpError(res.status, e?.code ?? String(res.status), `${e?.code ?? res.status}: ${e?.message ?? text}`);
+    }
+    const decoder = new TextDecoder();
+    let rest = '';
+    try {
+      for await (const chunk of res.body) {
+        rest += decoder.decode(chunk as Uint8Array, { stream: true });
+        const parts = rest.split('\n');
+        rest = parts.pop() ?? '';
+        for (const p of parts) if (p.trim()) onItem(JSON.parse(p));
+      }
+    } catch (err) {
+      if (signal?.aborted) return;
+      const why = err instanceof Error ? (err.cause instanceof Error ? err.cause.message : err.message) : String(err);
+      throw new CliError(`the connection to the controller broke: ${why}`);
+    }
+  }
+
   async request<T>(method: string, path: string, body?: unknown, timeoutMs = 30_000, headers?: Readonly<Record<string, string>>): Promise<T> {
     await this.verifyController(Math.min(timeoutMs, 10_000));
     let res: Response;

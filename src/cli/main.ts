@@ -151,6 +151,15 @@ function renderEvent(e: EventJson): string {
   return `${e.at}  ${where.padEnd(20)}  ${e.message}`;
 }
 
+/** `--since`: a duration back from `now` (30s, 10m, 2h, 1d) or an ISO 8601 time; epoch ms. */
+export function parseSince(text: string, now: number): number {
+  const m = /^(\d{1,9})(ms|s|m|h|d)$/.exec(text);
+  if (m) return now - Number(m[1]) * { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[m[2] as 'ms' | 's' | 'm' | 'h' | 'd'];
+  const t = /^\d{4}-\d\d-\d\d/.test(text) ? Date.parse(text) : NaN;
+  if (Number.isNaN(t) || t < 0) throw new CliError(`--since: expected a duration (30s, 10m, 2h, 1d) or an ISO 8601 time, got "${text}"`, 2);
+  return t;
+}
+
 /** Waits until the app converges, or says why it cannot. */
 async function waitConverged(client: Client, name: string, timeoutMs: number, sinceEvent: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -581,6 +590,85 @@ export function buildProgram(): Command {
         r.events.forEach(print);
         after = r.events[r.events.length - 1]?.id ?? after;
       }
+    });
+
+  program
+    .command('logs')
+    .description("a role's or an instance's output (every step and the start command), read through the controller")
+    .argument('<role|instance>', 'a role (its live instances, or its newest gone one) or an instance id (i-…)')
+    .addOption(dataDirOpt())
+    .option('--app <name>', 'app of the role (needed only when several are applied)')
+    .option('-f, --follow', 'keep printing new lines (until Ctrl-C, or the instance is gone)')
+    .option('--since <duration>', 'only lines of the last DURATION (30s, 10m, 2h, 1d) or since a time (ISO 8601)')
+    .option('-n, --lines <n>', 'how many of the last lines per instance (at most 10000)', parseInteger, 100)
+    .option('--agent', "the agent's own log instead of the role's output")
+    .option('--timestamps', 'print when each line was written')
+    .action(async (target: string, o: { dataDir: string; app?: string; follow?: boolean; since?: string; lines: number; agent?: boolean; timestamps?: boolean }) => {
+      if (o.lines < 1 || o.lines > 10_000) throw new CliError('--lines: expected a whole number from 1 to 10000', 2);
+      const sinceMs = o.since !== undefined ? parseSince(o.since, Date.now()) : undefined;
+      const client = clientFor(o.dataDir);
+      let ids: string[];
+      let multi = false;
+      let roleApp: string | undefined;
+      if (/^i-[0-9a-f]{1,32}$/.test(target)) ids = [target];
+      else {
+        if (!/^[a-z][a-z0-9-]{0,62}$/.test(target)) throw new CliError(`expected a role name or an instance id (i-…), got "${target}"`, 2);
+        const app = await pickApp(client, o.app);
+        roleApp = app;
+        const all = (await client.request<{ instances: { id: string; role: string | null; state: string; destroyedAt: string | null; createdAt: string }[] }>('GET', `/v1/instances?app=${app}&role=${target}&all=true`)).instances;
+        const live = all.filter((i) => i.destroyedAt === null);
+        if (live.length > 0) ids = live.map((i) => i.id);
+        else {
+          const newest = [...all].sort((a, b) => b.createdAt.localeCompare(a.createdAt))[0];
+          if (!newest) {
+            const roles = (await client.request<{ roles: { name: string }[] }>('GET', `/v1/apps/${app}/roles`)).roles;
+            if (!roles.some((r) => r.name === target)) throw new CliError(`app ${app} has no role "${target}"`);
+            throw new CliError(`role ${target} of ${app} has no instance yet`);
+          }
+          process.stderr.write(`no live instance of ${target}; the newest gone one is ${newest.id} (${newest.state})\n`);
+          ids = [newest.id];
+        }
+        multi = ids.length > 1;
+      }
+      const source = o.agent ? 'agent' : 'role';
+      const show = (id: string, l: { at: string | null; text: string }) =>
+        out(`${multi ? `[${id}] ` : ''}${o.timestamps ? `${l.at ?? '-'} ` : ''}${l.text}`);
+      const query = (follow: boolean) => `lines=${o.lines}&source=${source}${sinceMs !== undefined ? `&since=${sinceMs}` : ''}${follow ? '&follow=true' : ''}`;
+      if (!o.follow) {
+        const got = await Promise.all(ids.map(async (id) => ({ id, r: await client.request<{ from: string; truncated: boolean; lines: { at: string | null; text: string }[] }>('GET', `/v1/instances/${id}/logs?${query(false)}`) })));
+        // Several instances: one story, in the order the lines were written.
+        const merged = got.flatMap(({ id, r }) => r.lines.map((l, k) => ({ id, l, k })));
+        if (multi) merged.sort((a, b) => (a.l.at ?? '').localeCompare(b.l.at ?? '') || a.k - b.k);
+        for (const m of merged) show(m.id, m.l);
+        for (const { id, r } of got) if (r.from === 'events') process.stderr.write(`(${id}: its folder is gone; these are the last lines it sent when it stopped)\n`);
+        return;
+      }
+      const stop = new AbortController();
+      process.once('SIGINT', () => stop.abort());
+      const followed = new Set<string>();
+      const streams: Promise<void>[] = [];
+      const follow = (id: string, q: string) => {
+        followed.add(id);
+        streams.push(client.stream(`/v1/instances/${id}/logs?${q}`, (item) => {
+          const x = item as { at?: string | null; text?: string; end?: string };
+          if (typeof x.text === 'string') show(id, { at: x.at ?? null, text: x.text });
+          else if (typeof x.end === 'string') process.stderr.write(`(${x.end})\n`);
+        }, stop.signal));
+      };
+      for (const id of ids) follow(id, query(true));
+      if (roleApp === undefined) {
+        await Promise.all(streams);
+        return;
+      }
+      // A role: its new instances (replacements, scale-out) are followed from their first line.
+      multi = true;
+      while (!stop.signal.aborted) {
+        await new Promise((r) => setTimeout(r, 2000));
+        if (stop.signal.aborted) break;
+        const now = (await client.request<{ instances: { id: string }[] }>('GET', `/v1/instances?app=${roleApp}&role=${target}`)).instances;
+        for (const i of now) if (!followed.has(i.id)) follow(i.id, `lines=10000&source=${source}&follow=true`);
+      }
+      await Promise.all(streams);
     });
 
   program

@@ -85,9 +85,12 @@ export class AgentReports {
     onLog: (id: string, lines: readonly string[]) => {
       void this.ctx.store.getInstance(id).then(async (inst) => {
         if (!inst || lines.length === 0) return;
+        // The reason and where to read the rest: the lines themselves stay in `data` (what is
+        // left once the instance's folder is gone), not in the sentence.
+        const gist = (lines[0] ?? '').replace(/^\[agent\] /, '').replace(/; last output of role [^:]*:$/, '').slice(0, 300);
         await this.ctx.record({
           app: inst.app, role: inst.role, instance: id, kind: 'instance.log',
-          message: `${id}${inst.role ? ` (${inst.role ?? 'spare'})` : ''}: last output\n  | ${lines.slice(-20).join('\n  | ')}`,
+          message: `${id}${inst.role ? ` (${inst.role})` : ''}: ${gist}; its output: \`drover logs ${id}\``,
           data: { lines: [...lines] },
         });
       }).catch((err: unknown) => this.ctx.log.warn({ err }, 'could not record agent log lines'));

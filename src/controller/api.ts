@@ -18,6 +18,7 @@ import type { Controller, InstanceView } from './controller.js';
 import { registerStream, type StreamOptions } from './stream.js';
 import { registerUi, UiSessions } from './ui.js';
 import { registerTenantRoutes } from './tenant-routes.js';
+import { registerLogRoutes } from './logs.js';
 
 export interface ApiOptions {
   readonly controller: Controller;
@@ -572,6 +573,7 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
   });
 
   registerTenantRoutes(app, c, { errors });
+  registerLogRoutes(app, c);
 
   app.post('/v1/shutdown', { schema: { tags: ['controller'], summary: 'Stop the controller (apps keep running unless deleted first)', response: { 202: { type: 'object', additionalProperties: true }, 401: errorSchema } } }, async (_req, reply) => {
     reply.raw.on('finish', () => setImmediate(() => opts.onShutdown?.()));

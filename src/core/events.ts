@@ -47,7 +47,7 @@ export const EventKind = {
   instanceFailed: 'instance.failed',
   /** An agent missed its heartbeats: fenced and replaced. */
   instanceUnresponsive: 'instance.unresponsive',
-  /** The last lines a stopping role printed. */
+  /** A role stopped or a step failed: the reason and a pointer (`drover logs <instance>`); `data.lines` has its last lines. */
   instanceLog: 'instance.log',
   /** A warm spare was requested from the provider. */
   spareCreate: 'spare.create',
