@@ -45,8 +45,9 @@ export const STORE_METHODS = {
   insertInstance: true, updateInstance: true, getInstance: true, listInstances: true,
   putOrder: true, ackOrder: true, pendingOrders: true,
   appendEvent: true, listEvents: true, pruneEvents: true, pruneOrders: true,
-  createTenant: true, getTenant: true, listTenants: true, updateTenant: true, reserveSeat: true, reserveMove: true, seatsUsed: true,
+  createTenant: true, getTenant: true, listTenants: true, updateTenant: true, reserveSeat: true, reserveMove: true, seatsUsed: true, listTenantSeats: true,
   appendNotification: true, listNotifications: true,
+  acquireLease: true, renewLease: true, releaseLease: true, getLease: true,
 } as const satisfies Record<keyof Store, true>;
 
 /** `store`, noting in `seen` the name of every method called on it (or on a transaction of it). */
@@ -412,6 +413,9 @@ export function storeConformance(name: string, openFresh: OpenStore, opts: { man
       const moving = (await store.getTenant('t-1'))!;
       assert.deepEqual([moving.state, moving.instanceId, moving.targetInstanceId, moving.updatedAt], ['moving', 'i-1', 'i-2', 400]);
       assert.deepEqual(Object.fromEntries(await store.seatsUsed(['i-1', 'i-2'])), { 'i-1': 1, 'i-2': 1 });
+      // listTenantSeats: the seat holders only (t-2, t-3 are pending), narrowly, in arrival order.
+      assert.deepEqual(await store.listTenantSeats('shop'), [{ id: 't-1', role: 'web', host: null, state: 'moving', instanceId: 'i-1', targetInstanceId: 'i-2' }]);
+      assert.deepEqual(await store.listTenantSeats('nope'), []);
       assert.equal(await store.reserveSeat('t-2', 'i-2', 1), false, 'the target seat is taken');
       assert.equal(await store.reserveSeat('t-2', 'i-1', 1), false, 'and so is the source seat');
       assert.equal(await store.updateTenant('t-1', { state: 'ready', instanceId: 'i-2', targetInstanceId: null }), true, 'the move ends on the target');
@@ -650,6 +654,74 @@ export function storeConformance(name: string, openFresh: OpenStore, opts: { man
       const written = await writes;
       await follow();
       assert.deepEqual(seen, written.map((e) => e.id).sort((x, y) => x - y), 'every event seen once, in id order');
+    } finally {
+      await store.close();
+      await cleanup();
+    }
+  });
+
+  test(`${name}: leases: one holder at a time on the database's clock; renewed by its holder only; released to the next with a higher epoch`, async () => {
+    const { store, cleanup } = await open();
+    try {
+      assert.equal(await store.getLease('leader'), undefined);
+      const a = (await store.acquireLease('leader', 'ctl-a', 60_000))!;
+      assert.deepEqual([a.name, a.holder, a.epoch], ['leader', 'ctl-a', 1]);
+      assert.equal(a.expiresAt - a.renewedAt, 60_000);
+      assert.equal(a.acquiredAt, a.renewedAt);
+      assert.ok(Math.abs(a.now - Date.now()) < 60_000, 'times are epoch ms');
+      assert.equal(await store.acquireLease('leader', 'ctl-b', 60_000), undefined, 'held by another');
+      assert.ok(await store.acquireLease('other', 'ctl-b', 60_000), 'leases are per name');
+      const again = (await store.acquireLease('leader', 'ctl-a', 60_000))!;
+      assert.deepEqual([again.holder, again.epoch, again.acquiredAt], ['ctl-a', 1, a.acquiredAt], 'its holder acquiring again renews it, same epoch');
+      const renewed = (await store.renewLease('leader', 'ctl-a', 1, 120_000))!;
+      assert.equal(renewed.epoch, 1);
+      assert.equal(renewed.expiresAt - renewed.renewedAt, 120_000);
+      assert.ok(renewed.renewedAt >= a.renewedAt);
+      assert.equal(await store.renewLease('leader', 'ctl-b', 1, 60_000), undefined, 'only its holder renews');
+      assert.equal(await store.renewLease('leader', 'ctl-a', 2, 60_000), undefined, 'with its epoch');
+      assert.equal(await store.releaseLease('leader', 'ctl-b', 1), false, 'only its holder releases');
+      assert.equal(await store.releaseLease('leader', 'ctl-a', 1), true);
+      assert.equal(await store.releaseLease('leader', 'ctl-a', 1), false, 'released once');
+      assert.equal(await store.renewLease('leader', 'ctl-a', 1, 60_000), undefined, 'a released lease is not renewed');
+      const got = await store.getLease('leader');
+      assert.ok(got && got.expiresAt <= got.now, 'released: expired');
+      const b = (await store.acquireLease('leader', 'ctl-b', 60_000))!;
+      assert.deepEqual([b.holder, b.epoch], ['ctl-b', 2], 'the next holder gets the next epoch');
+      assert.deepEqual(await store.getLease('leader').then((l) => [l?.holder, l?.epoch]), ['ctl-b', 2]);
+      await assert.rejects(store.acquireLease('leader', 'ctl-a', 0), RangeError);
+      await assert.rejects(store.renewLease('leader', 'ctl-b', 2, 1.5), RangeError);
+    } finally {
+      await store.close();
+      await cleanup();
+    }
+  });
+
+  test(`${name}: leases: an expired lease goes to the next holder; the stale holder is refused; racers get it once`, async () => {
+    const { store, cleanup } = await open();
+    try {
+      const a = (await store.acquireLease('leader', 'ctl-a', 300))!;
+      assert.equal(await store.acquireLease('leader', 'ctl-b', 300), undefined);
+      await new Promise((r) => setTimeout(r, 450));
+      assert.ok((await store.getLease('leader'))!.expiresAt <= (await store.getLease('leader'))!.now, 'expired by the database clock');
+      assert.equal(await store.renewLease('leader', 'ctl-a', a.epoch, 300), undefined, 'an expired lease is not renewed: its holder must stop');
+      const b = (await store.acquireLease('leader', 'ctl-b', 60_000))!;
+      assert.deepEqual([b.holder, b.epoch], ['ctl-b', 2]);
+      assert.equal(await store.renewLease('leader', 'ctl-a', a.epoch, 300), undefined, 'the stale holder stays refused');
+      assert.equal(await store.releaseLease('leader', 'ctl-a', a.epoch), false, 'and cannot release it from under the new one');
+      assert.equal(await store.acquireLease('leader', 'ctl-a', 300), undefined);
+      assert.equal((await store.getLease('leader'))!.holder, 'ctl-b');
+
+      // Twenty holders racing for a free lease, then for an expired one: one wins each time.
+      const first = await Promise.all(Array.from({ length: 20 }, (_, k) => store.acquireLease('race', `h-${k}`, 300)));
+      const won = first.filter((l) => l !== undefined);
+      assert.equal(won.length, 1);
+      assert.equal(won[0]!.epoch, 1);
+      await new Promise((r) => setTimeout(r, 450));
+      const second = await Promise.all(Array.from({ length: 20 }, (_, k) => store.acquireLease('race', `h2-${k}`, 60_000)));
+      const won2 = second.filter((l) => l !== undefined);
+      assert.equal(won2.length, 1);
+      assert.equal(won2[0]!.epoch, 2, 'the epoch moved once');
+      assert.equal((await store.getLease('race'))!.holder, won2[0]!.holder);
     } finally {
       await store.close();
       await cleanup();

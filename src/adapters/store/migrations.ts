@@ -147,4 +147,20 @@ export const MIGRATIONS: readonly { readonly id: number; readonly name: string; 
       create index notifications_tenant on notifications (tenant_id, id);
     `,
   },
+  {
+    id: 5,
+    name: 'leases',
+    // A named lease on the database's clock (Store.acquireLease): one holder at a time, until
+    // expires_at. A released lease is expired, not deleted, so its epoch never goes back.
+    sql: `
+      create table leases (
+        name text primary key,
+        holder text not null,
+        epoch bigint not null, -- fencing token: grows each time the lease changes hands
+        acquired_at bigint not null,
+        renewed_at bigint not null,
+        expires_at bigint not null
+      );
+    `,
+  },
 ];

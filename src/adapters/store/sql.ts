@@ -17,6 +17,7 @@ import type {
   InstanceFilter,
   InstancePatch,
   InstanceRecord,
+  Lease,
   NewEvent,
   NewInstance,
   WriteCondition,
@@ -151,6 +152,26 @@ const TENANT_COLUMNS: Record<keyof TenantPatch, string> = {
   lastOutput: 'last_output',
   updatedAt: 'updated_at',
 };
+/** The database's clock in epoch ms, the same all through one statement. */
+const DB_NOW_MS = 'floor(extract(epoch from statement_timestamp()) * 1000)::bigint';
+
+/** Leases last from a millisecond to a day. */
+function checkTtl(ttlMs: number): void {
+  if (!Number.isInteger(ttlMs) || ttlMs < 1 || ttlMs > 86_400_000) throw new RangeError(`lease ttl ${ttlMs}: expected a whole number of ms from 1 to 86400000`);
+}
+
+function toLease(r: Row): Lease {
+  return {
+    name: String(r.name),
+    holder: String(r.holder),
+    epoch: num(r.epoch),
+    acquiredAt: num(r.acquired_at),
+    renewedAt: num(r.renewed_at),
+    expiresAt: num(r.expires_at),
+    now: num(r.now),
+  };
+}
+
 /** Tenant states that hold a seat on `instance_id` (core's SEAT_HOLDING_STATES, as SQL). */
 const SEAT_STATES_SQL = `('placing', 'ready', 'moving', 'removing')`;
 
@@ -647,4 +668,52 @@ export class SqlStore implements Store {
     const r = await this.db.query<Row>('select * from notifications where tenant_id = $1 order by id', [tenantId]);
     return r.rows.map(toNotification);
   }
+  // -------------------------------------------------------------------------------------------
+  // Leases: conditional writes on the database's clock, one statement each.
+
+  async acquireLease(name: string, holder: string, ttlMs: number): Promise<Lease | undefined> {
+    checkTtl(ttlMs);
+    // One statement: a free or expired lease is taken (epoch + 1), the holder's own renewed; a
+    // racer that loses waits on the row and then finds it held (the where clause is checked
+    // again on the winner's row), so exactly one of them gets it.
+    const r = await this.db.query<Row>(
+      `insert into leases as l (name, holder, epoch, acquired_at, renewed_at, expires_at)
+       select $1, $2, 1, t.now, t.now, t.now + $3 from (select ${DB_NOW_MS} as now) t
+       on conflict (name) do update set
+         holder = excluded.holder,
+         epoch = case when l.holder = excluded.holder and l.expires_at > excluded.renewed_at then l.epoch else l.epoch + 1 end,
+         acquired_at = case when l.holder = excluded.holder and l.expires_at > excluded.renewed_at then l.acquired_at else excluded.acquired_at end,
+         renewed_at = excluded.renewed_at,
+         expires_at = excluded.expires_at
+       where l.expires_at <= excluded.renewed_at or l.holder = excluded.holder
+       returning l.*, l.renewed_at as now`,
+      [name, holder, ttlMs],
+    );
+    return r.rows[0] ? toLease(r.rows[0]) : undefined;
+  }
+
+  async renewLease(name: string, holder: string, epoch: number, ttlMs: number): Promise<Lease | undefined> {
+    checkTtl(ttlMs);
+    const r = await this.db.query<Row>(
+      `update leases set renewed_at = ${DB_NOW_MS}, expires_at = ${DB_NOW_MS} + $4
+       where name = $1 and holder = $2 and epoch = $3 and expires_at > ${DB_NOW_MS}
+       returning *, renewed_at as now`,
+      [name, holder, epoch, ttlMs],
+    );
+    return r.rows[0] ? toLease(r.rows[0]) : undefined;
+  }
+
+  async releaseLease(name: string, holder: string, epoch: number): Promise<boolean> {
+    const r = await this.db.query<Row>(
+      `update leases set expires_at = ${DB_NOW_MS} where name = $1 and holder = $2 and epoch = $3 and expires_at > ${DB_NOW_MS} returning name`,
+      [name, holder, epoch],
+    );
+    return r.rows.length > 0;
+  }
+
+  async getLease(name: string): Promise<Lease | undefined> {
+    const r = await this.db.query<Row>(`select *, ${DB_NOW_MS} as now from leases where name = $1`, [name]);
+    return r.rows[0] ? toLease(r.rows[0]) : undefined;
+  }
+
 }

@@ -319,4 +319,47 @@ export interface Store {
   appendNotification(n: NewNotification): Promise<NotificationRecord>;
   /** Oldest first. */
   listNotifications(tenantId: string): Promise<NotificationRecord[]>;
+
+  /**
+   * Takes the lease `name` for `holder` for `ttlMs`, on the database's clock: when nobody holds
+   * it, its holder let it expire or released it, or `holder` holds it already (then it is
+   * renewed, same epoch). Undefined: someone else holds it. Callers racing for a free lease,
+   * on any number of connections or machines: exactly one gets it.
+   */
+  acquireLease(name: string, holder: string, ttlMs: number): Promise<Lease | undefined>;
+  /**
+   * Extends the lease by `ttlMs` from now if `holder` still holds it with `epoch` and it has not
+   * expired. Undefined: it is lost (expired, or taken by another) — the holder must stop acting
+   * as its holder.
+   */
+  renewLease(name: string, holder: string, epoch: number, ttlMs: number): Promise<Lease | undefined>;
+  /** Gives the lease up (it expires now; the next holder gets epoch + 1). False: not held by `holder` with `epoch`. */
+  releaseLease(name: string, holder: string, epoch: number): Promise<boolean>;
+  /** The lease as stored (possibly expired: compare `expiresAt` with `now`), or undefined if never taken. */
+  getLease(name: string): Promise<Lease | undefined>;
+}
+
+/**
+ * A named lease: who holds it and until when, all times on the database's clock (epoch ms), so
+ * holders on machines whose clocks disagree still agree on who holds it. A holder must not act
+ * as the holder past (its own clock when it sent the acquire or renew) + ttl, since the answer
+ * may have been delayed.
+ */
+export interface Lease {
+  readonly name: string;
+  readonly holder: string;
+  /**
+   * Fencing token: 1 for the first holder, one more each time the lease changes hands (or is
+   * taken again after it expired or was released); unchanged by renewals. Writes made for a
+   * holder can carry it, so that those of a deposed holder are recognised.
+   */
+  readonly epoch: number;
+  /** When this holder took it. */
+  readonly acquiredAt: number;
+  /** When it was last taken or renewed. */
+  readonly renewedAt: number;
+  /** When it ends unless renewed. */
+  readonly expiresAt: number;
+  /** The database's clock when it answered. */
+  readonly now: number;
 }
