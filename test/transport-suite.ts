@@ -22,6 +22,8 @@ export const HEARTBEAT_MS = 200;
 /** One transport under test. */
 export interface TransportFactory {
   readonly name: string;
+  /** Why the suite cannot run here (a missing broker), or false. */
+  readonly skip?: false | string;
   /** The controller side, started (connected to its broker if it has one). */
   controller(handlers: TransportHandlers, heartbeatMs: number): Promise<ControllerTransport>;
   /** Makes an instance known to the transport (its queue and broker user, if it has them). */
@@ -141,7 +143,7 @@ export function transportConformance(factory: TransportFactory): void {
     return { mini, transport, instance };
   };
 
-  test(`${factory.name}: an order reaches its agent, is acknowledged, and presence follows heartbeats`, async (t) => {
+  test(`${factory.name}: an order reaches its agent, is acknowledged, and presence follows heartbeats`, { skip: factory.skip ?? false, timeout: 60_000 }, async (t) => {
     const { mini, transport, instance } = await setup(t);
     const a = await instance();
     a.link.start();
@@ -163,7 +165,7 @@ export function transportConformance(factory: TransportFactory): void {
     assert.equal(transport.send(a.id, { type: 'order', order: { id: 'o-2', kind: 'undrain', reason: 'x' } }), false, 'nothing is sent to an absent agent');
   });
 
-  test(`${factory.name}: orders to one instance arrive in the order sent`, async (t) => {
+  test(`${factory.name}: orders to one instance arrive in the order sent`, { skip: factory.skip ?? false, timeout: 60_000 }, async (t) => {
     const { mini, instance } = await setup(t);
     const a = await instance();
     a.link.start();
@@ -174,7 +176,7 @@ export function transportConformance(factory: TransportFactory): void {
     assert.deepEqual(a.link.orders().map((o) => o.id), ids);
   });
 
-  test(`${factory.name}: at least once, applied once — an order re-sent after a reconnect is applied once`, async (t) => {
+  test(`${factory.name}: at least once, applied once — an order re-sent after a reconnect is applied once`, { skip: factory.skip ?? false, timeout: 60_000 }, async (t) => {
     const { mini, transport } = await setup(t);
     const id = newId();
     mini.keys.set(id, KEY(id));
@@ -209,7 +211,7 @@ export function transportConformance(factory: TransportFactory): void {
     assert.ok(mini.rec.acks.filter((x) => x.orderId === 'assign-1').length >= 2, 'acknowledged every time it arrived');
   });
 
-  test(`${factory.name}: an agent reconnects after its connection is cut, and orders sent meanwhile reach it`, async (t) => {
+  test(`${factory.name}: an agent reconnects after its connection is cut, and orders sent meanwhile reach it`, { skip: factory.skip ?? false, timeout: 60_000 }, async (t) => {
     const { mini, transport, instance } = await setup(t);
     const a = await instance();
     a.link.start();
@@ -221,7 +223,7 @@ export function transportConformance(factory: TransportFactory): void {
     assert.ok(a.link.downs >= 1, 'the agent noticed the cut');
   });
 
-  test(`${factory.name}: an agent of an old epoch is refused (sealed), and a fenced one is told so`, async (t) => {
+  test(`${factory.name}: an agent of an old epoch is refused (sealed), and a fenced one is told so`, { skip: factory.skip ?? false, timeout: 60_000 }, async (t) => {
     const { mini, transport, instance } = await setup(t);
     const a = await instance(1);
     mini.epochs.set(a.id, 2); // the instance was replaced: epoch 2 is current
@@ -241,7 +243,7 @@ export function transportConformance(factory: TransportFactory): void {
     assert.equal(mini.order(b.id, { id: 'after-fence', kind: 'undrain', reason: 'x' }), false);
   });
 
-  test(`${factory.name}: a malformed message is dropped and logged on both sides, never a crash`, async (t) => {
+  test(`${factory.name}: a malformed message is dropped and logged on both sides, never a crash`, { skip: factory.skip ?? false, timeout: 60_000 }, async (t) => {
     const { mini, transport, instance } = await setup(t);
     const a = await instance();
     a.link.start();

@@ -21,4 +21,5 @@
 export { Agent, type AgentExit, type AgentOptions } from './runtime.js';
 export type { AgentTransport, AgentTransportEvents, AgentTransportOptions } from './transport.js';
 export { WsAgentTransport, type WsAgentTransportOptions } from './ws-transport.js';
+export { AmqpAgentTransport, type AmqpAgentTransportOptions } from './amqp-transport.js';
 export { agentOptionsFromEnv, AgentEnvError } from './main.js';

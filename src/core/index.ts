@@ -89,6 +89,7 @@ export { apiProof, checkApiProof, checkControllerProof, controllerProof, NONCE_B
 export { exportsUseImports, renderCommand, renderExports, roleBuiltins, roleWorkdir } from './render.js';
 
 export {
+  AMQP_NAMES,
   agentMessageSchema,
   controllerMessageSchema,
   fitLines,

@@ -151,6 +151,24 @@ export function parsePlainControllerMessage(m: unknown): { ok: true; message: Pl
   return r.success ? { ok: true, message: r.data } : { ok: false, reason: firstIssue(r.error) };
 }
 
+/**
+ * Names on a RabbitMQ broker (the amqp transport), known to both sides. The controller declares
+ * them; an agent's broker user may read only its own queue and publish only under its own
+ * routing key (docs/rabbitmq.md).
+ */
+export const AMQP_NAMES = {
+  /** Topic exchange agents publish their frames to, routing key `<instance>.<kind>`. */
+  agentsExchange: 'drover.agents',
+  /** The controller's queue: every agent's frames, bound to {@link AMQP_NAMES.agentsExchange} with `#`. */
+  controllerQueue: 'drover.controller',
+  /** One durable queue per instance: the controller's frames to that agent. */
+  agentQueue: (instanceId: string): string => `drover.agent.${instanceId}`,
+  /** An agent's broker user. */
+  agentUser: (instanceId: string): string => `drover-agent-${instanceId}`,
+  /** Routing key of an agent's frame: its hello (`hello`) or a sealed frame (`frame`). */
+  agentKey: (instanceId: string, kind: 'hello' | 'frame'): string => `${instanceId}.${kind}`,
+} as const;
+
 /** The message, or why it is refused (for a log line; never sent back verbatim). */
 export function parseAgentMessage(m: unknown): { ok: true; message: AgentMessage } | { ok: false; reason: string } {
   const r = agentMessageSchema.safeParse(m);

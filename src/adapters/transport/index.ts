@@ -10,5 +10,6 @@
  * conformance suite (test/transport-suite.ts).
  */
 export type * from './types.js';
+export { AmqpTransport, AmqpTransportError, parseAmqpUrl, redactUrl, type AmqpTransportOptions } from './amqp.js';
 export { CLOSE, EmbeddedTransport } from './embedded.js';
 export { presenceWindowMs } from './session.js';

@@ -39,6 +39,14 @@ export interface ControllerTransport {
   register?(app: FastifyInstance): Promise<void>;
   /** Connects to what the transport needs (a broker); the controller calls it before its loops start. */
   start?(): Promise<void>;
+  /**
+   * Makes what an instance needs on this transport before its agent starts (the amqp transport:
+   * its queue and its own broker user) and returns the URL its agent connects with, a secret to
+   * hand over privately like the instance key; undefined when the agent needs nothing (embedded).
+   */
+  provision?(instanceId: string): Promise<string | undefined>;
+  /** Removes what {@link provision} made, once the instance is destroyed. Idempotent. */
+  deprovision?(instanceId: string): Promise<void>;
   /** Sends if the agent is present; returns false if not (the order stays pending and is re-sent). */
   send(instanceId: string, msg: ControllerMessage): boolean;
   /** The agent is present: joined, and heard within three heartbeats (presence comes from heartbeats, not from a socket). */
