@@ -10,7 +10,7 @@ import { hostname } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { pino } from 'pino';
-import { appFileJsonSchema, parseAppFile, SpecError, type AppSpec } from '../core/index.js';
+import { appFileJsonSchema, appFileWarnings, parseAppFile, SpecError, type AppSpec, type SpecIssue } from '../core/index.js';
 import { ControllerStartError, DEFAULT_PORT, lockHolder, preparePrivateDataDir, startServer, VERSION, type RunningController } from '../controller/index.js';
 import { processesOfInstancesIn } from '../adapters/providers/index.js';
 import { checkPostgresUrl, StoreUrlError } from '../adapters/store/index.js';
@@ -194,9 +194,15 @@ async function lastEventId(client: Client): Promise<number> {
   return events[events.length - 1]?.id ?? 0;
 }
 
+/** Accepted but likely not meant (`${app}` beside a role named app, a misspelt built-in): said on stderr. */
+function warn(file: string, warnings: readonly SpecIssue[]): void {
+  for (const w of warnings) process.stderr.write(`warning: ${file}: ${w.path ? `${w.path}: ` : ''}${w.message}\n`);
+}
+
 async function applyFile(client: Client, file: string): Promise<string> {
   const { spec, yaml, appDir } = readSpec(file);
-  const res = await client.request<{ changed: boolean }>('PUT', `/v1/apps/${spec.app}`, { yaml, appDir });
+  const res = await client.request<{ changed: boolean; warnings?: SpecIssue[] }>('PUT', `/v1/apps/${spec.app}`, { yaml, appDir });
+  warn(file, res.warnings ?? []);
   out(`app ${spec.app} ${res.changed ? 'applied' : 'unchanged'}`);
   return spec.app;
 }
@@ -366,7 +372,9 @@ export function buildProgram(): Command {
     .argument('<file>', 'app file')
     .action((file: string) => {
       const { spec } = readSpec(file);
-      out(`${file}: ok (app ${spec.app}, roles ${Object.keys(spec.roles).join(', ')})`);
+      const warnings = appFileWarnings(spec);
+      warn(file, warnings);
+      out(`${file}: ok (app ${spec.app}, roles ${Object.keys(spec.roles).join(', ')})${warnings.length ? `, ${warnings.length} warning(s)` : ''}`);
     });
 
   program

@@ -9,7 +9,7 @@ import { STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
 import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import swagger from '@fastify/swagger';
-import { APP_FILE_LIMITS, apiProof, own, SpecError, startOrder, type AppSpec } from '../core/index.js';
+import { APP_FILE_LIMITS, apiProof, appFileWarnings, own, SpecError, startOrder, type AppSpec } from '../core/index.js';
 import type { EventRecord } from '../adapters/store/index.js';
 import type { ControllerTransport } from '../adapters/transport/index.js';
 import { AppFileParser, type AppFileParserOptions } from './app-file-parser.js';
@@ -403,7 +403,7 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
       if (spec.app !== req.params.name) fail('name_mismatch', `app: "${spec.app}" does not match the name in the path ("${req.params.name}")`);
       const existed = (await c.listApps()).some((a) => a.name === spec.app);
       const res = await c.apply(spec, b.appDir ?? opts.defaultAppDir);
-      return reply.status(existed ? 200 : 201).send({ app: await appSummary(res.app.name), changed: res.changed });
+      return reply.status(existed ? 200 : 201).send({ app: await appSummary(res.app.name), changed: res.changed, warnings: appFileWarnings(spec) });
     },
   );
 

@@ -102,7 +102,7 @@ export {
   truncate,
 } from './wire.js';
 
-export { appFileJsonSchema, appFileSchema, compileAppSpec, parseAppFile, SpecError, type SpecIssue } from './spec.js';
+export { appFileJsonSchema, appFileSchema, appFileWarnings, compileAppSpec, parseAppFile, SpecError, type SpecIssue } from './spec.js';
 
 export { APP_FILE_LIMITS, own, shapeIssues } from './limits.js';
 

@@ -9,7 +9,7 @@ import { cyclesOf } from './imports.js';
 import { APP_FILE_LIMITS, MAX_FAILURE_THRESHOLD, MAX_ROLE_COUNT, MAX_SPARES, RESERVED_NAMES, shapeIssues } from './limits.js';
 import { duration, err, intAtLeast } from './schema-words.js';
 import { checkPolicyMetrics, compileMetrics, compileScale, metricsSchema, scaleSchema } from './policy-spec.js';
-import { envName, templateRefs } from './template.js';
+import { BUILTIN_VARS, envName, isBuiltin, templateRefs, type BuiltinVar } from './template.js';
 import { hostTemplateProblem, TENANT_NAME_RULE } from './tenants.js';
 import type { AppSpec, HealthSpec, ImportRef, LoadBalancerSpec, RoleSpec, TenantsSpec } from './types.js';
 
@@ -610,9 +610,9 @@ function crossRoleIssues(roles: ReadonlyMap<string, RoleSpec>, broken: ReadonlyS
     for (const [path, template] of templatesOf(role)) {
       const reported = new Set<string>();
       for (const ref of templateRefs(template)) {
-        if (ref.key === undefined || reported.has(ref.text)) continue;
+        if (reported.has(ref.text)) continue;
         reported.add(ref.text);
-        const message = templateRefProblem(role, ref.name, ref.key, ref.text, exists, exportsOf);
+        const message = ref.key === undefined ? bareRefProblem(path, ref.name, ref.text) : templateRefProblem(role, ref.name, ref.key, ref.text, exists, exportsOf);
         if (message) issues.push({ path: pathOf(['roles', role.name, ...path]), message });
       }
     }
@@ -626,6 +626,88 @@ function crossRoleIssues(roles: ReadonlyMap<string, RoleSpec>, broken: ReadonlyS
   );
   for (const cycle of cyclesOf(graph)) issues.push({ path: '', message: `import cycle: ${cycle.join(' → ')}` });
   return issues;
+}
+
+const BUILTIN_LIST = BUILTIN_VARS.map((b) => `\${${b}}`).join(', ');
+/** Built-ins with no value where the controller renders a role metric's url (once per role, not per instance). */
+const PER_INSTANCE: ReadonlySet<string> = new Set(['port', 'ip', 'instance', 'workdir']);
+
+/**
+ * A bare `${name}` where nothing but Drover reads the text: an export or a role metric's url is
+ * never run by a shell, so a name Drover does not know would stay there as written.
+ */
+function bareRefProblem(path: readonly (string | number)[], name: string, text: string): string | undefined {
+  const plain = path[0] === 'exports' ? 'exports are' : path[0] === 'metrics' ? "a role metric's url is" : undefined;
+  if (!plain) return undefined;
+  if (!isBuiltin(name)) return `${text} is not a Drover name, and ${plain} not run by a shell: it would stay as written (names: ${BUILTIN_LIST}, or role.key of an import)`;
+  if (path[0] === 'metrics' && PER_INSTANCE.has(name)) return `${text} has no value here: a role metric is scraped once by the controller, not per instance`;
+  return undefined;
+}
+
+/**
+ * What is accepted but likely not meant, each naming the field: a built-in that shares its name
+ * with a role (`${app}` is the app's name, not role `app`'s export), a name left for bash that
+ * looks like a misspelt built-in (`${appdir}`: unset in bash, so empty), and a `${name}` in an env
+ * value, which no shell expands. `drover validate`, `apply` and `up` print them; the API returns
+ * them as `warnings`.
+ */
+export function appFileWarnings(spec: AppSpec): SpecIssue[] {
+  const out: SpecIssue[] = [];
+  for (const role of Object.values(spec.roles)) {
+    for (const [path, template] of templatesOf(role)) {
+      const at = pathOf(['roles', role.name, ...path]);
+      const seen = new Set<string>();
+      for (const ref of templateRefs(template)) {
+        if (ref.key !== undefined || seen.has(ref.text)) continue;
+        seen.add(ref.text);
+        if (isBuiltin(ref.name)) {
+          if (Object.hasOwn(spec.roles, ref.name)) {
+            out.push({ path: at, message: `${ref.text} is the built-in (${BUILTIN_MEANING[ref.name]}), not an export of role ${q(ref.name)}; for its export write \${${ref.name}.KEY}` });
+          }
+          continue;
+        }
+        const near = nearBuiltin(ref.name);
+        if (near && path[0] !== 'exports' && path[0] !== 'metrics') {
+          out.push({ path: at, message: `${ref.text} is not a Drover name (left as written, for bash it is an unset variable); did you mean \${${near}}?` });
+        } else if (path[0] === 'env') {
+          out.push({ path: at, message: `${ref.text} is not a Drover name, and env values are not run by a shell: the role gets it as written` });
+        }
+      }
+    }
+  }
+  return out;
+}
+
+const BUILTIN_MEANING: Readonly<Record<BuiltinVar, string>> = {
+  port: "the instance's port for the role",
+  ip: "the instance's address",
+  instance: "the instance's id",
+  role: "the role's name",
+  app: "the app's name",
+  workdir: "the instance's folder",
+  appDir: 'the folder of the app file',
+};
+
+/** The built-in a name seems a misspelling of: same letters in another case or with `_`/`-`, or one or two edits away. */
+function nearBuiltin(name: string): BuiltinVar | undefined {
+  if (/^[A-Z0-9_]+$/.test(name)) return undefined; // an environment variable, by convention
+  const squash = (x: string) => x.toLowerCase().replace(/[-_]/g, '');
+  for (const b of BUILTIN_VARS) {
+    if (squash(b) === squash(name) || `${squash(b)}id` === squash(name)) return b;
+  }
+  if (name.length < 4) return undefined;
+  for (const b of BUILTIN_VARS) if (b.length >= 4 && editDistance(b.toLowerCase(), name.toLowerCase()) <= 2) return b;
+  return undefined;
+}
+
+function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const cur = [i];
+    for (let j = 1; j <= b.length; j++) cur[j] = Math.min(prev[j]! + 1, cur[j - 1]! + 1, prev[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+    prev = cur;
+  }
+  return prev[b.length]!;
 }
 
 function templateRefProblem(
