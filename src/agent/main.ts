@@ -8,6 +8,7 @@
 import { realpathSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import { pino } from 'pino';
+import { AmqpAgentTransport } from './amqp-transport.js';
 import { Agent, type AgentOptions } from './runtime.js';
 
 /** A variable that is missing or malformed; the message names it. */
@@ -21,19 +22,28 @@ export class AgentEnvError extends Error {
   }
 }
 
+/** What the provider writes to the agent's stdin. */
+export interface AgentSecrets {
+  readonly key: string;
+  /** The amqp transport's URL with this instance's own broker user and password; absent: embedded. */
+  readonly transportUrl?: string;
+}
+
 /**
- * Reads the instance key the provider writes to the agent's stdin (one line, then end of file).
- * It is not taken from the environment: a role's processes can read their parent's
- * `/proc/<pid>/environ`, and an environment is inherited by whatever the agent starts.
+ * Reads the instance key the provider writes to the agent's stdin (one line, then end of file),
+ * and, for the amqp transport, a second line: the broker URL with the agent's own user and
+ * password. Neither is taken from the environment or argv: a role's processes can read their
+ * parent's `/proc/<pid>/environ`, an environment is inherited by whatever the agent starts, and
+ * `ps` shows command lines.
  */
-export async function readKey(input: NodeJS.ReadableStream, timeoutMs = 10_000): Promise<string> {
+export async function readSecrets(input: NodeJS.ReadableStream, timeoutMs = 10_000): Promise<AgentSecrets> {
   const chunks: Buffer[] = [];
   let size = 0;
   const done = new Promise<void>((resolve, reject) => {
     input.on('data', (c: Buffer | string) => {
       const b = typeof c === 'string' ? Buffer.from(c) : c;
       size += b.length;
-      if (size > 4096) reject(new AgentEnvError('stdin', 'the instance key on stdin is longer than 4096 bytes'));
+      if (size > 4096) reject(new AgentEnvError('stdin', 'stdin (the instance key and transport URL) is longer than 4096 bytes'));
       else chunks.push(b);
     });
     input.once('end', () => resolve());
@@ -49,9 +59,24 @@ export async function readKey(input: NodeJS.ReadableStream, timeoutMs = 10_000):
     clearTimeout(timer);
     (input as { destroy?: () => void }).destroy?.();
   }
-  const key = Buffer.concat(chunks).toString('utf8').trim();
+  const [first = '', second = '', ...rest] = Buffer.concat(chunks).toString('utf8').trim().split('\n').map((l) => l.trim());
+  const key = first;
   if (!/^[A-Za-z0-9_-]{16,512}$/.test(key)) throw new AgentEnvError('stdin', 'stdin does not hold an instance key (16–512 characters of [A-Za-z0-9_-])');
-  return key;
+  if (rest.length > 0) throw new AgentEnvError('stdin', 'stdin holds more than an instance key and a transport URL');
+  if (!second) return { key };
+  let u: URL;
+  try {
+    u = new URL(second);
+  } catch {
+    throw new AgentEnvError('stdin', "the second line on stdin is not a transport URL (amqp://user:password@host:port/vhost)");
+  }
+  if (u.protocol !== 'amqp:' && u.protocol !== 'amqps:') throw new AgentEnvError('stdin', `the transport URL on stdin must be amqp:// or amqps://, got ${u.protocol}//`);
+  return { key, transportUrl: second };
+}
+
+/** The instance key alone (see {@link readSecrets}). */
+export async function readKey(input: NodeJS.ReadableStream, timeoutMs = 10_000): Promise<string> {
+  return (await readSecrets(input, timeoutMs)).key;
 }
 
 /** Reads the DROVER_* variables the provider sets; throws {@link AgentEnvError} on the first bad one. */
@@ -101,7 +126,14 @@ export async function main(env: NodeJS.ProcessEnv = process.env): Promise<number
   let options: AgentOptions;
   try {
     const fromEnv = agentOptionsFromEnv(env);
-    options = { ...fromEnv, key: await readKey(process.stdin), logger };
+    const secrets = await readSecrets(process.stdin);
+    const transportUrl = secrets.transportUrl;
+    options = {
+      ...fromEnv,
+      key: secrets.key,
+      logger,
+      ...(transportUrl ? { transport: (common) => new AmqpAgentTransport({ ...common, url: transportUrl }) } : {}),
+    };
   } catch (err) {
     if (!(err instanceof AgentEnvError)) throw err;
     logger.fatal({ variable: err.variable }, err.message);

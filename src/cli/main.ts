@@ -14,6 +14,7 @@ import { appFileJsonSchema, appFileWarnings, parseAppFile, SpecError, type AppSp
 import { ControllerStartError, DEFAULT_PORT, lockHolder, preparePrivateDataDir, startServer, VERSION, type RunningController } from '../controller/index.js';
 import { processesOfInstancesIn } from '../adapters/providers/index.js';
 import { checkPostgresUrl, StoreUrlError } from '../adapters/store/index.js';
+import { AmqpTransportError, parseAmqpUrl } from '../adapters/transport/index.js';
 import { CliError, Client, findTarget, HttpError } from './client.js';
 import { ago, table } from './format.js';
 
@@ -267,6 +268,23 @@ export function buildProgram(): Command {
       '--store <url>',
       'PostgreSQL for the state, postgres://user@host:5432/db (default: embedded PGlite in the data folder); give a password through DROVER_STORE_URL, PGPASSWORD or ~/.pgpass, not here (ps shows command lines)',
     ).env('DROVER_STORE_URL');
+  const transportOpt = () =>
+    new Option(
+      '--transport <url>',
+      'RabbitMQ between controller and agents, amqp://user:password@host:5672/vhost of an administrator user (default: agents connect to the controller); prefer DROVER_TRANSPORT_URL (ps shows command lines)',
+    ).env('DROVER_TRANSPORT_URL');
+  /** The transport URL given (flag or env), checked; undefined for the embedded transport. */
+  const transportUrl = (o: { transport?: string }, cmd: Command): string | undefined => {
+    const url = o.transport?.trim();
+    if (!url) return undefined;
+    try {
+      parseAmqpUrl(url);
+    } catch (err) {
+      if (err instanceof AmqpTransportError) throw new CliError(`${cmd.getOptionValueSource('transport') === 'env' ? 'DROVER_TRANSPORT_URL' : '--transport'}: ${err.message}`, 2);
+      throw err;
+    }
+    return url;
+  };
   /** The store URL given (flag or env), checked; undefined for the embedded store. */
   const storeUrl = (o: { store?: string }, cmd: Command): string | undefined => {
     const url = o.store?.trim();
@@ -289,9 +307,11 @@ export function buildProgram(): Command {
     .option('--detach', 'run the controller in the background; return once the app has converged')
     .option('--timeout <seconds>', 'with --detach: how long to wait for convergence', parseInteger, 120)
     .addOption(storeOpt())
-    .action(async (file: string, o: { dataDir: string; port: number; detach?: boolean; timeout: number; store?: string }, cmd: Command) => {
+    .addOption(transportOpt())
+    .action(async (file: string, o: { dataDir: string; port: number; detach?: boolean; timeout: number; store?: string; transport?: string }, cmd: Command) => {
       readSpec(file); // refuse a bad file before starting anything
       const store = storeUrl(o, cmd);
+      const transport = transportUrl(o, cmd);
       const existing = await runningController(o.dataDir);
       if (o.detach) {
         let client = existing;
@@ -305,7 +325,7 @@ export function buildProgram(): Command {
             detached: true,
             stdio: ['ignore', log, log],
             // The store URL (it may hold a password) goes through the environment, not argv.
-            env: store ? { ...process.env, DROVER_STORE_URL: store } : process.env,
+            env: { ...process.env, ...(store ? { DROVER_STORE_URL: store } : {}), ...(transport ? { DROVER_TRANSPORT_URL: transport } : {}) },
           });
           closeSync(log);
           child.unref();
@@ -333,7 +353,7 @@ export function buildProgram(): Command {
         return;
       }
       if (existing) throw new CliError(`a controller already runs for ${resolve(o.dataDir)}; use \`drover apply ${file}\` or \`drover down\` first`);
-      await runForeground(file, o.dataDir, o.port, store);
+      await runForeground(file, o.dataDir, o.port, store, transport);
     });
 
   program
@@ -342,11 +362,13 @@ export function buildProgram(): Command {
     .addOption(dataDirOpt())
     .option('--port <n>', 'port on 127.0.0.1', parseInteger, DEFAULT_PORT)
     .addOption(storeOpt())
-    .action(async (o: { dataDir: string; port: number; store?: string }, cmd: Command) => {
+    .addOption(transportOpt())
+    .action(async (o: { dataDir: string; port: number; store?: string; transport?: string }, cmd: Command) => {
       const store = storeUrl(o, cmd);
+      const transport = transportUrl(o, cmd);
       const holder: { server?: RunningController } = {};
       const stop = () => void holder.server?.close().then(() => process.exit(0));
-      holder.server = await startServer({ dataDir: o.dataDir, port: o.port, ...(store ? { storeUrl: store } : {}), ...(process.env.DROVER_TOKEN ? { token: process.env.DROVER_TOKEN } : {}), onShutdown: stop });
+      holder.server = await startServer({ dataDir: o.dataDir, port: o.port, ...(store ? { storeUrl: store } : {}), ...(transport ? { transportUrl: transport } : {}), ...(process.env.DROVER_TOKEN ? { token: process.env.DROVER_TOKEN } : {}), onShutdown: stop });
       process.once('SIGTERM', stop);
       process.once('SIGINT', stop);
       await new Promise(() => {});
@@ -824,9 +846,9 @@ async function forceDown(dataDir: string, graceMs: number): Promise<void> {
   if (failed) throw new CliError('some processes could not be stopped');
 }
 
-async function runForeground(file: string, dataDir: string, port: number, storeUrl: string | undefined): Promise<void> {
+async function runForeground(file: string, dataDir: string, port: number, storeUrl: string | undefined, transportUrl?: string): Promise<void> {
   const logger = pino({ level: process.env.DROVER_LOG_LEVEL ?? 'info', transport: { target: 'pino-pretty', options: { destination: 2, ignore: 'pid,hostname', translateTime: 'HH:MM:ss' } } });
-  const server = await startServer({ dataDir, port, logger, ...(storeUrl ? { storeUrl } : {}), ...(process.env.DROVER_TOKEN ? { token: process.env.DROVER_TOKEN } : {}) });
+  const server = await startServer({ dataDir, port, logger, ...(storeUrl ? { storeUrl } : {}), ...(transportUrl ? { transportUrl } : {}), ...(process.env.DROVER_TOKEN ? { token: process.env.DROVER_TOKEN } : {}) });
   const client = new Client({ url: server.url, token: server.token });
   await applyFile(client, file);
   out(`controller at ${server.url}; Ctrl-C stops the app and the controller`);

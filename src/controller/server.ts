@@ -11,7 +11,7 @@ import { pino, type Logger } from 'pino';
 import { systemClock, type Clock, type PlannerOptions } from '../core/index.js';
 import { DEFAULT_POOL_SIZE, MAX_POOL_SIZE, openPgliteStore, openPostgresStore, redactStoreUrl, StoreOpenError, StoreUnavailableError, StoreUrlError, type Store } from '../adapters/store/index.js';
 import { LocalProvider, type Provider } from '../adapters/providers/index.js';
-import { EmbeddedTransport } from '../adapters/transport/index.js';
+import { AmqpTransport, AmqpTransportError, EmbeddedTransport, redactUrl, withTransportProvisioning, type ControllerTransport } from '../adapters/transport/index.js';
 import { buildApi } from './api.js';
 import { WebhookSecrets, wireNotices } from './notices.js';
 import { Controller } from './controller.js';
@@ -42,6 +42,14 @@ export interface ServerOptions {
   /** Connections to PostgreSQL at most (env DROVER_STORE_POOL_SIZE). @default 10 */
   readonly storePoolSize?: number;
   readonly provider?: Provider;
+  /**
+   * How agents reach the controller: absent, the embedded WebSocket transport on the controller's
+   * own port; `amqp://user:password@host:5672/vhost`, RabbitMQ (docs/rabbitmq.md), as that user
+   * (an administrator: it makes each agent's user). The CLI's `--transport`, env DROVER_TRANSPORT_URL.
+   */
+  readonly transportUrl?: string;
+  /** The broker's management API (env DROVER_TRANSPORT_MANAGEMENT_URL). @default http://<broker host>:15672 */
+  readonly transportManagementUrl?: string;
   readonly heartbeatMs?: number;
   /** How often scaling policies run. @default 500 */
   readonly evaluateMs?: number;
@@ -165,7 +173,10 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningCont
       }
       undo.push(() => store.close());
     }
-    const provider = opts.provider ?? new LocalProvider({ baseDir: join(dataDir, 'instances'), ...(opts.agentEnv ? { env: opts.agentEnv } : {}) });
+    const baseProvider = opts.provider ?? new LocalProvider({ baseDir: join(dataDir, 'instances'), ...(opts.agentEnv ? { env: opts.agentEnv } : {}) });
+    let transport: ControllerTransport | undefined;
+    // Each instance's transport needs (its broker user and queue) are made and removed with it.
+    const provider = withTransportProvisioning(baseProvider, () => transport);
     const controller = new Controller({
       store, provider, clock: opts.clock ?? systemClock, logger,
       ...(opts.heartbeatMs !== undefined ? { heartbeatMs: opts.heartbeatMs } : {}),
@@ -173,11 +184,32 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningCont
       ...(opts.planner ? { planner: opts.planner } : {}),
     });
     undo.push(() => controller.stop()); // also closes the provider
-    const transport = new EmbeddedTransport(controller.handlers, controller.heartbeatMs);
-    undo.push(() => transport.close());
+    const transportUrl = opts.transportUrl ?? process.env.DROVER_TRANSPORT_URL?.trim();
+    const managementUrl = opts.transportManagementUrl ?? process.env.DROVER_TRANSPORT_MANAGEMENT_URL?.trim();
+    let transportUndone = false;
+    if (transportUrl) {
+      let amqpTransport: AmqpTransport;
+      try {
+        amqpTransport = new AmqpTransport(controller.handlers, controller.heartbeatMs, { url: transportUrl, logger, ...(managementUrl ? { managementUrl } : {}) });
+      } catch (err) {
+        if (err instanceof AmqpTransportError) throw new ControllerStartError('bad-setting', `transport: ${err.message}`, { cause: err });
+        throw err;
+      }
+      transport = amqpTransport;
+      undo.push(() => amqpTransport.close());
+      transportUndone = true;
+      // Not waiting long for the broker: the controller serves its API without it, and orders
+      // wait in the store until the broker is back.
+      await amqpTransport.start(10_000);
+      if (!amqpTransport.brokerConnected) logger.warn({ broker: redactUrl(transportUrl) }, 'the broker is not reachable yet; retrying in the background');
+    } else {
+      transport = new EmbeddedTransport(controller.handlers, controller.heartbeatMs);
+    }
+    const started = transport;
+    if (!transportUndone) undo.push(() => started.close());
     let closing: Promise<void> | undefined;
     const http = await buildApi({
-      controller, token, logger, defaultAppDir: process.cwd(), version: VERSION, transport,
+      controller, token, logger, defaultAppDir: process.cwd(), version: VERSION, transport: started,
       onShutdown: () => opts.onShutdown?.(),
     });
     undo.push(() => http.close());
@@ -192,7 +224,7 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningCont
     const addr = http.server.address();
     const port = addr && typeof addr === 'object' ? addr.port : wanted;
     const url = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
-    await controller.start(transport, url);
+    await controller.start(started, url);
     lock.setUrl(url);
     const infoFile = join(dataDir, 'controller.json');
     const info: ControllerInfo = { url, pid: process.pid, startedAt: new Date().toISOString() };
@@ -201,7 +233,7 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningCont
     const envSecrets = process.env.DROVER_WEBHOOK_SECRETS?.split(',').map((x) => x.trim()).filter(Boolean);
     const secrets = new WebhookSecrets(dataDir, envSecrets);
     const notices = wireNotices(controller, store, secrets, logger, opts.notify?.scheduleScale !== undefined ? { scheduleScale: opts.notify.scheduleScale } : {});
-    logger.info({ url, dataDir, store: opts.store ? 'given' : opts.storeUrl ? redactStoreUrl(opts.storeUrl) : join(dataDir, 'db') }, 'controller listening');
+    logger.info({ url, dataDir, transport: transportUrl ? redactUrl(transportUrl) : 'embedded', store: opts.store ? 'given' : opts.storeUrl ? redactStoreUrl(opts.storeUrl) : join(dataDir, 'db') }, 'controller listening');
     return {
       url, token, dataDir, controller, http,
       webhookSecrets: (app) => secrets.for(app),
@@ -211,7 +243,7 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningCont
           await pruner.stop();
           await notices.close();
           await controller.stop();
-          await transport.close();
+          await started.close();
           await http.close();
           await store.close();
           try {

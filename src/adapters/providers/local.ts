@@ -164,7 +164,8 @@ export class LocalProvider implements Provider {
       throw new Error(`could not start the agent for ${req.instanceId}`);
     }
     child.stdin?.on('error', () => undefined);
-    child.stdin?.end(req.key + '\n');
+    // A transport's URL (the agent's own broker password) travels the same way, on the second line.
+    child.stdin?.end(req.key + '\n' + (req.transportUrl ? req.transportUrl + '\n' : ''));
     this.children.set(req.instanceId, child);
     child.on('exit', (code, signal) => {
       this.children.delete(req.instanceId);

@@ -12,6 +12,11 @@ export interface CreateInstanceRequest {
   readonly key: string;
   /** Where the agent reaches the controller. */
   readonly controllerUrl: string;
+  /**
+   * The URL of a transport that needs one (amqp: the agent's own broker user and password): a
+   * secret, handed over like {@link key} (the local provider: the second line on stdin).
+   */
+  readonly transportUrl?: string;
   readonly app: string;
   readonly role: string | null;
 }

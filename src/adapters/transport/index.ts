@@ -13,3 +13,4 @@ export type * from './types.js';
 export { AmqpTransport, AmqpTransportError, parseAmqpUrl, redactUrl, type AmqpTransportOptions } from './amqp.js';
 export { CLOSE, EmbeddedTransport } from './embedded.js';
 export { presenceWindowMs } from './session.js';
+export { withTransportProvisioning } from './provisioning.js';

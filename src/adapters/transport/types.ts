@@ -37,8 +37,6 @@ export interface ControllerTransport {
    * here (the embedded one: `/v1/agent`); called once, before the server listens.
    */
   register?(app: FastifyInstance): Promise<void>;
-  /** Connects to what the transport needs (a broker); the controller calls it before its loops start. */
-  start?(): Promise<void>;
   /**
    * Makes what an instance needs on this transport before its agent starts (the amqp transport:
    * its queue and its own broker user) and returns the URL its agent connects with, a secret to
