@@ -2,6 +2,7 @@
 import { chmodSync, lstatSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { PGlite, type Transaction } from '@electric-sql/pglite';
+import { seedFromTemplate } from './pglite-template.js';
 import type { SqlClient } from './sql.js';
 import { SqlStore } from './sql.js';
 
@@ -62,6 +63,7 @@ export async function openPgliteStore(dir?: string): Promise<SqlStore> {
   }
   let db: PGlite | undefined;
   try {
+    seedFromTemplate(dir);
     db = new PGlite(dir);
     await db.waitReady;
     makePrivate(dir);

@@ -1,0 +1,42 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { openPgliteStore } from './index.js';
+import { seedFromTemplate, STORE_TEMPLATE_DIR } from './pglite-template.js';
+
+void test('a new data folder is seeded from the template; an existing store never is', (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'drover-tpl-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const template = join(dir, 'template');
+  mkdirSync(join(template, 'base'), { recursive: true });
+  writeFileSync(join(template, 'PG_VERSION'), '17\n');
+  writeFileSync(join(template, 'base', 'x'), 'template');
+  assert.equal(seedFromTemplate(join(dir, 'new'), template), true);
+  assert.equal(readFileSync(join(dir, 'new', 'base', 'x'), 'utf8'), 'template');
+  // An empty folder (made by the data folder's setup) is new too.
+  mkdirSync(join(dir, 'empty'));
+  assert.equal(seedFromTemplate(join(dir, 'empty'), template), true);
+  // A store already there is left alone.
+  mkdirSync(join(dir, 'used'));
+  writeFileSync(join(dir, 'used', 'PG_VERSION'), 'mine');
+  assert.equal(seedFromTemplate(join(dir, 'used'), template), false);
+  assert.equal(readFileSync(join(dir, 'used', 'PG_VERSION'), 'utf8'), 'mine');
+  // No template, or turned off: PGlite makes the folder itself.
+  assert.equal(seedFromTemplate(join(dir, 'none'), join(dir, 'no-template')), false);
+  assert.equal(seedFromTemplate(join(dir, 'off'), template, { DROVER_STORE_TEMPLATE: 'off' }), false);
+  assert.equal(existsSync(join(dir, 'off')), false);
+});
+
+void test("the build's template opens as an empty, private store", { skip: !existsSync(join(STORE_TEMPLATE_DIR, 'PG_VERSION')) && !process.env.CI && 'no dist/store-template (run npm run build)' }, async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'drover-tpl-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const store = await openPgliteStore(join(dir, 'db'));
+  try {
+    assert.deepEqual(await store.listApps(), []);
+    assert.equal(statSync(join(dir, 'db', 'PG_VERSION')).mode & 0o077, 0, 'files made private');
+  } finally {
+    await store.close();
+  }
+});
