@@ -5,18 +5,25 @@
  * database and carries out a change once it is back. A bad or unreachable store
  * URL stops the start with a message naming the flag or the server — never the password.
  */
-import { test } from 'node:test';
+import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import { freePort } from '../src/adapters/providers/index.js';
 import { apiClient, BIN, drover, killAll, processesWithEnv, ROOT, sleep, until } from './helpers.js';
-import { postgresSkip, startPostgres } from './postgres.js';
+import { postgresSkip, startPostgres, type PrivatePostgres } from './postgres.js';
 
 const skip = postgresSkip();
+let pgServer: PrivatePostgres | undefined;
+before(async () => {
+  if (skip === false) pgServer = await startPostgres();
+});
+after(async () => {
+  await pgServer?.stop();
+});
 
 const yaml = `
 app: pgapp
@@ -37,8 +44,8 @@ roles:
 type App = { converged: boolean; roles: { name: string; instances: { id: string; state: string }[] }[] };
 
 test('a controller on PostgreSQL applies an app, is killed, restarts on the same database and still knows its instances', { skip, timeout: 240_000 }, async (t) => {
-  const server = await startPostgres(t);
-  const url = await server.createDatabase('drover');
+  const server = pgServer!;
+  const url = await server.createDatabase();
   const dir = mkdtempSync(join(tmpdir(), 'drover-pgctl-'));
   const dataDir = join(dir, '.drover');
   const port = await freePort();
@@ -138,4 +145,45 @@ test('a bad or unreachable store URL stops the controller, naming the flag or th
   assert.equal(down.code, 1, down.stderr);
   assert.match(down.stderr, new RegExp(`the PostgreSQL store at postgresql://drover:\\*\\*\\*@127\\.0\\.0\\.1:${closed}/drover cannot be opened: .*ECONNREFUSED`));
   assert.ok(!(down.stderr + down.stdout).includes('hunter2secret'));
+});
+
+test('drover up --detach --store: the background controller keeps its state in PostgreSQL and gets the URL through its environment, not its command line', { skip, timeout: 120_000 }, async (t) => {
+  const url = pgServer!.url(await pgServer!.createDatabase().then((u) => new URL(u).pathname.slice(1)));
+  const dir = mkdtempSync(join(tmpdir(), 'drover-pgup-'));
+  const dataDir = join(dir, '.drover');
+  t.after(async () => {
+    await drover(['down', '--force', '--data-dir', dataDir], { cwd: dir }).catch(() => undefined);
+    killAll(processesWithEnv(dir));
+    rmSync(dir, { recursive: true, force: true });
+  });
+  writeFileSync(join(dir, 'drover.yaml'), `app: pgup\nroles:\n  db:\n    count: 1\n    start: node ${join(ROOT, 'examples/three-tier/db.mjs')}\n    health: { http: /health, interval: 500ms }\n`);
+  const env = { DROVER_STORE_URL: '' };
+  const up = await drover(['up', 'drover.yaml', '--detach', '--data-dir', dataDir, '--port', '0', '--store', url], { cwd: dir, env });
+  assert.equal(up.code, 0, `up: ${up.stderr}${up.stdout}`);
+  const info = JSON.parse(readFileSync(join(dataDir, 'controller.json'), 'utf8')) as { pid: number };
+  const cmdline = readFileSync(`/proc/${info.pid}/cmdline`, 'utf8');
+  assert.ok(!cmdline.includes(pgServer!.password), 'the password is not on the controller\'s command line (ps shows it to every user)');
+  assert.ok(!existsSync(join(dataDir, 'db')), 'no embedded store');
+  const db = new pg.Client({ connectionString: url });
+  await db.connect();
+  try {
+    assert.deepEqual((await db.query<{ name: string }>('select name from apps')).rows, [{ name: 'pgup' }]);
+  } finally {
+    await db.end();
+  }
+  const down = await drover(['down', '--data-dir', dataDir], { cwd: dir, env });
+  let log = '';
+  try {
+    log = readFileSync(join(dataDir, 'controller.log'), 'utf8');
+  } catch {
+    // none
+  }
+  let diag = '';
+  if (down.code !== 0) {
+    const info2 = JSON.parse(readFileSync(join(dataDir, 'controller.json'), 'utf8')) as { url: string; pid: number };
+    const token = readFileSync(join(dataDir, 'token'), 'utf8').trim();
+    const c2 = apiClient({ url: info2.url, token });
+    diag = JSON.stringify({ info, info2, apps: await c2('GET', '/v1/apps').catch((e: unknown) => String(e)), events: await c2('GET', '/v1/events?limit=30').catch((e: unknown) => String(e)) }, null, 1);
+  }
+  assert.equal(down.code, 0, `down: ${down.stderr}${down.stdout}\n--- controller.log\n${log}\n${diag}`);
 });
