@@ -12,8 +12,11 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
+import { pino } from 'pino';
 import { freePort } from '../src/adapters/providers/index.js';
 import { apiClient, BIN, drover, killAll, processesWithEnv, ROOT, sleep, until } from './helpers.js';
+import { openPostgresStore } from '../src/adapters/store/index.js';
+import { startServer } from '../src/controller/index.js';
 import { postgresSkip, startPostgres, type PrivatePostgres } from './postgres.js';
 
 const skip = postgresSkip();
@@ -186,4 +189,40 @@ test('drover up --detach --store: the background controller keeps its state in P
     diag = JSON.stringify({ info, info2, apps: await c2('GET', '/v1/apps').catch((e: unknown) => String(e)), events: await c2('GET', '/v1/events?limit=30').catch((e: unknown) => String(e)) }, null, 1);
   }
   assert.equal(down.code, 0, `down: ${down.stderr}${down.stdout}\n--- controller.log\n${log}\n${diag}`);
+});
+
+test('retention prunes events and acknowledged orders on PostgreSQL as on PGlite (startServer with storeUrl)', { skip, timeout: 60_000 }, async (t) => {
+  const url = await pgServer!.createDatabase();
+  const dir = mkdtempSync(join(tmpdir(), 'drover-pgret-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const seed = await openPostgresStore(url);
+  const now = Date.now();
+  try {
+    for (let k = 0; k < 10; k++) await seed.appendEvent({ at: now - (10 - k) * 1000, app: null, role: null, instance: null, kind: 'app.apply', message: `e${k}`, data: null });
+    await seed.putOrder({ id: 'o-old', instanceId: 'i-x', kind: 'stop', payload: {}, createdAt: now - 3 * 86_400_000 });
+    await seed.ackOrder('o-old', 'i-x', now - 2 * 86_400_000);
+    await seed.putOrder({ id: 'o-pending', instanceId: 'i-x', kind: 'stop', payload: {}, createdAt: now - 3 * 86_400_000 });
+  } finally {
+    await seed.close();
+  }
+  const server = await startServer({
+    dataDir: join(dir, '.drover'), port: 0, storeUrl: url, logger: pino({ level: 'silent' }), retention: { eventsMaxCount: 4, intervalMs: 0 },
+  });
+  try {
+    const res = await server.pruneNow();
+    assert.equal(res.orders, 1, 'the order acknowledged two days ago');
+    assert.ok(res.events >= 6, `events beyond the newest 4 (${res.events})`);
+    const events = await server.controller.listEvents({ limit: 100 });
+    assert.equal(events.length, 4);
+    assert.deepEqual(events.map((e) => e.message).slice(-1), ['e9']);
+    const db = new pg.Client({ connectionString: url });
+    await db.connect();
+    try {
+      assert.deepEqual((await db.query<{ id: string }>('select id from orders')).rows, [{ id: 'o-pending' }]);
+    } finally {
+      await db.end();
+    }
+  } finally {
+    await server.close();
+  }
 });
