@@ -1,23 +1,26 @@
 /**
  * `npm run bench:lb`: requests/s and latency through the builtin proxy, through HAProxy, and
- * straight to one member, in the same run on 127.0.0.1; then how long a member change takes to
- * apply. Members run in a child process and the load generator in a worker thread, so neither
- * shares an event loop with the builtin proxy (which runs on this main thread).
+ * straight to one member, in the same run on 127.0.0.1, each balancer also as a ratio to
+ * direct; then how long a member change takes to apply. The load comes from wrk (a native load
+ * generator: `apt-get install -y wrk`), so the balancers and not the generator are the
+ * bottleneck; members run in a child process, the builtin proxy on this main thread.
  *
- * BENCH_SECONDS (default 5) per case, BENCH_CONNECTIONS (default 50) keep-alive connections.
+ * BENCH_SECONDS (default 5) per case, BENCH_CONNECTIONS (default 50) keep-alive connections,
+ * BENCH_WRK_THREADS (default 1) wrk threads.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
 import { join } from 'node:path';
-import { Worker } from 'node:worker_threads';
 import { pino } from 'pino';
 import { createDriver, requireHaproxy, type LbDriverKind, type LbMember, type LoadBalancerDriver } from '../src/adapters/lb/index.js';
 
 const HOST = '127.0.0.1';
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 50);
+/** wrk threads (BENCH_WRK_THREADS); one leaves the other core of a 2-core machine to the balancer and members. */
+const THREADS = Number(process.env.BENCH_WRK_THREADS ?? 1);
 const CHANGE_RUNS = 5;
 const logger = pino({ level: process.env.BENCH_LOG ?? 'warn' });
 
@@ -32,36 +35,6 @@ for (const id of ['m1', 'm2', 'm3']) {
   s.listen(0, '${HOST}', () => { ports.push([id, s.address().port]); if (++n === 3) process.stdout.write(JSON.stringify(ports) + '\\n'); });
 }`;
 
-// The load generator: CONNECTIONS loops, each one request at a time on its own keep-alive socket.
-const LOAD_SCRIPT = `
-const http = require('node:http');
-const { workerData, parentPort } = require('node:worker_threads');
-const { port, host, seconds, connections, warmupMs } = workerData;
-const agent = new http.Agent({ keepAlive: true, maxSockets: connections });
-const lat = [];
-let errors = 0;
-const one = () => new Promise((resolve) => {
-  const t0 = process.hrtime.bigint();
-  const req = http.get({ host, port, path: '/', agent }, (res) => {
-    res.resume();
-    res.on('end', () => { if (res.statusCode !== 200) errors++; resolve(Number(process.hrtime.bigint() - t0) / 1e6); });
-  });
-  req.on('error', () => { errors++; resolve(undefined); });
-});
-(async () => {
-  const warmEnd = Date.now() + warmupMs;
-  await Promise.all(Array.from({ length: connections }, async () => { while (Date.now() < warmEnd) await one(); }));
-  errors = 0;
-  const start = Date.now();
-  const end = start + seconds * 1000;
-  await Promise.all(Array.from({ length: connections }, async () => { while (Date.now() < end) { const ms = await one(); if (ms !== undefined) lat.push(ms); } }));
-  const elapsed = (Date.now() - start) / 1000;
-  lat.sort((a, b) => a - b);
-  const q = (p) => lat[Math.min(lat.length - 1, Math.floor(p * lat.length))] ?? NaN;
-  agent.destroy();
-  parentPort.postMessage({ requests: lat.length, errors, rps: lat.length / elapsed, p50: q(0.5), p99: q(0.99) });
-})();`;
-
 interface LoadResult {
   requests: number;
   errors: number;
@@ -70,12 +43,46 @@ interface LoadResult {
   p99: number;
 }
 
-function load(port: number): Promise<LoadResult> {
+/** The load generator: wrk, a native one, on its own core(s), so the balancers and not the generator are measured. */
+function requireWrk(): Promise<string> {
   return new Promise((resolve, reject) => {
-    const w = new Worker(LOAD_SCRIPT, { eval: true, workerData: { port, host: HOST, seconds: SECONDS, connections: CONNECTIONS, warmupMs: 500 } });
-    w.once('message', (m: LoadResult) => resolve(m));
-    w.once('error', reject);
+    const p = spawn('wrk', ['--version'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    p.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    p.stderr.on('data', (d: Buffer) => (out += d.toString()));
+    p.once('error', () => reject(new Error('wrk is not installed: `apt-get install -y wrk` (Debian/Ubuntu), `brew install wrk` (macOS)')));
+    p.once('close', () => resolve(/wrk \S+/.exec(out)?.[0] ?? 'wrk'));
   });
+}
+
+function runWrk(port: number, seconds: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const args = ['-t', String(THREADS), '-c', String(CONNECTIONS), '-d', `${seconds}s`, '--latency', `http://${HOST}:${port}/`];
+    const p = spawn('wrk', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    p.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    p.stderr.on('data', (d: Buffer) => (out += d.toString()));
+    p.once('error', reject);
+    p.once('close', (code) => (code === 0 ? resolve(out) : reject(new Error(`wrk exited with ${code}: ${out}`))));
+  });
+}
+
+/** wrk's latency ("1.23ms", "850.00us", "1.02s") in ms. */
+function wrkMs(text: string | undefined): number {
+  const m = /^([\d.]+)(us|ms|s)$/.exec(text ?? '');
+  if (!m) return NaN;
+  return Number(m[1]) * (m[2] === 'us' ? 0.001 : m[2] === 's' ? 1000 : 1);
+}
+
+async function load(port: number): Promise<LoadResult> {
+  await runWrk(port, 1); // warm-up: connections, JIT, HAProxy's first health checks
+  const out = await runWrk(port, SECONDS);
+  const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? NaN);
+  const requests = Number(/(\d+) requests in/.exec(out)?.[1] ?? NaN);
+  const non2xx = Number(/Non-2xx or 3xx responses:\s+(\d+)/.exec(out)?.[1] ?? 0);
+  const sock = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out);
+  const errors = non2xx + (sock ? sock.slice(1).reduce((n, x) => n + Number(x), 0) : 0);
+  return { requests, errors, rps, p50: wrkMs(/^\s+50%\s+(\S+)/m.exec(out)?.[1]), p99: wrkMs(/^\s+99%\s+(\S+)/m.exec(out)?.[1]) };
 }
 
 async function startMembers(): Promise<{ child: ChildProcess; members: LbMember[] }> {
@@ -153,6 +160,10 @@ async function throughDriver(kind: LbDriverKind, members: LbMember[], label: str
   }
 }
 
+const wrkVersion = await requireWrk().catch((err: Error) => {
+  console.error(`bench:lb: ${err.message}`);
+  process.exit(1);
+});
 const { child, members } = await startMembers();
 const rows: Row[] = [];
 try {
@@ -172,12 +183,16 @@ try {
 const f = (n: number | undefined, digits = 1) => (n === undefined || Number.isNaN(n) ? '–' : n.toFixed(digits));
 const cpu = os.cpus()[0]?.model.trim() ?? 'unknown cpu';
 console.log(`\n## Load balancer throughput (${SECONDS} s per case, ${CONNECTIONS} keep-alive connections, 127.0.0.1)\n`);
-console.log(`node ${process.version}, ${os.cpus().length} × ${cpu}; members in one child process, load generator in a worker thread.\n`);
-console.log('| target | members | req/s | p50 ms | p99 ms | errors |');
-console.log('| --- | ---: | ---: | ---: | ---: | ---: |');
+console.log(`node ${process.version}, ${os.cpus().length} × ${cpu}; members in one child process, the builtin proxy in the bench's process, load from ${wrkVersion} (${THREADS} thread(s)).\n`);
+console.log('| target | members | req/s | vs direct | p50 ms | p99 ms | errors |');
+console.log('| --- | ---: | ---: | ---: | ---: | ---: | ---: |');
+const directRps = rows[0]?.result?.rps;
 for (const r of rows) {
-  if (!r.result) console.log(`| ${r.target} | ${r.members} | – | – | – | ${r.note ?? ''} |`);
-  else console.log(`| ${r.target} | ${r.members} | ${Math.round(r.result.rps)} | ${f(r.result.p50, 2)} | ${f(r.result.p99, 2)} | ${r.result.errors} |`);
+  if (!r.result) console.log(`| ${r.target} | ${r.members} | – | – | – | – | ${r.note ?? ''} |`);
+  else {
+    const ratio = directRps ? `${(r.result.rps / directRps).toFixed(2)}×` : '–';
+    console.log(`| ${r.target} | ${r.members} | ${Math.round(r.result.rps)} | ${ratio} | ${f(r.result.p50, 2)} | ${f(r.result.p99, 2)} | ${r.result.errors} |`);
+  }
 }
 console.log(`\n## Time to apply a member change (median of ${CHANGE_RUNS}, no load)\n`);
 console.log('| driver | add: setMembers resolved | add: first request served by it | remove idle member: gone from stats |');
