@@ -40,10 +40,14 @@ import { ControllerMetrics } from './metrics.js';
 import { Reconciler } from './reconciler.js';
 import { Runner } from './runner.js';
 import { RoleMetrics } from './scraper.js';
+import { Intake, IntakeFullError } from './intake.js';
 import { TenantJob, type TenantNotice } from './tenants.js';
 
 /** How long a sign-up with no free seat waits for others to share its reconcile pass (a burst is placed in batches). */
 const SIGNUP_BATCH_MS = 300;
+/** Sign-ups handled at once, and how many may wait beyond those before one is refused (503 busy). */
+const SIGNUP_CONCURRENCY = 4;
+const SIGNUP_QUEUE = 20_000;
 
 export interface ControllerOptions {
   readonly store: Store;
@@ -92,7 +96,10 @@ export class Controller {
   private readonly tenantJob: TenantJob;
   private readonly planner: PlannerOptions;
   /** Listeners of tenant notices (the notifier, when one is configured). */
-  readonly tenantNotices = new EventEmitter();
+  /** Sign-ups in the store a few at a time, the rest in line: a burst never starves the control loop's queries. */
+  private readonly signUps = new Intake(SIGNUP_CONCURRENCY, SIGNUP_QUEUE);
+  /** Every sign-up waiting for its tenant (`--wait`, a 201) listens here: no listener limit. */
+  readonly tenantNotices = new EventEmitter().setMaxListeners(0);
   private transport?: ControllerTransport;
   private controllerUrl = '';
   private timers: NodeJS.Timeout[] = [];
@@ -327,6 +334,17 @@ export class Controller {
   async addTenant(
     appName: string, roleName: string, t: { name: string; host?: string; callbackUrl?: string; email?: string }, idempotencyKey?: string,
   ): Promise<{ tenant: TenantRecord; created: boolean; room: boolean }> {
+    try {
+      return await this.signUps.run(() => this.signUp(appName, roleName, t, idempotencyKey));
+    } catch (err) {
+      if (err instanceof IntakeFullError) throw new ApiError('busy', `too many sign-ups at once (${err.message}); try again shortly`);
+      throw err;
+    }
+  }
+
+  private async signUp(
+    appName: string, roleName: string, t: { name: string; host?: string; callbackUrl?: string; email?: string }, idempotencyKey?: string,
+  ): Promise<{ tenant: TenantRecord; created: boolean; room: boolean }> {
     const app = await this.store.getApp(appName);
     const role = app && Object.hasOwn(app.spec.roles, roleName) ? app.spec.roles[roleName] : undefined;
     if (!app || !role) throw new ApiError('not_found', app ? `app "${appName}" has no role "${roleName}"` : `no app "${appName}"`);
@@ -403,10 +421,32 @@ export class Controller {
   /** Waits until the tenant leaves `placing`/`pending` (or the time is up); returns it as it is then. */
   async waitTenant(id: string, timeoutMs: number): Promise<TenantRecord | undefined> {
     const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const t = await this.store.getTenant(id);
-      if (!t || (t.state !== 'pending' && t.state !== 'placing') || Date.now() >= deadline) return t;
-      await new Promise((r) => setTimeout(r, 100));
+    // Woken by the tenant's own notice (ready, failed); a slow poll besides, for whatever else ends the wait.
+    let wake: (() => void) | undefined;
+    let noticed = false;
+    const onNotice = (n: TenantNotice) => {
+      if (n.tenant.id !== id) return;
+      noticed = true;
+      wake?.();
+    };
+    this.tenantNotices.on('notice', onNotice);
+    try {
+      for (;;) {
+        noticed = false;
+        const t = await this.store.getTenant(id);
+        if (!t || (t.state !== 'pending' && t.state !== 'placing') || Date.now() >= deadline) return t;
+        if (noticed) continue;
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, Math.min(1000, Math.max(0, deadline - Date.now())));
+          wake = () => {
+            clearTimeout(timer);
+            resolve();
+          };
+        });
+        wake = undefined;
+      }
+    } finally {
+      this.tenantNotices.off('notice', onNotice);
     }
   }
 

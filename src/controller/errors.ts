@@ -22,7 +22,7 @@ export const ERROR_CODES = {
   no_tenants: { status: 422, description: 'The role hosts no tenants (no `tenants:` in its spec).' },
   tenant_exists: { status: 409, description: 'Another tenant of the app has this name or host; `details` names the field.' },
   tenant_failed: { status: 422, description: "The tenant's `add` failed on every attempt; the tenant's status (Location) has the reason and the last output lines." },
-  busy: { status: 503, description: 'The controller has as many live streams open as it serves; try again shortly.' },
+  busy: { status: 503, description: 'The controller has as many live streams open as it serves (64), or 20,000 sign-ups already waiting; try again shortly.' },
   internal: { status: 500, description: 'A bug: the controller could not handle the request. Logged with the request id.' },
 } as const;
 
