@@ -72,6 +72,8 @@ export class Reconciler {
 
   private step(app: StoredApp, snap: Snapshot, evaluatePolicies: boolean, tp: TenantPass | undefined): DecideOutput {
     const now = this.ctx.clock.now();
+    const hearing = this.ctx.transport()?.hearingSince?.() ?? -Infinity;
+    const heard = (at: number): number => Math.max(this.lag.seenAfterStalls(at), hearing);
     return decide({
       app: { name: app.name, spec: app.spec, deleting: app.deleting },
       roles: Object.fromEntries(
@@ -84,14 +86,14 @@ export class Reconciler {
       instances: snap.instances.map((i) => {
         const l = this.ctx.live.get(i.id);
         const hosts = tp?.hosts.get(i.id);
-        // Silence while the controller itself was stalled is not the agent's.
+        // Silence while the controller itself was stalled, or its transport could hear no one (a broker away), is not the agent's.
         return {
-          ...i, lastSeenAt: l ? this.lag.seenAfterStalls(l.lastSeenAt) : null, busy: l?.vitals?.role?.cpu ?? 0, tenants: tp?.seats.get(i.id) ?? 0,
+          ...i, lastSeenAt: l ? heard(l.lastSeenAt) : null, busy: l?.vitals?.role?.cpu ?? 0, tenants: tp?.seats.get(i.id) ?? 0,
           ...(hosts ? { hosts } : {}),
         };
       }),
       now,
-      controllerStartedAt: this.lag.seenAfterStalls(this.o.startedAt),
+      controllerStartedAt: heard(this.o.startedAt),
       failuresClearedAt: Object.fromEntries(snap.roles.flatMap((r) => {
         const at = this.failuresClearedAt.get(`${app.name}/${r.role}`);
         return at === undefined ? [] : [[r.role, at]];

@@ -64,6 +64,8 @@ const MAX_QUEUED = 256;
 const CONTROLLER_QUEUE_ARGS = { 'x-message-ttl': 600_000, 'x-max-length': 1_000_000, 'x-overflow': 'drop-head' };
 /** An agent queue keeps at most this many frames; an absent agent's old frames are replaced by its next session anyway. */
 const AGENT_QUEUE_ARGS = { 'x-max-length': 10_000, 'x-overflow': 'drop-head' };
+/** An agent's longest reconnect backoff (5 s) and a handshake (5 s). */
+const AGENT_RECONNECT_GRACE_MS = 10_000;
 const ID = /^[A-Za-z0-9_.-]{1,64}$/;
 const SESSION = /^[A-Za-z0-9_-]{1,64}$/;
 
@@ -125,8 +127,12 @@ export class AmqpTransport implements ControllerTransport {
   /** Instances whose queues this controller made, re-declared after a reconnect; and those to delete. */
   readonly #instances = new Set<string>();
   readonly #toDelete = new Set<string>();
+  /** Agents' users still to make (the broker was away when their instance was made): id → password. */
+  readonly #unmade = new Map<string, string>();
+  #retryUnmade?: NodeJS.Timeout;
   #conn?: ChannelModel;
   #ch?: ConfirmChannel;
+  #connectedAt = 0;
   #closed = false;
   #loop?: Promise<void>;
   #wake?: () => void;
@@ -158,6 +164,16 @@ export class AmqpTransport implements ControllerTransport {
   /** True while the controller holds a channel to the broker. */
   get brokerConnected(): boolean {
     return this.#ch !== undefined;
+  }
+
+  /**
+   * While the broker is away the controller hears no agent, through no fault of theirs; once it
+   * is back, agents need their reconnect backoff and a handshake to be heard again. Silence
+   * before this time is not an agent's.
+   */
+  hearingSince(): number {
+    if (!this.#ch) return Date.now();
+    return this.#connectedAt + AGENT_RECONNECT_GRACE_MS;
   }
 
   /**
@@ -237,6 +253,8 @@ export class AmqpTransport implements ControllerTransport {
       await ch.consume(AMQP_NAMES.controllerQueue, (m) => this.#delivery(ch, m), { noAck: false });
       this.#conn = conn;
       this.#ch = ch;
+      this.#connectedAt = Date.now();
+      void this.#makeUnmade();
     } catch (err) {
       await conn.close().catch(() => undefined);
       throw err;
@@ -396,18 +414,36 @@ export class AmqpTransport implements ControllerTransport {
 
   /**
    * Makes an instance's queue and broker user; returns the URL its agent connects with (its own
-   * user and password: hand it over privately, as the instance key is). Throws while the broker
-   * is unreachable: the instance is not made, and the reconciler tries again.
+   * user and password: hand it over privately, as the instance key is). While the broker is
+   * unreachable the user and queue are made once it is back (the agent keeps retrying until then).
    */
   async provision(instanceId: string): Promise<string> {
     if (!ID.test(instanceId)) throw new AmqpTransportError(`instance id ${JSON.stringify(instanceId)} cannot name a queue`);
-    const ch = this.#ch;
-    if (!ch) throw new AmqpTransportError(`the broker at ${this.describe} is not connected; cannot make the queue of ${instanceId}`);
-    await ch.assertQueue(AMQP_NAMES.agentQueue(instanceId), { durable: true, arguments: AGENT_QUEUE_ARGS });
+    const password = randomBytes(24).toString('base64url');
     this.#instances.add(instanceId);
     this.#toDelete.delete(instanceId);
+    try {
+      await this.#make(instanceId, password);
+    } catch (err) {
+      // The broker (or its management API) is away: the user and queue are made once it is back,
+      // and the agent, retrying with backoff, gets in then. The instance is made now regardless.
+      this.#log.warn({ instance: instanceId, err: errorText(err) }, "cannot make the agent's broker user and queue yet; will once the broker is back");
+      this.#unmade.set(instanceId, password);
+      this.#scheduleUnmade();
+    }
+    const agentUrl = new URL(this.#url.toString());
+    agentUrl.username = encodeURIComponent(AMQP_NAMES.agentUser(instanceId));
+    agentUrl.password = password;
+    agentUrl.search = '';
+    return agentUrl.toString();
+  }
+
+  /** The instance's queue, its user with that password, and the user's permissions. */
+  async #make(instanceId: string, password: string): Promise<void> {
+    const ch = this.#ch;
+    if (!ch) throw new AmqpTransportError(`the broker at ${this.describe} is not connected`);
+    await ch.assertQueue(AMQP_NAMES.agentQueue(instanceId), { durable: true, arguments: AGENT_QUEUE_ARGS });
     const user = AMQP_NAMES.agentUser(instanceId);
-    const password = randomBytes(24).toString('base64url');
     const vhost = encodeURIComponent(this.#vhost);
     await this.#api('PUT', `/api/users/${encodeURIComponent(user)}`, { password, tags: '' });
     await this.#api('PUT', `/api/permissions/${vhost}/${encodeURIComponent(user)}`, {
@@ -420,17 +456,36 @@ export class AmqpTransport implements ControllerTransport {
       write: `^${escapeRegex(instanceId)}\\.(hello|frame)$`,
       read: '^$',
     });
-    const agentUrl = new URL(this.#url.toString());
-    agentUrl.username = encodeURIComponent(user);
-    agentUrl.password = password;
-    agentUrl.search = '';
-    return agentUrl.toString();
+  }
+
+  #scheduleUnmade(): void {
+    if (this.#retryUnmade || this.#closed) return;
+    this.#retryUnmade = setTimeout(() => {
+      this.#retryUnmade = undefined;
+      void this.#makeUnmade();
+    }, 2000);
+    this.#retryUnmade.unref();
+  }
+
+  async #makeUnmade(): Promise<void> {
+    for (const [id, password] of [...this.#unmade]) {
+      if (this.#closed) return;
+      try {
+        await this.#make(id, password);
+        if (this.#unmade.get(id) === password) this.#unmade.delete(id);
+        this.#log.info({ instance: id }, "made the agent's broker user and queue");
+      } catch {
+        this.#scheduleUnmade();
+        return;
+      }
+    }
   }
 
   /** Deletes an instance's broker user (closing its connections) and its queue. Idempotent. */
   async deprovision(instanceId: string): Promise<void> {
     if (!ID.test(instanceId)) return;
     this.#instances.delete(instanceId);
+    this.#unmade.delete(instanceId);
     const j = this.#joined.get(instanceId);
     if (j) this.#drop(instanceId, j.sid);
     const user = AMQP_NAMES.agentUser(instanceId);
@@ -484,6 +539,7 @@ export class AmqpTransport implements ControllerTransport {
   async close(): Promise<void> {
     this.#closed = true;
     this.#presence.stop();
+    clearTimeout(this.#retryUnmade);
     this.#wake?.();
     for (const j of this.#joined.values()) j.session.close();
     for (const p of this.#pending.values()) p.session.close();

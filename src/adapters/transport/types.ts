@@ -43,6 +43,12 @@ export interface ControllerTransport {
    * hand over privately like the instance key; undefined when the agent needs nothing (embedded).
    */
   provision?(instanceId: string): Promise<string | undefined>;
+  /**
+   * From when the transport could hear agents: while its carrier (a broker) is away it hears no
+   * one, and after it is back agents need time to reconnect. The controller does not count
+   * silence before this as an agent's (ms epoch; may be in the future). Absent: always hearing.
+   */
+  hearingSince?(): number;
   /** Removes what {@link provision} made, once the instance is destroyed. Idempotent. */
   deprovision?(instanceId: string): Promise<void>;
   /** Sends if the agent is present; returns false if not (the order stays pending and is re-sent). */
