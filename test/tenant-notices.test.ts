@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { pino } from 'pino';
+import { SMTPServer } from 'smtp-server';
 import { freePort } from '../src/adapters/providers/index.js';
 import { startServer, type RunningController } from '../src/controller/index.js';
 import { apiClient, killAll, processesWithEnv, until } from './helpers.js';
@@ -65,4 +66,67 @@ roles:
   assert.equal(seen.length, 2);
   assert.equal(seen[0]!.id, seen[1]!.id, 'the same webhook-id: receivers de-duplicate on it');
   assert.equal(server.url, `http://127.0.0.1:${port}`);
+});
+
+test('an e-mail address given at sign-up gets the ready mail through the controller (a real SMTP server on loopback)', { timeout: 120_000 }, async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'drover-mail-'));
+  const holder: { server?: RunningController } = {};
+  const mails: { from: string; to: string[]; raw: string }[] = [];
+  const smtp = new SMTPServer({
+    authOptional: true,
+    disabledCommands: ['STARTTLS', 'AUTH'],
+    logger: false,
+    disableReverseLookup: true,
+    onData(stream, session, callback) {
+      const chunks: Buffer[] = [];
+      stream.on('data', (c: Buffer) => chunks.push(c));
+      stream.on('end', () => {
+        mails.push({
+          from: session.envelope.mailFrom === false ? '' : session.envelope.mailFrom.address,
+          to: session.envelope.rcptTo.map((r) => r.address),
+          raw: Buffer.concat(chunks).toString('utf8'),
+        });
+        callback();
+      });
+    },
+  });
+  await new Promise<void>((r) => smtp.listen(0, '127.0.0.1', r));
+  const saved = { url: process.env.DROVER_SMTP_URL, from: process.env.DROVER_SMTP_FROM };
+  t.after(async () => {
+    await holder.server?.close();
+    await new Promise<void>((r) => smtp.close(() => r()));
+    killAll(processesWithEnv(dir));
+    rmSync(dir, { recursive: true, force: true });
+    for (const [k, v] of [['DROVER_SMTP_URL', saved.url], ['DROVER_SMTP_FROM', saved.from]] as const) {
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+    }
+  });
+  // The controller reads its SMTP settings from its environment, as `drover controller` does.
+  process.env.DROVER_SMTP_URL = `smtp://127.0.0.1:${(smtp.server.address() as AddressInfo).port}`;
+  process.env.DROVER_SMTP_FROM = 'Drover <drover@example.test>';
+  holder.server = await startServer({ dataDir: join(dir, '.drover'), port: 0, logger: pino({ level: 'silent' }), heartbeatMs: 500 });
+  const api = apiClient(holder.server);
+  await api('PUT', '/v1/apps/mail', {
+    appDir: dir,
+    yaml: `
+app: mail
+roles:
+  labs:
+    min: 1
+    max: 1
+    start: exec sleep 100000
+    tenants: { capacity: 5, add: "true", remove: "true", host: "\${tenant}.labs.example.test" }
+`,
+  });
+  await until('converged', async () => (await api<{ converged: boolean }>('GET', '/v1/apps/mail')).converged, 60_000);
+  const created = await api<{ id: string }>('POST', '/v1/apps/mail/roles/labs/tenants', { name: 'lab-9', email: 'owner@example.test' });
+  await until('the mail arrived', async () => mails.length > 0, 30_000);
+  const mail = mails[0]!;
+  assert.equal(mail.from, 'drover@example.test');
+  assert.deepEqual(mail.to, ['owner@example.test']);
+  assert.match(mail.raw, /^Subject: \[mail\] lab-9 is ready at lab-9\.labs\.example\.test/m);
+  await until('the delivery is recorded', async () => (await api<Shown>('GET', `/v1/tenants/${created.id}`)).notifications.some((n) => n.status === 'delivered'), 10_000);
+  const shown = await api<{ notifications: { kind: string; status: string }[] }>('GET', `/v1/tenants/${created.id}`);
+  assert.ok(shown.notifications.some((n) => n.kind === 'email' && n.status === 'delivered'), JSON.stringify(shown.notifications));
 });
