@@ -9,39 +9,24 @@
 // with CI=true, where its absence fails the suite.
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { once } from 'node:events';
-import { accessSync, constants, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { delimiter, join } from 'node:path';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import amqp from 'amqplib';
 import { parseAppFile, renderTemplate, type BuiltinValues } from '../src/core/index.js';
 import { chooseConstant, type Region } from '../examples/fractals/fractal.mjs';
-import { killAll, processesWithEnv, sleep, until } from './helpers.js';
+import { sleep, until } from './helpers.js';
+import { rabbitmqServer, rabbitmqSkip, superviseBroker } from './rabbitmq.js';
 import { freePort, Procs, stopProc, type Proc } from './fractal-procs.js';
 
 const dir = fileURLToPath(new URL('../examples/fractals/', import.meta.url));
 
-/** The broker's start script, as the yaml's deploy step looks for it; undefined if none. */
-function rabbitmqServer(): string | undefined {
-  const candidates = ['/usr/lib/rabbitmq/bin/rabbitmq-server', ...(process.env.PATH ?? '').split(delimiter).map((d) => join(d, 'rabbitmq-server'))];
-  for (const c of candidates) {
-    try {
-      accessSync(c, constants.X_OK);
-      return c;
-    } catch {
-      // not there
-    }
-  }
-  return undefined;
-}
-
 const server = rabbitmqServer();
-const skip =
-  server || process.env.CI === 'true' ? false : 'rabbitmq-server is not installed (apt-get install rabbitmq-server); skipping the RabbitMQ suite';
+const skip = rabbitmqSkip();
 
 async function tempDir(t: TestContext, prefix: string): Promise<string> {
   const d = await mkdtemp(join(tmpdir(), prefix));
@@ -76,16 +61,6 @@ function bash(script: string, env: NodeJS.ProcessEnv, cwd: string): Promise<{ co
   });
 }
 
-async function canConnect(url: string): Promise<boolean> {
-  try {
-    const conn = await amqp.connect(url, { timeout: 2000 });
-    await conn.close();
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 /**
  * A RabbitMQ node in a temp folder on a free loopback port, started from drover-rabbitmq.yaml's
  * `queue` role. t.after stops it and ends every process it left (its private epmd): those
@@ -118,50 +93,12 @@ async function startBroker(t: TestContext): Promise<Broker> {
   const url = render(role.exports.url ?? '');
   assert.equal(url, `amqp://guest:guest@127.0.0.1:${port}`);
 
-  let child: ChildProcess | undefined;
-  let output = '';
-  const stop = async () => {
-    const c = child;
-    if (!c || c.exitCode !== null || c.signalCode !== null) return;
-    const exited = once(c, 'exit');
-    c.kill('SIGTERM');
-    const timer = setTimeout(() => {
-      try {
-        process.kill(-(c.pid ?? 0), 'SIGKILL');
-      } catch {
-        // gone
-      }
-    }, 20_000);
-    await exited;
-    clearTimeout(timer);
-  };
-  t.after(async () => {
-    await stop();
-    // The node's epmd (and anything else it started) outlives it: end what carries our marker.
-    killAll(processesWithEnv(marker));
-    await until("the broker's processes to be gone", async () => processesWithEnv(marker).length === 0 || undefined, 5000, 50);
-    await rm(workdir, { recursive: true, force: true });
-  });
-
   const deployed = await bash(render(role.deploy), env, workdir);
   assert.equal(deployed.code, 0, `the queue role's deploy step failed:\n${deployed.output}`);
 
-  const launch = async (): Promise<number> => {
-    const t0 = performance.now();
-    const c = spawn('bash', ['-c', render(role.start ?? '')], { env, cwd: workdir, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
-    child = c;
-    c.stdout.on('data', (b: Buffer) => (output += b.toString()));
-    c.stderr.on('data', (b: Buffer) => (output += b.toString()));
-    const deadline = Date.now() + 60_000;
-    while (!(await canConnect(url))) {
-      if (c.exitCode !== null || c.signalCode !== null) throw new Error(`rabbitmq-server exited (${c.exitCode ?? c.signalCode}):\n${output}`);
-      if (Date.now() > deadline) throw new Error(`RabbitMQ accepted no AMQP connection within 60s:\n${output}`);
-      await sleep(250);
-    }
-    return (performance.now() - t0) / 1000;
-  };
-  const startSeconds = await launch();
-  return { url, workdir, startSeconds, output: () => output, stop, restart: launch };
+  // Started as the role's start step would be (bash, the rendered command), watched and stopped by the shared harness.
+  const node = await superviseBroker(t, { argv: ['bash', '-c', render(role.start ?? '')], env, cwd: workdir, url, marker, workdir });
+  return { url, workdir, startSeconds: node.startSeconds, output: () => node.output(), stop: () => node.stop(), restart: () => node.restart() };
 }
 
 // ---------------------------------------------------------------------------------------------
