@@ -48,6 +48,8 @@ export const STORE_METHODS = {
   createTenant: true, getTenant: true, listTenants: true, updateTenant: true, reserveSeat: true, reserveMove: true, seatsUsed: true, listTenantSeats: true,
   appendNotification: true, listNotifications: true,
   acquireLease: true, renewLease: true, releaseLease: true, getLease: true,
+  createJoinToken: true, getJoinToken: true, listJoinTokens: true, revokeJoinToken: true, useJoinToken: true,
+  insertNode: true, updateNode: true, getNode: true, listNodes: true,
 } as const satisfies Record<keyof Store, true>;
 
 /** `store`, noting in `seen` the name of every method called on it (or on a transaction of it). */
@@ -654,6 +656,43 @@ export function storeConformance(name: string, openFresh: OpenStore, opts: { man
       const written = await writes;
       await follow();
       assert.deepEqual(seen, written.map((e) => e.id).sort((x, y) => x - y), 'every event seen once, in id order');
+    } finally {
+      await store.close();
+      await cleanup();
+    }
+  });
+
+  test(`${name}: join tokens: used at most maxUses times (also by racers), never once expired or revoked; nodes kept per app`, async () => {
+    const { store, cleanup } = await open();
+    try {
+      await store.createJoinToken({ id: 'a', hash: 'h-a', app: 'shop', labels: { zone: 'z1' }, maxUses: 2, expiresAt: 10_000, createdAt: 1 });
+      await store.createJoinToken({ id: 'b', hash: 'h-b', app: 'shop', labels: null, maxUses: null, expiresAt: null, createdAt: 2 });
+      const a = (await store.getJoinToken('a'))!;
+      assert.deepEqual(a, { id: 'a', hash: 'h-a', app: 'shop', labels: { zone: 'z1' }, maxUses: 2, uses: 0, expiresAt: 10_000, revokedAt: null, createdAt: 1 });
+      assert.equal(await store.getJoinToken('nope'), undefined);
+      const raced = await Promise.all(Array.from({ length: 10 }, () => store.useJoinToken('a', 5)));
+      assert.equal(raced.filter(Boolean).length, 2, 'two uses, however many racers');
+      assert.equal((await store.getJoinToken('a'))!.uses, 2);
+      assert.equal(await store.useJoinToken('b', 20_000), true, 'no expiry, no limit');
+      await store.createJoinToken({ id: 'c', hash: 'h-c', app: 'shop', labels: null, maxUses: null, expiresAt: 100, createdAt: 3 });
+      assert.equal(await store.useJoinToken('c', 100), false, 'expired at its expiry');
+      assert.equal(await store.useJoinToken('c', 99), true);
+      assert.equal(await store.revokeJoinToken('b', 30), true);
+      assert.equal(await store.revokeJoinToken('b', 31), false, 'already revoked');
+      assert.equal(await store.useJoinToken('b', 32), false, 'revoked');
+      assert.equal(await store.useJoinToken('nope', 1), false);
+      assert.deepEqual((await store.listJoinTokens()).map((t) => [t.id, t.revokedAt]), [['a', null], ['b', 30], ['c', null]]);
+
+      const node = { id: 'n-1', app: 'shop', tokenId: 'a', hostname: 'h1', addresses: ['10.0.0.2'], labels: { zone: 'z1' }, nodeKey: 'k', state: 'ready' as const, joinedAt: 5, lastSeenAt: 5 };
+      await store.insertNode(node);
+      await store.insertNode({ ...node, id: 'n-2', app: 'other', joinedAt: 6 });
+      assert.deepEqual(await store.getNode('n-1'), { ...node, version: 0 });
+      assert.equal(await store.updateNode('n-1', { addresses: ['10.0.0.3', 'fd00::3'], lastSeenAt: 9, state: 'gone', labels: {} }), true);
+      assert.deepEqual(await store.getNode('n-1'), { ...node, addresses: ['10.0.0.3', 'fd00::3'], lastSeenAt: 9, state: 'gone', labels: {}, version: 1 });
+      assert.equal(await store.updateNode('n-9', { lastSeenAt: 1 }), false);
+      assert.deepEqual((await store.listNodes()).map((n) => n.id), ['n-1', 'n-2']);
+      assert.deepEqual((await store.listNodes({ app: 'other' })).map((n) => n.id), ['n-2']);
+      assert.equal(await store.getNode('n-9'), undefined);
     } finally {
       await store.close();
       await cleanup();

@@ -86,6 +86,12 @@ export {
 
 export { apiProof, checkApiProof, checkControllerProof, controllerProof, NONCE_BYTES, SealedChannel, type FrameError, type HandshakeParams } from './auth.js';
 
+export {
+  addressSchema, boxKey, boxOpen, boxSeal, checkJoinProof, JOIN_TOKEN_RE, joinBoxSchema, joinProof, joinProofSchema, joinTokenId, labelsSchema, newJoinToken,
+  NODE_PROTOCOL, nodeHelloSchema, nodeMessageSchema, nodeOrderSchema, nodePlainSchema, startBoxSchema, tokenHash,
+  type JoinParams, type NodeHello, type NodeMessage, type NodeOrder, type NodePlainMessage,
+} from './fleet.js';
+
 export { exportsUseImports, renderCommand, renderExports, roleBuiltins, roleWorkdir } from './render.js';
 
 export {

@@ -163,4 +163,36 @@ export const MIGRATIONS: readonly { readonly id: number; readonly name: string; 
       );
     `,
   },
+  {
+    id: 6,
+    name: 'fleet',
+    // Join tokens (only their sha256 is kept) and the hosts that joined with them (docs/fleet.md).
+    sql: `
+      create table join_tokens (
+        id text primary key,
+        hash text not null,
+        app text not null,
+        labels json,
+        max_uses integer, -- null: any number
+        uses integer not null default 0,
+        expires_at bigint, -- null: never
+        revoked_at bigint,
+        created_at bigint not null
+      );
+      create table nodes (
+        id text primary key,
+        app text not null,
+        token_id text not null,
+        hostname text not null,
+        addresses json not null,
+        labels json not null,
+        node_key text not null,
+        state text not null check (state in ('ready', 'gone', 'revoked')),
+        joined_at bigint not null,
+        last_seen_at bigint not null,
+        version bigint not null default 0
+      );
+      create index nodes_app on nodes (app);
+    `,
+  },
 ];

@@ -17,7 +17,10 @@ import type {
   InstanceFilter,
   InstancePatch,
   InstanceRecord,
+  JoinTokenRecord,
   Lease,
+  NodePatch,
+  NodeRecord,
   NewEvent,
   NewInstance,
   WriteCondition,
@@ -169,6 +172,36 @@ function toLease(r: Row): Lease {
     renewedAt: num(r.renewed_at),
     expiresAt: num(r.expires_at),
     now: num(r.now),
+  };
+}
+
+function toJoinToken(r: Row): JoinTokenRecord {
+  return {
+    id: String(r.id),
+    hash: String(r.hash),
+    app: String(r.app),
+    labels: (r.labels as Record<string, string> | null) ?? null,
+    maxUses: numOrNull(r.max_uses),
+    uses: num(r.uses),
+    expiresAt: numOrNull(r.expires_at),
+    revokedAt: numOrNull(r.revoked_at),
+    createdAt: num(r.created_at),
+  };
+}
+
+function toNode(r: Row): NodeRecord {
+  return {
+    id: String(r.id),
+    app: String(r.app),
+    tokenId: String(r.token_id),
+    hostname: String(r.hostname),
+    addresses: (r.addresses as string[] | null) ?? [],
+    labels: (r.labels as Record<string, string> | null) ?? {},
+    nodeKey: String(r.node_key),
+    state: r.state as NodeRecord['state'],
+    joinedAt: num(r.joined_at),
+    lastSeenAt: num(r.last_seen_at),
+    version: num(r.version ?? 0),
   };
 }
 
@@ -716,4 +749,74 @@ export class SqlStore implements Store {
     return r.rows[0] ? toLease(r.rows[0]) : undefined;
   }
 
+  // -------------------------------------------------------------------------------------------
+  // Join tokens and nodes (the fleet).
+
+  async createJoinToken(t: Omit<JoinTokenRecord, 'uses' | 'revokedAt'>): Promise<void> {
+    await this.db.query(
+      'insert into join_tokens (id, hash, app, labels, max_uses, expires_at, created_at) values ($1, $2, $3, $4, $5, $6, $7)',
+      [t.id, t.hash, t.app, json(t.labels), t.maxUses, t.expiresAt, t.createdAt],
+    );
+  }
+
+  async getJoinToken(id: string): Promise<JoinTokenRecord | undefined> {
+    const r = await this.db.query<Row>('select * from join_tokens where id = $1', [id]);
+    return r.rows[0] ? toJoinToken(r.rows[0]) : undefined;
+  }
+
+  async listJoinTokens(): Promise<JoinTokenRecord[]> {
+    const r = await this.db.query<Row>('select * from join_tokens order by created_at, id');
+    return r.rows.map(toJoinToken);
+  }
+
+  async revokeJoinToken(id: string, at: number): Promise<boolean> {
+    const r = await this.db.query<Row>('update join_tokens set revoked_at = $2 where id = $1 and revoked_at is null returning id', [id, at]);
+    return r.rows.length > 0;
+  }
+
+  async useJoinToken(id: string, at: number): Promise<boolean> {
+    const r = await this.db.query<Row>(
+      `update join_tokens set uses = uses + 1
+       where id = $1 and revoked_at is null and (expires_at is null or expires_at > $2) and (max_uses is null or uses < max_uses)
+       returning id`,
+      [id, at],
+    );
+    return r.rows.length > 0;
+  }
+
+  async insertNode(n: Omit<NodeRecord, 'version'>): Promise<void> {
+    await this.db.query(
+      `insert into nodes (id, app, token_id, hostname, addresses, labels, node_key, state, joined_at, last_seen_at)
+       values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
+      [n.id, n.app, n.tokenId, n.hostname, json(n.addresses), json(n.labels), n.nodeKey, n.state, n.joinedAt, n.lastSeenAt],
+    );
+  }
+
+  async updateNode(id: string, patch: NodePatch): Promise<boolean> {
+    const cols: string[] = [];
+    const vals: unknown[] = [id];
+    const set = (col: string, v: unknown) => {
+      vals.push(v);
+      cols.push(`${col} = $${vals.length}`);
+    };
+    if (patch.addresses !== undefined) set('addresses', json(patch.addresses));
+    if (patch.labels !== undefined) set('labels', json(patch.labels));
+    if (patch.state !== undefined) set('state', patch.state);
+    if (patch.lastSeenAt !== undefined) set('last_seen_at', patch.lastSeenAt);
+    cols.push('version = version + 1');
+    const r = await this.db.query<Row>(`update nodes set ${cols.join(', ')} where id = $1 returning id`, vals);
+    return r.rows.length > 0;
+  }
+
+  async getNode(id: string): Promise<NodeRecord | undefined> {
+    const r = await this.db.query<Row>('select * from nodes where id = $1', [id]);
+    return r.rows[0] ? toNode(r.rows[0]) : undefined;
+  }
+
+  async listNodes(filter: { app?: string } = {}): Promise<NodeRecord[]> {
+    const r = filter.app !== undefined
+      ? await this.db.query<Row>('select * from nodes where app = $1 order by joined_at, id', [filter.app])
+      : await this.db.query<Row>('select * from nodes order by joined_at, id');
+    return r.rows.map(toNode);
+  }
 }

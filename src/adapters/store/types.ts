@@ -237,6 +237,46 @@ export interface NotificationRecord {
 
 export type NewNotification = Omit<NotificationRecord, 'id'>;
 
+/** A join token (`drover token create`): only its sha256 is kept. */
+export interface JoinTokenRecord {
+  readonly id: string;
+  /** sha256 of the whole token, hex. */
+  readonly hash: string;
+  /** The app whose pool a node joining with it enters. */
+  readonly app: string;
+  /** Labels given to every node that joins with it (a node's own labels win). */
+  readonly labels: Readonly<Record<string, string>> | null;
+  /** null: any number of joins. */
+  readonly maxUses: number | null;
+  readonly uses: number;
+  /** null: never expires. */
+  readonly expiresAt: number | null;
+  readonly revokedAt: number | null;
+  readonly createdAt: number;
+}
+
+/** ready: joined (connected or not); gone: removed by the operator; revoked: its token was revoked. */
+export type NodeState = 'ready' | 'gone' | 'revoked';
+
+/** A host that joined an app's pool (`drover agent --join`). */
+export interface NodeRecord {
+  readonly id: string;
+  readonly app: string;
+  readonly tokenId: string;
+  readonly hostname: string;
+  /** The addresses the node reported (the first one is used for its instances). */
+  readonly addresses: readonly string[];
+  readonly labels: Readonly<Record<string, string>>;
+  /** The node's key (core/auth.ts), minted by the controller at the join. */
+  readonly nodeKey: string;
+  readonly state: NodeState;
+  readonly joinedAt: number;
+  readonly lastSeenAt: number;
+  readonly version: number;
+}
+
+export type NodePatch = Partial<Pick<NodeRecord, 'addresses' | 'state' | 'lastSeenAt' | 'labels'>>;
+
 export interface Store {
   close(): Promise<void>;
   /** Runs `fn` atomically. Nested calls reuse the outer transaction. */
@@ -337,6 +377,22 @@ export interface Store {
   releaseLease(name: string, holder: string, epoch: number): Promise<boolean>;
   /** The lease as stored (possibly expired: compare `expiresAt` with `now`), or undefined if never taken. */
   getLease(name: string): Promise<Lease | undefined>;
+
+  createJoinToken(t: Omit<JoinTokenRecord, 'uses' | 'revokedAt'>): Promise<void>;
+  getJoinToken(id: string): Promise<JoinTokenRecord | undefined>;
+  listJoinTokens(): Promise<JoinTokenRecord[]>;
+  /** False: no such token, or already revoked. */
+  revokeJoinToken(id: string, at: number): Promise<boolean>;
+  /**
+   * Takes one use of the token, in one conditional statement: false (nothing changed) when it is
+   * revoked, expired at `at`, used up, or unknown. Racers never use it more than `maxUses` times.
+   */
+  useJoinToken(id: string, at: number): Promise<boolean>;
+  insertNode(n: Omit<NodeRecord, 'version'>): Promise<void>;
+  /** False: no such node. Bumps the version. */
+  updateNode(id: string, patch: NodePatch): Promise<boolean>;
+  getNode(id: string): Promise<NodeRecord | undefined>;
+  listNodes(filter?: { app?: string }): Promise<NodeRecord[]>;
 }
 
 /**
