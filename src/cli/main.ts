@@ -9,14 +9,27 @@ import { existsSync, openSync, closeSync, readFileSync, rmSync, statSync } from 
 import { hostname } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
-import { pino } from 'pino';
-import { appFileJsonSchema, appFileWarnings, parseAppFile, SpecError, type AppSpec, type SpecIssue } from '../core/index.js';
-import { ControllerStartError, DEFAULT_PORT, lockHolder, preparePrivateDataDir, startServer, VERSION, type RunningController } from '../controller/index.js';
-import { processesOfInstancesIn } from '../adapters/providers/index.js';
-import { checkPostgresUrl, StoreUrlError } from '../adapters/store/index.js';
-import { AmqpTransportError, parseAmqpUrl } from '../adapters/transport/index.js';
+import type { AppSpec, SpecIssue } from '../core/index.js';
+import type { RunningController } from '../controller/index.js';
 import { CliError, Client, findTarget, HttpError } from './client.js';
 import { ago, table } from './format.js';
+
+// Loaded by the commands that need them, not at start: `drover status` or `--version` never
+// pays for the controller, the store, the app-file schema or the logger (bench:startup).
+const core = () => import('../core/index.js');
+const controller = () => import('../controller/index.js');
+
+/** The controller's port when none is given: the controller's own DEFAULT_PORT (a test keeps them equal). */
+export const DEFAULT_PORT = 7420;
+
+/** The package version, from package.json (two levels up from src/cli or dist/cli). */
+function packageVersion(): string {
+  try {
+    return (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version?: string }).version ?? '0.0.0';
+  } catch {
+    return '0.0.0';
+  }
+}
 
 interface InstanceJson {
   id: string;
@@ -74,10 +87,11 @@ function out(s: string): void {
   process.stdout.write(s.endsWith('\n') ? s : s + '\n');
 }
 
-function readSpec(file: string): { spec: AppSpec; yaml: string; appDir: string } {
+async function readSpec(file: string): Promise<{ spec: AppSpec; yaml: string; appDir: string }> {
   const path = resolve(file);
   if (!existsSync(path)) throw new CliError(`${file}: no such file`);
   const yaml = readFileSync(path, 'utf8');
+  const { parseAppFile, SpecError } = await core();
   try {
     return { spec: parseAppFile(yaml), yaml, appDir: dirname(path) };
   } catch (err) {
@@ -201,7 +215,7 @@ function warn(file: string, warnings: readonly SpecIssue[]): void {
 }
 
 async function applyFile(client: Client, file: string): Promise<string> {
-  const { spec, yaml, appDir } = readSpec(file);
+  const { spec, yaml, appDir } = await readSpec(file);
   const res = await client.request<{ changed: boolean; warnings?: SpecIssue[] }>('PUT', `/v1/apps/${spec.app}`, { yaml, appDir });
   warn(file, res.warnings ?? []);
   out(`app ${spec.app} ${res.changed ? 'applied' : 'unchanged'}`);
@@ -256,7 +270,7 @@ async function runningController(dataDir: string): Promise<Client | undefined> {
 export function buildProgram(): Command {
   const program = new Command('drover')
     .description('Elastic application orchestrator: starts roles in dependency order and keeps them at the right size.')
-    .version(VERSION)
+    .version(packageVersion())
     .showHelpAfterError()
     .exitOverride()
     .configureOutput({ writeErr: (s) => process.stderr.write(s) });
@@ -274,9 +288,10 @@ export function buildProgram(): Command {
       'RabbitMQ between controller and agents, amqp://user:password@host:5672/vhost of an administrator user (default: agents connect to the controller); prefer DROVER_TRANSPORT_URL (ps shows command lines)',
     ).env('DROVER_TRANSPORT_URL');
   /** The transport URL given (flag or env), checked; undefined for the embedded transport. */
-  const transportUrl = (o: { transport?: string }, cmd: Command): string | undefined => {
+  const transportUrl = async (o: { transport?: string }, cmd: Command): Promise<string | undefined> => {
     const url = o.transport?.trim();
     if (!url) return undefined;
+    const { AmqpTransportError, parseAmqpUrl } = await import('../adapters/transport/index.js');
     try {
       parseAmqpUrl(url);
     } catch (err) {
@@ -286,9 +301,10 @@ export function buildProgram(): Command {
     return url;
   };
   /** The store URL given (flag or env), checked; undefined for the embedded store. */
-  const storeUrl = (o: { store?: string }, cmd: Command): string | undefined => {
+  const storeUrl = async (o: { store?: string }, cmd: Command): Promise<string | undefined> => {
     const url = o.store?.trim();
     if (!url) return undefined;
+    const { checkPostgresUrl, StoreUrlError } = await import('../adapters/store/index.js');
     try {
       checkPostgresUrl(url);
     } catch (err) {
@@ -309,14 +325,14 @@ export function buildProgram(): Command {
     .addOption(storeOpt())
     .addOption(transportOpt())
     .action(async (file: string, o: { dataDir: string; port: number; detach?: boolean; timeout: number; store?: string; transport?: string }, cmd: Command) => {
-      readSpec(file); // refuse a bad file before starting anything
-      const store = storeUrl(o, cmd);
-      const transport = transportUrl(o, cmd);
+      await readSpec(file); // refuse a bad file before starting anything
+      const store = await storeUrl(o, cmd);
+      const transport = await transportUrl(o, cmd);
       const existing = await runningController(o.dataDir);
       if (o.detach) {
         let client = existing;
         if (!client) {
-          const dir = preparePrivateDataDir(o.dataDir);
+          const dir = (await controller()).preparePrivateDataDir(o.dataDir);
           const logFile = join(dir, 'controller.log');
           const log = openSync(logFile, 'a', 0o600);
           const logStart = statSync(logFile).size;
@@ -364,8 +380,9 @@ export function buildProgram(): Command {
     .addOption(storeOpt())
     .addOption(transportOpt())
     .action(async (o: { dataDir: string; port: number; store?: string; transport?: string }, cmd: Command) => {
-      const store = storeUrl(o, cmd);
-      const transport = transportUrl(o, cmd);
+      const store = await storeUrl(o, cmd);
+      const transport = await transportUrl(o, cmd);
+      const { startServer } = await controller();
       const holder: { server?: RunningController } = {};
       const stop = () => void holder.server?.close().then(() => process.exit(0));
       holder.server = await startServer({ dataDir: o.dataDir, port: o.port, ...(store ? { storeUrl: store } : {}), ...(transport ? { transportUrl: transport } : {}), ...(process.env.DROVER_TOKEN ? { token: process.env.DROVER_TOKEN } : {}), onShutdown: stop });
@@ -392,9 +409,9 @@ export function buildProgram(): Command {
     .command('validate')
     .description('check an app file without applying it')
     .argument('<file>', 'app file')
-    .action((file: string) => {
-      const { spec } = readSpec(file);
-      const warnings = appFileWarnings(spec);
+    .action(async (file: string) => {
+      const { spec } = await readSpec(file);
+      const warnings = (await core()).appFileWarnings(spec);
       warn(file, warnings);
       out(`${file}: ok (app ${spec.app}, roles ${Object.keys(spec.roles).join(', ')})${warnings.length ? `, ${warnings.length} warning(s)` : ''}`);
     });
@@ -402,7 +419,7 @@ export function buildProgram(): Command {
   program
     .command('schema')
     .description('print the JSON Schema of the app file (for editors)')
-    .action(() => out(JSON.stringify(appFileJsonSchema(), null, 2)));
+    .action(async () => out(JSON.stringify((await core()).appFileJsonSchema(), null, 2)));
 
   program
     .command('status')
@@ -813,7 +830,7 @@ async function terminate<T extends { pid: number }>(find: () => T[], graceMs: nu
 async function forceDown(dataDir: string, graceMs: number): Promise<void> {
   const dir = resolve(dataDir);
   if (!existsSync(dir)) throw new CliError(`no data folder at ${dir}`);
-  const holder = await lockHolder(dir);
+  const holder = await (await controller()).lockHolder(dir);
   if (holder && !Number.isFinite(holder.pid)) throw new CliError(`something holds the lock of ${dir} but does not say who; stop it by hand`);
   let failed = false;
   if (holder) {
@@ -824,6 +841,7 @@ async function forceDown(dataDir: string, graceMs: number): Promise<void> {
       out(`${who} still runs after SIGKILL`);
     } else out(`stopped the ${who}${r.killed.length ? ' with SIGKILL' : ''}`);
   } else out(`no controller holds ${dir}`);
+  const { processesOfInstancesIn } = await import('../adapters/providers/index.js');
   const r = await terminate(() => processesOfInstancesIn(join(dir, 'instances')), graceMs);
   if (r.stopped.length === 0) out('no instance process was running');
   const byInstance = new Map<string, number[]>();
@@ -847,6 +865,7 @@ async function forceDown(dataDir: string, graceMs: number): Promise<void> {
 }
 
 async function runForeground(file: string, dataDir: string, port: number, storeUrl: string | undefined, transportUrl?: string): Promise<void> {
+  const [{ pino }, { startServer }] = await Promise.all([import('pino'), controller()]);
   const logger = pino({ level: process.env.DROVER_LOG_LEVEL ?? 'info', transport: { target: 'pino-pretty', options: { destination: 2, ignore: 'pid,hostname', translateTime: 'HH:MM:ss' } } });
   const server = await startServer({ dataDir, port, logger, ...(storeUrl ? { storeUrl } : {}), ...(transportUrl ? { transportUrl } : {}), ...(process.env.DROVER_TOKEN ? { token: process.env.DROVER_TOKEN } : {}) });
   const client = new Client({ url: server.url, token: server.token });
@@ -891,7 +910,8 @@ export async function main(argv: string[]): Promise<number> {
       if (err.message) process.stderr.write(`drover: ${err.message}\n`);
       return err.exitCode;
     }
-    if (err instanceof ControllerStartError) {
+    // The controller's start error (loaded with the controller, so not an instanceof here).
+    if (err instanceof Error && err.name === 'ControllerStartError') {
       process.stderr.write(`drover: ${err.message}\n`);
       return 1;
     }
