@@ -22,4 +22,5 @@ export { Agent, type AgentExit, type AgentOptions } from './runtime.js';
 export type { AgentTransport, AgentTransportEvents, AgentTransportOptions } from './transport.js';
 export { WsAgentTransport, type WsAgentTransportOptions } from './ws-transport.js';
 export { AmqpAgentTransport, type AmqpAgentTransportOptions } from './amqp-transport.js';
-export { agentOptionsFromEnv, AgentEnvError } from './main.js';
+export { agentOptionsFromEnv, AgentEnvError, readSecrets, type AgentSecrets } from './main.js';
+export { NodeAgent, hostAddresses, type NodeAgentOptions, type NodeExit } from './node.js';
