@@ -27,6 +27,10 @@ void test('a new data folder is seeded from the template; an existing store neve
   assert.equal(seedFromTemplate(join(dir, 'none'), join(dir, 'no-template')), false);
   assert.equal(seedFromTemplate(join(dir, 'off'), template, { DROVER_STORE_TEMPLATE: 'off' }), false);
   assert.equal(existsSync(join(dir, 'off')), false);
+  // A template that cannot be copied leaves nothing half-made behind: PGlite makes the store.
+  writeFileSync(join(dir, 'file'), '');
+  assert.equal(seedFromTemplate(join(dir, 'file', 'db'), template), false);
+  assert.equal(existsSync(join(dir, 'file', 'db')), false);
 });
 
 void test("the build's template opens as an empty, private store", { skip: !existsSync(join(STORE_TEMPLATE_DIR, 'PG_VERSION')) && !process.env.CI && 'no dist/store-template (run npm run build)' }, async (t) => {

@@ -4,7 +4,7 @@
  * a new data folder copies it instead of running initdb, which takes seconds. Without a
  * template (a build that did not make one), PGlite creates the folder as before.
  */
-import { cpSync, existsSync, readdirSync } from 'node:fs';
+import { cpSync, existsSync, readdirSync, rmSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
 /** The template's folder: `dist/store-template/` at the package root (this file is three levels below it, in src/ or dist/). */
@@ -18,7 +18,14 @@ export function seedFromTemplate(dir: string, template = STORE_TEMPLATE_DIR, env
   if (env.DROVER_STORE_TEMPLATE === 'off') return false;
   if (existsSync(dir) && readdirSync(dir).length > 0) return false;
   if (!existsSync(`${template}/PG_VERSION`)) return false;
-  // mode 0700/0600 follows in openPgliteStore (makePrivate).
-  cpSync(template, dir, { recursive: true, errorOnExist: true, force: false });
-  return true;
+  try {
+    // mode 0700/0600 follows in openPgliteStore (makePrivate).
+    cpSync(template, dir, { recursive: true, errorOnExist: true, force: false });
+    return true;
+  } catch {
+    // An unreadable template (installed by another user), a full disk: PGlite makes the store
+    // itself, as without a template, from an empty folder.
+    rmSync(dir, { recursive: true, force: true });
+    return false;
+  }
 }
