@@ -25,7 +25,11 @@ export function seedFromTemplate(dir: string, template = STORE_TEMPLATE_DIR, env
   } catch {
     // An unreadable template (installed by another user), a full disk: PGlite makes the store
     // itself, as without a template, from an empty folder.
-    rmSync(dir, { recursive: true, force: true });
+    try {
+      rmSync(dir, { recursive: true, force: true });
+    } catch {
+      // nothing was made there (its parent is not a folder)
+    }
     return false;
   }
 }
