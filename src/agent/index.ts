@@ -23,4 +23,4 @@ export type { AgentTransport, AgentTransportEvents, AgentTransportOptions } from
 export { WsAgentTransport, type WsAgentTransportOptions } from './ws-transport.js';
 export { AmqpAgentTransport, type AmqpAgentTransportOptions } from './amqp-transport.js';
 export { agentOptionsFromEnv, AgentEnvError, readSecrets, type AgentSecrets } from './main.js';
-export { NodeAgent, hostAddresses, type NodeAgentOptions, type NodeExit } from './node.js';
+export { NodeAgent, NODE_REFUSED, hostAddresses, type NodeAgentOptions, type NodeExit } from './node.js';

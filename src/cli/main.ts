@@ -13,6 +13,7 @@ import type { AppSpec, SpecIssue } from '../core/index.js';
 import type { RunningController } from '../controller/index.js';
 import { CliError, Client, findTarget, HttpError } from './client.js';
 import { ago, table } from './format.js';
+import { registerFleetCommands } from './fleet.js';
 
 // Loaded by the commands that need them, not at start: `drover status` or `--version` never
 // pays for the controller, the store, the app-file schema or the logger (bench:startup).
@@ -98,6 +99,14 @@ async function readSpec(file: string): Promise<{ spec: AppSpec; yaml: string; ap
     if (err instanceof SpecError) throw new CliError(`${file} is invalid:\n${err.issues.map((i) => `  ${i.path ? `${i.path}: ` : ''}${i.message}`).join('\n')}`);
     throw err;
   }
+}
+
+/** `HOST:PORT` or `[IPV6]:PORT` for --listen. */
+export function parseListen(v: string): { host: string; port: number } {
+  const m = /^(?:\[([0-9A-Fa-f:.]+)\]|([^:\s]+)):(\d{1,5})$/.exec(v.trim());
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || port > 65535) throw new InvalidArgumentError('expected HOST:PORT, e.g. 0.0.0.0:7420, 10.0.0.5:7420 or [::]:7420');
+  return { host: (m[1] ?? m[2])!, port };
 }
 
 function parseInteger(v: string): number {
@@ -277,6 +286,7 @@ export function buildProgram(): Command {
 
   const dataDirOpt = () => new Option('--data-dir <dir>', 'controller data folder (state, token, instance folders)').default('.drover').env('DROVER_DATA_DIR');
   const clientFor = (dataDir: string) => new Client(findTarget(dataDir));
+  const listenOpt = () => new Option('--listen <host:port>', 'address and port to listen on, e.g. 0.0.0.0:7420 or a host IP, so agents on other hosts reach it (default 127.0.0.1:<--port>)').argParser(parseListen);
   const storeOpt = () =>
     new Option(
       '--store <url>',
@@ -320,11 +330,12 @@ export function buildProgram(): Command {
     .argument('[file]', 'app file', 'drover.yaml')
     .addOption(dataDirOpt())
     .option('--port <n>', 'controller port on 127.0.0.1 (0 = any free port)', parseInteger, DEFAULT_PORT)
+    .addOption(listenOpt())
     .option('--detach', 'run the controller in the background; return once the app has converged')
     .option('--timeout <seconds>', 'with --detach: how long to wait for convergence', parseInteger, 120)
     .addOption(storeOpt())
     .addOption(transportOpt())
-    .action(async (file: string, o: { dataDir: string; port: number; detach?: boolean; timeout: number; store?: string; transport?: string }, cmd: Command) => {
+    .action(async (file: string, o: { dataDir: string; port: number; listen?: { host: string; port: number }; detach?: boolean; timeout: number; store?: string; transport?: string }, cmd: Command) => {
       await readSpec(file); // refuse a bad file before starting anything
       const store = await storeUrl(o, cmd);
       const transport = await transportUrl(o, cmd);
@@ -337,7 +348,7 @@ export function buildProgram(): Command {
           const log = openSync(logFile, 'a', 0o600);
           const logStart = statSync(logFile).size;
           const script = process.argv[1] ?? '';
-          const child = spawn(process.execPath, [...process.execArgv, script, 'controller', '--data-dir', dir, '--port', String(o.port)], {
+          const child = spawn(process.execPath, [...process.execArgv, script, 'controller', '--data-dir', dir, '--port', String(o.port), ...(o.listen ? ['--listen', `${o.listen.host.includes(':') ? `[${o.listen.host}]` : o.listen.host}:${o.listen.port}`] : [])], {
             detached: true,
             stdio: ['ignore', log, log],
             // The store URL (it may hold a password) goes through the environment, not argv.
@@ -369,7 +380,7 @@ export function buildProgram(): Command {
         return;
       }
       if (existing) throw new CliError(`a controller already runs for ${resolve(o.dataDir)}; use \`drover apply ${file}\` or \`drover down\` first`);
-      await runForeground(file, o.dataDir, o.port, store, transport);
+      await runForeground(file, o.dataDir, o.listen ?? { host: '127.0.0.1', port: o.port }, store, transport);
     });
 
   program
@@ -377,15 +388,16 @@ export function buildProgram(): Command {
     .description('run only the controller, in the foreground (what `up --detach` starts in the background)')
     .addOption(dataDirOpt())
     .option('--port <n>', 'port on 127.0.0.1', parseInteger, DEFAULT_PORT)
+    .addOption(listenOpt())
     .addOption(storeOpt())
     .addOption(transportOpt())
-    .action(async (o: { dataDir: string; port: number; store?: string; transport?: string }, cmd: Command) => {
+    .action(async (o: { dataDir: string; port: number; listen?: { host: string; port: number }; store?: string; transport?: string }, cmd: Command) => {
       const store = await storeUrl(o, cmd);
       const transport = await transportUrl(o, cmd);
       const { startServer } = await controller();
       const holder: { server?: RunningController } = {};
       const stop = () => void holder.server?.close().then(() => process.exit(0));
-      holder.server = await startServer({ dataDir: o.dataDir, port: o.port, ...(store ? { storeUrl: store } : {}), ...(transport ? { transportUrl: transport } : {}), ...(process.env.DROVER_TOKEN ? { token: process.env.DROVER_TOKEN } : {}), onShutdown: stop });
+      holder.server = await startServer({ dataDir: o.dataDir, host: o.listen?.host ?? '127.0.0.1', port: o.listen?.port ?? o.port, ...(store ? { storeUrl: store } : {}), ...(transport ? { transportUrl: transport } : {}), ...(process.env.DROVER_TOKEN ? { token: process.env.DROVER_TOKEN } : {}), onShutdown: stop });
       process.once('SIGTERM', stop);
       process.once('SIGINT', stop);
       await new Promise(() => {});
@@ -420,6 +432,8 @@ export function buildProgram(): Command {
     .command('schema')
     .description('print the JSON Schema of the app file (for editors)')
     .action(async () => out(JSON.stringify((await core()).appFileJsonSchema(), null, 2)));
+
+  registerFleetCommands(program, { dataDirOpt, clientFor, out });
 
   program
     .command('status')
@@ -864,10 +878,10 @@ async function forceDown(dataDir: string, graceMs: number): Promise<void> {
   if (failed) throw new CliError('some processes could not be stopped');
 }
 
-async function runForeground(file: string, dataDir: string, port: number, storeUrl: string | undefined, transportUrl?: string): Promise<void> {
+async function runForeground(file: string, dataDir: string, listen: { host: string; port: number }, storeUrl: string | undefined, transportUrl?: string): Promise<void> {
   const [{ pino }, { startServer }] = await Promise.all([import('pino'), controller()]);
   const logger = pino({ level: process.env.DROVER_LOG_LEVEL ?? 'info', transport: { target: 'pino-pretty', options: { destination: 2, ignore: 'pid,hostname', translateTime: 'HH:MM:ss' } } });
-  const server = await startServer({ dataDir, port, logger, ...(storeUrl ? { storeUrl } : {}), ...(transportUrl ? { transportUrl } : {}), ...(process.env.DROVER_TOKEN ? { token: process.env.DROVER_TOKEN } : {}) });
+  const server = await startServer({ dataDir, host: listen.host, port: listen.port, logger, ...(storeUrl ? { storeUrl } : {}), ...(transportUrl ? { transportUrl } : {}), ...(process.env.DROVER_TOKEN ? { token: process.env.DROVER_TOKEN } : {}) });
   const client = new Client({ url: server.url, token: server.token });
   await applyFile(client, file);
   out(`controller at ${server.url}; Ctrl-C stops the app and the controller`);

@@ -32,6 +32,8 @@ export interface ApiOptions {
   readonly onShutdown?: () => void;
   /** The transport, which may mount routes of its own (the embedded one: /v1/agent). */
   readonly transport?: ControllerTransport;
+  /** More routes to mount (the fleet's: /v1/tokens, /v1/nodes, the node endpoint /v1/node); `errors` gives error response schemas. */
+  readonly routes?: (app: FastifyInstance, errors: (...codes: number[]) => Record<number, unknown>) => void | Promise<void>;
   /** @default 1 MiB */
   readonly bodyLimit?: number;
   /** Limits of the HTTP server; see {@link ApiTimeouts}. */
@@ -247,7 +249,7 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
   const ui = new UiSessions({ token: opts.token, ...opts.ui });
   app.addHook('onRequest', async (req) => {
     const path = req.url.split('?')[0] ?? '';
-    if (path === '/v1/health' || path === '/v1/agent' || path === '/v1/identity') return;
+    if (path === '/v1/health' || path === '/v1/agent' || path === '/v1/node' || path === '/v1/identity') return;
     if (ui.isPublic(req.method, path)) return;
     // The bearer token (CLI, scripts), or a dashboard session cookie with its CSRF token on changes (ui.ts).
     if (!authorized(req.headers.authorization) && !ui.allows(req)) throw new ApiError('unauthorized', 'missing or invalid bearer token');
@@ -574,6 +576,7 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
 
   registerTenantRoutes(app, c, { errors });
   registerLogRoutes(app, c);
+  await opts.routes?.(app, errors);
 
   app.post('/v1/shutdown', { schema: { tags: ['controller'], summary: 'Stop the controller (apps keep running unless deleted first)', response: { 202: { type: 'object', additionalProperties: true }, 401: errorSchema } } }, async (_req, reply) => {
     reply.raw.on('finish', () => setImmediate(() => opts.onShutdown?.()));

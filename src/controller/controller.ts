@@ -188,6 +188,11 @@ export class Controller {
     await this.provider.close();
   }
 
+  /** Asks for a reconcile pass of the app soon (a host joined its pool). */
+  enqueue(app: string): void {
+    this.runner.enqueue(app);
+  }
+
   // ---------------------------------------------------------------- events
 
   async record(ev: EventInput): Promise<EventRecord> {

@@ -10,9 +10,11 @@ import type { FastifyInstance } from 'fastify';
 import { pino, type Logger } from 'pino';
 import { systemClock, type Clock, type PlannerOptions } from '../core/index.js';
 import { DEFAULT_POOL_SIZE, MAX_POOL_SIZE, openPgliteStore, openPostgresStore, redactStoreUrl, StoreOpenError, StoreUnavailableError, StoreUrlError, type Store } from '../adapters/store/index.js';
-import { LocalProvider, type Provider } from '../adapters/providers/index.js';
+import { LocalProvider, StaticProvider, type Provider } from '../adapters/providers/index.js';
 import { AmqpTransport, AmqpTransportError, EmbeddedTransport, redactUrl, withTransportProvisioning, type ControllerTransport } from '../adapters/transport/index.js';
 import { buildApi } from './api.js';
+import { registerFleetRoutes } from './join-routes.js';
+import { NodeRegistry } from './nodes.js';
 import { WebhookSecrets, wireNotices } from './notices.js';
 import { Controller } from './controller.js';
 import { ControllerStartError, preparePrivateDataDir } from './datadir.js';
@@ -173,7 +175,16 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningCont
       }
       undo.push(() => store.close());
     }
-    const baseProvider = opts.provider ?? new LocalProvider({ baseDir: join(dataDir, 'instances'), ...(opts.agentEnv ? { env: opts.agentEnv } : {}) });
+    const localProvider = opts.provider ?? new LocalProvider({ baseDir: join(dataDir, 'instances'), ...(opts.agentEnv ? { env: opts.agentEnv } : {}) });
+    // Joined hosts first (docs/fleet.md), this machine when an app has no idle one.
+    const fleet: { controller?: Controller } = {};
+    const nodes = new NodeRegistry({
+      store, clock: opts.clock ?? systemClock, log: logger, heartbeatMs: opts.heartbeatMs ?? 2000,
+      record: async (ev) => fleet.controller?.record(ev),
+      enqueue: (app) => fleet.controller?.enqueue(app),
+    });
+    undo.push(async () => nodes.close());
+    const baseProvider = new StaticProvider(nodes, localProvider);
     let transport: ControllerTransport | undefined;
     // Each instance's transport needs (its broker user and queue) are made and removed with it.
     const provider = withTransportProvisioning(baseProvider, () => transport);
@@ -183,6 +194,7 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningCont
       ...(opts.evaluateMs !== undefined ? { evaluateMs: opts.evaluateMs } : {}),
       ...(opts.planner ? { planner: opts.planner } : {}),
     });
+    fleet.controller = controller;
     undo.push(() => controller.stop()); // also closes the provider
     const transportUrl = opts.transportUrl ?? process.env.DROVER_TRANSPORT_URL?.trim();
     const managementUrl = opts.transportManagementUrl ?? process.env.DROVER_TRANSPORT_MANAGEMENT_URL?.trim();
@@ -211,6 +223,10 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningCont
     const http = await buildApi({
       controller, token, logger, defaultAppDir: process.cwd(), version: VERSION, transport: started,
       onShutdown: () => opts.onShutdown?.(),
+      routes: async (app, errors) => {
+        await nodes.register(app);
+        registerFleetRoutes(app, { store, clock: opts.clock ?? systemClock, nodes, errors });
+      },
     });
     undo.push(() => http.close());
     const host = opts.host ?? '127.0.0.1';
@@ -242,6 +258,7 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningCont
         (closing ??= (async () => {
           await pruner.stop();
           await notices.close();
+          nodes.close();
           await controller.stop();
           await started.close();
           await http.close();

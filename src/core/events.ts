@@ -57,6 +57,10 @@ export const EventKind = {
   securityAgent: 'security.agent',
   /** An authenticated agent reported something it may not (an export its role cannot render, a role it was never given): fenced and replaced. */
   securityReport: 'security.report',
+  /** A host joined an app's pool with a join token (`drover agent --join`): its node id, hostname, addresses, labels. */
+  nodeJoined: 'node.joined',
+  /** A join was refused: the reason (unknown, wrong, expired, used-up or revoked token) for the operator; the node was told only "refused". */
+  securityJoin: 'security.join',
   /** A tenant got a seat on an instance (`add` follows once the instance serves). */
   tenantPlacing: 'tenant.placing',
   /** A tenant's `add` succeeded and its host is routed on every balancer. */

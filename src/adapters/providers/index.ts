@@ -8,3 +8,4 @@
  */
 export type * from './types.js';
 export { LocalProvider, freePort, processesOfInstance, processesOfInstancesIn, type LocalProviderOptions } from './local.js';
+export { StaticProvider, nodeOf, type NodeDirectory } from './static.js';

@@ -1,0 +1,392 @@
+/**
+ * Joined hosts: the controller's end of the node protocol (core/fleet.ts, docs/fleet.md) on the
+ * WebSocket `/v1/node`, and the {@link NodeDirectory} the static provider places instances with.
+ *
+ * A join is a mutual proof on the join token (keyed by its stored sha256): the controller proves
+ * itself first, the node second, and only then is a use of the token taken (one conditional
+ * write) and the node's key minted, sent inside a box only the token's holder can open. A join
+ * refused for any reason (unknown token, wrong proof, expired, used up, revoked) is logged with
+ * the reason for the operator; the node is told only "refused".
+ *
+ * A node runs at most one instance at a time: it is a spare of the app's pool until the static
+ * provider assigns it, and goes back to the pool when the instance is destroyed (agent and role
+ * stopped, folder removed). A node out of reach is told on its return to stop whatever it still
+ * runs that the store says is gone; the instance's agent itself is fenced by its epoch.
+ */
+import { randomBytes } from 'node:crypto';
+import websocket from '@fastify/websocket';
+import type { FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
+import type { WebSocket } from 'ws';
+import {
+  boxKey,
+  boxSeal,
+  checkJoinProof,
+  controllerProof,
+  joinProof,
+  joinProofSchema,
+  NODE_PROTOCOL,
+  nodeHelloSchema,
+  nodeMessageSchema,
+  SealedChannel,
+  type Clock,
+  type NodeMessage,
+  type NodeOrder,
+  type NodePlainMessage,
+} from '../core/index.js';
+import type { CreateInstanceRequest, CreatedInstance, NodeDirectory } from '../adapters/providers/index.js';
+import type { JoinTokenRecord, NodeRecord, Store } from '../adapters/store/index.js';
+import type { EventInput } from './context.js';
+
+const MAX_MESSAGE_BYTES = 64 * 1024;
+const HELLO_TIMEOUT_MS = 10_000;
+const START_TIMEOUT_MS = 30_000;
+const STOP_TIMEOUT_MS = 15_000;
+/** The answer to every refused join, whatever the reason: a guesser learns nothing. */
+export const JOIN_REFUSED = 'refused';
+
+interface NodeConn {
+  readonly socket: WebSocket;
+  readonly channel: SealedChannel;
+  readonly startKey: Buffer;
+  lastHeardAt: number;
+  running: Map<string, { port: number; pid: number }>;
+}
+
+interface Waiter {
+  resolve(m: NodeMessage): void;
+}
+
+export interface NodeRegistryOptions {
+  readonly store: Store;
+  readonly clock: Clock;
+  readonly log: Logger;
+  readonly heartbeatMs: number;
+  readonly record: (ev: EventInput) => Promise<unknown>;
+  /** Asks for a reconcile pass of the app (a node joined: a role may be waiting for a host). */
+  readonly enqueue: (app: string) => void;
+}
+
+/** Why a token does not let a node join now, or undefined if it does. */
+export function tokenRefusal(t: JoinTokenRecord | undefined, now: number): string | undefined {
+  if (!t) return 'unknown token';
+  if (t.revokedAt !== null) return `token ${t.id} was revoked`;
+  if (t.expiresAt !== null && t.expiresAt <= now) return `token ${t.id} expired`;
+  if (t.maxUses !== null && t.uses >= t.maxUses) return `token ${t.id} is used up (${t.uses} of ${t.maxUses})`;
+  return undefined;
+}
+
+export class NodeRegistry implements NodeDirectory {
+  readonly #conns = new Map<string, NodeConn>();
+  /** Instances placed on a node whose create has not finished (instance id → node id). */
+  readonly #reserved = new Map<string, string>();
+  readonly #waiters = new Map<string, Waiter>();
+  readonly #timer: NodeJS.Timeout;
+  readonly #seenWritten = new Map<string, number>();
+
+  constructor(private readonly o: NodeRegistryOptions) {
+    this.#timer = setInterval(() => this.#sweep(), o.heartbeatMs);
+    this.#timer.unref();
+  }
+
+  /** Mounts `/v1/node` (and the WebSocket plugin if the transport did not). */
+  async register(app: FastifyInstance): Promise<void> {
+    if (!app.hasDecorator('websocketServer')) await app.register(websocket, { options: { maxPayload: MAX_MESSAGE_BYTES } });
+    app.get(
+      '/v1/node',
+      {
+        websocket: true,
+        schema: { hide: true },
+        preValidation: async (req, reply) => {
+          if (req.headers.origin !== undefined) await reply.code(403).send({ error: { code: 'forbidden', message: 'browsers may not connect to the node endpoint' } });
+        },
+      },
+      (socket, req) => this.#accept(socket, req.socket.remoteAddress),
+    );
+  }
+
+  close(): void {
+    clearInterval(this.#timer);
+    for (const c of this.#conns.values()) c.socket.close(1001, 'controller stopping');
+    this.#conns.clear();
+  }
+
+  connected(nodeId: string): boolean {
+    const c = this.#conns.get(nodeId);
+    return c !== undefined && c.lastHeardAt >= Date.now() - (3 * this.o.heartbeatMs + 1000);
+  }
+
+  /** Instances a connected node reported running. */
+  running(nodeId: string): string[] {
+    return [...(this.#conns.get(nodeId)?.running.keys() ?? [])];
+  }
+
+  // --- NodeDirectory ------------------------------------------------------------------------
+
+  async reserve(app: string, role: string | null, instanceId: string): Promise<string | undefined> {
+    const nodes = (await this.o.store.listNodes({ app })).filter((n) => n.state === 'ready' && this.connected(n.id));
+    if (nodes.length === 0) return undefined;
+    const busy = new Set(this.#reserved.values());
+    for (const i of await this.o.store.listInstances({ app })) {
+      const n = i.providerRef?.node;
+      if (typeof n === 'string' && i.destroyedAt === null) busy.add(n);
+    }
+    const fits = (n: NodeRecord) => n.labels.role === undefined || n.labels.role === role;
+    const node = nodes.find((n) => !busy.has(n.id) && this.running(n.id).length === 0 && fits(n));
+    if (!node) return undefined;
+    this.#reserved.set(instanceId, node.id);
+    return node.id;
+  }
+
+  async start(nodeId: string, req: CreateInstanceRequest): Promise<CreatedInstance> {
+    const c = this.#conns.get(nodeId);
+    const node = await this.o.store.getNode(nodeId);
+    if (!c || !node) {
+      this.#reserved.delete(req.instanceId);
+      throw new Error(`node ${nodeId} is not connected`);
+    }
+    const box = boxSeal(c.startKey, { key: req.key, ...(req.transportUrl ? { transportUrl: req.transportUrl } : {}) }, `start|${req.instanceId}`);
+    const answer = this.#await(req.instanceId, START_TIMEOUT_MS);
+    // The node gives its agent the URL it joined with (the controller's own may be 0.0.0.0).
+    this.#send(c, { type: 'start', instanceId: req.instanceId, epoch: req.epoch, controllerUrl: req.controllerUrl, box });
+    const m = await answer;
+    if (m.type !== 'started') {
+      this.#reserved.delete(req.instanceId);
+      throw new Error(`node ${nodeId} (${node.hostname}) could not start it: ${m.type === 'startFailed' ? m.reason : 'no answer'}`);
+    }
+    return { ip: m.ip, port: m.port, workdir: m.workdir, providerRef: { node: nodeId, host: node.hostname, pid: m.pid, port: m.port } };
+  }
+
+  async stop(nodeId: string, instanceId: string): Promise<void> {
+    this.#reserved.delete(instanceId);
+    const c = this.#conns.get(nodeId);
+    // Out of reach: told when it is back (its report lists the instance, which is gone by then).
+    if (!c || !this.connected(nodeId)) return;
+    const answer = this.#await(instanceId, STOP_TIMEOUT_MS);
+    this.#send(c, { type: 'stop', instanceId });
+    await answer;
+    c.running.delete(instanceId);
+  }
+
+  runs(nodeId: string, instanceId: string): boolean {
+    const c = this.#conns.get(nodeId);
+    return !c || !this.connected(nodeId) || c.running.has(instanceId) || this.#reserved.has(instanceId);
+  }
+
+  // --- the protocol -------------------------------------------------------------------------
+
+  #await(instanceId: string, ms: number): Promise<NodeMessage> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.#waiters.delete(instanceId);
+        resolve({ type: 'startFailed', instanceId, reason: `no answer within ${ms / 1000}s` });
+      }, ms);
+      this.#waiters.set(instanceId, {
+        resolve: (m) => {
+          clearTimeout(timer);
+          this.#waiters.delete(instanceId);
+          resolve(m);
+        },
+      });
+    });
+  }
+
+  #send(c: NodeConn, order: NodeOrder): void {
+    if (c.socket.readyState === c.socket.OPEN) c.socket.send(c.channel.seal(order));
+  }
+
+  #sweep(): void {
+    const oldest = Date.now() - (3 * this.o.heartbeatMs + 1000);
+    for (const [id, c] of this.#conns) {
+      if (c.lastHeardAt >= oldest) continue;
+      this.#conns.delete(id);
+      c.socket.close(4008, 'no heartbeat');
+      this.o.log.warn({ node: id }, 'node silent for three heartbeats: out of reach');
+    }
+  }
+
+  #refuseJoin(socket: WebSocket, reason: string, remote: string | undefined, tokenId: string | null): void {
+    this.o.log.warn({ remote, tokenId }, `node join refused: ${reason}`);
+    void this.o.record({ app: null, role: null, instance: null, kind: 'security.join', message: `node join${remote ? ` from ${remote}` : ''} refused: ${reason}`, data: { tokenId } })
+      .catch(() => undefined);
+    const msg: NodePlainMessage = { type: 'refused', reason: JOIN_REFUSED };
+    if (socket.readyState === socket.OPEN) socket.send(JSON.stringify(msg));
+    socket.close(4004, 'refused');
+  }
+
+  #accept(socket: WebSocket, remote: string | undefined): void {
+    type Phase =
+      | { kind: 'hello' }
+      | { kind: 'joinProof'; token: JoinTokenRecord; nodeNonce: string; controllerNonce: string; hello: { addresses: string[]; labels: Record<string, string>; hostname: string } }
+      | { kind: 'sealed'; nodeId: string; conn: NodeConn; first: boolean }
+      | { kind: 'closed' };
+    let phase: Phase = { kind: 'hello' };
+    let chain = Promise.resolve();
+    let queued = 0;
+    const helloTimer = setTimeout(() => socket.close(4001, 'no hello'), HELLO_TIMEOUT_MS);
+    const plain = (m: NodePlainMessage) => {
+      if (socket.readyState === socket.OPEN) socket.send(JSON.stringify(m));
+    };
+    const parse = (raw: string): unknown => {
+      try {
+        return JSON.parse(raw) as unknown;
+      } catch {
+        return undefined;
+      }
+    };
+    const sealedPhase = (nodeId: string, key: string, nodeNonce: string, controllerNonce: string): Phase => ({
+      kind: 'sealed', nodeId, first: true,
+      conn: {
+        socket, lastHeardAt: Date.now(), running: new Map(),
+        channel: new SealedChannel('controller', { key, instanceId: nodeId, epoch: 0, agentNonce: nodeNonce, controllerNonce }),
+        startKey: boxKey(key, nodeNonce, controllerNonce, 'start'),
+      },
+    });
+
+    const handle = async (raw: string): Promise<void> => {
+      const now = this.o.clock.now();
+      if (phase.kind === 'hello') {
+        clearTimeout(helloTimer);
+        const h = nodeHelloSchema.safeParse(parse(raw));
+        if (!h.success || h.data.protocol !== NODE_PROTOCOL) {
+          phase = { kind: 'closed' };
+          this.#refuseJoin(socket, h.success ? `protocol ${h.data.protocol} is not spoken here` : 'malformed hello', remote, null);
+          return;
+        }
+        const controllerNonce = randomBytes(32).toString('base64url');
+        if (h.data.type === 'nodeJoin') {
+          const token = await this.o.store.getJoinToken(h.data.tokenId);
+          const why = tokenRefusal(token, now);
+          if (why || !token) {
+            phase = { kind: 'closed' };
+            this.#refuseJoin(socket, why ?? 'unknown token', remote, h.data.tokenId);
+            return;
+          }
+          const params = { hash: token.hash, tokenId: token.id, nodeNonce: h.data.nonce, controllerNonce };
+          phase = { kind: 'joinProof', token, nodeNonce: h.data.nonce, controllerNonce, hello: { addresses: h.data.addresses, labels: h.data.labels, hostname: h.data.hostname } };
+          plain({ type: 'joinChallenge', nonce: controllerNonce, proof: joinProof('controller', params) });
+          return;
+        }
+        const node = await this.o.store.getNode(h.data.nodeId);
+        if (!node || node.state !== 'ready') {
+          phase = { kind: 'closed' };
+          this.#refuseJoin(socket, node ? `node ${node.id} is ${node.state}` : `unknown node ${h.data.nodeId}`, remote, null);
+          return;
+        }
+        phase = sealedPhase(node.id, node.nodeKey, h.data.nonce, controllerNonce);
+        plain({ type: 'challenge', nonce: controllerNonce, proof: controllerProof({ key: node.nodeKey, instanceId: node.id, epoch: 0, agentNonce: h.data.nonce, controllerNonce }) });
+        if (JSON.stringify(node.addresses) !== JSON.stringify(h.data.addresses)) await this.o.store.updateNode(node.id, { addresses: h.data.addresses });
+        return;
+      }
+      if (phase.kind === 'joinProof') {
+        const p = joinProofSchema.safeParse(parse(raw));
+        const { token, nodeNonce, controllerNonce, hello } = phase;
+        const params = { hash: token.hash, tokenId: token.id, nodeNonce, controllerNonce };
+        phase = { kind: 'closed' };
+        if (!p.success || !checkJoinProof('node', params, p.data.proof)) {
+          this.#refuseJoin(socket, `wrong token for id ${token.id} (the proof failed)`, remote, token.id);
+          return;
+        }
+        if (!(await this.o.store.useJoinToken(token.id, this.o.clock.now()))) {
+          this.#refuseJoin(socket, tokenRefusal(await this.o.store.getJoinToken(token.id), this.o.clock.now()) ?? `token ${token.id} could not be used`, remote, token.id);
+          return;
+        }
+        const nodeId = `n-${randomBytes(6).toString('hex')}`;
+        const key = randomBytes(32).toString('base64url');
+        const labels = { ...(token.labels ?? {}), ...hello.labels };
+        await this.o.store.insertNode({
+          id: nodeId, app: token.app, tokenId: token.id, hostname: hello.hostname, addresses: hello.addresses, labels, nodeKey: key, state: 'ready', joinedAt: now, lastSeenAt: now,
+        });
+        plain({ type: 'joinWelcome', box: boxSeal(boxKey(token.hash, nodeNonce, controllerNonce, 'join'), { nodeId, key }, `join|${token.id}`) });
+        phase = sealedPhase(nodeId, key, nodeNonce, controllerNonce);
+        await this.o.record({
+          app: token.app, role: null, instance: null, kind: 'node.joined',
+          message: `node ${nodeId} (${hello.hostname}, ${hello.addresses.join(', ')}) joined the pool of ${token.app} with token ${token.id}${Object.keys(labels).length ? `; labels ${Object.entries(labels).map(([k, v]) => `${k}=${v}`).join(',')}` : ''}`,
+          data: { node: nodeId, hostname: hello.hostname, addresses: hello.addresses, labels, tokenId: token.id },
+        });
+        return;
+      }
+      if (phase.kind !== 'sealed') return;
+      const s = phase;
+      const opened = s.conn.channel.open(raw);
+      const m = opened.ok ? nodeMessageSchema.safeParse(opened.message) : undefined;
+      if (!m?.success) {
+        phase = { kind: 'closed' };
+        this.o.log.warn({ node: s.nodeId, remote, error: opened.ok ? 'malformed' : opened.error }, s.first ? 'node failed to prove its key' : 'node sent a frame that is not authentic or not well formed');
+        socket.close(4006, 'bad frame');
+        return;
+      }
+      s.conn.lastHeardAt = Date.now();
+      if (s.first) {
+        s.first = false;
+        const prev = this.#conns.get(s.nodeId);
+        if (prev && prev.socket !== socket) prev.socket.close(4005, 'replaced by a newer connection');
+        this.#conns.set(s.nodeId, s.conn);
+        this.#send(s.conn, { type: 'welcome', heartbeatMs: this.o.heartbeatMs });
+        this.o.log.info({ node: s.nodeId, remote }, 'node connected');
+        const node = await this.o.store.getNode(s.nodeId);
+        if (node) this.o.enqueue(node.app);
+      }
+      await this.#onMessage(s.nodeId, s.conn, m.data);
+    };
+
+    socket.on('message', (raw: Buffer) => {
+      if (phase.kind === 'closed') return;
+      if (++queued > 64) {
+        phase = { kind: 'closed' };
+        socket.close(4007, 'too many messages');
+        return;
+      }
+      const text = raw.toString('utf8');
+      chain = chain
+        .then(() => handle(text))
+        .catch((err: unknown) => {
+          this.o.log.warn({ err, remote }, 'handling a node message failed');
+          phase = { kind: 'closed' };
+          socket.close(1011, 'internal error');
+        })
+        .finally(() => {
+          queued -= 1;
+        });
+    });
+    socket.on('close', () => {
+      clearTimeout(helloTimer);
+      // A node whose token is wrong cannot check our proof, and leaves without proving itself.
+      if (phase.kind === 'joinProof') this.#refuseJoin(socket, `wrong token for id ${phase.token.id} (the node could not check the controller's proof, and left)`, remote, phase.token.id);
+      if (phase.kind === 'sealed' && this.#conns.get(phase.nodeId)?.socket === socket) this.#conns.delete(phase.nodeId);
+      phase = { kind: 'closed' };
+    });
+    socket.on('error', () => socket.terminate());
+  }
+
+  async #onMessage(nodeId: string, c: NodeConn, m: NodeMessage): Promise<void> {
+    switch (m.type) {
+      case 'report': {
+        c.running = new Map(m.instances.map((i) => [i.id, { port: i.port, pid: i.pid }]));
+        const now = this.o.clock.now();
+        if ((this.#seenWritten.get(nodeId) ?? 0) < now - 10_000) {
+          this.#seenWritten.set(nodeId, now);
+          await this.o.store.updateNode(nodeId, { lastSeenAt: now, addresses: m.addresses });
+        }
+        // Whatever the node runs that the store says is gone (destroyed while it was out of
+        // reach, or never recorded) is stopped now.
+        for (const i of m.instances) {
+          if (this.#reserved.has(i.id) || this.#waiters.has(i.id)) continue;
+          const inst = await this.o.store.getInstance(i.id);
+          if (!inst || inst.destroyedAt !== null || inst.providerRef?.node !== nodeId) {
+            this.o.log.info({ node: nodeId, instance: i.id }, 'node still runs an instance that is gone; stopping it');
+            this.#send(c, { type: 'stop', instanceId: i.id });
+          }
+        }
+        return;
+      }
+      case 'started':
+      case 'startFailed':
+      case 'stopped':
+        this.#waiters.get(m.instanceId)?.resolve(m);
+        if (m.type === 'started') c.running.set(m.instanceId, { port: m.port, pid: m.pid });
+        if (m.type === 'stopped') c.running.delete(m.instanceId);
+        return;
+    }
+  }
+}
