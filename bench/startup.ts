@@ -1,13 +1,99 @@
 /**
- * `npm run bench:startup`: time from `drover up --detach` to every role serving, for the
- * three-tier example (4 instances) and the fifty variant (50 instances, created in parallel).
- * The reference in the same run is what sequential creation would take: the 4-instance time per
- * dependency wave, times the number of instances.
+ * `npm run bench:startup`:
+ *
+ * 1. The CLI's own start: wall time of `drover --version` and `drover status` (against a
+ *    running controller), as shipped (bin/drover.js: the bundle, each command loading what it
+ *    needs) and, in the same run, with every module the CLI used to load up front (the
+ *    controller, core, store, transport, providers, logger) loaded eagerly first — the before.
+ * 2. `drover up` on a fresh data folder: time from the command's start to `app … applied`,
+ *    with the store made from the build's template and with DROVER_STORE_TEMPLATE=off (initdb,
+ *    as before the template).
+ * 3. Time from `drover up --detach` to every role serving, for the three-tier example
+ *    (4 instances) and the fifty variant (50 instances, created in parallel). The reference in
+ *    the same run is what sequential creation would take: the 4-instance time per dependency
+ *    wave, times the number of instances.
+ *
+ * BENCH_RUNS (default 3) runs of the up scenarios, BENCH_CLI_RUNS (default 9) of each command;
+ * BENCH_CONVERGE=0 leaves out part 3.
  */
+import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { drover, killAll, processesWithEnv, ROOT } from '../test/helpers.js';
+import { BIN, drover, killAll, processesWithEnv, ROOT } from '../test/helpers.js';
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+/** Wall time of one process, ms. */
+function wall(args: string[], env: NodeJS.ProcessEnv, cwd: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const t0 = performance.now();
+    const p = spawn(process.execPath, args, { cwd, env, stdio: 'ignore' });
+    p.once('error', reject);
+    p.once('close', (code) => (code === 0 ? resolve(performance.now() - t0) : reject(new Error(`${args.join(' ')} exited with ${code}`))));
+  });
+}
+
+/** The CLI as it was: everything it imported at start, loaded before the command runs. */
+const EAGER = `
+await Promise.all(['controller/index.js', 'core/index.js', 'adapters/store/index.js', 'adapters/transport/index.js', 'adapters/providers/index.js'].map((m) => import(${JSON.stringify(ROOT + 'dist/')} + m)));
+await import(${JSON.stringify(ROOT + 'node_modules/pino/pino.js')});
+const { main } = await import(${JSON.stringify(ROOT + 'dist/cli/main.js')});
+process.exitCode = await main(['node', 'drover', ...process.argv.slice(1).filter((a) => a !== '--')]);`;
+
+async function cliTimes(): Promise<{ command: string; before: number; now: number }[]> {
+  const cwd = mkdtempSync(join(tmpdir(), 'drover-bench-cli-'));
+  const env = { ...process.env, DROVER_LOG_LEVEL: 'warn' };
+  try {
+    const up = await drover(['up', join(ROOT, 'examples/three-tier/drover.yaml'), '--detach', '--port', '0'], { cwd, timeoutMs: 180_000 });
+    if (up.code !== 0) throw new Error(`up failed: ${up.stderr}`);
+    const n = Number(process.env.BENCH_CLI_RUNS ?? 9);
+    const rows = [];
+    for (const command of [['--version'], ['status']]) {
+      const before: number[] = [];
+      const now: number[] = [];
+      for (let k = 0; k < n; k++) {
+        before.push(await wall(['--input-type=module', '-e', EAGER, '--', ...command], env, cwd));
+        now.push(await wall([BIN, ...command], env, cwd));
+      }
+      rows.push({ command: `drover ${command.join(' ')}`, before: median(before), now: median(now) });
+    }
+    const bare: number[] = [];
+    for (let k = 0; k < n; k++) bare.push(await wall(['-e', ''], env, cwd));
+    rows.push({ command: 'reference: `node -e ""`', before: median(bare), now: median(bare) });
+    await drover(['down'], { cwd, timeoutMs: 180_000 });
+    return rows;
+  } finally {
+    killAll(processesWithEnv(cwd));
+    rmSync(cwd, { recursive: true, force: true });
+  }
+}
+
+/** `drover up FILE` (foreground) on a fresh data folder: ms until it printed `app … applied`. */
+async function upApplied(file: string, template: boolean): Promise<number> {
+  const cwd = mkdtempSync(join(tmpdir(), 'drover-bench-up-'));
+  try {
+    const env = { ...process.env, DROVER_LOG_LEVEL: 'warn', ...(template ? {} : { DROVER_STORE_TEMPLATE: 'off' }) };
+    const t0 = performance.now();
+    const p = spawn(process.execPath, [BIN, 'up', join(ROOT, file), '--port', '0'], { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    const ms = await new Promise<number>((resolve, reject) => {
+      p.stdout.on('data', (d: Buffer) => {
+        out += d.toString();
+        if (/^app \S+ applied$/m.test(out)) resolve(performance.now() - t0);
+      });
+      p.once('close', (code) => reject(new Error(`up exited with ${code} before applying: ${out}`)));
+    });
+    // Ctrl-C: the app is stopped, then the controller.
+    const gone = new Promise((r) => p.once('close', r));
+    p.kill('SIGINT');
+    await gone;
+    return ms;
+  } finally {
+    killAll(processesWithEnv(cwd));
+    rmSync(cwd, { recursive: true, force: true });
+  }
+}
 
 interface Row {
   scenario: string;
@@ -42,14 +128,29 @@ async function measure(file: string): Promise<{ seconds: number; appSeconds: num
 }
 
 const runs = Number(process.env.BENCH_RUNS ?? 3);
+console.log(`drover startup benchmark — ${new Date().toISOString()}; node ${process.version}, ${cpus().length} cores, load average ${loadavg().map((x) => x.toFixed(1)).join(' ')}`);
+const cli = await cliTimes();
+console.log('\n| command | before: all modules loaded up front (ms) | now (ms) |');
+console.log('| --- | ---: | ---: |');
+for (const r of cli) console.log(`| ${r.command} | ${Math.round(r.before)} | ${Math.round(r.now)} |`);
+const applied: { initdb: number[]; template: number[] } = { initdb: [], template: [] };
+for (let k = 0; k < runs; k++) {
+  applied.initdb.push(await upApplied('examples/three-tier/drover.yaml', false));
+  applied.template.push(await upApplied('examples/three-tier/drover.yaml', true));
+}
+console.log(`\n| \`drover up\` on a fresh data folder, until \`app … applied\` (median of ${runs}) | ms |`);
+console.log('| --- | ---: |');
+console.log(`| before: the store made by initdb (DROVER_STORE_TEMPLATE=off) | ${Math.round(median(applied.initdb))} |`);
+console.log(`| now: the store copied from the build's template | ${Math.round(median(applied.template))} |\n`);
 const rows: Row[] = [];
+// BENCH_CONVERGE=0 stops here (the CLI and apply figures only).
+if (process.env.BENCH_CONVERGE === '0') process.exit(0);
 for (const [scenario, file] of [
   ['three-tier', 'examples/three-tier/drover.yaml'],
   ['fifty', 'examples/fifty/drover.yaml'],
 ] as const) {
   const ms: Awaited<ReturnType<typeof measure>>[] = [];
   for (let k = 0; k < runs; k++) ms.push(await measure(file));
-  const median = (xs: number[]) => xs.sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
   rows.push({ scenario, instances: ms[0]!.instances, seconds: median(ms.map((m) => m.seconds)), appSeconds: median(ms.map((m) => m.appSeconds)) });
 }
 
@@ -66,5 +167,5 @@ const lines = [
   `| three-tier | ${small.instances} | ${fmt(small.seconds)} | ${fmt(small.appSeconds)} | - |`,
   `| fifty (parallel creation) | ${big.instances} | ${fmt(big.seconds)} | ${fmt(big.appSeconds)} | ${fmt(sequential)} (${fmt(perInstance)} s per wave-instance × ${big.instances}) |`,
 ];
-console.log(`drover startup benchmark — ${runs} run(s) each, median; ${new Date().toISOString()}`);
+console.log(`\`drover up --detach\` until converged — ${runs} run(s) each, median`);
 console.log(lines.join('\n'));

@@ -336,6 +336,8 @@ export function buildProgram(): Command {
     .addOption(storeOpt())
     .addOption(transportOpt())
     .action(async (file: string, o: { dataDir: string; port: number; listen?: { host: string; port: number }; detach?: boolean; timeout: number; store?: string; transport?: string }, cmd: Command) => {
+      // The controller's modules load while the file is read (two cores: both at once).
+      if (!o.detach) void controller().catch(() => undefined);
       await readSpec(file); // refuse a bad file before starting anything
       const store = await storeUrl(o, cmd);
       const transport = await transportUrl(o, cmd);
