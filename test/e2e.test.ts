@@ -113,6 +113,7 @@ test('up --detach on a broken role fails with the reason', { timeout: 120_000 },
   assert.match(up.stderr, /role web keeps failing/);
   assert.match(up.stderr, /exit code 3/);
   assert.match(up.stderr, /cannot open config/);
+  assert.match(up.stderr, /its output: `drover logs i-[0-9a-f]+`; once fixed, `drover retry web`/);
   const down = await drover(['down'], { cwd });
   assert.equal(down.code, 0, down.stderr);
 });

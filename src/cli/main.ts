@@ -196,7 +196,13 @@ async function waitConverged(client: Client, name: string, timeoutMs: number, si
     const failures = new Map<string, EventJson[]>();
     for (const e of events) if (e.kind === 'instance.failed' && e.role) failures.set(e.role, [...(failures.get(e.role) ?? []), e]);
     for (const [role, evs] of failures) {
-      if (evs.length >= 2) throw new CliError(`app ${name} cannot converge: role ${role} keeps failing:\n${evs[evs.length - 1]?.message ?? ''}`);
+      const last = evs[evs.length - 1];
+      if (evs.length >= 2) {
+        throw new CliError(
+          `app ${name} cannot converge: role ${role} keeps failing:\n${last?.message ?? ''}` +
+            `${last?.instance ? `\nits output: \`drover logs ${last.instance}\`` : ''}; once fixed, \`drover retry ${role}\``,
+        );
+      }
     }
     await sleep(300);
   }
