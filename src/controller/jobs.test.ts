@@ -202,3 +202,56 @@ test("reconciler: an operator's pin that lands between the autoscaler's read and
   assert.ok(h.events.some((e) => e.kind === 'scale.policy'));
   await h.raw.close();
 });
+
+test('reconciler: a policy state that changes while the count holds is written at most once a minute; the learned capacity is a gauge', async () => {
+  const writes: number[] = [];
+  const h = await setup((s) => {
+    const wrapped = Object.create(s) as Store;
+    wrapped.setPolicyState = async (app, role, state) => {
+      writes.push(h.clock.now());
+      return s.setPolicyState(app, role, state);
+    };
+    return wrapped;
+  });
+  const adaptive = parseAppFile(`
+app: shop
+roles:
+  web:
+    count: 1
+    min: 1
+    max: 5
+    start: web
+    warmup: 0s
+    scale:
+      - adaptive: { metric: demand, perInstance: 100, forecast: false }
+    metrics:
+      - { name: demand, url: http://127.0.0.1:1/stats, format: json, select: rate }
+`);
+  await h.raw.putApp({ name: 'shop', spec: adaptive, appDir: '/app', at: h.clock.now() });
+  await h.executor.execute(h.app, { kind: 'create', role: 'web', pool: null, roleHash: 'h', reason: 'web' });
+  const [inst] = await h.raw.listInstances({ app: 'shop' });
+  const t0 = h.clock.now();
+  await h.raw.updateInstance(inst!.id, { state: 'serving', assignOrderId: 'o', startedAt: t0 - 600_000, stateSince: t0 - 600_000 });
+  const pass = async () => {
+    const t = h.clock.now();
+    h.ctx.live.set(inst!.id, { lastSeenAt: t });
+    for (let k = 0; k < 5; k++) h.roleMetrics.add('shop/web', 'demand', { t: t - k * 1000, value: 50 });
+    await h.reconciler.reconcile('shop');
+  };
+  await pass(); // first sight: the stored state is the baseline
+  const desired = () => h.raw.listRoles('shop').then((r) => r.find((x) => x.role === 'web')!.desired);
+  assert.equal(await desired(), 1, 'half of the prior capacity: the count holds');
+  assert.deepEqual(writes, []);
+  for (let k = 0; k < 5; k++) {
+    h.clock.advance(15_000);
+    await pass();
+  }
+  assert.equal(await desired(), 1);
+  assert.equal(writes.length, 1, `one write in 75 s, at ${writes.map((w) => w - t0).join(', ')}`);
+  assert.ok(writes[0]! - t0 >= 60_000);
+  const stored = (await h.raw.listRoles('shop')).find((x) => x.role === 'web')!.policyState;
+  assert.ok(stored !== null, 'the state is in the store');
+  const gauge = await h.metrics.registry.getSingleMetricAsString('drover_policy_learned_capacity');
+  assert.match(gauge, /drover_policy_learned_capacity\{app="shop",role="web",metric="demand"\} 100\b/);
+  await h.raw.close();
+});

@@ -11,6 +11,10 @@ export class ControllerMetrics {
   readonly serving = new Gauge({ name: 'drover_role_serving', help: 'Serving instances per role', labelNames: ['app', 'role'] as const, registers: [this.registry] });
   readonly spares = new Gauge({ name: 'drover_spares', help: 'Warm spare instances per pool (a role, or * for the app)', labelNames: ['app', 'pool'] as const, registers: [this.registry] });
   readonly degraded = new Gauge({ name: 'drover_role_degraded', help: '1 while a role is degraded (replacements keep failing)', labelNames: ['app', 'role'] as const, registers: [this.registry] });
+  readonly learnedCapacity = new Gauge({
+    name: 'drover_policy_learned_capacity', help: "What one instance of a role serves, as its adaptive policy has learned it (the metric's unit per second)",
+    labelNames: ['app', 'role', 'metric'] as const, registers: [this.registry],
+  });
   readonly decisions = new Counter({ name: 'drover_decisions_total', help: 'Decisions taken, by kind', labelNames: ['kind'] as const, registers: [this.registry] });
   readonly replacements = new Counter({ name: 'drover_replacements_total', help: 'Instances replaced because they failed or stopped answering', labelNames: ['app', 'role', 'reason'] as const, registers: [this.registry] });
   readonly drainSeconds = new Histogram({ name: 'drover_drain_duration_seconds', help: 'From drain start to instance stopped', buckets: [0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300], registers: [this.registry] });

@@ -11,6 +11,9 @@ import type { LagMonitor } from './lag.js';
 import type { RoleMetrics } from './scraper.js';
 import type { TenantJob, TenantPass } from './tenants.js';
 
+/** At most how often a role's policy state is written when its count does not change. */
+const STATE_PERSIST_MS = 60_000;
+
 export interface ReconcilerOptions {
   readonly planner: PlannerOptions;
   /** How often scaling policies are evaluated. */
@@ -28,6 +31,8 @@ export class Reconciler {
   /** Policy state per `app/role`, ahead of the store (written on every change). */
   private readonly policyStates = new Map<string, PolicyState>();
   private readonly lastDecision = new Map<string, Decision & { at: number }>();
+  /** When each role's policy state was last written to the store, and what was written. */
+  private readonly statePersisted = new Map<string, { at: number; text: string }>();
   /** Per `app/role`: failures up to this time are forgotten (`drover retry`). */
   private readonly failuresClearedAt = new Map<string, number>();
 
@@ -58,7 +63,7 @@ export class Reconciler {
   }
 
   forgetApp(app: string): void {
-    for (const m of [this.policyStates, this.lastDecision, this.failuresClearedAt] as Map<string, unknown>[]) {
+    for (const m of [this.policyStates, this.lastDecision, this.failuresClearedAt, this.statePersisted] as Map<string, unknown>[]) {
       for (const k of [...m.keys()]) if (k.startsWith(`${app}/`)) m.delete(k);
     }
   }
@@ -124,6 +129,10 @@ export class Reconciler {
     for (const [role, d] of Object.entries(out.decisions)) {
       this.policyStates.set(`${app.name}/${role}`, d.state);
       this.lastDecision.set(`${app.name}/${role}`, { ...d, at: now });
+      for (const [k, v] of Object.entries(d.inputs)) {
+        const m = /^adaptive\.(.+)\.capacity$/.exec(k);
+        if (m && Number.isFinite(v)) this.ctx.metrics.learnedCapacity.set({ app: app.name, role, metric: m[1]! }, v);
+      }
     }
     for (const c of out.changes) {
       // Only if nobody (an operator's `drover scale`) changed the role since the snapshot: a
@@ -135,8 +144,26 @@ export class Reconciler {
         return { requeueAfterMs: 0 };
       }
       await this.ctx.store.setPolicyState(app.name, c.role, c.decision.state);
+      this.statePersisted.set(`${app.name}/${c.role}`, { at: now, text: JSON.stringify(c.decision.state) });
       this.ctx.metrics.decisions.inc({ kind: c.to > c.from ? 'scale_out' : 'scale_in' });
       await this.ctx.record({ app: app.name, role: c.role, instance: null, kind: 'scale.policy', message: c.reason, data: { from: c.from, to: c.to, inputs: c.decision.inputs } });
+    }
+    // What a policy learned (an instance's capacity, demand's volatility) outlives a restart even
+    // while the count holds: written at most once a minute per role, when it changed.
+    for (const [role, d] of Object.entries(out.decisions)) {
+      if (out.changes.some((c) => c.role === role)) continue;
+      const key = `${app.name}/${role}`;
+      const text = JSON.stringify(d.state);
+      const last = this.statePersisted.get(key);
+      if (last && (last.text === text || now - last.at < STATE_PERSIST_MS)) continue;
+      if (!last) {
+        // First sight since start: what the store holds is the baseline.
+        const stored = snap.roles.find((r) => r.role === role)?.policyState;
+        this.statePersisted.set(key, { at: now, text: JSON.stringify(stored ?? null) });
+        continue;
+      }
+      await this.ctx.store.setPolicyState(app.name, role, d.state);
+      this.statePersisted.set(key, { at: now, text });
     }
     const p = out.plan;
     // Instances are made and destroyed in parallel (each can take seconds); orders go out in order.
