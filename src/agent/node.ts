@@ -227,7 +227,8 @@ export class NodeAgent {
       clearInterval(heartbeat);
       clearInterval(pinger);
       if (this.#closed) return;
-      setTimeout(() => this.#connect(), this.#backoff.next()).unref();
+      // Not unref'd: this timer is what keeps a node with no connection alive.
+      setTimeout(() => this.#connect(), this.#backoff.next());
     });
   }
 

@@ -145,8 +145,9 @@ export function registerFleetCommands(program: Command, h: FleetCliHelpers): voi
     .option('--token-file <file>', 'a file holding the join token')
     .option('--labels <k=v,...>', 'this node\'s labels (role=api: it takes only api)', parseLabels)
     .option('--address <ip>', 'the address this host\'s instances serve on (default: its first non-loopback address)')
+    .option('--name <name>', 'this host\'s name in `drover nodes` and `status` (default: its hostname)')
     .option('--data-dir <dir>', 'folder for instance folders', '.drover-node')
-    .action(async (o: { join: string; token?: string; tokenFile?: string; labels?: Record<string, string>; address?: string; dataDir: string }) => {
+    .action(async (o: { join: string; token?: string; tokenFile?: string; labels?: Record<string, string>; address?: string; name?: string; dataDir: string }) => {
       let url: URL;
       try {
         url = new URL(o.join);
@@ -165,6 +166,7 @@ export function registerFleetCommands(program: Command, h: FleetCliHelpers): voi
         node = new NodeAgent({
           url: url.origin, token: secret, labels: o.labels ?? {}, dataDir: o.dataDir, logger, agentEnv,
           ...(o.address ? { addresses: [o.address] } : {}),
+          ...(o.name ? { hostname: o.name } : {}),
         });
       } catch (err) {
         throw new CliError(err instanceof Error ? err.message : String(err), 2);

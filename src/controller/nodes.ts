@@ -126,8 +126,10 @@ export class NodeRegistry implements NodeDirectory {
   async reserve(app: string, role: string | null, instanceId: string): Promise<string | undefined> {
     const nodes = (await this.o.store.listNodes({ app })).filter((n) => n.state === 'ready' && this.connected(n.id));
     if (nodes.length === 0) return undefined;
+    const live = await this.o.store.listInstances({ app });
+    // From here on synchronous: two creates of one pass never take the same node.
     const busy = new Set(this.#reserved.values());
-    for (const i of await this.o.store.listInstances({ app })) {
+    for (const i of live) {
       const n = i.providerRef?.node;
       if (typeof n === 'string' && i.destroyedAt === null) busy.add(n);
     }
