@@ -23,6 +23,7 @@ import {
   runComparisonParallel,
   simulate,
   simulateCommand,
+  commandOptions,
   SimInputError,
   syntheticTrace,
   traceOf,
@@ -304,6 +305,28 @@ describe('drover simulate', () => {
       err.length = 0;
       assert.equal(await simulateCommand({ app: join(dir, 'nope.yaml'), trace: traceFile }, io), 1);
       assert.match(err.join(''), /--app: no such file/);
+
+      // The model's knobs: instances truly 20% slower than the policies are told, exact metrics.
+      const opts = commandOptions({ app: appFile, trace: traceFile, capacityFactor: '0.8', queue: 'fluid', noise: false, metricLag: '10s', drain: '20s' });
+      assert.deepEqual([opts.capacityFactor, opts.queueModel, opts.metricNoise, opts.metricLagMs, opts.drainMs], [0.8, 'fluid', false, 10_000, 20_000]);
+      out.length = 0;
+      assert.equal(await simulateCommand({ app: appFile, trace: traceFile, json: true, baselines: 'oracle', capacity: '10', capacityFactor: '0.5', threads: 1 }, io), 0);
+      const slow = JSON.parse(out.join('')) as ComparisonReport;
+      out.length = 0;
+      assert.equal(await simulateCommand({ app: appFile, trace: traceFile, json: true, baselines: 'oracle', capacity: '10', threads: 1 }, io), 0);
+      const right = JSON.parse(out.join('')) as ComparisonReport;
+      const oracleCost = (r: ComparisonReport) => r.rows.find((x) => x.name === 'oracle')!.instanceHours;
+      assert.ok(oracleCost(slow) > oracleCost(right) * 1.5, `the oracle knows instances are half as fast: ${oracleCost(slow)} vs ${oracleCost(right)} instance-hours`);
+      for (const [flags, msg] of [
+        [{ capacityFactor: '0' }, /--capacity-factor: expected a factor greater than 0/],
+        [{ capacityFactor: 'x' }, /--capacity-factor: expected/],
+        [{ queue: 'mm1' }, /--queue: expected erlang or fluid/],
+        [{ metricLag: 'soon' }, /--metric-lag: expected a duration/],
+      ] as const) {
+        err.length = 0;
+        assert.equal(await simulateCommand({ app: appFile, trace: traceFile, ...flags }, io), 1);
+        assert.match(err.join(''), msg);
+      }
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

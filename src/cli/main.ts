@@ -13,7 +13,7 @@ import type { AppSpec, SpecIssue } from '../core/index.js';
 import type { RunningController } from '../controller/index.js';
 import { CliError, Client, findTarget, HttpError } from './client.js';
 import { ago, table } from './format.js';
-import { registerFleetCommands } from './fleet.js';
+import { registerFleetCommands, renderByHost } from './fleet.js';
 
 // Loaded by the commands that need them, not at start: `drover status` or `--version` never
 // pays for the controller, the store, the app-file schema or the logger (bench:startup).
@@ -448,8 +448,10 @@ export function buildProgram(): Command {
     .description('show every app, role and instance')
     .addOption(dataDirOpt())
     .option('--json', 'machine-readable output')
-    .action(async (o: { dataDir: string; json?: boolean }) => {
+    .addOption(new Option('--by <what>', 'group instances by the host they run on').choices(['host']))
+    .action(async (o: { dataDir: string; json?: boolean; by?: 'host' }) => {
       const apps = await listApps(clientFor(o.dataDir));
+      if (o.by === 'host' && !o.json) return out(renderByHost(apps));
       if (o.json) {
         out(JSON.stringify({ apps: apps.map((a) => ({ name: a.name, generation: a.generation, converged: a.converged, deleting: a.deleting, roles: a.roles })) }, null, 2));
       } else out(renderStatus(apps));
@@ -751,6 +753,11 @@ export function buildProgram(): Command {
     .option('--spares <n>', "warm spares for Drover's role (default: the app file's)")
     .option('--slo <spec>', 'wait:500ms (mean wait per minute) or util:0.8', 'wait:500ms')
     .option('--crash-rate <n>', 'instance crashes per instance-hour', '0')
+    .option('--capacity-factor <x>', 'what instances truly serve relative to --capacity (0.8: 20% slower than the policies are told)', '1')
+    .option('--queue <model>', 'erlang (waits grow before saturation) or fluid (nobody waits below 100%)', 'erlang')
+    .option('--no-noise', 'exact metrics (by default each carries the sampling noise of one scrape)')
+    .option('--metric-lag <duration>', 'age of a sample when a policy can first read it', '5s')
+    .option('--drain <duration>', "how long a draining instance is billed (default: the role's drainTimeout)")
     .option('--seed <n>', 'random seed (same seed, same report)', '1')
     .option('--tick <duration>', 'simulation step', '15s')
     .option('--baselines <list>', 'comma-separated subset of oracle,fixed,threshold,hpa,aws')

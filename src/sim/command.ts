@@ -37,6 +37,16 @@ export interface SimulateCommandOptions {
   readonly start?: string;
   /** Crashes per instance-hour. @default 0 */
   readonly crashRate?: string | number;
+  /** What instances truly serve relative to `capacity` (0.8: 20% slower than the policies are told). @default 1 */
+  readonly capacityFactor?: string | number;
+  /** `erlang` (waits grow before saturation) or `fluid`. @default erlang */
+  readonly queue?: string;
+  /** commander's `--no-noise`: metrics exact instead of carrying one scrape's sampling noise. @default true */
+  readonly noise?: boolean;
+  /** Age of a sample when a policy can first read it. @default 5s */
+  readonly metricLag?: string;
+  /** How long a draining instance is billed after its drain order. @default the role's drainTimeout */
+  readonly drain?: string;
   /** Comma-separated subset of oracle,fixed,threshold,hpa,aws. @default all */
   readonly baselines?: string;
   /** Add a `drover+forecast` row: the role's demand policy with the predictive forecast. */
@@ -84,6 +94,11 @@ export function resolveTrace(spec: string): Trace {
   return loadTrace(spec);
 }
 
+function queueModel(v: string): 'erlang' | 'fluid' {
+  if (v === 'erlang' || v === 'fluid') return v;
+  throw new SimInputError('--queue', `expected erlang or fluid, got ${JSON.stringify(v)}`);
+}
+
 /** The comparison options the flags describe; throws SimInputError naming a bad flag. */
 export function commandOptions(o: SimulateCommandOptions): ComparisonOptions {
   const baselines = o.baselines === undefined ? BASELINES : o.baselines.split(',').map((b) => b.trim()).filter(Boolean);
@@ -104,6 +119,13 @@ export function commandOptions(o: SimulateCommandOptions): ComparisonOptions {
     ...(o.timeout !== undefined ? { timeoutMs: parseDuration(o.timeout, '--timeout') } : {}),
     ...(o.start !== undefined ? { startMs: parseDuration(o.start, '--start') } : {}),
     crashRate: number(o.crashRate, '--crash-rate', 0, (n) => n >= 0, 'crashes per instance-hour, a number >= 0'),
+    ...(o.capacityFactor !== undefined
+      ? { capacityFactor: number(o.capacityFactor, '--capacity-factor', 1, (n) => n > 0 && n <= 10, 'a factor greater than 0 and at most 10 (0.8: instances 20% slower than --capacity)') }
+      : {}),
+    ...(o.queue !== undefined ? { queueModel: queueModel(o.queue) } : {}),
+    ...(o.noise === false ? { metricNoise: false } : {}),
+    ...(o.metricLag !== undefined ? { metricLagMs: parseDuration(o.metricLag, '--metric-lag') } : {}),
+    ...(o.drain !== undefined ? { drainMs: parseDuration(o.drain, '--drain') } : {}),
     baselines: baselines as BaselineName[],
     variants,
   };
