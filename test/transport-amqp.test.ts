@@ -110,6 +110,11 @@ test('amqp: an agent\'s broker user reads only its own queue and publishes only 
   await until('the forged join to be refused', async () => suspicious.some((r) => /failed to prove the instance key/.test(r)) || undefined, 10_000, 50);
   assert.ok(!transport.isConnected('lp-b'));
 
+  // A, under its own routing key, says hello as B: refused before any challenge.
+  const chA = await a.createConfirmChannel();
+  chA.publish(AMQP_NAMES.agentsExchange, 'lp-a.hello', Buffer.from(JSON.stringify({ type: 'hello', protocol: 2, instanceId: 'lp-b', epoch: 1, nonce })), { headers: { session: 'as-b' } });
+  await until('the hello as another instance to be refused', async () => suspicious.some((r) => r === 'a hello for instance lp-b sent as lp-a') || undefined, 10_000, 50);
+
   // Destroyed: B's user and queue are gone, and its credentials open nothing.
   await transport.deprovision('lp-b');
   const users = (await broker.api('GET', '/api/users')) as { name: string }[];

@@ -332,6 +332,7 @@ export class AmqpTransport implements ControllerTransport {
   #carrier(id: string, sid: string): SessionCarrier {
     return {
       remote: 'amqp',
+      instanceId: id,
       plain: (msg) => this.#publish(id, sid, 'plain', JSON.stringify(msg)),
       sealed: (frame) => this.#publish(id, sid, 'frame', frame),
       end: (why, reason) => {

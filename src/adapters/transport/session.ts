@@ -31,6 +31,11 @@ export interface SessionCarrier {
   /** The agent joined and was accepted: the carrier now delivers this session's orders. */
   joined(session: ControllerSession): void;
   readonly remote: string | undefined;
+  /**
+   * The instance the carrier already knows the peer speaks for (amqp: the routing key, which the
+   * broker lets only that instance's user publish under). A hello naming another is refused.
+   */
+  readonly instanceId?: string;
 }
 
 export class ControllerSession {
@@ -154,6 +159,12 @@ export class ControllerSession {
       return;
     }
     const h = hello.message;
+    if (this.carrier.instanceId !== undefined && h.instanceId !== this.carrier.instanceId) {
+      this.#instanceId = this.carrier.instanceId;
+      this.suspicious(`a hello for instance ${h.instanceId} sent as ${this.carrier.instanceId}`);
+      this.#end('badMessage', 'bad message');
+      return;
+    }
     if (h.protocol !== PROTOCOL_VERSION) {
       this.carrier.plain({ type: 'refused', reason: `protocol ${h.protocol} is not spoken here (controller speaks ${PROTOCOL_VERSION})` });
       this.#end('refused', 'refused');
