@@ -179,3 +179,31 @@ export function registerFleetCommands(program: Command, h: FleetCliHelpers): voi
       if (exit.reason === 'refused') throw new CliError(`drover agent: ${exit.message}`, 3);
     });
 }
+
+/** What `drover status --by host` needs of an app. */
+export interface HostView {
+  readonly name: string;
+  readonly roles: readonly {
+    readonly name: string;
+    readonly instances: readonly { id: string; state: string; address: string | null; startedAt: string | null; agent?: { pid: number | null; host: string } }[];
+  }[];
+}
+
+/** `drover status --by host`: every instance under the host it runs on. */
+export function renderByHost(apps: readonly HostView[], now = Date.now()): string {
+  const byHost = new Map<string, string[][]>();
+  for (const a of apps) {
+    for (const r of a.roles) {
+      for (const i of r.instances) {
+        const host = i.agent?.host ?? (i.address?.split(':')[0] || '-');
+        const rows = byHost.get(host) ?? [];
+        rows.push([`  ${a.name}/${r.name}`, i.id, i.state, i.address ?? '-', i.agent?.pid ? String(i.agent.pid) : '-', i.startedAt ? ago(i.startedAt, now) : '-']);
+        byHost.set(host, rows);
+      }
+    }
+  }
+  if (byHost.size === 0) return 'no instances';
+  const rows: string[][] = [['HOST / ROLE', 'INSTANCE', 'STATE', 'ADDRESS', 'AGENT PID', 'UP']];
+  for (const [host, list] of [...byHost].sort(([x], [y]) => x.localeCompare(y))) rows.push([host, '', '', '', '', `${list.length} instance(s)`], ...list);
+  return table(rows);
+}

@@ -156,18 +156,34 @@ export class NodeRegistry implements NodeDirectory {
       this.#reserved.delete(req.instanceId);
       throw new Error(`node ${nodeId} (${node.hostname}) could not start it: ${m.type === 'startFailed' ? m.reason : 'no answer'}`);
     }
+    await this.o.record({
+      app: req.app, role: req.role, instance: req.instanceId, kind: 'node.assigned',
+      message: `${req.instanceId} (${req.role ?? 'spare'}) placed on node ${nodeId} (host ${node.hostname}, ${m.ip}:${m.port})`,
+      data: { node: nodeId, host: node.hostname, ip: m.ip, port: m.port },
+    });
     return { ip: m.ip, port: m.port, workdir: m.workdir, providerRef: { node: nodeId, host: node.hostname, pid: m.pid, port: m.port } };
   }
 
   async stop(nodeId: string, instanceId: string): Promise<void> {
     this.#reserved.delete(instanceId);
     const c = this.#conns.get(nodeId);
+    const node = await this.o.store.getNode(nodeId);
+    const release = (how: string) =>
+      this.o.record({
+        app: node?.app ?? null, role: null, instance: instanceId, kind: 'node.released',
+        message: `node ${nodeId}${node ? ` (host ${node.hostname})` : ''}: ${instanceId} ${how}; the node is back in the pool`,
+        data: { node: nodeId, host: node?.hostname ?? null },
+      });
     // Out of reach: told when it is back (its report lists the instance, which is gone by then).
-    if (!c || !this.connected(nodeId)) return;
+    if (!c || !this.connected(nodeId)) {
+      await release('is stopped and its folder removed when the node is back in reach');
+      return;
+    }
     const answer = this.#await(instanceId, STOP_TIMEOUT_MS);
     this.#send(c, { type: 'stop', instanceId });
-    await answer;
+    const m = await answer;
     c.running.delete(instanceId);
+    await release(m.type === 'stopped' ? 'stopped, its folder removed' : 'did not confirm its stop in time; it is stopped when the node next reports it');
   }
 
   runs(nodeId: string, instanceId: string): boolean {

@@ -59,6 +59,10 @@ export const EventKind = {
   securityReport: 'security.report',
   /** A host joined an app's pool with a join token (`drover agent --join`): its node id, hostname, addresses, labels. */
   nodeJoined: 'node.joined',
+  /** An instance was placed on a joined node: the node, its host name and address. */
+  nodeAssigned: 'node.assigned',
+  /** A node's instance was destroyed: its agent and role stopped, its folder removed, the node back in the pool (told when it is back, if out of reach). */
+  nodeReleased: 'node.released',
   /** A join was refused: the reason (unknown, wrong, expired, used-up or revoked token) for the operator; the node was told only "refused". */
   securityJoin: 'security.join',
   /** A tenant got a seat on an instance (`add` follows once the instance serves). */
