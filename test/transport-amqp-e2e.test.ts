@@ -42,6 +42,9 @@ test('amqp transport end to end: per-instance broker users; a broker restart und
     rmSync(dir, { recursive: true, force: true });
   });
   writeFileSync(join(dir, 'drover.yaml'), APP);
+  // As `drover controller` gets it: in the environment, which agents and roles must not inherit.
+  process.env.DROVER_TRANSPORT_URL = broker.url;
+  t.after(() => delete process.env.DROVER_TRANSPORT_URL);
   const server = (holder.server = await startServer({
     dataDir: join(dir, '.drover'), port: await freePort(), logger: pino({ level: process.env.E2E_LOG ?? 'silent' }), heartbeatMs: 500,
     transportUrl: broker.url, transportManagementUrl: broker.managementUrl,
@@ -57,6 +60,16 @@ test('amqp transport end to end: per-instance broker users; a broker restart und
   };
   const first = await until('serving over amqp, every agent present', () => settled(1), 60_000, 200);
   const webUrl = first.web[0]!.exports!.url!;
+
+  // The controller's broker password is in no agent's or role's environment or command line; an agent's own is not either.
+  assert.ok(processesWithEnv(dir).length >= 4, 'agents and roles found');
+  assert.deepEqual(processesWithEnv(broker.admin.password), [], "no process of the app has the controller's broker password in its environment");
+  for (const pid of processesWithEnv(dir)) {
+    const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+    assert.ok(!cmdline.includes(broker.admin.password) && !cmdline.includes('drover-agent-'), `no broker credentials on the command line of ${pid}`);
+    const environ = readFileSync(`/proc/${pid}/environ`, 'utf8');
+    assert.ok(!environ.includes('amqp://'), `no broker URL in the environment of ${pid}`);
+  }
 
   // Each instance has its own broker user and queue.
   const users = ((await broker.api('GET', '/api/users')) as { name: string }[]).map((u) => u.name);
