@@ -142,17 +142,32 @@ test('amqp: a controller whose broker is not up yet keeps trying and connects on
   // The broker comes up on that port (a TCP proxy to the node; the controller's user made on it).
   await broker.api('PUT', '/api/users/u', { password: 'p', tags: 'administrator' });
   await broker.api('PUT', '/api/permissions/%2F/u', { configure: '.*', write: '.*', read: '.*' });
+  const sockets = new Set<net.Socket>();
   const proxy = net.createServer((c) => {
     const up = net.connect(broker.port, '127.0.0.1');
+    sockets.add(c).add(up);
     c.pipe(up).pipe(c);
     c.on('error', () => up.destroy());
     up.on('error', () => c.destroy());
   });
-  await new Promise<void>((resolve) => proxy.listen(port, '127.0.0.1', resolve));
+  const listen = () => new Promise<void>((resolve) => proxy.listen(port, '127.0.0.1', resolve));
+  await listen();
   t.after(() => new Promise<void>((resolve) => proxy.close(() => resolve())));
   await until('the controller to connect', async () => transport.brokerConnected || undefined, 10_000, 50);
   await until("the agent's user to be made", async () => ((await broker.api('GET', '/api/users')) as { name: string }[]).some((u) => u.name === 'drover-agent-x-1') || undefined, 10_000, 100);
   const agent = await amqp.connect(url.replace(`:${port}`, `:${broker.port}`));
   await agent.close();
+
+  // The broker goes away again: destroying the instance does not fail, and its queue goes once the broker is back.
+  await new Promise<void>((resolve) => {
+    proxy.close(() => resolve());
+    for (const s of sockets) s.destroy();
+  });
+  await until('the controller to notice', async () => !transport.brokerConnected || undefined, 10_000, 50);
   await transport.deprovision('x-1');
+  const queues = async () => ((await broker.api('GET', '/api/queues')) as { name: string }[]).map((q) => q.name);
+  assert.ok((await queues()).includes('drover.agent.x-1'), 'the queue waits for the broker');
+  await listen();
+  await until('the queue to be deleted once the broker is back', async () => !(await queues()).includes('drover.agent.x-1') || undefined, 15_000, 100);
+  assert.ok(!((await broker.api('GET', '/api/users')) as { name: string }[]).some((u) => u.name === 'drover-agent-x-1'));
 });

@@ -124,12 +124,12 @@ export class AmqpTransport implements ControllerTransport {
   readonly #chains = new Map<string, { chain: Promise<void>; queued: number }>();
   /** Sessions already told they are unknown (one refusal each). */
   readonly #told = new Set<string>();
-  /** Instances whose queues this controller made, re-declared after a reconnect; and those to delete. */
+  /** Instances whose queues this controller made, re-declared after a reconnect; and those whose user and queue are still to delete. */
   readonly #instances = new Set<string>();
   readonly #toDelete = new Set<string>();
   /** Agents' users still to make (the broker was away when their instance was made): id → password. */
   readonly #unmade = new Map<string, string>();
-  #retryUnmade?: NodeJS.Timeout;
+  #retryTimer?: NodeJS.Timeout;
   #conn?: ChannelModel;
   #ch?: ConfirmChannel;
   #connectedAt = 0;
@@ -246,16 +246,12 @@ export class AmqpTransport implements ControllerTransport {
       await ch.assertQueue(AMQP_NAMES.controllerQueue, { durable: true, arguments: CONTROLLER_QUEUE_ARGS });
       await ch.bindQueue(AMQP_NAMES.controllerQueue, AMQP_NAMES.agentsExchange, '#');
       for (const id of this.#instances) await ch.assertQueue(AMQP_NAMES.agentQueue(id), { durable: true, arguments: AGENT_QUEUE_ARGS });
-      for (const id of [...this.#toDelete]) {
-        await ch.deleteQueue(AMQP_NAMES.agentQueue(id));
-        this.#toDelete.delete(id);
-      }
       await ch.prefetch(this.#o.prefetch);
       await ch.consume(AMQP_NAMES.controllerQueue, (m) => this.#delivery(ch, m), { noAck: false });
       this.#conn = conn;
       this.#ch = ch;
       this.#connectedAt = Date.now();
-      void this.#makeUnmade();
+      void this.#retryPending();
     } catch (err) {
       await conn.close().catch(() => undefined);
       throw err;
@@ -431,7 +427,7 @@ export class AmqpTransport implements ControllerTransport {
       // and the agent, retrying with backoff, gets in then. The instance is made now regardless.
       this.#log.warn({ instance: instanceId, err: errorText(err) }, "cannot make the agent's broker user and queue yet; will once the broker is back");
       this.#unmade.set(instanceId, password);
-      this.#scheduleUnmade();
+      this.#scheduleRetry();
     }
     const agentUrl = new URL(this.#url.toString());
     agentUrl.username = encodeURIComponent(AMQP_NAMES.agentUser(instanceId));
@@ -460,16 +456,17 @@ export class AmqpTransport implements ControllerTransport {
     });
   }
 
-  #scheduleUnmade(): void {
-    if (this.#retryUnmade || this.#closed) return;
-    this.#retryUnmade = setTimeout(() => {
-      this.#retryUnmade = undefined;
-      void this.#makeUnmade();
+  #scheduleRetry(): void {
+    if (this.#retryTimer || this.#closed) return;
+    this.#retryTimer = setTimeout(() => {
+      this.#retryTimer = undefined;
+      void this.#retryPending();
     }, 2000);
-    this.#retryUnmade.unref();
+    this.#retryTimer.unref();
   }
 
-  async #makeUnmade(): Promise<void> {
+  /** Users and queues still to make or delete (the broker was away), in the background. */
+  async #retryPending(): Promise<void> {
     for (const [id, password] of [...this.#unmade]) {
       if (this.#closed) return;
       try {
@@ -477,19 +474,44 @@ export class AmqpTransport implements ControllerTransport {
         if (this.#unmade.get(id) === password) this.#unmade.delete(id);
         this.#log.info({ instance: id }, "made the agent's broker user and queue");
       } catch {
-        this.#scheduleUnmade();
+        this.#scheduleRetry();
+        return;
+      }
+    }
+    for (const id of [...this.#toDelete]) {
+      if (this.#closed) return;
+      try {
+        await this.#remove(id);
+        this.#toDelete.delete(id);
+        this.#log.info({ instance: id }, "deleted the agent's broker user and queue");
+      } catch {
+        this.#scheduleRetry();
         return;
       }
     }
   }
 
-  /** Deletes an instance's broker user (closing its connections) and its queue. Idempotent. */
+  /**
+   * Deletes an instance's broker user (and its connections) and its queue. Idempotent, and never
+   * fails the destroy: while the broker or its API is away the deletion is retried until done.
+   */
   async deprovision(instanceId: string): Promise<void> {
     if (!ID.test(instanceId)) return;
     this.#instances.delete(instanceId);
     this.#unmade.delete(instanceId);
     const j = this.#joined.get(instanceId);
     if (j) this.#drop(instanceId, j.sid);
+    try {
+      await this.#remove(instanceId);
+      this.#toDelete.delete(instanceId);
+    } catch (err) {
+      this.#log.warn({ instance: instanceId, err: errorText(err) }, "cannot delete the agent's broker user and queue yet; will once the broker is back");
+      this.#toDelete.add(instanceId);
+      this.#scheduleRetry();
+    }
+  }
+
+  async #remove(instanceId: string): Promise<void> {
     const user = AMQP_NAMES.agentUser(instanceId);
     await this.#api('DELETE', `/api/users/${encodeURIComponent(user)}`, undefined, [404]);
     // Deleting a user does not end its open connections in every RabbitMQ version: end them.
@@ -498,16 +520,8 @@ export class AmqpTransport implements ControllerTransport {
       if (c.user === user) await this.#api('DELETE', `/api/connections/${encodeURIComponent(c.name)}`, undefined, [404]);
     }
     const ch = this.#ch;
-    if (!ch) {
-      this.#toDelete.add(instanceId);
-      return;
-    }
-    try {
-      await ch.deleteQueue(AMQP_NAMES.agentQueue(instanceId));
-    } catch (err) {
-      this.#toDelete.add(instanceId);
-      throw err;
-    }
+    if (!ch) throw new AmqpTransportError(`the broker at ${this.describe} is not connected`);
+    await ch.deleteQueue(AMQP_NAMES.agentQueue(instanceId));
   }
 
   /** One call to the management API as the controller's user. */
@@ -541,7 +555,7 @@ export class AmqpTransport implements ControllerTransport {
   async close(): Promise<void> {
     this.#closed = true;
     this.#presence.stop();
-    clearTimeout(this.#retryUnmade);
+    clearTimeout(this.#retryTimer);
     this.#wake?.();
     for (const j of this.#joined.values()) j.session.close();
     for (const p of this.#pending.values()) p.session.close();
