@@ -4,6 +4,10 @@
  * ```ts
  * const transport = new EmbeddedTransport(handlers, heartbeatMs);
  * await transport.register(fastifyApp); // agents connect to ws://host:port/v1/agent
+ *
+ * const amqp = new AmqpTransport(handlers, heartbeatMs, { url: 'amqp://drover:…@mq:5672/drover' });
+ * await amqp.start(); // keeps reconnecting in the background
+ * const agentUrl = await amqp.provision('i-1'); // the agent's own broker user: hand it over privately
  * ```
  *
  * Every transport runs the same handshake and sealed frames (session.ts) and passes the same

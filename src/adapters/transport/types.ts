@@ -1,8 +1,9 @@
 /**
  * Controller side of a transport: carries orders to agents and their reports back. The embedded
- * transport accepts agents' WebSocket connections on the controller's own HTTP server; an AMQP
- * transport would do the same through RabbitMQ queues. Either way the handshake and the sealed
- * frames of core/auth.ts run end to end between the controller and each agent.
+ * transport accepts agents' WebSocket connections on the controller's own HTTP server; the amqp
+ * transport does the same through RabbitMQ queues. Either way the handshake and the sealed
+ * frames of core/auth.ts run end to end between the controller and each agent (session.ts), and
+ * an agent is present only while its heartbeats arrive.
  */
 import type { FastifyInstance } from 'fastify';
 import type { AgentMessage, AgentStatus, ControllerMessage, Vitals } from '../../core/index.js';
