@@ -171,3 +171,35 @@ test('amqp: a controller whose broker is not up yet keeps trying and connects on
   await until('the queue to be deleted once the broker is back', async () => !(await queues()).includes('drover.agent.x-1') || undefined, 15_000, 100);
   assert.ok(!((await broker.api('GET', '/api/users')) as { name: string }[]).some((u) => u.name === 'drover-agent-x-1'));
 });
+
+test('amqp: after a controller restart its agents are told their session is unknown and join the new controller', { skip, timeout: 60_000 }, async (t) => {
+  const key = 'r'.repeat(40);
+  let joins = 0;
+  const handlers = {
+    keyFor: async (id: string) => (id === 'rs-1' ? key : undefined), onJoin: async () => ((joins += 1), { accept: true as const }), onStatus: async () => undefined,
+    onConnect: async () => undefined, onAck: async () => undefined, onLog: () => undefined, onDisconnect: () => undefined,
+  };
+  const opts = { url: broker.url, managementUrl: broker.managementUrl, reconnectMinMs: 50, reconnectMaxMs: 500 };
+  const first = new AmqpTransport(handlers, 200, opts);
+  await first.start();
+  const url = await first.provision('rs-1');
+  const welcomes: number[] = [];
+  const link = new AmqpAgentTransport({ url, instanceId: 'rs-1', key, epoch: 1, logger: pino({ level: 'silent' }), reconnectMinMs: 50, reconnectMaxMs: 400, handshakeTimeoutMs: 3000 });
+  link.start({
+    join: () => ({ type: 'join', pid: process.pid, status: { state: 'spare', restarts: 0 }, applied: [] }),
+    message: (m) => void (m.type === 'welcome' && welcomes.push(Date.now())),
+    down: () => undefined,
+  });
+  t.after(() => link.close('test over'));
+  const beat = setInterval(() => void link.send({ type: 'status', status: { state: 'spare', restarts: 0 } }), 200);
+  t.after(() => clearInterval(beat));
+  await until('welcomed by the first controller', async () => welcomes.length === 1 || undefined, 15_000, 20);
+  await first.close();
+  const second = new AmqpTransport(handlers, 200, opts);
+  await second.start();
+  t.after(() => second.close());
+  await until('welcomed by the restarted controller', async () => welcomes.length >= 2 || undefined, 15_000, 20);
+  await until('present again', async () => second.isConnected('rs-1') || undefined, 5000, 20);
+  assert.equal(joins, 2);
+  await second.deprovision('rs-1');
+});
