@@ -22,6 +22,7 @@ test('labels, durations and the join token are checked, naming where the token c
   assert.throws(() => joinToken({}, {}), /--token-file FILE, env DROVER_JOIN_TOKEN, or --token/);
   assert.throws(() => joinToken({}, { DROVER_JOIN_TOKEN: 'nope' }), /DROVER_JOIN_TOKEN: not a join token/);
   assert.throws(() => joinToken({ tokenFile: '/nonexistent/token' }, {}), /--token-file \/nonexistent\/token: ENOENT/);
+  assert.throws(() => joinToken({ tokenFile: '/dev/null' }, { DROVER_JOIN_TOKEN: tok }), /--token-file \/dev\/null: the file is empty/);
 });
 
 test('status --by host puts every instance under its host', () => {

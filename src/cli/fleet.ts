@@ -71,6 +71,7 @@ export function joinToken(o: { token?: string; tokenFile?: string }, env: NodeJS
     } catch (err) {
       throw new CliError(`--token-file ${o.tokenFile}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`, 2);
     }
+    if (!t) throw new CliError(`--token-file ${o.tokenFile}: the file is empty`, 2);
   } else t = env.DROVER_JOIN_TOKEN?.trim() || o.token?.trim();
   if (!t) throw new CliError('--join needs a join token: --token-file FILE, env DROVER_JOIN_TOKEN, or --token T (`drover token create` makes one)', 2);
   if (!/^drj\.[0-9a-f]{16}\.[A-Za-z0-9_-]{43}$/.test(t)) throw new CliError(`${o.tokenFile ? '--token-file' : env.DROVER_JOIN_TOKEN ? 'DROVER_JOIN_TOKEN' : '--token'}: not a join token (drj.<id>.<secret>)`, 2);
@@ -176,7 +177,7 @@ export function registerFleetCommands(program: Command, h: FleetCliHelpers): voi
       process.once('SIGTERM', stop);
       process.once('SIGINT', stop);
       const exit = await node.run();
-      if (exit.reason === 'refused') throw new CliError(`drover agent: ${exit.message}`, 3);
+      if (exit.reason === 'refused') throw new CliError(exit.message, 3);
     });
 }
 
