@@ -143,6 +143,8 @@ test('three namespaced hosts: a partitioned api host is replaced on the spare wh
   // Heal: the old agent comes back, is refused, and its role process goes.
   host.heal();
   await until('the old instance has no process left', async () => (processesOfInstance(victim.id).length === 0 ? true : undefined), 30_000);
+  // Its port on the healed host answers no more: the role process is gone, not just unlisted.
+  await assert.rejects(fetch(`http://${victim.address!}/`, { signal: AbortSignal.timeout(2000) }), 'the old role does not answer on its host');
   await until('its host back in the pool', async () => ((await nodes()).find((n) => n.addresses[0] === host.ip)?.state === 'idle' ? true : undefined), 30_000)
     .catch(async (err: unknown) => assert.fail(`${String(err)}\n${JSON.stringify(await nodes())}\n${logs.join('')}`));
   running = false;
