@@ -83,6 +83,7 @@ export class NodeRegistry implements NodeDirectory {
   readonly #waiters = new Map<string, Waiter>();
   readonly #timer: NodeJS.Timeout;
   readonly #seenWritten = new Map<string, number>();
+  readonly #refusalsSeen = new Map<string, number>();
 
   constructor(private readonly o: NodeRegistryOptions) {
     this.#timer = setInterval(() => this.#sweep(), o.heartbeatMs);
@@ -225,8 +226,18 @@ export class NodeRegistry implements NodeDirectory {
 
   #refuseJoin(socket: WebSocket, reason: string, remote: string | undefined, tokenId: string | null): void {
     this.o.log.warn({ remote, tokenId }, `node join refused: ${reason}`);
+    // One event per peer and kind of refusal a minute: a flood of bad joins cannot flood the event log.
+    const key = `${remote ?? '-'}|${reason.replace(/[0-9a-f]{16}/g, '').replace(/\(.*\)/, '')}`;
+    const now = Date.now();
+    if ((this.#refusalsSeen.get(key) ?? -Infinity) > now - 60_000) return this.#sendRefused(socket);
+    if (this.#refusalsSeen.size > 1000) this.#refusalsSeen.clear();
+    this.#refusalsSeen.set(key, now);
     void this.o.record({ app: null, role: null, instance: null, kind: 'security.join', message: `node join${remote ? ` from ${remote}` : ''} refused: ${reason}`, data: { tokenId } })
       .catch(() => undefined);
+    this.#sendRefused(socket);
+  }
+
+  #sendRefused(socket: WebSocket): void {
     const msg: NodePlainMessage = { type: 'refused', reason: JOIN_REFUSED };
     if (socket.readyState === socket.OPEN) socket.send(JSON.stringify(msg));
     socket.close(4004, 'refused');
