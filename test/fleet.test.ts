@@ -112,7 +112,8 @@ test('three namespaced hosts: a partitioned api host is replaced on the spare wh
   const traffic = (async () => {
     while (running) {
       try {
-        const r = await fetch(front, { signal: AbortSignal.timeout(2000) });
+        // Longer than the balancer's connect timeout (2 s), after which it retries on another member.
+        const r = await fetch(front, { signal: AbortSignal.timeout(6000) });
         if (r.ok) {
           ok++;
           answered.add((await r.text()).trim());
