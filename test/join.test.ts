@@ -10,7 +10,7 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
-import { WebSocketServer, type WebSocket } from 'ws';
+import { WebSocket, WebSocketServer } from 'ws';
 import { startServer } from '../src/controller/index.js';
 import { NodeAgent } from '../src/agent/index.js';
 import { boxKey, boxOpen, newJoinToken } from '../src/core/index.js';
@@ -136,6 +136,14 @@ roles:
     return x?.instance?.role === 'web' ? x : undefined;
   }, 30_000);
   assert.deepEqual(node.labels, { zone: 'a', role: 'web' }, "the token's labels and the node's own");
+  // Someone who knows the node id but not its key changes nothing by saying hello as it.
+  const impostor = new WebSocket(h.server.url.replace(/^http/, 'ws') + '/v1/node');
+  await new Promise((r) => impostor.once('open', r));
+  impostor.send(JSON.stringify({ type: 'nodeHello', protocol: 1, nodeId: node.id, nonce: 'n'.repeat(43), addresses: ['10.66.66.66'] }));
+  await new Promise((r) => impostor.once('message', r)); // the challenge, which it cannot answer
+  impostor.send('{"s":1,"m":"{}","h":"AAAA"}');
+  await new Promise((r) => impostor.once('close', r));
+  assert.deepEqual((await h.api<{ nodes: NodeOut[] }>('GET', '/v1/nodes')).nodes[0]!.addresses, ['127.0.0.1'], 'an unproven hello changes no address');
   const inst = await until('web serving on the node', async () => {
     const { instances } = await h.api<{ instances: { id: string; state: string; exports: Record<string, string>; agent: { host: string } }[] }>('GET', '/v1/instances?role=web');
     return instances.find((i) => i.id === node.instance!.id && i.state === 'serving');

@@ -302,9 +302,9 @@ export class NodeRegistry implements NodeDirectory {
           this.#refuseJoin(socket, node ? `node ${node.id} is ${node.state}` : `unknown node ${h.data.nodeId}`, remote, null);
           return;
         }
+        // The addresses it claims count only once it has proved its key (its first sealed report carries them).
         phase = sealedPhase(node.id, node.nodeKey, h.data.nonce, controllerNonce);
         plain({ type: 'challenge', nonce: controllerNonce, proof: controllerProof({ key: node.nodeKey, instanceId: node.id, epoch: 0, agentNonce: h.data.nonce, controllerNonce }) });
-        if (JSON.stringify(node.addresses) !== JSON.stringify(h.data.addresses)) await this.o.store.updateNode(node.id, { addresses: h.data.addresses });
         return;
       }
       if (phase.kind === 'joinProof') {
@@ -354,6 +354,9 @@ export class NodeRegistry implements NodeDirectory {
         this.#send(s.conn, { type: 'welcome', heartbeatMs: this.o.heartbeatMs });
         this.o.log.info({ node: s.nodeId, remote }, 'node connected');
         const node = await this.o.store.getNode(s.nodeId);
+        if (node && m.data.type === 'report' && JSON.stringify(node.addresses) !== JSON.stringify(m.data.addresses)) {
+          await this.o.store.updateNode(node.id, { addresses: m.data.addresses });
+        }
         if (node) this.o.enqueue(node.app);
       }
       await this.#onMessage(s.nodeId, s.conn, m.data);
