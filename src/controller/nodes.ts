@@ -415,6 +415,8 @@ export class NodeRegistry implements NodeDirectory {
       case 'started':
       case 'startFailed':
       case 'stopped':
+        // Only answers to what this controller asked: a node cannot make up instances.
+        if (!this.#waiters.has(m.instanceId)) return;
         this.#waiters.get(m.instanceId)?.resolve(m);
         if (m.type === 'started') c.running.set(m.instanceId, { port: m.port, pid: m.pid });
         if (m.type === 'stopped') c.running.delete(m.instanceId);
