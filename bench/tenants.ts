@@ -74,6 +74,14 @@ async function signUp(server: RunningController, app: string, name: string): Pro
 
 const dir = mkdtempSync(join(tmpdir(), 'drover-bench-tenants-'));
 const server = await startServer({ dataDir: join(dir, '.drover'), port: 0, logger: pino({ level: 'silent' }), heartbeatMs: 500 });
+// Stopped from outside (Ctrl-C, a timeout): its instances go too, not left running.
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(signal, () => {
+    killAll(processesWithEnv(dir));
+    rmSync(dir, { recursive: true, force: true });
+    process.exit(130);
+  });
+}
 const api = apiClient(server);
 const rows: string[][] = [];
 try {
