@@ -73,7 +73,7 @@ async function signUp(server: RunningController, app: string, name: string): Pro
 }
 
 const dir = mkdtempSync(join(tmpdir(), 'drover-bench-tenants-'));
-const server = await startServer({ dataDir: join(dir, '.drover'), port: 0, logger: pino({ level: 'silent' }), heartbeatMs: 500 });
+const server = await startServer({ dataDir: join(dir, '.drover'), port: 0, logger: pino({ level: 'silent' }), heartbeatMs: 1000 });
 // Stopped from outside (Ctrl-C, a timeout): its instances go too, not left running.
 for (const signal of ['SIGINT', 'SIGTERM'] as const) {
   process.once(signal, () => {
