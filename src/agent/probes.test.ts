@@ -137,3 +137,16 @@ async function waitFor(cond: () => boolean, timeoutMs = 3000): Promise<void> {
     await sleep(10);
   }
 }
+
+void test("http and tcp probes target the instance's own address: a role listening elsewhere is not healthy", async (t) => {
+  // 127.0.0.2 is loopback too on Linux: one server on each, each probe sees only its own.
+  const server = http.createServer((_req, res) => res.end('x'));
+  await new Promise<void>((r) => server.listen(0, '127.0.0.2', r));
+  t.after(() => server.close());
+  const port = (server.address() as net.AddressInfo).port;
+  const at = (host: string): ProbeTarget => ({ host, port, env: process.env, cwd: tmpdir() });
+  assert.deepEqual(await probe(spec({ http: '/' }), at('127.0.0.2')), { ok: true });
+  assert.deepEqual(await probe(spec({ tcp: true }), at('127.0.0.2')), { ok: true });
+  assert.equal((await probe(spec({ http: '/' }), at('127.0.0.1'))).ok, false, 'nothing listens on 127.0.0.1:port');
+  assert.equal((await probe(spec({ tcp: true }), at('127.0.0.1'))).ok, false);
+});

@@ -9,7 +9,12 @@ import { trackAgentSocket } from './procfs.js';
 import { runScript } from './script.js';
 
 export interface ProbeTarget {
-  /** The role's port, probed on 127.0.0.1. */
+  /**
+   * The instance's address (`${ip}`: where the others reach it), probed like Kubernetes probes
+   * a pod's IP: a role that only listens on another address is not healthy. @default 127.0.0.1
+   */
+  readonly host?: string;
+  /** The role's port. */
   readonly port: number;
   /** Environment and working directory of `exec` probes (the role's own). */
   readonly env: NodeJS.ProcessEnv;
@@ -24,19 +29,19 @@ const OK: ProbeResult = { ok: true };
 
 /** Runs the check of `spec` once; never rejects. */
 export function probe(spec: HealthSpec, target: ProbeTarget, signal?: AbortSignal): Promise<ProbeResult> {
-  if (spec.http !== undefined) return probeHttp(target.port, spec.http, spec.timeoutMs);
+  if (spec.http !== undefined) return probeHttp(target.port, spec.http, spec.timeoutMs, target.host);
   if (spec.exec !== undefined) return probeExec(spec.exec, target, spec.timeoutMs, signal);
-  if (spec.tcp) return probeTcp(target.port, spec.timeoutMs);
+  if (spec.tcp) return probeTcp(target.port, spec.timeoutMs, target.host);
   return Promise.resolve({ ok: false, reason: 'health check has no http, tcp or exec' });
 }
 
-/** GET http://127.0.0.1:port/path; 2xx and 3xx are healthy. */
-export function probeHttp(port: number, path: string, timeoutMs: number): Promise<ProbeResult> {
+/** GET http://host:port/path; 2xx and 3xx are healthy. */
+export function probeHttp(port: number, path: string, timeoutMs: number, host = '127.0.0.1'): Promise<ProbeResult> {
   return new Promise((resolve) => {
     const p = path.startsWith('/') ? path : `/${path}`;
     // agent: false: a pooled keep-alive socket would outlive the check and could hide a server
     // that no longer accepts connections.
-    const req = http.get({ host: '127.0.0.1', port, path: p, agent: false, timeout: timeoutMs }, (res) => {
+    const req = http.get({ host, port, path: p, agent: false, timeout: timeoutMs }, (res) => {
       res.resume();
       const code = res.statusCode ?? 0;
       resolve(code >= 200 && code < 400 ? OK : { ok: false, reason: `GET ${p} answered HTTP ${code}` });
@@ -50,10 +55,10 @@ export function probeHttp(port: number, path: string, timeoutMs: number): Promis
   });
 }
 
-/** Connects to 127.0.0.1:port. */
-export function probeTcp(port: number, timeoutMs: number): Promise<ProbeResult> {
+/** Connects to host:port. */
+export function probeTcp(port: number, timeoutMs: number, host = '127.0.0.1'): Promise<ProbeResult> {
   return new Promise((resolve) => {
-    const sock = net.connect({ host: '127.0.0.1', port });
+    const sock = net.connect({ host, port });
     trackAgentSocket(sock);
     const timer = setTimeout(() => {
       sock.destroy();

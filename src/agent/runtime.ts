@@ -610,7 +610,7 @@ export class Agent {
     const exec = spec.exec !== undefined ? this.#command(spec.exec) : undefined;
     this.#health = new HealthWatcher({
       spec: exec ? { ...spec, exec: exec.command } : spec,
-      target: { port: this.#o.port, env: exec?.env ?? this.#env(), cwd: this.#roleDir(), ...(this.#runAs ? { runAs: this.#runAs } : {}) },
+      target: { host: this.#o.ip, port: this.#o.port, env: exec?.env ?? this.#env(), cwd: this.#roleDir(), ...(this.#runAs ? { runAs: this.#runAs } : {}) },
       startupIntervalMs: this.#o.startupProbeIntervalMs,
       onEvent: (ev) => this.#onHealth(ev),
     });
@@ -691,7 +691,7 @@ export class Agent {
     if (this.#scraper) return;
     const sources = instanceMetricSources(this.#assignment!.role);
     if (sources.length === 0) return;
-    this.#scraper = new MetricScraper({ sources, port: this.#o.port, logger: this.#log });
+    this.#scraper = new MetricScraper({ sources, host: this.#o.ip, port: this.#o.port, logger: this.#log });
     this.#scraper.start();
   }
 

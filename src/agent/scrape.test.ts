@@ -79,3 +79,15 @@ void test('the scraper keeps the last good value, drops it on failure and when i
   scraper.stop();
   assert.equal(scraper.values(), undefined, 'nothing once stopped');
 });
+
+void test("scrapeMetric reads from the instance's own address when given one", async (t) => {
+  const s = http.createServer((_req, res) => res.end('queue_depth{queue="jobs"} 7\n'));
+  await new Promise<void>((resolve) => s.listen(0, '127.0.0.2', resolve));
+  t.after(() => {
+    s.closeAllConnections();
+    s.close();
+  });
+  const port = (s.address() as AddressInfo).port;
+  assert.equal(await scrapeMetric(port, depth, { timeoutMs: 500, host: '127.0.0.2' }), 7);
+  await assert.rejects(scrapeMetric(port, depth, { timeoutMs: 500 }), 'nothing on 127.0.0.1:port');
+});

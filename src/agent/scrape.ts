@@ -19,8 +19,10 @@ export function instanceMetricSources(role: RoleSpec): InstanceMetricSource[] {
 
 export interface ScraperOptions {
   readonly sources: readonly InstanceMetricSource[];
-  /** The role's port, scraped on 127.0.0.1. */
+  /** The role's port. */
   readonly port: number;
+  /** The instance's address (`${ip}`), where the role is scraped, as it is probed. @default 127.0.0.1 */
+  readonly host?: string;
   readonly logger: Logger;
   /** A body larger than this fails the scrape. @default 4 MiB */
   readonly maxBytes?: number;
@@ -93,6 +95,7 @@ export class MetricScraper {
         timeoutMs: positive(source.timeoutMs, DEFAULT_TIMEOUT_MS),
         maxBytes: this.#o.maxBytes,
         signal: this.#abort.signal,
+        ...(this.#o.host !== undefined ? { host: this.#o.host } : {}),
       });
       if (this.#abort.signal.aborted) return;
       this.#last.set(source.name, { value, at: this.#now(), intervalMs });
@@ -111,9 +114,11 @@ export interface ScrapeOptions {
   /** @default 4 MiB */
   readonly maxBytes?: number;
   readonly signal?: AbortSignal;
+  /** @default 127.0.0.1 */
+  readonly host?: string;
 }
 
-/** GETs the source from 127.0.0.1:port and picks its value; rejects with the reason it could not. */
+/** GETs the source from host:port (127.0.0.1 by default) and picks its value; rejects with the reason it could not. */
 export async function scrapeMetric(port: number, source: InstanceMetricSource, opts: ScrapeOptions): Promise<number> {
   const path = source.http.startsWith('/') ? source.http : `/${source.http}`;
   const accept = source.format === 'json' ? 'application/json' : 'text/plain;version=0.0.4;q=1,*/*;q=0.1';
@@ -141,7 +146,7 @@ function getText(port: number, path: string, accept: string, opts: ScrapeOptions
   return new Promise((resolve, reject) => {
     // agent: false closes the connection after the answer: a pooled keep-alive socket to the
     // role's port would count as in-flight work and hold up a drain.
-    const req = http.get({ host: '127.0.0.1', port, path, agent: false, headers: { accept }, signal: opts.signal }, (res) => {
+    const req = http.get({ host: opts.host ?? '127.0.0.1', port, path, agent: false, headers: { accept }, signal: opts.signal }, (res) => {
       const code = res.statusCode ?? 0;
       if (code < 200 || code >= 300) {
         res.resume();
