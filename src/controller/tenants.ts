@@ -116,11 +116,11 @@ export class TenantJob {
   /** After the plan of this pass: moves every tenant of the app one step along. Returns when to look again. */
   async settle(app: StoredApp, pass: TenantPass, roles: readonly StoredRole[], instances: readonly InstanceRecord[], plan: Plan): Promise<number | undefined> {
     let again: number | undefined;
+    const byId = new Map(instances.map((i) => [i.id, i]));
     for (const role of Object.values(app.spec.roles)) {
       if (!role.tenants) continue;
       const mine = pass.tenants.filter((t) => t.role === role.name);
       // Ready tenants whose instance is gone or going: read whole, to be placed again.
-      const byId = new Map(instances.map((i) => [i.id, i]));
       for (const s of pass.held) {
         if (s.role !== role.name || s.state !== 'ready') continue;
         const inst = s.instanceId ? byId.get(s.instanceId) : undefined;

@@ -32,11 +32,13 @@ export const NONCE_BYTES = 32;
 
 const LABEL = 'drover/2';
 
-function hmac(key: string | Buffer, ...parts: (string | number)[]): Buffer {
+/** HMAC-SHA256 of the parts joined by newlines (proofs here and in fleet.ts). */
+export function hmac(key: string | Buffer, ...parts: (string | number)[]): Buffer {
   return createHmac('sha256', key).update(parts.join('\n')).digest();
 }
 
-function same(a: Buffer, b: Buffer): boolean {
+/** Constant-time equality of two proofs. */
+export function same(a: Buffer, b: Buffer): boolean {
   return a.length === b.length && timingSafeEqual(a, b);
 }
 

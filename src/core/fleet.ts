@@ -21,8 +21,9 @@
  * sealed frame; the instance keys the controller hands a node for the agents it starts travel
  * inside boxes too (HKDF of the node key and the session's nonces), never in the clear.
  */
-import { createCipheriv, createDecipheriv, createHash, createHmac, hkdfSync, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHash, hkdfSync, randomBytes } from 'node:crypto';
 import { z } from 'zod';
+import { hmac, same } from './auth.js';
 
 const LABEL = 'drover/fleet/1';
 
@@ -46,13 +47,6 @@ export function tokenHash(token: string): string {
   return createHash('sha256').update(token).digest('hex');
 }
 
-function hmac(key: string | Buffer, ...parts: (string | number)[]): Buffer {
-  return createHmac('sha256', key).update(parts.join('\n')).digest();
-}
-
-function same(a: Buffer, b: Buffer): boolean {
-  return a.length === b.length && timingSafeEqual(a, b);
-}
 
 /** One join's view, on both ends. `hash` is {@link tokenHash} of the token (never sent). */
 export interface JoinParams {
