@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { parseAppFile } from '../src/core/index.js';
-import { TenantConflictError, type NewInstance, type NewTenant, type Store } from '../src/adapters/store/index.js';
+import { FencedStore, LeaseLostError, TenantConflictError, type NewInstance, type NewTenant, type Store } from '../src/adapters/store/index.js';
 
 const spec = parseAppFile(`
 app: shop
@@ -47,7 +47,7 @@ export const STORE_METHODS = {
   appendEvent: true, listEvents: true, pruneEvents: true, pruneOrders: true,
   createTenant: true, getTenant: true, listTenants: true, updateTenant: true, reserveSeat: true, reserveMove: true, seatsUsed: true, listTenantSeats: true,
   appendNotification: true, listNotifications: true,
-  acquireLease: true, renewLease: true, releaseLease: true, getLease: true,
+  acquireLease: true, renewLease: true, releaseLease: true, getLease: true, assertLease: true,
   createJoinToken: true, getJoinToken: true, listJoinTokens: true, revokeJoinToken: true, useJoinToken: true,
   insertNode: true, updateNode: true, getNode: true, listNodes: true,
 } as const satisfies Record<keyof Store, true>;
@@ -761,6 +761,95 @@ export function storeConformance(name: string, openFresh: OpenStore, opts: { man
       assert.equal(won2.length, 1);
       assert.equal(won2[0]!.epoch, 2, 'the epoch moved once');
       assert.equal((await store.getLease('race'))!.holder, won2[0]!.holder);
+    } finally {
+      await store.close();
+      await cleanup();
+    }
+  });
+
+  test(`${name}: fencing: a write made under a lease lands only while its holder holds it with that epoch`, async () => {
+    const { store, cleanup } = await open();
+    try {
+      const a = (await store.acquireLease('leader', 'ctl-a', 60_000))!;
+      await store.assertLease('leader', 'ctl-a', a.epoch);
+      await store.transaction((tx) => tx.assertLease('leader', 'ctl-a', a.epoch));
+      for (const [holder, epoch] of [['ctl-b', a.epoch], ['ctl-a', a.epoch + 1], ['ctl-a', 0]] as const) {
+        await assert.rejects(store.assertLease('leader', holder, epoch), LeaseLostError, `${holder}@${epoch}`);
+      }
+      await assert.rejects(store.assertLease('nobody', 'ctl-a', 1), LeaseLostError, 'a lease never taken');
+
+      const fenced = new FencedStore(store, 'leader');
+      // No fence (a standby): reads pass, every write is refused and leaves nothing.
+      await assert.rejects(fenced.insertInstance(rec('i-f0')), LeaseLostError);
+      await assert.rejects(fenced.transaction((tx) => tx.insertInstance(rec('i-f0'))), LeaseLostError);
+      assert.equal(await fenced.getInstance('i-f0'), undefined);
+      fenced.setFence({ name: 'leader', holder: 'ctl-a', epoch: a.epoch });
+      await fenced.insertInstance(rec('i-f1'));
+      assert.equal(await fenced.updateInstance('i-f1', { state: 'starting' }), true);
+      await fenced.putApp({ name: 'shop', spec, appDir: '/srv/shop', at: 1 });
+      await fenced.appendEvent({ app: 'shop', role: null, instance: null, kind: 'app.apply', message: 'm', data: null, at: 1 });
+      await fenced.transaction(async (tx) => {
+        await tx.insertInstance(rec('i-f2'));
+        await tx.updateInstance('i-f2', { state: 'starting' });
+      });
+      assert.equal((await store.getInstance('i-f2'))?.state, 'starting');
+
+      // The lease changes hands: the deposed holder's writes are refused, whole transactions too.
+      assert.equal(await store.releaseLease('leader', 'ctl-a', a.epoch), true);
+      const b = (await store.acquireLease('leader', 'ctl-b', 60_000))!;
+      assert.equal(b.epoch, a.epoch + 1);
+      await assert.rejects(fenced.updateInstance('i-f1', { state: 'serving' }), LeaseLostError);
+      await assert.rejects(fenced.insertInstance(rec('i-f3')), LeaseLostError);
+      await assert.rejects(fenced.setRoleCount('shop', 'web', 5, true), LeaseLostError);
+      await assert.rejects(fenced.appendEvent({ app: 'shop', role: null, instance: null, kind: 'app.apply', message: 'late', data: null, at: 2 }), LeaseLostError);
+      await assert.rejects(
+        fenced.transaction(async (tx) => {
+          await tx.insertInstance(rec('i-f4'));
+        }),
+        LeaseLostError,
+      );
+      assert.equal((await store.getInstance('i-f1'))?.state, 'starting', 'nothing of the deposed holder landed');
+      assert.equal(await store.getInstance('i-f3'), undefined);
+      assert.equal(await store.getInstance('i-f4'), undefined);
+      assert.equal((await store.listRoles('shop')).find((r) => r.role === 'web')?.desired, 2);
+      assert.deepEqual((await store.listEvents({})).map((e) => e.message), ['m']);
+      // Reads still pass; the new holder's fence works.
+      assert.equal((await fenced.getInstance('i-f1'))?.id, 'i-f1');
+      fenced.setFence({ name: 'leader', holder: 'ctl-b', epoch: b.epoch });
+      assert.equal(await fenced.updateInstance('i-f1', { state: 'serving' }), true);
+    } finally {
+      await store.close();
+      await cleanup();
+    }
+  });
+
+  test(`${name}: fencing: a lease cannot change hands while a transaction made under it is open; its writes land first`, async () => {
+    const { store, cleanup } = await open();
+    try {
+      const a = (await store.acquireLease('leader', 'ctl-a', 150))!;
+      const fenced = new FencedStore(store, 'leader');
+      fenced.setFence({ name: 'leader', holder: 'ctl-a', epoch: a.epoch });
+      const order: string[] = [];
+      const tx = fenced.transaction(async (t) => {
+        await t.insertInstance(rec('i-g1'));
+        // The lease expires meanwhile (150 ms); the transaction was fenced when it began.
+        await new Promise((r) => setTimeout(r, 400));
+        await t.updateInstance('i-g1', { state: 'starting' });
+        order.push('committed');
+      });
+      await new Promise((r) => setTimeout(r, 250));
+      // On one connection (PGlite) this queues behind the transaction; on many (PostgreSQL) the
+      // acquire waits for the transaction's lock on the lease row. Either way it comes second.
+      const taken = store.acquireLease('leader', 'ctl-b', 60_000).then((l) => {
+        order.push('taken over');
+        return l;
+      });
+      await tx;
+      const b = await taken;
+      assert.deepEqual(order, ['committed', 'taken over']);
+      assert.equal(b?.epoch, a.epoch + 1);
+      assert.equal((await store.getInstance('i-g1'))?.state, 'starting');
+      await assert.rejects(fenced.updateInstance('i-g1', { state: 'serving' }), LeaseLostError);
     } finally {
       await store.close();
       await cleanup();

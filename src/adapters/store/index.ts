@@ -14,4 +14,5 @@ export {
   checkPostgresUrl, DEFAULT_POOL_SIZE, isPostgresUrl, MAX_POOL_SIZE, openPostgresStore, redactStoreUrl, StoreUnavailableError, StoreUrlError,
   type PostgresStoreOptions,
 } from './postgres.js';
-export { TenantConflictError } from './types.js';
+export { LeaseLostError, TenantConflictError } from './types.js';
+export { FencedStore, type Fence } from './fenced.js';

@@ -4,7 +4,7 @@
  */
 import { seatAvailability, type AppSpec, type EventKind, type InstanceState, type LastExit, type TenantState } from '../../core/index.js';
 import { MIGRATIONS } from './migrations.js';
-import { TenantConflictError } from './types.js';
+import { LeaseLostError, TenantConflictError } from './types.js';
 import type {
   EventRecord,
   NewNotification,
@@ -742,6 +742,15 @@ export class SqlStore implements Store {
       [name, holder, epoch],
     );
     return r.rows.length > 0;
+  }
+
+  async assertLease(name: string, holder: string, epoch: number): Promise<void> {
+    // `for share`: a concurrent acquire (a standby taking over) waits for this transaction to end.
+    const r = await this.db.query<Row>(
+      `select name from leases where name = $1 and holder = $2 and epoch = $3 and expires_at > ${DB_NOW_MS} for share`,
+      [name, holder, epoch],
+    );
+    if (r.rows.length === 0) throw new LeaseLostError(name, holder, epoch);
   }
 
   async getLease(name: string): Promise<Lease | undefined> {

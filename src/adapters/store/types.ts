@@ -199,6 +199,18 @@ export interface TenantFilter {
   readonly instanceId?: string;
 }
 
+/** A write made for a lease holder that no longer holds it (a deposed leader): refused, nothing written. */
+export class LeaseLostError extends Error {
+  override readonly name = 'LeaseLostError';
+  constructor(
+    readonly lease: string,
+    readonly holder: string,
+    readonly epoch: number,
+  ) {
+    super(epoch === 0 ? `lease ${lease}: ${holder} does not hold it (standby); write refused` : `lease ${lease}: ${holder} no longer holds it with epoch ${epoch}; write refused`);
+  }
+}
+
 /** A sign-up refused because another tenant of the app (not removed) has the same name or host. */
 export class TenantConflictError extends Error {
   override readonly name = 'TenantConflictError';
@@ -377,6 +389,13 @@ export interface Store {
   releaseLease(name: string, holder: string, epoch: number): Promise<boolean>;
   /** The lease as stored (possibly expired: compare `expiresAt` with `now`), or undefined if never taken. */
   getLease(name: string): Promise<Lease | undefined>;
+  /**
+   * Fencing: throws {@link LeaseLostError} unless `holder` holds the lease with `epoch` and it has
+   * not expired. Inside a transaction it also locks the lease row against a change of hands until
+   * the transaction ends, so every write of that transaction lands before the next holder's epoch
+   * begins, or not at all.
+   */
+  assertLease(name: string, holder: string, epoch: number): Promise<void>;
 
   createJoinToken(t: Omit<JoinTokenRecord, 'uses' | 'revokedAt'>): Promise<void>;
   getJoinToken(id: string): Promise<JoinTokenRecord | undefined>;
