@@ -23,6 +23,7 @@
 export type {
   AppSpec,
   HealthSpec,
+  PlacementSpec,
   TenantsSpec,
   ImportedMember,
   ImportRef,
@@ -203,11 +204,18 @@ export {
 } from './policy-spec.js';
 
 export {
+  chooseHost,
   consolidationPlan,
+  describeConstraints,
+  missingLabels,
   placeTenants,
   seatAvailability,
   type ConsolidationPlan,
   type ConsolidationTenant,
+  type HostCandidate,
+  type HostChoice,
+  type HostChoiceInput,
+  type HostConstraints,
   type PendingTenant,
   type Placement,
   type PlacementInput,

@@ -341,3 +341,97 @@ export function consolidationPlan(
       : `empty ${emptied.join(', ')} by moving ${plural(moves.length, 'tenant')}: ${plural(emptied.length, 'instance')} saved (${before} → ${after}; fewest possible ${minimum})`;
   return { moves, emptied, before, after, saves: emptied.length, minimum, kept, summary };
 }
+
+// ---------------------------------------------------------------------------------------------
+// Hosts: which host takes a new member of a role (`placement:` in the app file).
+
+/** A host that might take a member of a role: a joined node, or this machine (`local`). */
+export interface HostCandidate {
+  /** The node's id, or `local` for the controller's own machine. */
+  readonly id: string;
+  /** The host's name: what `spread: host` spreads over. */
+  readonly host: string;
+  readonly labels: Readonly<Record<string, string>>;
+  /** Why it cannot take an instance now (`busy`, `unreachable`); undefined if it can. */
+  readonly unavailable?: string;
+}
+
+/** What a role asks of its hosts (core/types.ts `PlacementSpec`), as host placement reads it. */
+export interface HostConstraints {
+  readonly labels: Readonly<Record<string, string>>;
+  readonly spread?: 'host';
+  readonly strict: boolean;
+}
+
+export interface HostChoiceInput {
+  readonly role: string | null;
+  readonly constraints?: HostConstraints;
+  /** In order of preference when nothing else decides (joined nodes first, this machine last). */
+  readonly candidates: readonly HostCandidate[];
+  /** Members of the role per host name (instances not yet gone, the new one left out). */
+  readonly membersOn: ReadonlyMap<string, number>;
+}
+
+export type HostChoice = { readonly ok: true; readonly host: HostCandidate; readonly reason: string } | { readonly ok: false; readonly reason: string };
+
+/** The labels of `want` a host lacks or has with another value, as `k=v (has k=w)`; empty if it has them all. */
+export function missingLabels(want: Readonly<Record<string, string>>, have: Readonly<Record<string, string>>): string[] {
+  const out: string[] = [];
+  for (const [k, v] of Object.entries(want)) {
+    if (!Object.hasOwn(have, k)) out.push(`${k}=${v}`);
+    else if (have[k] !== v) out.push(`${k}=${v} (has ${k}=${have[k]})`);
+  }
+  return out;
+}
+
+const labelText = (l: Readonly<Record<string, string>>) => Object.entries(l).map(([k, v]) => `${k}=${v}`).join(',');
+
+/** What a role asks, in words: "labels disk=ssd, spread over hosts (strict)". */
+export function describeConstraints(c: HostConstraints | undefined): string {
+  const parts: string[] = [];
+  if (c && Object.keys(c.labels).length) parts.push(`labels ${labelText(c.labels)}`);
+  if (c?.spread) parts.push(`spread over hosts${c.strict ? ' (strict)' : ''}`);
+  return parts.length ? parts.join(', ') : 'any host';
+}
+
+/**
+ * The host for a new member of `role`. A host fits when it is available, has every label asked
+ * for, and (a joined node labelled `role=x`) is meant for this role. `spread: host` prefers the
+ * fitting host with the fewest members of the role, candidates' order breaking ties (Kubernetes'
+ * topology spread with `ScheduleAnyway`); `strict` also refuses a host that runs one already
+ * (`DoNotSchedule`). When nothing fits, the reason names what was asked and every host seen
+ * with why it did not fit (at most 10, then a count).
+ */
+export function chooseHost(input: HostChoiceInput): HostChoice {
+  const c = input.constraints;
+  const wants = c?.labels ?? {};
+  const why = new Map<HostCandidate, string>();
+  const fits: HostCandidate[] = [];
+  for (const h of input.candidates) {
+    const missing = missingLabels(wants, h.labels);
+    if (h.unavailable !== undefined) why.set(h, h.unavailable);
+    else if (h.labels.role !== undefined && h.labels.role !== input.role) why.set(h, `kept for role ${h.labels.role}`);
+    else if (missing.length) why.set(h, `lacks ${missing.join(', ')}`);
+    else fits.push(h);
+  }
+  const members = (h: HostCandidate) => input.membersOn.get(h.host) ?? 0;
+  let pool = fits;
+  if (c?.spread === 'host') {
+    pool = fits.map((h, i) => ({ h, i })).sort((a, b) => members(a.h) - members(b.h) || a.i - b.i).map((x) => x.h);
+    if (c.strict) {
+      for (const h of pool) if (members(h) > 0) why.set(h, `runs ${members(h)} member(s) of ${input.role ?? 'the role'} already (strict spread)`);
+      pool = pool.filter((h) => members(h) === 0);
+    }
+  }
+  const chosen = pool[0];
+  if (chosen) {
+    const spread = c?.spread === 'host' ? `; ${members(chosen)} member(s) of the role on it before this one` : '';
+    return { ok: true, host: chosen, reason: `host ${chosen.host}${chosen.id !== 'local' ? ` (node ${chosen.id})` : ''} fits ${describeConstraints(c)}${spread}` };
+  }
+  const seen = input.candidates.map((h) => `${h.id === 'local' ? 'this machine' : `node ${h.id}`} (${h.host}): ${why.get(h) ?? 'unavailable'}`);
+  const listed = seen.length > 10 ? [...seen.slice(0, 10), `and ${seen.length - 10} more`] : seen;
+  return {
+    ok: false,
+    reason: `no host fits ${input.role ?? 'the spare'} (wants ${describeConstraints(c)}); hosts seen: ${listed.length ? listed.join('; ') : 'none'}`,
+  };
+}

@@ -223,6 +223,29 @@ const tenantsSchema = z
   )
   .meta({ description: 'The role hosts SaaS tenants: how many fit on one instance, and the commands that add and remove one.' });
 
+const labelName = z.string(err('expected a label name')).min(1).max(63).regex(/^[A-Za-z0-9_.-]+$/, { error: 'label names are letters, digits, "_", "." and "-" (at most 63)' });
+const labelValue = z.union([z.string(), z.number(), z.boolean()], err('expected a label value')).transform(String)
+  .pipe(z.string().max(63).regex(/^[A-Za-z0-9_.:-]*$/, { error: 'label values are letters, digits, "_", ".", ":" and "-" (at most 63)' }));
+
+const placementSchema = z
+  .strictObject(
+    {
+      labels: z
+        .record(labelName, labelValue, err('expected a mapping of label names to values, e.g. { disk: ssd }'))
+        .refine((r) => Object.keys(r).length <= 16, { error: 'at most 16 labels' })
+        .optional()
+        .meta({ description: 'Only hosts with every one of these labels (`k: v`) take the role; this machine has host=<hostname> and local=true.' }),
+      spread: z.enum(['host'], err('expected "host"')).optional().meta({ description: 'host: members go to hosts that run no member of the role yet, where there is one.' }),
+      strict: z.boolean(err('expected true or false')).prefault(false)
+        .meta({ description: 'With spread: a member is never stacked on a host that runs one already; with none free, the role waits (unplaceable).' }),
+    },
+    err('expected a mapping'),
+  )
+  .superRefine((p, ctx) => {
+    if (p.strict && p.spread === undefined) ctx.addIssue({ code: 'custom', input: p, path: ['strict'], message: 'needs spread: host' });
+  })
+  .meta({ description: 'Which hosts may run the role\'s members (labels) and how they spread over hosts.' });
+
 const roleSchema = z
   .strictObject(
     {
@@ -265,6 +288,7 @@ const roleSchema = z
         .meta({ description: 'How long a draining instance may take to finish in-flight work before it is stopped.' }),
       loadBalancer: loadBalancerSchema.optional(),
       tenants: tenantsSchema.optional(),
+      placement: placementSchema.optional(),
       scale: scaleSchema.optional().meta({ description: 'Scaling policies; the largest count any of them wants wins. Needs min and max.' }),
       metrics: metricsSchema.optional().meta({ description: 'Metrics scraped besides the built-in vitals (cpu, host_cpu, load1, memory).' }),
     },
@@ -548,6 +572,7 @@ function buildRole(name: string, r: ParsedRole): RoleSpec {
     drainTimeoutMs: r.drainTimeout,
     ...(r.loadBalancer ? { loadBalancer: buildLoadBalancer(r.loadBalancer) } : {}),
     ...(r.tenants ? { tenants: buildTenants(r.tenants) } : {}),
+    ...(r.placement ? { placement: { labels: { ...r.placement.labels }, ...(r.placement.spread ? { spread: r.placement.spread } : {}), strict: r.placement.strict } } : {}),
     scale: compileScale(r.scale ?? []),
     metrics: compileMetrics(r.metrics ?? []),
   };

@@ -78,6 +78,16 @@ export interface TenantsSpec {
   readonly maxAttempts: number;
 }
 
+/** A role's constraints on the hosts of its members (docs/fleet.md, Placement). */
+export interface PlacementSpec {
+  /** Labels a host must all have (`disk: ssd`); this machine has `host=<hostname>` and `local=true`. @default {} */
+  readonly labels: Readonly<Record<string, string>>;
+  /** `host`: prefer a host that runs no member of the role yet (Kubernetes' topology spread, `ScheduleAnyway`). */
+  readonly spread?: 'host';
+  /** With `spread`: never stack two members on one host; the role waits instead (`DoNotSchedule`). @default false */
+  readonly strict: boolean;
+}
+
 export interface RoleSpec {
   readonly name: string;
   /** Bounds of the role's count. `count: N` alone compiles to min 0, max MAX_ROLE_COUNT, count N. */
@@ -115,6 +125,8 @@ export interface RoleSpec {
   readonly drainTimeoutMs: number;
   /** The role hosts tenants (`tenants:`). */
   readonly tenants?: TenantsSpec;
+  /** Which hosts may run the role (`placement:`); absent: any host of the app's pool, or this machine. */
+  readonly placement?: PlacementSpec;
   /** Scaling policies; empty = the count is set by the file or by hand. @default [] */
   readonly scale: readonly Policy[];
   /** Metrics scraped besides the built-in vitals. @default [] */
