@@ -14,6 +14,7 @@
  * runs that the store says is gone; the instance's agent itself is fenced by its epoch.
  */
 import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
 import websocket from '@fastify/websocket';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
@@ -22,6 +23,7 @@ import {
   boxKey,
   boxSeal,
   checkJoinProof,
+  chooseHost,
   controllerProof,
   joinProof,
   joinProofSchema,
@@ -30,12 +32,13 @@ import {
   nodeMessageSchema,
   SealedChannel,
   type Clock,
+  type HostCandidate,
   type NodeMessage,
   type NodeOrder,
   type NodePlainMessage,
 } from '../core/index.js';
 import type { CreateInstanceRequest, CreatedInstance, NodeDirectory } from '../adapters/providers/index.js';
-import type { JoinTokenRecord, NodeRecord, Store } from '../adapters/store/index.js';
+import type { JoinTokenRecord, Store } from '../adapters/store/index.js';
 import type { EventInput } from './context.js';
 
 const MAX_MESSAGE_BYTES = 64 * 1024;
@@ -65,6 +68,15 @@ export interface NodeRegistryOptions {
   readonly record: (ev: EventInput) => Promise<unknown>;
   /** Asks for a reconcile pass of the app (a node joined: a role may be waiting for a host). */
   readonly enqueue: (app: string) => void;
+  /** This machine as a host for placement. @default host `os.hostname()`, labels `host=<it>`, `local=true` */
+  readonly local?: { readonly host: string; readonly labels: Readonly<Record<string, string>> };
+}
+
+const LOCAL_HOST = { host: hostname(), labels: { host: hostname(), local: 'true' } };
+
+/** No host fits a role's placement: the instance is not made (the message names each host seen and why). */
+export class UnplaceableError extends Error {
+  override readonly name = 'UnplaceableError';
 }
 
 /** Why a token does not let a node join now, or undefined if it does. */
@@ -84,6 +96,9 @@ export class NodeRegistry implements NodeDirectory {
   readonly #timer: NodeJS.Timeout;
   readonly #seenWritten = new Map<string, number>();
   readonly #refusalsSeen = new Map<string, number>();
+  /** Instances placed on this machine whose create has not been recorded yet (they count for spread). */
+  readonly #reservedLocal = new Set<string>();
+  readonly #unplaceableTold = new Map<string, { reason: string; at: number }>();
 
   constructor(private readonly o: NodeRegistryOptions) {
     this.#timer = setInterval(() => this.#sweep(), o.heartbeatMs);
@@ -124,21 +139,62 @@ export class NodeRegistry implements NodeDirectory {
 
   // --- NodeDirectory ------------------------------------------------------------------------
 
+  /**
+   * The host for a new instance of `role` (core/placement.ts `chooseHost`): a joined node's id, or
+   * undefined for this machine (the fallback provider). Throws {@link UnplaceableError} when no
+   * host fits the role's `placement` (labels, strict spread) — the instance is then not made, and
+   * `role.unplaceable` says why (once per reason, then at most once a minute).
+   */
   async reserve(app: string, role: string | null, instanceId: string): Promise<string | undefined> {
-    const nodes = (await this.o.store.listNodes({ app })).filter((n) => n.state === 'ready' && this.connected(n.id));
-    if (nodes.length === 0) return undefined;
-    const live = await this.o.store.listInstances({ app });
+    const stored = await this.o.store.getApp(app);
+    const spec = role !== null && stored && Object.hasOwn(stored.spec.roles, role) ? stored.spec.roles[role] : undefined;
+    const nodes = (await this.o.store.listNodes({ app })).filter((n) => n.state === 'ready');
+    const live = (await this.o.store.listInstances({ app })).filter((i) => i.destroyedAt === null);
     // From here on synchronous: two creates of one pass never take the same node.
-    const busy = new Set(this.#reserved.values());
+    const busy = new Map<string, string>([...this.#reserved].map(([inst, node]) => [node, inst]));
     for (const i of live) {
       const n = i.providerRef?.node;
-      if (typeof n === 'string' && i.destroyedAt === null) busy.add(n);
+      if (typeof n === 'string') busy.set(n, i.id);
     }
-    const fits = (n: NodeRecord) => n.labels.role === undefined || n.labels.role === role;
-    const node = nodes.find((n) => !busy.has(n.id) && this.running(n.id).length === 0 && fits(n));
-    if (!node) return undefined;
-    this.#reserved.set(instanceId, node.id);
-    return node.id;
+    const local = this.o.local ?? LOCAL_HOST;
+    const candidates: HostCandidate[] = nodes.map((n) => {
+      const runs = busy.get(n.id) ?? this.running(n.id)[0];
+      const unavailable = !this.connected(n.id) ? 'unreachable' : runs !== undefined ? `busy (runs ${runs})` : undefined;
+      return { id: n.id, host: n.hostname, labels: n.labels, ...(unavailable !== undefined ? { unavailable } : {}) };
+    });
+    candidates.push({ id: 'local', host: local.host, labels: local.labels });
+    const hostOfNode = new Map(nodes.map((n) => [n.id, n.hostname]));
+    const membersOn = new Map<string, number>();
+    const count = (host: string) => membersOn.set(host, (membersOn.get(host) ?? 0) + 1);
+    for (const i of live) {
+      if (i.role !== role || role === null || i.id === instanceId || i.goal === 'stop' || i.state === 'failed' || i.state === 'terminated') continue;
+      const n = i.providerRef?.node ?? this.#reserved.get(i.id);
+      if (typeof n === 'string') count(hostOfNode.get(n) ?? (typeof i.providerRef?.host === 'string' ? i.providerRef.host : n));
+      else if (i.providerRef !== null || this.#reservedLocal.has(i.id)) count(local.host);
+    }
+    for (const id of this.#reservedLocal.keys()) if (!live.some((i) => i.id === id && i.providerRef === null)) this.#reservedLocal.delete(id);
+    const choice = chooseHost({ role, ...(spec?.placement ? { constraints: spec.placement } : {}), candidates, membersOn });
+    if (!choice.ok) {
+      this.#noteUnplaceable(app, role, choice.reason, spec?.placement ? { ...spec.placement } : null);
+      throw new UnplaceableError(choice.reason);
+    }
+    if (role !== null) this.#unplaceableTold.delete(`${app}/${role}`);
+    if (choice.host.id === 'local') {
+      this.#reservedLocal.add(instanceId);
+      return undefined;
+    }
+    this.#reserved.set(instanceId, choice.host.id);
+    return choice.host.id;
+  }
+
+  /** `role.unplaceable`, once per reason (the countdown-free gist), again at most once a minute. */
+  #noteUnplaceable(app: string, role: string | null, reason: string, placement: Record<string, unknown> | null): void {
+    const key = `${app}/${role ?? '*'}`;
+    const told = this.#unplaceableTold.get(key);
+    const now = Date.now();
+    if (told && told.reason === reason && told.at > now - 60_000) return;
+    this.#unplaceableTold.set(key, { reason, at: now });
+    void this.o.record({ app, role, instance: null, kind: 'role.unplaceable', message: reason, data: { placement } }).catch(() => undefined);
   }
 
   async start(nodeId: string, req: CreateInstanceRequest): Promise<CreatedInstance> {

@@ -25,6 +25,8 @@ export const EventKind = {
   roleBackoff: 'role.backoff',
   /** Three failures within the window: no more replacements until it passes or the role changes. */
   roleDegraded: 'role.degraded',
+  /** No host fits a role's `placement` (labels, strict spread): no instance is made; the message names what was asked and every host seen with why it did not fit. */
+  roleUnplaceable: 'role.unplaceable',
   /** An operator asked to retry a role (`drover retry`): its recent failures are forgotten; `data.by`, `data.forgotten`. */
   roleRetry: 'role.retry',
   /** An instance was requested from the provider for a role. */

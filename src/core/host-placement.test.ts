@@ -81,3 +81,17 @@ test('the app file: placement compiles, and bad placement is refused naming the 
   assert.match(refused('app: a\nroles:\n  db:\n    start: x\n    placement: { labels: { disk: "s s" } }\n'), /roles\.db\.placement\.labels\.disk/);
   assert.match(refused('app: a\nroles:\n  db:\n    start: x\n    placement: { zone: a }\n'), /roles\.db\.placement/);
 });
+
+test('a role with placement takes no warm spares: spares on it are refused, the app-wide pool is not claimed', async () => {
+  assert.throws(() => parseAppFile('app: a\nroles:\n  db:\n    start: x\n    spares: 1\n    placement: { labels: { disk: ssd } }\n'), /roles\.db\.spares: a role with placement takes no warm spares/);
+  const { plan, DEFAULT_PLANNER_OPTIONS } = await import('./planner.js');
+  const spec = parseAppFile('app: a\nspares: 1\nroles:\n  db:\n    start: x\n    placement: { labels: { disk: ssd } }\n');
+  const spare = {
+    id: 'i-s', role: null, pool: '*', state: 'spare' as const, goal: 'run' as const, roleHash: '', createdAt: 0, stateSince: 0, exports: null,
+    importsSent: null, importsApplied: null, assignOrderId: null, stopOrderId: null, drainOrderId: null, startedAt: null, stopRequestedAt: null,
+    drainRequestedAt: null, destroyedAt: null, lastSeenAt: 900,
+  };
+  const p = plan({ app: { name: 'a', spec, deleting: false }, desired: { db: 1 }, instances: [spare], now: 1000, controllerStartedAt: 0, options: DEFAULT_PLANNER_OPTIONS });
+  assert.ok(p.actions.some((a) => a.kind === 'create' && a.role === 'db'), JSON.stringify(p.actions));
+  assert.ok(!p.actions.some((a) => a.kind === 'assign'));
+});

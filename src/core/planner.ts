@@ -526,7 +526,8 @@ function scaleOut(
       v.outdated.length > 0 && v.fresh.length + k >= live.length - v.outdated.length
         ? `${role.name}: rolling to the new spec (${v.outdated.length} outdated)`
         : `${role.name} ${n}→${n + 1}: ${n} live, ${desired} desired`;
-    const spare = spares.take(role.name);
+    // A spare's host was chosen before its role was known: a role with placement gets a new instance on a host that fits.
+    const spare = role.placement ? undefined : spares.take(role.name);
     if (spare) {
       b.actions.push({
         kind: 'assign', instanceId: spare.id, role: role.name, claim: true, roleHash: hash, imports: imp.imports, importsVersion: imp.version,

@@ -303,6 +303,7 @@ const roleSchema = z
     // `count` alone compiles to max MAX_ROLE_COUNT, so no further check is needed here.
     if (r.min !== undefined && r.max === undefined) issue('max', 'required when min is set');
     else if (r.max !== undefined && r.min === undefined) issue('min', 'required when max is set');
+    if (r.placement && r.spares) issue('spares', 'a role with placement takes no warm spares (a spare\'s host is chosen before its role is known); leave spares out');
     else if (r.min !== undefined && r.max !== undefined) {
       if (r.min > r.max) issue('min', `must not exceed max (${r.max})`);
       else if (r.count !== undefined && (r.count < r.min || r.count > r.max))
