@@ -85,6 +85,7 @@ export {
   WIRE_LIMITS,
 } from './protocol.js';
 
+export { BUNDLE_CLOCK_SKEW_MS, BUNDLE_HEADERS, bundleProof, bundleRequestHeaders, checkBundleProof, SHA256_HEX, type BundleProofParams, type BundleRef } from './bundle.js';
 export { apiProof, checkApiProof, checkControllerProof, controllerProof, NONCE_BYTES, SealedChannel, type FrameError, type HandshakeParams } from './auth.js';
 
 export {
@@ -93,7 +94,8 @@ export {
   type JoinParams, type NodeHello, type NodeMessage, type NodeOrder, type NodePlainMessage,
 } from './fleet.js';
 
-export { exportsUseImports, renderCommand, renderExports, roleBuiltins, roleWorkdir } from './render.js';
+export { exportsUseImports, listenTarget, renderCommand, renderExports, roleBuiltins, roleWorkdir } from './render.js';
+export { extraAutoPorts, firstPort, fixedPortsOf, MAX_PORTS, MAX_VOLUMES, resolvePorts, slotName, type ListenSpec, type PortValue } from './ports.js';
 
 export {
   AMQP_NAMES,

@@ -12,7 +12,8 @@
  * The same builtins are computed by the agent (to run the role) and the controller (to check the
  * exports an agent reports against what the role could have produced).
  */
-import { envName, importValue, isBuiltin, renderTemplate, type BuiltinValues, type BuiltinVar } from './template.js';
+import { firstPort, type ListenSpec } from './ports.js';
+import { envName, importValue, isBuiltin, isNamedBuiltin, namedBuiltin, renderTemplate, type BuiltinValues, type BuiltinVar } from './template.js';
 import type { ResolvedImports, RoleSpec } from './types.js';
 
 /** Where a builtin's value lives in a command's environment. */
@@ -85,6 +86,9 @@ export function renderCommand(template: string, builtins: BuiltinValues, imports
             envVar = BUILTIN_ENV[name];
             value = builtins[name];
           }
+        } else if (isNamedBuiltin(name)) {
+          value = namedBuiltin(builtins, name, key);
+          envVar = `DROVER_${name === 'ports' ? 'PORT' : 'VOLUME'}_${envName(key)}`;
         } else if (key !== '*' && Object.hasOwn(imports, name)) {
           value = importValue(imports, name, key) ?? '';
           envVar = `DROVER_IMPORT_${envName(name, key)}`;
@@ -154,19 +158,40 @@ export function roleWorkdir(instanceWorkdir: string, role: Pick<RoleSpec, 'user'
 
 /** The built-in values of a role on an instance, as both the agent and the controller compute them. */
 export function roleBuiltins(
-  role: Pick<RoleSpec, 'name' | 'user' | 'loadBalancer'>,
-  at: { app: string; appDir: string; instance: string; ip: string; port: number; workdir: string },
+  role: Pick<RoleSpec, 'name' | 'user' | 'loadBalancer' | 'ports'>,
+  at: {
+    app: string;
+    appDir: string;
+    instance: string;
+    ip: string;
+    port: number;
+    workdir: string;
+    /** Every port of `ports:` by number (resolvePorts); absent: the role has none. */
+    ports?: Readonly<Record<string, number>>;
+    /** The path of each volume; absent: the role has none. */
+    volumes?: Readonly<Record<string, string>>;
+  },
 ): BuiltinValues {
+  const first = role.ports ? Object.keys(role.ports)[0] : undefined;
+  const firstNumber = first !== undefined ? at.ports?.[first] : undefined;
+  const fixedFirst = firstPort(role);
   return {
     // A balancer listening on a fixed port publishes that one.
-    port: String(role.loadBalancer?.listen ?? at.port),
+    port: String(role.loadBalancer?.listen ?? firstNumber ?? (typeof fixedFirst === 'number' ? fixedFirst : at.port)),
     ip: at.ip,
     instance: at.instance,
     role: role.name,
     app: at.app,
     workdir: roleWorkdir(at.workdir, role),
     appDir: at.appDir,
+    ...(at.ports ? { ports: Object.fromEntries(Object.entries(at.ports).map(([k, v]) => [k, String(v)])) } : {}),
+    ...(at.volumes ? { volumes: { ...at.volumes } } : {}),
   };
+}
+
+/** The role's port a `listen:` entry leads to, given the role's builtins. */
+export function listenTarget(l: ListenSpec, builtins: BuiltinValues): number {
+  return Number(l.to !== undefined ? (builtins.ports?.[l.to] ?? builtins.port) : builtins.port);
 }
 
 /** The exports a role publishes when serving, rendered from its templates. */

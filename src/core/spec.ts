@@ -9,7 +9,8 @@ import { cyclesOf } from './imports.js';
 import { APP_FILE_LIMITS, MAX_FAILURE_THRESHOLD, MAX_ROLE_COUNT, MAX_SPARES, RESERVED_NAMES, shapeIssues } from './limits.js';
 import { duration, err, intAtLeast } from './schema-words.js';
 import { checkPolicyMetrics, compileMetrics, compileScale, metricsSchema, scaleSchema } from './policy-spec.js';
-import { BUILTIN_VARS, envName, isBuiltin, templateRefs, type BuiltinVar } from './template.js';
+import { BUILTIN_VARS, envName, isBuiltin, isNamedBuiltin, templateRefs, type BuiltinVar } from './template.js';
+import { compileListen, compileVolumes, crossRolePortIssues, listenSchema, portsSchema, rolePortIssues, volumesSchema } from './ports.js';
 import { hostTemplateProblem, TENANT_NAME_RULE } from './tenants.js';
 import type { AppSpec, HealthSpec, ImportRef, LoadBalancerSpec, RoleSpec, TenantsSpec } from './types.js';
 
@@ -76,7 +77,8 @@ const roleName = z
   .regex(NAME, { error: `invalid role name: expected ${NAME_RULE}`, abort: true })
   .refine((n) => n !== 'drover' && !n.startsWith('drover-'), {
     error: 'role names "drover" and "drover-…" are reserved: their exports would become DROVER_ variables of their importers',
-  });
+  })
+  .refine((n) => !isNamedBuiltin(n), { error: (iss) => `role name ${JSON.stringify(iss.input)} is reserved: \${${String(iss.input)}.NAME} names the role's own ${String(iss.input)}` });
 
 const userSchema = z
   .union(
@@ -287,6 +289,9 @@ const roleSchema = z
         .prefault('30s')
         .meta({ description: 'How long a draining instance may take to finish in-flight work before it is stopped.' }),
       loadBalancer: loadBalancerSchema.optional(),
+      ports: portsSchema.optional(),
+      listen: listenSchema.optional(),
+      volumes: volumesSchema.optional(),
       tenants: tenantsSchema.optional(),
       placement: placementSchema.optional(),
       scale: scaleSchema.optional().meta({ description: 'Scaling policies; the largest count any of them wants wins. Needs min and max.' }),
@@ -572,6 +577,9 @@ function buildRole(name: string, r: ParsedRole): RoleSpec {
     warmupMs: r.warmup,
     drainTimeoutMs: r.drainTimeout,
     ...(r.loadBalancer ? { loadBalancer: buildLoadBalancer(r.loadBalancer) } : {}),
+    ...(r.ports ? { ports: { ...r.ports } } : {}),
+    ...(r.listen !== undefined ? { listen: compileListen(r.listen) } : {}),
+    ...(r.volumes ? { volumes: compileVolumes(r.volumes) } : {}),
     ...(r.tenants ? { tenants: buildTenants(r.tenants) } : {}),
     ...(r.placement ? { placement: { labels: { ...r.placement.labels }, ...(r.placement.spread ? { spread: r.placement.spread } : {}), strict: r.placement.strict } } : {}),
     scale: compileScale(r.scale ?? []),
@@ -617,6 +625,7 @@ function crossRoleIssues(roles: ReadonlyMap<string, RoleSpec>, broken: ReadonlyS
         issues.push({ path, message: `role ${q(lb.members.role)} exports no ${q(lb.members.key)}` });
       }
     }
+    for (const [path, message] of rolePortIssues(role)) issues.push({ path: pathOf(['roles', role.name, ...path]), message });
     for (const m of checkPolicyMetrics(role.scale, role.metrics)) issues.push({ path: pathOf(['roles', role.name]) + '.' + m.path, message: m.message });
     const seen = new Map<string, number>();
     role.imports.forEach((ref, i) => {
@@ -638,7 +647,12 @@ function crossRoleIssues(roles: ReadonlyMap<string, RoleSpec>, broken: ReadonlyS
       for (const ref of templateRefs(template)) {
         if (reported.has(ref.text)) continue;
         reported.add(ref.text);
-        const message = ref.key === undefined ? bareRefProblem(path, ref.name, ref.text) : templateRefProblem(role, ref.name, ref.key, ref.text, exists, exportsOf);
+        const message =
+          ref.key === undefined
+            ? bareRefProblem(path, ref.name, ref.text)
+            : isNamedBuiltin(ref.name)
+              ? namedRefProblem(role, path, ref.name, ref.key, ref.text)
+              : templateRefProblem(role, ref.name, ref.key, ref.text, exists, exportsOf);
         if (message) issues.push({ path: pathOf(['roles', role.name, ...path]), message });
       }
     }
@@ -650,6 +664,7 @@ function crossRoleIssues(roles: ReadonlyMap<string, RoleSpec>, broken: ReadonlyS
       r.imports.filter((ref) => !ref.optional && ref.role !== r.name).map((ref) => ref.role),
     ]),
   );
+  for (const i of crossRolePortIssues([...roles.values()])) issues.push({ path: pathOf(['roles', i.role, ...i.path]), message: i.message });
   for (const cycle of cyclesOf(graph)) issues.push({ path: '', message: `import cycle: ${cycle.join(' → ')}` });
   return issues;
 }
@@ -734,6 +749,18 @@ function editDistance(a: string, b: string): number {
     prev = cur;
   }
   return prev[b.length]!;
+}
+
+/** `${ports.NAME}` / `${volumes.NAME}`: a name the role declares, where it has a value. */
+function namedRefProblem(role: RoleSpec, path: readonly (string | number)[], name: 'ports' | 'volumes', key: string, text: string): string | undefined {
+  const declared = name === 'ports' ? Object.keys(role.ports ?? {}) : [...(role.volumes ?? [])];
+  if (!declared.includes(key)) {
+    const field = name === 'ports' ? 'ports' : 'volumes';
+    return `${text}: role ${q(role.name)} has no ${name === 'ports' ? 'port' : 'volume'} ${q(key)} (${declared.length ? `${field}: ${declared.join(', ')}` : `declare it under ${field}:`})`;
+  }
+  if (path[0] === 'metrics') return `${text} has no value here: a role metric is scraped once by the controller, not per instance`;
+  if (name === 'volumes' && path[0] === 'exports') return `${text}: a volume's path is local to its host, and exports are read on other hosts`;
+  return undefined;
 }
 
 function templateRefProblem(

@@ -10,7 +10,28 @@ import type { ResolvedImports } from './types.js';
 
 export const BUILTIN_VARS = ['port', 'ip', 'instance', 'role', 'app', 'workdir', 'appDir'] as const;
 export type BuiltinVar = (typeof BUILTIN_VARS)[number];
-export type BuiltinValues = Readonly<Record<BuiltinVar, string>>;
+/**
+ * The built-ins of a role on an instance, and its named ports and volumes (`${ports.http}`,
+ * `${volumes.data}`: names of `ports:` and `volumes:`, by name).
+ */
+export type BuiltinValues = Readonly<Record<BuiltinVar, string>> & {
+  readonly ports?: Readonly<Record<string, string>>;
+  readonly volumes?: Readonly<Record<string, string>>;
+};
+
+/** `${ports.NAME}` and `${volumes.NAME}`: these two names are not roles (role names refuse them). */
+export const NAMED_BUILTINS = ['ports', 'volumes'] as const;
+export type NamedBuiltin = (typeof NAMED_BUILTINS)[number];
+
+export function isNamedBuiltin(name: string): name is NamedBuiltin {
+  return name === 'ports' || name === 'volumes';
+}
+
+/** The value of `${ports.NAME}` / `${volumes.NAME}`, or undefined if the role has no such one. */
+export function namedBuiltin(builtins: BuiltinValues, name: NamedBuiltin, key: string): string | undefined {
+  const m = builtins[name];
+  return m && Object.hasOwn(m, key) ? m[key] : undefined;
+}
 
 const REF = /\$\{([A-Za-z_][A-Za-z0-9_-]*)(?:\.([A-Za-z_][A-Za-z0-9_-]*|\*))?\}/g;
 
@@ -54,6 +75,7 @@ export function renderTemplate(template: string, builtins: BuiltinValues, import
   return template.replace(REF, (text, name: string, key: string | undefined) => {
     if (key === undefined) return isBuiltin(name) ? builtins[name] : text;
     if (key === '*') return text;
+    if (isNamedBuiltin(name)) return namedBuiltin(builtins, name, key) ?? text;
     if (!Object.hasOwn(imports, name) || imports[name] === undefined) return text;
     return importValue(imports, name, key) ?? '';
   });
@@ -68,7 +90,8 @@ export function envName(...parts: string[]): string {
 }
 
 /**
- * The environment a role's commands get: built-ins as `DROVER_*` (and `PORT`), every imported
+ * The environment a role's commands get: built-ins as `DROVER_*` (and `PORT`), named ports as
+ * `DROVER_PORT_NAME`, volumes as `DROVER_VOLUME_NAME`, every imported
  * value as `ROLE_KEY` (comma-joined over members), `ROLE_MEMBERS` as a JSON array, and the whole
  * import set as `DROVER_IMPORTS` (JSON).
  */
@@ -84,6 +107,8 @@ export function importEnv(builtins: BuiltinValues, imports: ResolvedImports): Re
     DROVER_APP_DIR: builtins.appDir,
     DROVER_IMPORTS: JSON.stringify(imports),
   };
+  for (const [name, port] of Object.entries(builtins.ports ?? {})) env[`DROVER_PORT_${envName(name)}`] = port;
+  for (const [name, path] of Object.entries(builtins.volumes ?? {})) env[`DROVER_VOLUME_${envName(name)}`] = path;
   for (const [role, members] of Object.entries(imports)) {
     const keys = new Set(members.flatMap((m) => Object.keys(m.exports)));
     for (const key of keys) env[envName(role, key)] = importValue(imports, role, key) ?? '';

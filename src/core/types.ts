@@ -1,5 +1,6 @@
 import type { Policy } from './policy.js';
 import type { MetricSource } from './policy-spec.js';
+import type { ListenSpec, PortValue } from './ports.js';
 
 /**
  * The compiled (validated, defaulted) form of an app file. `parseAppFile` in `spec.ts` turns
@@ -115,6 +116,12 @@ export interface RoleSpec {
   readonly health?: HealthSpec;
   /** The role is a load balancer run by its agent (no start command). */
   readonly loadBalancer?: LoadBalancerSpec;
+  /** Named ports the role binds (`ports:`), in the order written; absent: the single `${port}`. */
+  readonly ports?: Readonly<Record<string, PortValue>>;
+  /** Fixed ports held by the host's port keeper, each leading to a port of the role (`listen:`). */
+  readonly listen?: readonly ListenSpec[];
+  /** Names of the role's volumes (`volumes:`): folders kept per member slot and host. */
+  readonly volumes?: readonly string[];
   /** Time `stop` (or SIGTERM) has before SIGKILL. @default 10000 */
   readonly stopTimeoutMs: number;
   /** Warm spares kept for this role: agents running, no role, ready to take it. @default 0 */
