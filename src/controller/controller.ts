@@ -42,6 +42,7 @@ import { Runner } from './runner.js';
 import { RoleMetrics } from './scraper.js';
 import { Intake, IntakeFullError } from './intake.js';
 import { TenantJob, type TenantNotice } from './tenants.js';
+import { LEADER_LEASE, parseHolder, type HolderInfo } from './leader.js';
 
 /** How long a sign-up with no free seat waits for others to share its reconcile pass (a burst is placed in batches). */
 const SIGNUP_BATCH_MS = 300;
@@ -77,6 +78,20 @@ export interface InstanceView extends InstanceRecord {
   readonly agent: { readonly pid: number | null; readonly host: string };
 }
 
+/** Who leads (docs/api.md, `GET /v1/controller`). */
+export interface LeadershipView {
+  /** `embedded`: the embedded store has one controller, which always leads; `lease`: controllers on a shared store elect one. */
+  readonly mode: 'embedded' | 'lease';
+  readonly role: 'leader' | 'standby' | 'stepped-down';
+  readonly self: HolderInfo | null;
+  /** The leading controller (this one or another); null while none holds a live lease. */
+  readonly leader: HolderInfo | null;
+  readonly epoch: number | null;
+  /** When the leader took the lease (ISO). */
+  readonly since: string | null;
+  readonly leaseExpiresInMs: number | null;
+}
+
 export class Controller {
   readonly events = new EventEmitter();
   readonly startedAt: number;
@@ -101,6 +116,12 @@ export class Controller {
   /** Every sign-up waiting for its tenant (`--wait`, a 201) listens here: no listener limit. */
   readonly tenantNotices = new EventEmitter().setMaxListeners(0);
   private transport?: ControllerTransport;
+  /**
+   * The leader lease this controller acts under; undefined on a standby (see leader.ts). A
+   * controller made on its own (tests, tools) is the only one, and leads from the start.
+   */
+  private leading: { epoch: number; since: number } | undefined = { epoch: 0, since: Date.now() };
+  private leadershipMode: { mode: 'embedded' | 'lease'; self: HolderInfo | undefined; stepped: boolean } = { mode: 'embedded', self: undefined, stepped: false };
   private controllerUrl = '';
   private timers: NodeJS.Timeout[] = [];
   private stopped = false;
@@ -119,6 +140,7 @@ export class Controller {
     this.runner = new Runner((key) => this.timedReconcile(key), this.log);
     this.events.setMaxListeners(0);
     this.lag = new LagMonitor({
+    this.metrics.leader.set(1);
       now: () => this.clock.now(),
       onStall: (ms) => {
         this.metrics.stalls.inc();
@@ -141,10 +163,19 @@ export class Controller {
     };
     this.roleMetrics = new RoleMetrics(ctx);
     this.executor = new ActionExecutor(ctx, { forgetApp: (app) => this.forgetAppState(app) });
+      leaderEpoch: () => this.leading?.epoch ?? 0,
     this.reports = new AgentReports(ctx, this.roleMetrics);
     this.tenantJob = new TenantJob(ctx, this.executor, (n) => this.onTenantNotice(n));
     this.reconciler = new Reconciler(ctx, this.executor, this.roleMetrics, this.lag, { planner, evaluateMs: opts.evaluateMs ?? 500, startedAt: this.startedAt }, this.tenantJob);
-    this.handlers = this.reports.handlers;
+    // A controller that does not lead (a standby) does not know anyone: agents are told so
+    // without proof, keep their roles, and try again (with the amqp transport they are heard by
+    // whichever controller leads). Every sealed message carries the leader epoch.
+    const reports = this.reports.handlers;
+    this.handlers = {
+      ...reports,
+      keyFor: async (id) => (this.leading ? reports.keyFor(id) : undefined),
+      leaderEpoch: () => this.leading?.epoch ?? 0,
+    };
     this.provider.onExit((id, info) => {
       void this.reports.onAgentExit(id, info.code, info.signal).catch((err: unknown) => this.log.error({ err, id }, 'handling agent exit failed'));
     });
@@ -163,6 +194,43 @@ export class Controller {
   /** Wires the transport and the URL agents use to reach this controller, then starts the loops. */
   async start(transport: ControllerTransport, controllerUrl: string): Promise<void> {
     this.transport = transport;
+  /** How this controller is chosen to act: the only one (embedded store), or by lease on a shared store. */
+  setLeadershipMode(mode: 'embedded' | 'lease', self: HolderInfo): void {
+    this.leadershipMode = { mode, self, stepped: false };
+    // Elected controllers stand by until they take the lease.
+    if (mode === 'lease') this.leading = undefined;
+    this.metrics.leader.set(this.leading ? 1 : 0);
+  }
+
+  /** This controller now acts under the lease's `epoch` (undefined: it stepped down). */
+  setLeading(lease: { epoch: number; since: number } | undefined): void {
+    if (!lease && this.leading) this.leadershipMode = { ...this.leadershipMode, stepped: true };
+    this.leading = lease;
+    this.metrics.leader.set(lease ? 1 : 0);
+    this.metrics.leaderEpoch.set(lease?.epoch ?? 0);
+    this.metrics.leaderTransitions.inc({ to: lease ? 'leader' : 'stepped-down' });
+  }
+
+  get isLeader(): boolean {
+    return this.leading !== undefined;
+  }
+
+  /** Who leads, for `drover status` and `GET /v1/controller`: this controller, or which other one. */
+  async leadership(): Promise<LeadershipView> {
+    const { mode, self, stepped } = this.leadershipMode;
+    const role = this.leading ? 'leader' : stepped ? 'stepped-down' : 'standby';
+    const lease = await this.store.getLease(LEADER_LEASE);
+    const live = lease && lease.expiresAt > lease.now ? lease : undefined;
+    const holder = live ? parseHolder(live.holder) : undefined;
+    const leader = mode === 'embedded' ? (self ?? null) : holder && 'url' in holder ? holder : null;
+    return {
+      mode, role, self: self ?? null, leader,
+      epoch: mode === 'embedded' ? (this.leading?.epoch ?? null) : (live?.epoch ?? null),
+      since: mode === 'embedded' ? (this.leading ? new Date(this.leading.since).toISOString() : null) : live ? new Date(live.acquiredAt).toISOString() : null,
+      leaseExpiresInMs: mode === 'lease' && live ? live.expiresAt - live.now : null,
+    };
+  }
+
     this.controllerUrl = controllerUrl;
     this.lag.start();
     await this.restoreRetries();
@@ -184,6 +252,7 @@ export class Controller {
     this.lag.stop();
     for (const t of this.timers) clearInterval(t);
     this.timers = [];
+    if (this.stopped) return;
     this.runner.stop();
     await this.provider.close();
   }

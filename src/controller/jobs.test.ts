@@ -96,6 +96,7 @@ async function setup(wrap: (s: Store) => Store = (s) => s) {
   const roleMetrics = new RoleMetrics(ctx);
   const lag = new LagMonitor({ now: () => clock.now() });
   const reconciler = new Reconciler(ctx, executor, roleMetrics, lag, { planner: DEFAULT_PLANNER_OPTIONS, evaluateMs: 500, startedAt: clock.now() });
+    leaderEpoch: () => 1,
   await raw.putApp({ name: 'shop', spec, appDir: '/app', at: clock.now() });
   const app = (await raw.getApp('shop'))!;
   return { raw, store, clock, provider, transport, events, enqueued, metrics, executor, reconciler, roleMetrics, app, ctx };
