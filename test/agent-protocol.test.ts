@@ -13,24 +13,34 @@ import fc from 'fast-check';
 import { pino } from 'pino';
 import WebSocket from 'ws';
 import { checkControllerProof, SealedChannel, type AgentMessage, type AgentStatus, type ControllerMessage } from '../src/core/index.js';
-import type { CreateInstanceRequest, CreatedInstance, ExitInfo, InstanceHandle, Provider } from '../src/adapters/providers/index.js';
+import type { CreateInstanceRequest, ExitInfo, InstanceHandle, Machine, Provider } from '../src/adapters/providers/index.js';
 import { startServer, type RunningController } from '../src/controller/index.js';
 import { apiClient, sleep, until } from './helpers.js';
 
 class ScriptedProvider implements Provider {
   readonly name = 'scripted';
+  readonly provisionTimeoutMs = 60_000;
   readonly made = new Map<string, CreateInstanceRequest>();
   readonly destroyed = new Set<string>();
+  private readonly machines = new Map<string, Machine>();
   private port = 20000;
-  async createInstance(req: CreateInstanceRequest): Promise<CreatedInstance> {
+  async request(req: CreateInstanceRequest): Promise<Machine> {
+    const known = this.machines.get(req.instanceId);
+    if (known) return known;
     this.made.set(req.instanceId, req);
-    return { ip: '127.0.0.1', port: this.port++, workdir: `/nonexistent/${req.instanceId}`, providerRef: {} };
+    const m: Machine = { id: req.instanceId, state: 'running', ip: '127.0.0.1', port: this.port++, workdir: `/nonexistent/${req.instanceId}`, providerRef: {} };
+    this.machines.set(req.instanceId, m);
+    return m;
   }
-  async destroyInstance(i: InstanceHandle): Promise<void> {
+  async describe(hs: readonly InstanceHandle[]): Promise<Machine[]> {
+    return hs.map((h) => this.machines.get(h.id) ?? { id: h.id, state: 'gone', providerRef: h.providerRef });
+  }
+  async list(): Promise<Machine[]> {
+    return [...this.machines.values()];
+  }
+  async destroy(i: InstanceHandle): Promise<void> {
     this.destroyed.add(i.id);
-  }
-  async isAlive(): Promise<boolean> {
-    return true;
+    this.machines.delete(i.id);
   }
   onExit(_l: (id: string, info: ExitInfo) => void): void {}
   async close(): Promise<void> {}

@@ -1,47 +1,47 @@
 /**
- * The provider conformance suite: what every provider must do. Run against the local provider
- * (real agent processes; no controller answers them, which a provider must not care about).
+ * The provider conformance suite (test/provider-conformance.ts) against every provider: the local
+ * one, and the static one over joined nodes. The nodes here are a stand-in for the controller's
+ * node registry that starts agents with a local provider of their own after a delay (a node
+ * answering over the network); what the registry itself does is tested in test/join.test.ts
+ * and test/fleet.test.ts with real joined hosts.
  */
-import { test } from 'node:test';
-import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { LocalProvider, processesOfInstance, type Provider } from '../src/adapters/providers/index.js';
-import { until } from './helpers.js';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { LocalProvider, StaticProvider, type CreateInstanceRequest, type CreatedInstance, type NodeDirectory } from '../src/adapters/providers/index.js';
+import { providerConformance } from './provider-conformance.js';
 
-export function providerConformance(name: string, make: (dir: string) => Provider) {
-  test(`${name}: instances are made in parallel, each with its own folder and port, and destroyed with their whole tree`, { timeout: 60_000 }, async (t) => {
-    const dir = mkdtempSync(join(tmpdir(), 'drover-provider-'));
-    const provider = make(dir);
-    t.after(async () => {
-      await provider.close();
-      rmSync(dir, { recursive: true, force: true });
-    });
-    const exits: string[] = [];
-    provider.onExit((id) => exits.push(id));
-    const ids = ['i-c0ffee01', 'i-c0ffee02', 'i-c0ffee03'];
-    const made = await Promise.all(
-      ids.map((instanceId) => provider.createInstance({ instanceId, epoch: 1, key: 'x'.repeat(32), controllerUrl: 'http://127.0.0.1:9', app: 'a', role: 'r' })),
-    );
-    assert.equal(new Set(made.map((m) => m.port)).size, 3, 'distinct ports');
-    assert.equal(new Set(made.map((m) => m.workdir)).size, 3, 'distinct folders');
-    for (const m of made) {
-      assert.equal(m.ip, '127.0.0.1');
-      assert.ok(existsSync(m.workdir));
-    }
-    for (const [k, id] of ids.entries()) assert.equal(await provider.isAlive({ id, providerRef: made[k]!.providerRef }), true);
+providerConformance('local', { make: (dir) => new LocalProvider({ baseDir: dir, killGraceMs: 2000 }) });
 
-    // A stray child of the instance (what a role leaves behind) must go too.
-    await provider.destroyInstance({ id: ids[0]!, providerRef: made[0]!.providerRef });
-    assert.deepEqual(processesOfInstance(ids[0]!), []);
-    assert.equal(await provider.isAlive({ id: ids[0]!, providerRef: made[0]!.providerRef }), false);
-    await until('exit reported', async () => (exits.includes(ids[0]!) ? true : undefined), 5000, 50);
-    // Idempotent.
-    await provider.destroyInstance({ id: ids[0]!, providerRef: made[0]!.providerRef });
-    await Promise.all(ids.slice(1).map((id, k) => provider.destroyInstance({ id, providerRef: made[k + 1]!.providerRef })));
-    for (const id of ids) assert.deepEqual(processesOfInstance(id), []);
-  });
+/** One idle node: the first instance asked for goes there, the rest to the fallback. */
+class OneNode implements NodeDirectory {
+  readonly onNode = new Set<string>();
+  private holder?: string;
+  constructor(private readonly host: LocalProvider) {}
+  async reserve(_app: string, _role: string | null, instanceId: string): Promise<string | undefined> {
+    if (this.holder !== undefined) return undefined;
+    this.holder = instanceId;
+    this.onNode.add(instanceId);
+    return 'n-1';
+  }
+  async start(node: string, req: CreateInstanceRequest): Promise<CreatedInstance> {
+    await sleep(300); // the node's answer comes over the network
+    const m = await this.host.request(req);
+    return { ip: m.ip, port: m.port, workdir: m.workdir, providerRef: { node, pid: m.providerRef.pid, port: m.port } };
+  }
+  async stop(_node: string, instanceId: string): Promise<void> {
+    await this.host.destroy({ id: instanceId, providerRef: null });
+    if (this.holder === instanceId) this.holder = undefined;
+  }
+  runs(_node: string, instanceId: string): boolean {
+    return this.holder === instanceId;
+  }
 }
 
-providerConformance('local', (dir) => new LocalProvider({ baseDir: dir, killGraceMs: 2000 }));
+let nodes: OneNode | undefined;
+providerConformance('static', {
+  make: (dir) => {
+    nodes = new OneNode(new LocalProvider({ baseDir: join(dir, 'node'), killGraceMs: 2000 }));
+    return new StaticProvider(nodes, new LocalProvider({ baseDir: join(dir, 'local'), killGraceMs: 2000 }));
+  },
+  reportsExit: (id) => !nodes?.onNode.has(id),
+});

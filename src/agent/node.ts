@@ -117,7 +117,7 @@ export class NodeAgent {
   async close(message = 'closed'): Promise<void> {
     this.#closed = true;
     this.#ws?.close(1000, 'node stopping');
-    for (const [id, made] of this.#instances) await this.#provider.destroyInstance({ id, providerRef: made.providerRef });
+    for (const [id, made] of this.#instances) await this.#provider.destroy({ id, providerRef: made.providerRef });
     this.#done({ reason: 'closed', message });
   }
 
@@ -254,7 +254,7 @@ export class NodeAgent {
         }
         try {
           // The agent reaches the controller where this node did (the controller's own URL may say 0.0.0.0).
-          const made = await this.#provider.createInstance({
+          const made = await this.#provider.request({
             instanceId: o.instanceId, epoch: o.epoch, key: secrets.data.key, controllerUrl: this.#o.url, app: '', role: null,
             ...(secrets.data.transportUrl ? { transportUrl: secrets.data.transportUrl } : {}),
           });
@@ -269,7 +269,7 @@ export class NodeAgent {
       case 'stop': {
         const made = this.#instances.get(o.instanceId);
         const workdir = made?.workdir ?? join(this.#o.dataDir, 'instances', o.instanceId);
-        await this.#provider.destroyInstance({ id: o.instanceId, providerRef: made?.providerRef ?? null });
+        await this.#provider.destroy({ id: o.instanceId, providerRef: made?.providerRef ?? null });
         this.#instances.delete(o.instanceId);
         rmSync(workdir, { recursive: true, force: true });
         log.info({ instance: o.instanceId }, 'stopped an instance; back in the pool');

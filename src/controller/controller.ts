@@ -134,7 +134,10 @@ export class Controller {
     this.clock = opts.clock;
     this.log = opts.logger;
     this.heartbeatMs = opts.heartbeatMs ?? 2000;
-    const planner: PlannerOptions = { ...DEFAULT_PLANNER_OPTIONS, heartbeatTimeoutMs: this.heartbeatMs * 3, ...opts.planner };
+    // How long an instance may take to say hello is the provider's to say (a process: seconds; a VM: minutes).
+    const planner: PlannerOptions = {
+      ...DEFAULT_PLANNER_OPTIONS, heartbeatTimeoutMs: this.heartbeatMs * 3, provisionTimeoutMs: opts.provider.provisionTimeoutMs, ...opts.planner,
+    };
     this.planner = planner;
     this.startedAt = this.clock.now();
     this.runner = new Runner((key) => this.timedReconcile(key), this.log);
@@ -234,6 +237,8 @@ export class Controller {
     this.controllerUrl = controllerUrl;
     this.lag.start();
     await this.restoreRetries();
+    // Before any pass: machines made or destroyed across a crash are adopted or reaped.
+    await this.executor.provisioning.inventory();
     for (const app of await this.store.listApps()) this.runner.enqueue(app.name);
     const every = (ms: number, what: string, fn: () => Promise<void>) =>
       setInterval(() => void fn().catch((err: unknown) => this.log.warn({ err }, `${what} failed`)), ms);
@@ -254,6 +259,7 @@ export class Controller {
     this.timers = [];
     if (this.stopped) return;
     this.runner.stop();
+    this.executor.provisioning.stop();
     await this.provider.close();
   }
 

@@ -1,12 +1,13 @@
 /**
- * Carries out the planner's actions: makes and destroys instances through the provider, stores
- * and sends orders, and records an event for each. One action at a time per call; the reconciler
- * runs creates and destroys in parallel and the rest in order.
+ * Carries out the planner's actions: records instances and hands them to the provisioning job
+ * (which makes and destroys their machines in the background), stores and sends orders, and
+ * records an event for each. No action waits on a provider.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
 import { isTerminal, type Order, type PlanAction } from '../core/index.js';
 import type { InstancePatch, InstanceRecord, NewInstance, StoredApp } from '../adapters/store/index.js';
 import type { ControllerContext } from './context.js';
+import { Provisioning } from './provisioning.js';
 
 export interface ExecutorHooks {
   /** The app is gone from the store: forget everything kept about it in memory. */
@@ -18,11 +19,15 @@ const instanceId = () => `i-${randomBytes(4).toString('hex')}`;
 export class ActionExecutor {
   /** Last note per `app/role/topic`, so a repeated note is recorded once. */
   private readonly notes = new Map<string, string>();
+  /** Makes and destroys machines without holding up the pass (slow providers are observed, not awaited). */
+  readonly provisioning: Provisioning;
 
   constructor(
     private readonly ctx: ControllerContext,
     private readonly hooks: ExecutorHooks,
-  ) {}
+  ) {
+    this.provisioning = new Provisioning(ctx);
+  }
 
   forgetApp(app: string): void {
     for (const k of [...this.notes.keys()]) if (k.startsWith(`${app}/`)) this.notes.delete(k);
@@ -49,18 +54,10 @@ export class ActionExecutor {
           importsApplied: null, assignOrderId: null, stopOrderId: null, drainOrderId: null, restarts: 0, message: null, lastExit: null,
           createdAt: now, startedAt: null, stateSince: now, stopRequestedAt: null, drainRequestedAt: null, destroyedAt: null,
         };
+        // Recorded before the provider hears of it: whatever happens next, the machine has a record.
         await this.ctx.store.insertInstance(rec);
         await this.ctx.record({ app: app.name, role: a.role ?? a.pool, instance: id, kind: a.role ? 'instance.create' : 'spare.create', message: a.reason });
-        try {
-          const made = await this.ctx.provider.createInstance({
-            instanceId: id, epoch: rec.epoch, key: rec.joinToken, controllerUrl: this.ctx.controllerUrl(), app: app.name, role: a.role,
-          });
-          await this.ctx.store.updateInstance(id, { ip: made.ip, port: made.port, workdir: made.workdir, providerRef: made.providerRef });
-        } catch (err) {
-          const msg = err instanceof Error ? err.message : String(err);
-          await this.ctx.store.updateInstance(id, { state: 'failed', stateSince: now, message: `provider ${this.ctx.provider.name} could not create it: ${msg}` });
-          await this.ctx.record({ app: app.name, role: a.role, instance: id, kind: 'instance.failed', message: `${id} (${a.role ?? 'spare'}) could not be created: ${msg}` });
-        }
+        this.provisioning.create(rec);
         return;
       }
       case 'assign': {
@@ -146,6 +143,8 @@ export class ActionExecutor {
         return;
       }
       case 'forgetApp': {
+        // Its records stay until every machine is gone (the provisioning job wakes the app then).
+        if (this.provisioning.busy(app.name)) return;
         await this.ctx.store.deleteApp(app.name);
         await this.ctx.record({ app: app.name, role: null, instance: null, kind: 'app.deleted', message: a.reason });
         this.hooks.forgetApp(app.name);
@@ -168,7 +167,9 @@ export class ActionExecutor {
     for (const k of [...this.notes.keys()]) if (k.startsWith(`${app}/${role}/`)) this.notes.delete(k);
   }
 
+  /** Takes the instance out (fenced, its final state, the event) and has its machine destroyed in the background. */
   async destroy(app: string, inst: InstanceRecord, finalState: 'terminated' | 'failed' | 'unresponsive', reason: string): Promise<void> {
+    if (this.provisioning.destroying(inst.id)) return;
     const now = this.ctx.clock.now();
     this.ctx.transport()?.fence(inst.id, reason);
     const state = isTerminal(inst.state) ? inst.state : finalState;
@@ -176,9 +177,6 @@ export class ActionExecutor {
       await this.ctx.store.updateInstance(inst.id, { state, stateSince: now, exports: null });
     }
     await this.ctx.record({ app, role: inst.role, instance: inst.id, kind: 'instance.destroy', message: reason });
-    await this.ctx.provider.destroyInstance({ id: inst.id, providerRef: inst.providerRef });
-    await this.ctx.store.updateInstance(inst.id, { destroyedAt: this.ctx.clock.now(), exports: null });
-    if (inst.drainRequestedAt !== null && inst.goal === 'drain') this.ctx.metrics.drainSeconds.observe((this.ctx.clock.now() - inst.drainRequestedAt) / 1000);
-    this.ctx.live.delete(inst.id);
+    this.provisioning.destroy(inst);
   }
 }

@@ -6,9 +6,9 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { pino } from 'pino';
-import { DEFAULT_PLANNER_OPTIONS, ManualClock, parseAppFile, type ControllerMessage } from '../core/index.js';
+import { DEFAULT_PLANNER_OPTIONS, ManualClock, parseAppFile, type ControllerMessage, type PlanAction } from '../core/index.js';
 import { openPgliteStore, type EventRecord, type Store } from '../adapters/store/index.js';
-import type { CreateInstanceRequest, CreatedInstance, InstanceHandle, Provider } from '../adapters/providers/index.js';
+import type { CreateInstanceRequest, InstanceHandle, Machine, Provider } from '../adapters/providers/index.js';
 import type { ControllerTransport } from '../adapters/transport/index.js';
 import type { ControllerContext, LiveInfo } from './context.js';
 import { ActionExecutor } from './executor.js';
@@ -19,22 +19,27 @@ import { RoleMetrics } from './scraper.js';
 
 class ScriptedProvider implements Provider {
   readonly name = 'scripted';
+  readonly provisionTimeoutMs = 60_000;
   readonly created: CreateInstanceRequest[] = [];
   readonly destroyed: string[] = [];
   fail?: string;
-  /** Runs inside createInstance, to look at the store then. */
+  /** Runs inside request, to look at the store then. */
   during?: (req: CreateInstanceRequest) => Promise<void>;
-  async createInstance(req: CreateInstanceRequest): Promise<CreatedInstance> {
+  async request(req: CreateInstanceRequest): Promise<Machine> {
     await this.during?.(req);
     if (this.fail) throw new Error(this.fail);
     this.created.push(req);
-    return { ip: '127.0.0.1', port: 30000 + this.created.length, workdir: `/w/${req.instanceId}`, providerRef: { n: this.created.length } };
+    const n = this.created.length;
+    return { id: req.instanceId, state: 'running', ip: '127.0.0.1', port: 30000 + n, workdir: `/w/${req.instanceId}`, providerRef: { n } };
   }
-  async destroyInstance(i: InstanceHandle): Promise<void> {
+  async describe(hs: readonly InstanceHandle[]): Promise<Machine[]> {
+    return hs.map((h) => ({ id: h.id, state: this.destroyed.includes(h.id) ? 'gone' : 'running', providerRef: h.providerRef }));
+  }
+  async list(): Promise<Machine[]> {
+    return [];
+  }
+  async destroy(i: InstanceHandle): Promise<void> {
     this.destroyed.push(i.id);
-  }
-  async isAlive(): Promise<boolean> {
-    return true;
   }
   onExit(): void {}
   async close(): Promise<void> {}
@@ -91,15 +96,20 @@ async function setup(wrap: (s: Store) => Store = (s) => s) {
       return rec;
     },
     enqueue: (app) => enqueued.push(app),
+    leaderEpoch: () => 1,
   };
   const executor = new ActionExecutor(ctx, { forgetApp: () => undefined });
   const roleMetrics = new RoleMetrics(ctx);
   const lag = new LagMonitor({ now: () => clock.now() });
   const reconciler = new Reconciler(ctx, executor, roleMetrics, lag, { planner: DEFAULT_PLANNER_OPTIONS, evaluateMs: 500, startedAt: clock.now() });
-    leaderEpoch: () => 1,
   await raw.putApp({ name: 'shop', spec, appDir: '/app', at: clock.now() });
   const app = (await raw.getApp('shop'))!;
-  return { raw, store, clock, provider, transport, events, enqueued, metrics, executor, reconciler, roleMetrics, app, ctx };
+  /** One action, and what it handed the provisioning job done. */
+  const act = async (a: PlanAction) => {
+    await executor.execute(app, a);
+    await executor.provisioning.settled();
+  };
+  return { raw, store, clock, provider, transport, events, enqueued, metrics, executor, reconciler, roleMetrics, app, ctx, act };
 }
 
 test('executor: an instance is recorded before the provider is asked; a provider failure fails it with the reason', async () => {
@@ -108,12 +118,12 @@ test('executor: an instance is recorded before the provider is asked; a provider
     const rec = await h.raw.getInstance(req.instanceId);
     assert.equal(rec?.state, 'provisioning', 'in the store before the provider call');
   };
-  await h.executor.execute(h.app, { kind: 'create', role: 'web', pool: null, roleHash: 'h', reason: 'web 0→1' });
+  await h.act({ kind: 'create', role: 'web', pool: null, roleHash: 'h', reason: 'web 0→1' });
   const [made] = await h.raw.listInstances({ app: 'shop' });
   assert.equal(made?.port, 30001);
   assert.equal(h.provider.created[0]?.key, made?.joinToken, 'the provider hands the agent its key');
   h.provider.fail = 'quota exceeded';
-  await h.executor.execute(h.app, { kind: 'create', role: 'web', pool: null, roleHash: 'h', reason: 'web 1→2' });
+  await h.act({ kind: 'create', role: 'web', pool: null, roleHash: 'h', reason: 'web 1→2' });
   const failed = (await h.raw.listInstances({ app: 'shop' })).find((i) => i.state === 'failed');
   assert.match(failed?.message ?? '', /quota exceeded/);
   assert.ok(h.events.some((e) => e.kind === 'instance.failed' && e.message.includes('quota exceeded')));
@@ -122,15 +132,15 @@ test('executor: an instance is recorded before the provider is asked; a provider
 
 test('executor: a spare with no role is destroyed at once on stop; a role instance gets a stop order', async () => {
   const h = await setup();
-  await h.executor.execute(h.app, { kind: 'create', role: null, pool: '*', roleHash: '', reason: 'spare' });
-  await h.executor.execute(h.app, { kind: 'create', role: 'web', pool: null, roleHash: 'h', reason: 'web' });
+  await h.act({ kind: 'create', role: null, pool: '*', roleHash: '', reason: 'spare' });
+  await h.act({ kind: 'create', role: 'web', pool: null, roleHash: 'h', reason: 'web' });
   const [spare, web] = [...(await h.raw.listInstances({ app: 'shop' }))].sort((a) => (a.role === null ? -1 : 1));
-  await h.executor.execute(h.app, { kind: 'stop', instanceId: spare!.id, role: null, reason: 'fewer spares' });
+  await h.act({ kind: 'stop', instanceId: spare!.id, role: null, reason: 'fewer spares' });
   assert.deepEqual(h.provider.destroyed, [spare!.id]);
   assert.notEqual((await h.raw.getInstance(spare!.id))?.destroyedAt, null);
 
   await h.raw.updateInstance(web!.id, { assignOrderId: 'o-1', state: 'serving' });
-  await h.executor.execute(h.app, { kind: 'stop', instanceId: web!.id, role: 'web', reason: 'fewer' });
+  await h.act({ kind: 'stop', instanceId: web!.id, role: 'web', reason: 'fewer' });
   const stopped = (await h.raw.getInstance(web!.id))!;
   assert.equal(stopped.goal, 'stop');
   const pending = await h.raw.pendingOrders(web!.id);
@@ -151,15 +161,15 @@ test('executor: unresponsive bumps the epoch and fences, unless a report changed
     };
     return wrapped;
   });
-  await h.executor.execute(h.app, { kind: 'create', role: 'web', pool: null, roleHash: 'h', reason: 'web' });
+  await h.act({ kind: 'create', role: 'web', pool: null, roleHash: 'h', reason: 'web' });
   const [inst] = await h.raw.listInstances({ app: 'shop' });
   racing = inst!.id;
-  await h.executor.execute(h.app, { kind: 'unresponsive', instanceId: inst!.id, role: 'web', reason: 'silent' });
+  await h.act({ kind: 'unresponsive', instanceId: inst!.id, role: 'web', reason: 'silent' });
   assert.notEqual((await h.raw.getInstance(inst!.id))?.state, 'unresponsive', 'the late report wins; judged again next pass');
   assert.deepEqual(h.transport.fenced, []);
   assert.deepEqual(h.enqueued, ['shop']);
   racing = undefined;
-  await h.executor.execute(h.app, { kind: 'unresponsive', instanceId: inst!.id, role: 'web', reason: 'silent' });
+  await h.act({ kind: 'unresponsive', instanceId: inst!.id, role: 'web', reason: 'silent' });
   const after = (await h.raw.getInstance(inst!.id))!;
   assert.equal(after.state, 'unresponsive');
   assert.equal(after.epoch, 2);
@@ -182,7 +192,7 @@ test("reconciler: an operator's pin that lands between the autoscaler's read and
     return wrapped;
   });
   // One serving instance, busy: the policy wants more.
-  await h.executor.execute(h.app, { kind: 'create', role: 'web', pool: null, roleHash: 'h', reason: 'web' });
+  await h.act({ kind: 'create', role: 'web', pool: null, roleHash: 'h', reason: 'web' });
   const [inst] = await h.raw.listInstances({ app: 'shop' });
   const t = h.clock.now();
   await h.raw.updateInstance(inst!.id, { state: 'serving', assignOrderId: 'o', startedAt: t - 60_000, stateSince: t - 60_000 });
@@ -229,7 +239,7 @@ roles:
       - { name: demand, url: http://127.0.0.1:1/stats, format: json, select: rate }
 `);
   await h.raw.putApp({ name: 'shop', spec: adaptive, appDir: '/app', at: h.clock.now() });
-  await h.executor.execute(h.app, { kind: 'create', role: 'web', pool: null, roleHash: 'h', reason: 'web' });
+  await h.act({ kind: 'create', role: 'web', pool: null, roleHash: 'h', reason: 'web' });
   const [inst] = await h.raw.listInstances({ app: 'shop' });
   const t0 = h.clock.now();
   await h.raw.updateInstance(inst!.id, { state: 'serving', assignOrderId: 'o', startedAt: t0 - 600_000, stateSince: t0 - 600_000 });

@@ -166,15 +166,14 @@ export class Reconciler {
       this.statePersisted.set(key, { at: now, text });
     }
     const p = out.plan;
-    // Instances are made and destroyed in parallel (each can take seconds); orders go out in order.
-    const slow = p.actions.filter((a) => a.kind === 'create' || a.kind === 'destroy');
-    await Promise.all(slow.map((a) => this.executor.execute(app, a)));
+    // Creates and destroys first, as they were planned: each only records its intent and hands
+    // the machine to the provisioning job, which wakes the app again once the machine is up or
+    // gone (a destroyed instance can unblock the next step: the next role to stop, a replacement).
+    const machines = p.actions.filter((a) => a.kind === 'create' || a.kind === 'destroy');
+    await Promise.all(machines.map((a) => this.executor.execute(app, a)));
     for (const a of p.actions) if (a.kind !== 'create' && a.kind !== 'destroy') await this.executor.execute(app, a);
     this.updateGauges(app, p);
     const tenantsNext = tp && this.tenants ? await this.tenants.settle(app, tp, snap.roles, snap.instances, p) : undefined;
-    // A destroyed instance can unblock the next step (the next role to stop, a replacement):
-    // look again at once rather than at the next resync.
-    if (p.actions.some((a) => a.kind === 'destroy')) return { requeueAfterMs: 0 };
     const next = Math.min(p.requeueAfterMs ?? Infinity, scaled ? this.o.evaluateMs : Infinity, tenantsNext ?? Infinity);
     return Number.isFinite(next) ? { requeueAfterMs: next } : {};
   }

@@ -49,6 +49,8 @@ export const EventKind = {
   instanceFailed: 'instance.failed',
   /** An agent missed its heartbeats: fenced and replaced. */
   instanceUnresponsive: 'instance.unresponsive',
+  /** At controller start, a machine the store did not fully know: reaped (unknown, or known as destroyed) or adopted (its record was still provisioning); `data.action`, `data.providerRef`. */
+  instanceOrphan: 'instance.orphan',
   /** A role stopped or a step failed: the reason and a pointer (`drover logs <instance>`); `data.lines` has its last lines. */
   instanceLog: 'instance.log',
   /** A warm spare was requested from the provider. */

@@ -1,9 +1,11 @@
 /**
- * Providers: make and destroy instances.
+ * Providers: make and destroy instances, two-phase (request, then observe).
  *
  * ```ts
  * const provider = new LocalProvider({ baseDir: '.drover/instances' });
- * const made = await provider.createInstance({ instanceId: 'i-1', epoch: 1, joinToken, controllerUrl, app: 'shop', role: 'api' });
+ * await provider.request({ instanceId: 'i-1', epoch: 1, key, controllerUrl, app: 'shop', role: 'api' }); // at once
+ * const [m] = await provider.describe([{ id: 'i-1', providerRef: null }]); // m.state: pending | running | gone
+ * await provider.destroy({ id: 'i-1', providerRef: m.providerRef });
  * ```
  */
 export type * from './types.js';

@@ -11,7 +11,7 @@ import { mkdirSync, openSync, closeSync, readdirSync, readFileSync, realpathSync
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { CreateInstanceRequest, CreatedInstance, ExitInfo, InstanceHandle, Provider } from './types.js';
+import type { CreateInstanceRequest, CreatedInstance, ExitInfo, InstanceHandle, Machine, Provider } from './types.js';
 
 export interface LocalProviderOptions {
   /** Folder under which each instance gets `<id>/`. */
@@ -22,6 +22,8 @@ export interface LocalProviderOptions {
   readonly killGraceMs?: number;
   /** Extra environment for agents (tests shorten timings with it). */
   readonly env?: Readonly<Record<string, string>>;
+  /** How long an agent may take to say hello after it was started (it is a process: seconds). @default 60000 */
+  readonly provisionTimeoutMs?: number;
 }
 
 const MARKER = 'DROVER_INSTANCE_ID';
@@ -103,17 +105,82 @@ export function processesOfInstance(id: string): number[] {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** What one scan of /proc saw of an instance: its agent (with the address it was started with) and every pid. */
+interface SeenInstance {
+  agent?: { pid: number; ip: string; port: number; workdir: string };
+  pids: number[];
+  /** A process of it runs with its working folder under this path (the provider's `baseDir`, when asked). */
+  underBase: boolean;
+}
+
+/**
+ * Every running instance process on this machine, by instance id, in one pass over /proc: an
+ * agent carries `DROVER_INSTANCE_ID` and the address it was given, a role process
+ * `DROVER_INSTANCE`. Zombies and this process are left out.
+ */
+function scanInstances(baseDirs: readonly string[]): Map<string, SeenInstance> {
+  const out = new Map<string, SeenInstance>();
+  let entries: string[];
+  try {
+    entries = readdirSync('/proc');
+  } catch {
+    return out;
+  }
+  for (const e of entries) {
+    if (!/^\d+$/.test(e)) continue;
+    const pid = Number(e);
+    if (pid === process.pid) continue;
+    let environ: string;
+    try {
+      environ = readFileSync(`/proc/${e}/environ`, 'latin1');
+    } catch {
+      continue; // gone, or not ours to read
+    }
+    if (!environ.includes('DROVER_INSTANCE')) continue;
+    const env = new Map<string, string>();
+    for (const v of environ.split('\0')) {
+      const eq = v.indexOf('=');
+      if (eq > 0 && v.startsWith('DROVER_')) env.set(v.slice(0, eq), v.slice(eq + 1));
+    }
+    const agentOf = env.get(MARKER);
+    const id = agentOf ?? env.get('DROVER_INSTANCE');
+    if (!id || !alive(pid)) continue;
+    let seen = out.get(id);
+    if (!seen) out.set(id, (seen = { pids: [], underBase: false }));
+    seen.pids.push(pid);
+    const workdir = env.get('DROVER_WORKDIR') ?? '';
+    if (baseDirs.some((d) => workdir.startsWith(d + '/'))) seen.underBase = true;
+    const port = Number(env.get('DROVER_PORT'));
+    if (agentOf && Number.isInteger(port)) seen.agent = { pid, ip: env.get('DROVER_IP') ?? '', port, workdir };
+  }
+  return out;
+}
+
 export class LocalProvider implements Provider {
   readonly name = 'local';
+  readonly provisionTimeoutMs: number;
   private readonly children = new Map<string, ChildProcess>();
+  /** What this provider made and still runs, by instance id. */
+  private readonly made = new Map<string, CreatedInstance>();
+  /** Requests in flight, by instance id: a repeated request joins the first. */
+  private readonly requests = new Map<string, Promise<Machine & CreatedInstance>>();
   private readonly reserved = new Set<number>();
   private readonly listeners: ((id: string, info: ExitInfo) => void)[] = [];
   private readonly ip: string;
   private readonly killGraceMs: number;
+  private readonly baseDirs: string[];
 
   constructor(private readonly opts: LocalProviderOptions) {
     this.ip = opts.ip ?? '127.0.0.1';
     this.killGraceMs = opts.killGraceMs ?? 5000;
+    this.provisionTimeoutMs = opts.provisionTimeoutMs ?? 60_000;
+    this.baseDirs = [opts.baseDir];
+    try {
+      const real = realpathSync(opts.baseDir);
+      if (real !== opts.baseDir) this.baseDirs.push(real);
+    } catch {
+      // not made yet: it is made under this very name
+    }
   }
 
   onExit(listener: (instanceId: string, info: ExitInfo) => void): void {
@@ -130,8 +197,30 @@ export class LocalProvider implements Provider {
     }
   }
 
-  async createInstance(req: CreateInstanceRequest): Promise<CreatedInstance> {
-    const workdir = join(this.opts.baseDir, req.instanceId);
+  /**
+   * Starts the instance's agent and answers once it is spawned (a process is up at once: the
+   * machine is `running`; its agent says hello within a second or two). Idempotent: an agent
+   * already running for this instance id — started by this provider or, before a restart, by
+   * another — is answered with, not started twice.
+   */
+  request(req: CreateInstanceRequest): Promise<Machine & CreatedInstance> {
+    let p = this.requests.get(req.instanceId);
+    if (!p) {
+      p = this.start(req).finally(() => this.requests.delete(req.instanceId));
+      this.requests.set(req.instanceId, p);
+    }
+    return p;
+  }
+
+  private async start(req: CreateInstanceRequest): Promise<Machine & CreatedInstance> {
+    const id = req.instanceId;
+    const mine = this.made.get(id);
+    if (mine && this.children.has(id)) return { id, state: 'running', ...mine };
+    const seen = scanInstances(this.baseDirs).get(id);
+    if (seen?.agent) return this.running(id, seen.agent);
+    // What is left of an earlier agent of this id (role processes of a killed one) goes first.
+    if (seen) await this.destroy({ id, providerRef: null });
+    const workdir = join(this.opts.baseDir, id);
     mkdirSync(workdir, { recursive: true, mode: 0o700 });
     const port = await this.reservePort();
     const { file, execArgv } = agentCommand();
@@ -147,7 +236,7 @@ export class LocalProvider implements Provider {
         env: {
           ...agentEnvBase(process.env),
           ...this.opts.env,
-          [MARKER]: req.instanceId,
+          [MARKER]: id,
           DROVER_CONTROLLER_URL: req.controllerUrl,
           DROVER_EPOCH: String(req.epoch),
           DROVER_WORKDIR: workdir,
@@ -161,21 +250,53 @@ export class LocalProvider implements Provider {
     const pid = child.pid;
     if (pid === undefined) {
       this.reserved.delete(port);
-      throw new Error(`could not start the agent for ${req.instanceId}`);
+      throw new Error(`could not start the agent for ${id}`);
     }
     child.stdin?.on('error', () => undefined);
     // A transport's URL (the agent's own broker password) travels the same way, on the second line.
     child.stdin?.end(req.key + '\n' + (req.transportUrl ? req.transportUrl + '\n' : ''));
-    this.children.set(req.instanceId, child);
+    const made: CreatedInstance = { ip: this.ip, port, workdir, providerRef: { pid, port } };
+    this.children.set(id, child);
+    this.made.set(id, made);
     child.on('exit', (code, signal) => {
-      this.children.delete(req.instanceId);
-      for (const l of this.listeners) l(req.instanceId, { code, signal });
+      this.children.delete(id);
+      this.made.delete(id);
+      for (const l of this.listeners) l(id, { code, signal });
     });
     child.unref();
-    return { ip: this.ip, port, workdir, providerRef: { pid, port } };
+    return { id, state: 'running', ...made };
   }
 
-  async destroyInstance(inst: InstanceHandle): Promise<void> {
+  private running(id: string, agent: NonNullable<SeenInstance['agent']>): Machine & CreatedInstance {
+    return { id, state: 'running', ip: agent.ip, port: agent.port, workdir: agent.workdir, providerRef: { pid: agent.pid, port: agent.port } };
+  }
+
+  async describe(handles: readonly InstanceHandle[]): Promise<Machine[]> {
+    const seen = scanInstances(this.baseDirs);
+    return handles.map((h) => {
+      // Our own child until its exit is seen (its environment is the agent's only once it exec'd).
+      const mine = this.made.get(h.id);
+      if (mine && this.children.has(h.id)) return { id: h.id, state: 'running', ...mine };
+      const s = seen.get(h.id);
+      if (s?.agent) return this.running(h.id, s.agent);
+      // An agent gone but its role's processes left: not gone until they are.
+      if (s) return { id: h.id, state: 'running', providerRef: h.providerRef };
+      return { id: h.id, state: 'gone', providerRef: h.providerRef };
+    });
+  }
+
+  /** The instances with a process running out of this provider's `baseDir`. */
+  async list(): Promise<Machine[]> {
+    const out = new Map<string, Machine>();
+    for (const [id, s] of scanInstances(this.baseDirs)) {
+      if (s.underBase) out.set(id, s.agent ? this.running(id, s.agent) : { id, state: 'running', providerRef: null });
+    }
+    for (const [id, m] of this.made) if (this.children.has(id)) out.set(id, { id, state: 'running', ...m });
+    return [...out.values()];
+  }
+
+  /** Ends the instance's whole process tree and answers once it is gone (at most `killGraceMs` and a little). */
+  async destroy(inst: InstanceHandle): Promise<void> {
     const pid = typeof inst.providerRef?.pid === 'number' ? inst.providerRef.pid : undefined;
     const port = typeof inst.providerRef?.port === 'number' ? inst.providerRef.port : undefined;
     const signalAll = (sig: NodeJS.Signals) => {
@@ -216,14 +337,9 @@ export class LocalProvider implements Provider {
     if (port !== undefined) this.reserved.delete(port);
   }
 
-  async isAlive(inst: InstanceHandle): Promise<boolean> {
-    const pid = typeof inst.providerRef?.pid === 'number' ? inst.providerRef.pid : undefined;
-    if (pid !== undefined && this.children.has(inst.id) && alive(pid)) return true;
-    return processesOfInstance(inst.id).length > 0 || (pid !== undefined && alive(pid) && process.platform !== 'linux');
-  }
-
   async close(): Promise<void> {
     this.children.clear();
+    this.made.clear();
     await Promise.resolve();
   }
 }
