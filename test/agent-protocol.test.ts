@@ -60,7 +60,7 @@ class TestAgent {
     const nonce = randomBytes(32).toString('base64url');
     this.closed = new Promise((resolve) => this.ws.on('close', (code) => resolve((this.closeCode = code))));
     this.ready = new Promise((resolve) => {
-      this.ws.on('open', () => this.ws.send(JSON.stringify({ type: 'hello', protocol: 2, instanceId, epoch, nonce })));
+      this.ws.on('open', () => this.ws.send(JSON.stringify({ type: 'hello', protocol: 3, instanceId, epoch, nonce })));
       this.ws.on('close', () => resolve(false));
       this.ws.on('message', (data) => {
         const text = (data as Buffer).toString('utf8');
@@ -160,7 +160,7 @@ test('agent protocol: secrets stay put, strangers get nothing, liars are fenced'
     // A stranger that skips the check and just sends a sealed join with a wrong key.
     const raw = new WebSocket(`${h.server.url.replace('http', 'ws')}/v1/agent`);
     const code = new Promise<number>((resolve) => raw.on('close', (c) => resolve(c)));
-    raw.on('open', () => raw.send(JSON.stringify({ type: 'hello', protocol: 2, instanceId: db.instanceId, epoch: 1, nonce: 'A'.repeat(43) })));
+    raw.on('open', () => raw.send(JSON.stringify({ type: 'hello', protocol: 3, instanceId: db.instanceId, epoch: 1, nonce: 'A'.repeat(43) })));
     raw.on('message', () => raw.send(JSON.stringify({ s: 1, m: JSON.stringify({ type: 'join', pid: 1, status: { state: 'spare', restarts: 0 }, applied: [] }), h: 'AAAA' })));
     assert.equal(await code, 4006);
     assert.equal(real.ws.readyState, WebSocket.OPEN);
@@ -235,7 +235,7 @@ test('agent protocol: malformed, oversized and out-of-order messages are dropped
         resolve();
       });
       ws.on('open', () => {
-        if (afterChallenge) ws.send(JSON.stringify({ type: 'hello', protocol: 2, instanceId: db.instanceId, epoch: 1, nonce: 'B'.repeat(43) }));
+        if (afterChallenge) ws.send(JSON.stringify({ type: 'hello', protocol: 3, instanceId: db.instanceId, epoch: 1, nonce: 'B'.repeat(43) }));
         else for (const f of frames) ws.send(f);
       });
       ws.on('message', () => {

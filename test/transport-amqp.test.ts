@@ -103,7 +103,7 @@ test('amqp: an agent\'s broker user reads only its own queue and publishes only 
   const ch = await admin.createConfirmChannel();
   const nonce = Buffer.alloc(32, 7).toString('base64url');
   const sid = nonce.slice(0, 16);
-  ch.publish(AMQP_NAMES.agentsExchange, 'lp-b.hello', Buffer.from(JSON.stringify({ type: 'hello', protocol: 2, instanceId: 'lp-b', epoch: 1, nonce })), { headers: { session: sid } });
+  ch.publish(AMQP_NAMES.agentsExchange, 'lp-b.hello', Buffer.from(JSON.stringify({ type: 'hello', protocol: 3, instanceId: 'lp-b', epoch: 1, nonce })), { headers: { session: sid } });
   await sleep(300);
   const forged = new SealedChannel('agent', { key: keys.get('lp-a')!, instanceId: 'lp-b', epoch: 1, agentNonce: nonce, controllerNonce: 'c'.repeat(43) });
   ch.publish(AMQP_NAMES.agentsExchange, 'lp-b.frame', Buffer.from(forged.seal({ type: 'join', pid: 1, status: { state: 'spare', restarts: 0 }, applied: [] })), { headers: { session: sid } });
@@ -112,7 +112,7 @@ test('amqp: an agent\'s broker user reads only its own queue and publishes only 
 
   // A, under its own routing key, says hello as B: refused before any challenge.
   const chA = await a.createConfirmChannel();
-  chA.publish(AMQP_NAMES.agentsExchange, 'lp-a.hello', Buffer.from(JSON.stringify({ type: 'hello', protocol: 2, instanceId: 'lp-b', epoch: 1, nonce })), { headers: { session: 'as-b' } });
+  chA.publish(AMQP_NAMES.agentsExchange, 'lp-a.hello', Buffer.from(JSON.stringify({ type: 'hello', protocol: 3, instanceId: 'lp-b', epoch: 1, nonce })), { headers: { session: 'as-b' } });
   await until('the hello as another instance to be refused', async () => suspicious.some((r) => r === 'a hello for instance lp-b sent as lp-a') || undefined, 10_000, 50);
 
   // Destroyed: B's user and queue are gone, and its credentials open nothing.

@@ -16,6 +16,7 @@ import { WebSocketServer, type WebSocket } from 'ws';
 import { randomBytes } from 'node:crypto';
 import {
   controllerProof,
+  PROTOCOL_VERSION,
   SealedChannel,
   type AgentMessage,
   type AgentStatus,
@@ -82,8 +83,11 @@ class FakeController {
     return `http://127.0.0.1:${this.port}`;
   }
 
-  send(msg: ControllerMessage): void {
-    if (this.#channel) this.#socket?.send(this.#channel.seal(msg));
+  /** The leader epoch stamped on what this controller sends. */
+  leader = 1;
+
+  send(msg: ControllerMessage, leader = this.leader): void {
+    if (this.#channel) this.#socket?.send(this.#channel.seal({ ...msg, leader }));
   }
 
   /** Sends a frame as it is, unsealed: what an impostor without the key can do. */
@@ -262,7 +266,7 @@ void test('the agent carries a role from assign through imports, updates and rec
   await t.test('hello carries the instance, epoch and a nonce, and no secret; join the pid and a spare status', async () => {
     const hello = await c.waitFor('join', (m) => m.type === 'join');
     const plain = c.hellos[0]!;
-    assert.equal(plain.protocol, 2);
+    assert.equal(plain.protocol, PROTOCOL_VERSION);
     assert.equal(plain.instanceId, 'i-1');
     assert.equal(plain.epoch, 7);
     assert.match(plain.nonce, /^[A-Za-z0-9_-]{43}$/);
@@ -402,6 +406,13 @@ void test('refused: the agent kills its role without scripts and exits', async (
   await c.waitStatus('serving', (s) => s.state === 'serving');
   const pid = h.agent.rolePid!;
   assert.ok(alive(pid));
+  // A deposed controller (an older leader epoch than the newest heard) is not obeyed.
+  c.send({ type: 'refused', reason: 'from a deposed leader' }, 0);
+  c.send({ type: 'order', order: { id: 'o-old', kind: 'stop', reason: 'from a deposed leader' } }, 0);
+  await sleep(300);
+  assert.ok(alive(pid), 'the role keeps running');
+  assert.ok(!c.messages.some((m) => m.type === 'ack' && m.orderId === 'o-old'), 'the old leader\'s order is not carried out');
+  c.leader = 2;
   c.send({ type: 'refused', reason: 'instance i-1 was replaced' });
   const exit = await h.exit;
   assert.equal(exit.reason, 'refused');

@@ -7,13 +7,18 @@
  * The role outlives the controller: if the connection drops, the role keeps running with its
  * last imports while the agent reconnects, forever.
  */
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { chownSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { pino, type Logger } from 'pino';
 import {
+  extraAutoPorts,
   fitLines,
   importEnv,
+  listenTarget,
+  resolvePorts,
+  slotName,
   renderCommand,
   renderExports,
   renderTemplate,
@@ -24,7 +29,7 @@ import {
   type AgentStatus,
   type Assignment,
   type BuiltinValues,
-  type ControllerMessage,
+  type SealedControllerMessage,
   type InstanceState,
   type LastExit,
   type Order,
@@ -42,6 +47,8 @@ import { runScript, type ScriptResult } from './script.js';
 import { VitalsSampler, type VitalsOptions } from './vitals.js';
 import type { AgentTransport, AgentTransportOptions } from './transport.js';
 import { WsAgentTransport } from './ws-transport.js';
+import { PortLink } from './port-link.js';
+import { BundleFetcher } from './bundle.js';
 
 export interface AgentOptions {
   /**
@@ -68,6 +75,17 @@ export interface AgentOptions {
   readonly ip?: string;
   /** The port allocated to this instance's role: `${port}`, `$PORT`, and what probes check. */
   readonly port: number;
+  /**
+   * Folder of the host's port keepers (`listen:`). @default `<workdir>/../../ports`: with the
+   * local provider, `<data-dir>/ports`.
+   */
+  readonly portsDir?: string;
+  /** Where app bundles are kept, shared by the agents of a host. @default `<workdir>/../.bundles` */
+  readonly bundleCacheDir?: string;
+  /** Folder of the host's volumes. @default `<workdir>/../../volumes`: `<data-dir>/volumes`. */
+  readonly volumesDir?: string;
+  /** Port keepers this agent spawns free their port after this long with no member. @default 5000 */
+  readonly keeperIdleMs?: number;
   /** @default pino() to stdout */
   readonly logger?: Logger;
 
@@ -101,8 +119,8 @@ export interface AgentOptions {
   readonly vitals?: VitalsOptions;
 }
 
-type CompiledAgentOptions = Required<Omit<AgentOptions, 'logger' | 'vitals' | 'startupProbeIntervalMs' | 'transport'>> &
-  Pick<AgentOptions, 'vitals' | 'startupProbeIntervalMs'>;
+type CompiledAgentOptions = Required<Omit<AgentOptions, 'logger' | 'vitals' | 'startupProbeIntervalMs' | 'transport' | 'portsDir' | 'volumesDir'>> &
+  Pick<AgentOptions, 'vitals' | 'startupProbeIntervalMs'> & { portsDir: string; volumesDir: string };
 
 function compile(o: AgentOptions): CompiledAgentOptions {
   return {
@@ -119,6 +137,9 @@ function compile(o: AgentOptions): CompiledAgentOptions {
     killTimeoutMs: 1000,
     finalStatusTimeoutMs: 10_000,
     drainPollMs: 100,
+    keeperIdleMs: 5000,
+    portsDir: join(dirname(dirname(o.workdir)), 'ports'),
+    volumesDir: join(dirname(dirname(o.workdir)), 'volumes'),
     ...withoutUndefined(o),
   } as CompiledAgentOptions;
 }
@@ -193,6 +214,10 @@ export class Agent {
   readonly #stateWaiters = new Set<() => void>();
   #roleLog?: RoleLog;
   #drain?: Drain;
+  /** Fetches and unpacks the app bundle of an assignment (bundle.ts). */
+  readonly #bundles: BundleFetcher;
+  /** The unpacked bundle, `${appDir}` once there is one. */
+  #appDir?: string;
   /** The role's `user:`, resolved when it was assigned. */
   #runAs?: RunAs;
   /** The tenants of a role that hosts them. */
@@ -201,11 +226,19 @@ export class Agent {
   #halting?: Promise<void>;
   /** Stop-phase scripts to end if the agent halts meanwhile. */
   readonly #haltAborts = new Set<AbortController>();
+  /** Every port of the role's `ports:` by number, once chosen (the extra auto ports by this agent). */
+  #ports?: Record<string, number>;
+  /** The path of each of the role's volumes. */
+  #volumes?: Record<string, string>;
+  /** This member's links to the port keepers of the role's `listen:` ports. */
+  readonly #links: PortLink[] = [];
 
   // The connection.
   readonly #applied = new Set<string>();
   readonly #transport: AgentTransport;
   #welcomed = false;
+  /** The newest leader epoch heard: messages of an older (deposed) controller are ignored. */
+  #leaderSeen = 0;
   #welcomeWaiters = new Set<() => void>();
   #heartbeat?: NodeJS.Timeout;
 
@@ -227,6 +260,10 @@ export class Agent {
     };
     this.#transport = options.transport ? options.transport(common) : new WsAgentTransport({ ...common, controllerUrl: options.controllerUrl });
     this.#vitals = new VitalsSampler(options.vitals);
+    this.#bundles = new BundleFetcher({
+      controllerUrl: options.controllerUrl, instanceId: options.instanceId, key: options.key, log: this.#log,
+      cacheDir: options.bundleCacheDir ?? join(dirname(options.workdir), '.bundles'),
+    });
     this.#done = new Promise((resolve) => (this.#resolveRun = resolve));
     this.#tenants = new TenantRunner({
       spec: () => this.#assignment?.role.tenants,
@@ -301,6 +338,7 @@ export class Agent {
       servingSince: this.#state === 'serving' ? this.#servingSince : undefined,
       balancer: this.#balancer?.status(),
       tenants: this.#tenants.report(),
+      ...(this.#ports && this.#assignment ? { ports: this.#ports } : {}),
     };
   }
 
@@ -311,7 +349,15 @@ export class Agent {
 
   // ---- connection ------------------------------------------------------------------------
 
-  #onMessage(msg: ControllerMessage): void {
+  #onMessage(msg: SealedControllerMessage): void {
+    if (msg.leader < this.#leaderSeen) {
+      this.#log.warn({ type: msg.type, leader: msg.leader, newest: this.#leaderSeen }, 'ignored a message from a deposed controller (an older leader epoch than the newest heard)');
+      return;
+    }
+    if (msg.leader > this.#leaderSeen) {
+      if (this.#leaderSeen > 0) this.#log.info({ from: this.#leaderSeen, to: msg.leader }, 'a new leader controller speaks');
+      this.#leaderSeen = msg.leader;
+    }
     switch (msg.type) {
       case 'welcome':
         this.#onWelcome(msg.heartbeatMs);
@@ -349,7 +395,7 @@ export class Agent {
 
   #sendStatus(): Promise<boolean> {
     if (!this.#welcomed) return Promise.resolve(false);
-    const port = this.#assignment ? this.#o.port : undefined;
+    const port = this.#assignment ? this.#rolePort() : undefined;
     const vitals = this.#vitals.sample(this.#supervisor?.pid, port);
     const metrics = this.#scraper?.values();
     return this.#send({ type: 'status', status: this.status(), vitals: metrics ? { ...vitals, metrics } : vitals });
@@ -463,6 +509,30 @@ export class Agent {
 
   // ---- role lifecycle --------------------------------------------------------------------
 
+  /**
+   * The app bundle of the assignment (docs/fleet.md), fetched or taken from the host's cache and
+   * unpacked into `<workdir>/app`, which becomes `${appDir}`. False: the role failed (said why).
+   */
+  async #unpackBundle(signal: AbortSignal): Promise<boolean> {
+    const a = this.#assignment!;
+    if (a.bundleError !== undefined) {
+      this.#setState('failed', `the app folder could not be bundled for this host: ${a.bundleError}`);
+      return false;
+    }
+    if (!a.bundle) return true;
+    this.#setState('deploying', `fetching app bundle ${a.bundle.sha256.slice(0, 12)} (${a.bundle.size} bytes)`);
+    try {
+      const got = await this.#bundles.prepare(a.app, a.bundle, join(this.#o.workdir, 'app'), signal);
+      this.#appDir = got.dir;
+      this.#sendLog([`[agent] app bundle ${a.bundle.sha256.slice(0, 12)} ${got.cached ? "taken from this host's cache" : 'downloaded'}, unpacked into ${got.dir}`]);
+      return !signal.aborted;
+    } catch (err) {
+      if (signal.aborted) return false;
+      this.#setState('failed', errorText(err));
+      return false;
+    }
+  }
+
   async #lifecycle(signal: AbortSignal): Promise<void> {
     const role = this.#assignment!.role;
     if (role.user !== undefined) {
@@ -476,6 +546,15 @@ export class Agent {
         return;
       }
     }
+    try {
+      await this.#prepareRole();
+    } catch (err) {
+      if (signal.aborted) return;
+      this.#setState('failed', `cannot take role ${role.name}: ${errorText(err)}`);
+      return;
+    }
+    if (signal.aborted) return;
+    if (!(await this.#unpackBundle(signal))) return;
     this.#setState('deploying', role.deploy ? 'running deploy' : 'nothing to deploy');
     if (role.deploy) {
       const r = await this.#step('deploy', role.deploy, this.#o.scriptTimeoutMs, signal);
@@ -497,6 +576,60 @@ export class Agent {
     if (role.start) this.#startProcess(role.start);
     else if (role.loadBalancer) await this.#startBalancer(signal);
     else this.#serve();
+  }
+
+  /**
+   * Chooses the role's extra auto ports, makes its volumes' folders and joins the port keepers of
+   * its `listen:` ports, before anything of the role runs. Throws why it cannot.
+   */
+  async #prepareRole(): Promise<void> {
+    const a = this.#assignment!;
+    const role = a.role;
+    if (role.ports) {
+      const taken = new Set<number>([this.#o.port, ...Object.values(role.ports).filter((v): v is number => typeof v === 'number')]);
+      const extra: Record<string, number> = {};
+      for (const name of extraAutoPorts(role)) {
+        let p: number;
+        do p = await freePort(this.#o.ip);
+        while (taken.has(p));
+        taken.add(p);
+        extra[name] = p;
+      }
+      const ports = resolvePorts(role, this.#o.port, extra);
+      if (!ports) throw new Error('could not choose its ports');
+      this.#ports = ports;
+    }
+    if (role.volumes?.length) {
+      if (a.slot === undefined) throw new Error(`it has volumes (${role.volumes.join(', ')}) but the order gave no member slot`);
+      const volumes: Record<string, string> = {};
+      for (const name of role.volumes) {
+        const dir = join(this.#o.volumesDir, a.app, slotName(role.name, a.slot), name);
+        mkdirSync(dir, { recursive: true, mode: 0o700 });
+        if (this.#runAs) chownSync(dir, this.#runAs.uid, this.#runAs.gid);
+        volumes[name] = dir;
+      }
+      this.#volumes = volumes;
+      this.#log.info({ slot: slotName(role.name, a.slot), volumes }, 'volumes attached');
+    }
+    const builtins = this.#builtins();
+    for (const l of role.listen ?? []) {
+      const link = new PortLink({
+        dir: this.#o.portsDir, ip: this.#o.ip, port: l.port, app: a.app, role: role.name, instance: this.#o.instanceId,
+        backend: `${this.#o.ip}:${listenTarget(l, builtins)}`, idleExitMs: this.#o.keeperIdleMs,
+        log: (msg) => this.#log.info(msg),
+      });
+      this.#links.push(link);
+      try {
+        await link.open();
+      } catch (err) {
+        throw new Error(`listen ${l.port}: ${errorText(err)}`, { cause: err });
+      }
+    }
+  }
+
+  /** `${port}`: what probes check, vitals and drains count connections on. */
+  #rolePort(): number {
+    return this.#ports ? Number(this.#builtins().port) : this.#o.port;
   }
 
   async #startBalancer(signal: AbortSignal): Promise<void> {
@@ -610,7 +743,7 @@ export class Agent {
     const exec = spec.exec !== undefined ? this.#command(spec.exec) : undefined;
     this.#health = new HealthWatcher({
       spec: exec ? { ...spec, exec: exec.command } : spec,
-      target: { host: this.#o.ip, port: this.#o.port, env: exec?.env ?? this.#env(), cwd: this.#roleDir(), ...(this.#runAs ? { runAs: this.#runAs } : {}) },
+      target: { host: this.#o.ip, port: this.#rolePort(), env: exec?.env ?? this.#env(), cwd: this.#roleDir(), ...(this.#runAs ? { runAs: this.#runAs } : {}) },
       startupIntervalMs: this.#o.startupProbeIntervalMs,
       onEvent: (ev) => this.#onHealth(ev),
     });
@@ -691,7 +824,7 @@ export class Agent {
     if (this.#scraper) return;
     const sources = instanceMetricSources(this.#assignment!.role);
     if (sources.length === 0) return;
-    this.#scraper = new MetricScraper({ sources, host: this.#o.ip, port: this.#o.port, logger: this.#log });
+    this.#scraper = new MetricScraper({ sources, host: this.#o.ip, port: this.#rolePort(), logger: this.#log });
     this.#scraper.start();
   }
 
@@ -794,7 +927,7 @@ export class Agent {
   }
 
   #connections(): number | undefined {
-    return readEstablished(this.#o.port, this.#o.vitals?.procRoot);
+    return readEstablished(this.#rolePort(), this.#o.vitals?.procRoot);
   }
 
   async #drainThenStop(d: Drain, open: number | undefined): Promise<void> {
@@ -968,6 +1101,7 @@ export class Agent {
   async #finish(exit: AgentExit): Promise<void> {
     if (this.#phase === 'done') return;
     this.#phase = 'done';
+    for (const l of this.#links) l.close();
     clearInterval(this.#heartbeat);
     this.#welcomed = false;
     await this.#transport.close(exit.reason);
@@ -1025,6 +1159,8 @@ export class Agent {
     if (state !== this.#state) this.#log.info({ from: this.#state, to: state, message }, `state ${state}`);
     this.#state = state;
     this.#message = message;
+    // The port keepers hand this member connections exactly while it serves (not while draining).
+    for (const l of this.#links) l.setServing(state === 'serving');
     if (send) void this.#sendStatus();
     for (const w of this.#stateWaiters) w();
   }
@@ -1077,7 +1213,11 @@ export class Agent {
 
   #builtins(): BuiltinValues {
     const a = this.#assignment!;
-    return roleBuiltins(a.role, { app: a.app, appDir: a.appDir, instance: this.#o.instanceId, ip: this.#o.ip, port: this.#o.port, workdir: this.#o.workdir });
+    return roleBuiltins(a.role, {
+      app: a.app, appDir: this.#appDir ?? a.appDir, instance: this.#o.instanceId, ip: this.#o.ip, port: this.#o.port, workdir: this.#o.workdir,
+      ...(this.#ports ? { ports: this.#ports } : {}),
+      ...(this.#volumes ? { volumes: this.#volumes } : {}),
+    });
   }
 
   /** Where the role's commands run: `${workdir}`. */
@@ -1124,4 +1264,17 @@ function errorText(err: unknown): string {
 
 function withoutUndefined<T extends object>(o: T): Partial<T> {
   return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+}
+
+/** A port free on `ip` now (the kernel's choice); the role binds it moments later. */
+function freePort(ip: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.unref();
+    srv.on('error', reject);
+    srv.listen(0, ip, () => {
+      const addr = srv.address();
+      srv.close(() => (addr && typeof addr === 'object' ? resolve(addr.port) : reject(new Error('no port'))));
+    });
+  });
 }

@@ -20,7 +20,7 @@ import {
   PROTOCOL_VERSION,
   SealedChannel,
   type AgentMessage,
-  type ControllerMessage,
+  type SealedControllerMessage,
   type HelloMessage,
 } from '../core/index.js';
 
@@ -29,7 +29,7 @@ export interface AgentTransportEvents {
   /** The agent's first sealed message of a session (whole status, applied order ids). */
   join(): Extract<AgentMessage, { type: 'join' }>;
   /** An authentic, well-formed message from the controller. */
-  message(msg: ControllerMessage): void;
+  message(msg: SealedControllerMessage): void;
   /** The session ended (the transport reconnects by itself until closed). */
   down(): void;
 }

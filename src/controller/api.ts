@@ -10,7 +10,7 @@ import type { Socket } from 'node:net';
 import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import swagger from '@fastify/swagger';
 import { APP_FILE_LIMITS, apiProof, appFileWarnings, own, SpecError, startOrder, type AppSpec } from '../core/index.js';
-import type { EventRecord } from '../adapters/store/index.js';
+import { LeaseLostError, type EventRecord } from '../adapters/store/index.js';
 import type { ControllerTransport } from '../adapters/transport/index.js';
 import { AppFileParser, type AppFileParserOptions } from './app-file-parser.js';
 import { ApiError, ERROR_CODES, type ErrorCode } from './errors.js';
@@ -250,15 +250,25 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
   app.addHook('onRequest', async (req) => {
     const path = req.url.split('?')[0] ?? '';
     if (path === '/v1/health' || path === '/v1/agent' || path === '/v1/node' || path === '/v1/identity') return;
+    // Agents prove their instance key to the bundle route itself (bundle.ts), not the admin token.
+    if (req.method === 'GET' && /^\/v1\/bundles\/[a-z][a-z0-9-]{0,62}\/[0-9a-f]{64}$/.test(path)) return;
     if (ui.isPublic(req.method, path)) return;
     // The bearer token (CLI, scripts), or a dashboard session cookie with its CSRF token on changes (ui.ts).
     if (!authorized(req.headers.authorization) && !ui.allows(req)) throw new ApiError('unauthorized', 'missing or invalid bearer token');
+    // A standby serves reads; changes go to the leader (its writes would be refused anyway).
+    if (!c.isLeader && req.method !== 'GET' && req.method !== 'HEAD' && path !== '/v1/shutdown') throw await notLeader();
   });
+  const notLeader = async (): Promise<ApiError> => {
+    const v = await c.leadership().catch(() => undefined);
+    const who = v?.leader ? `the leader is ${v.leader.url} (${v.leader.host}, pid ${v.leader.pid}, since ${v.since ?? '?'})` : 'no controller leads right now; retry in a few seconds';
+    return new ApiError('not_leader', `this controller is ${v?.role === 'stepped-down' ? 'stepping down' : 'a standby'} and serves reads only; ${who}`);
+  };
 
   // Every error leaves in the documented format, with a registered code; the text of an
   // unexpected error goes to the log only.
   app.setErrorHandler((err: FastifyError | ApiError, req, reply) => {
     if (err instanceof ApiError) return send(reply, err);
+    if (err instanceof LeaseLostError) return notLeader().then((e) => send(reply, e));
     if (err.validation) return send(reply, new ApiError('invalid_request', validationMessage(err)));
     const status = err.statusCode ?? 500;
     if (status === 413 || err.code === 'FST_ERR_CTP_BODY_TOO_LARGE') return send(reply, new ApiError('payload_too_large', `body: larger than ${bodyLimit} bytes`));
@@ -405,7 +415,8 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
       if (spec.app !== req.params.name) fail('name_mismatch', `app: "${spec.app}" does not match the name in the path ("${req.params.name}")`);
       const existed = (await c.listApps()).some((a) => a.name === spec.app);
       const res = await c.apply(spec, b.appDir ?? opts.defaultAppDir);
-      return reply.status(existed ? 200 : 201).send({ app: await appSummary(res.app.name), changed: res.changed, warnings: appFileWarnings(spec) });
+      const bundle = res.bundle ? { sha256: res.bundle.sha256, size: res.bundle.size, unpackedBytes: res.bundle.unpackedBytes, files: res.bundle.files } : null;
+      return reply.status(existed ? 200 : 201).send({ app: await appSummary(res.app.name), changed: res.changed, warnings: appFileWarnings(spec), bundle });
     },
   );
 
@@ -577,6 +588,13 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
   registerTenantRoutes(app, c, { errors });
   registerLogRoutes(app, c);
   await opts.routes?.(app, errors);
+
+  app.get('/v1/controller', {
+    schema: {
+      tags: ['controller'], summary: 'Which controller leads (controllers on a shared store elect one), this one\'s role, the lease epoch and since when',
+      response: { 200: { type: 'object', additionalProperties: true }, 401: errorSchema },
+    },
+  }, async () => c.leadership());
 
   app.post('/v1/shutdown', { schema: { tags: ['controller'], summary: 'Stop the controller (apps keep running unless deleted first)', response: { 202: { type: 'object', additionalProperties: true }, 401: errorSchema } } }, async (_req, reply) => {
     reply.raw.on('finish', () => setImmediate(() => opts.onShutdown?.()));

@@ -4,8 +4,8 @@
  * this and holds only its own logic.
  */
 import type { Logger } from 'pino';
-import type { BalancerStatus, Clock, ImportedMember, TenantReport, Vitals } from '../core/index.js';
-import type { EventRecord, NewEvent, Store } from '../adapters/store/index.js';
+import type { BalancerStatus, BundleRef, Clock, ImportedMember, TenantReport, Vitals } from '../core/index.js';
+import type { EventRecord, NewEvent, Store, StoredApp } from '../adapters/store/index.js';
 import type { Provider } from '../adapters/providers/index.js';
 import type { ControllerTransport } from '../adapters/transport/index.js';
 import type { ControllerMetrics } from './metrics.js';
@@ -37,6 +37,10 @@ export interface ControllerContext {
   record(ev: EventInput): Promise<EventRecord>;
   /** Asks for a reconcile pass of the app soon. */
   enqueue(app: string): void;
+  /** What an assign order says of the app bundle (docs/fleet.md): none, one, or why there is none. */
+  bundleFor?(app: StoredApp, instanceId: string): Promise<{ bundle?: BundleRef; bundleError?: string }>;
+  /** The epoch of the leader lease this controller acts under (0 while it does not lead). */
+  leaderEpoch(): number;
 }
 
 /** The serving members of every role of an app, with their stored (controller-checked) exports. */

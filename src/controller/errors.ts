@@ -5,7 +5,7 @@
  */
 export const ERROR_CODES = {
   unauthorized: { status: 401, description: 'Missing or invalid bearer token.' },
-  forbidden: { status: 403, description: 'A dashboard request that changes something came without its session\'s CSRF token (`X-CSRF-Token`), or from another origin.' },
+  forbidden: { status: 403, description: 'A dashboard request that changes something came without its session\'s CSRF token (`X-CSRF-Token`), or from another origin; or an agent asked for the bundle of an app it is not an instance of.' },
   not_found: { status: 404, description: 'No such app, role, instance or route.' },
   invalid_request: { status: 400, description: 'The request is malformed: bad JSON, a missing or mistyped field, a bad parameter.' },
   invalid_spec: { status: 422, description: 'The app file is invalid; `details` lists each field and reason. Nothing was applied.' },
@@ -23,6 +23,8 @@ export const ERROR_CODES = {
   tenant_exists: { status: 409, description: 'Another tenant of the app has this name or host; `details` names the field.' },
   tenant_failed: { status: 422, description: "The tenant's `add` failed on every attempt; the tenant's status (Location) has the reason and the last output lines." },
   busy: { status: 503, description: 'The controller has as many live streams open as it serves (64), or 20,000 sign-ups already waiting; try again shortly.' },
+  not_leader: { status: 503, description: 'This controller is a standby (another one leads; the message names it) or has just stepped down: it serves reads only. Send changes to the leader (`GET /v1/controller`).' },
+  bundle_refused: { status: 422, description: 'The app folder could not be packed into a bundle for joined hosts: larger than the limit (the message names its size, the limit and the largest files), a symlink pointing out of it or to an absolute path, or a file that cannot be read. Nothing was applied.' },
   internal: { status: 500, description: 'A bug: the controller could not handle the request. Logged with the request id.' },
 } as const;
 

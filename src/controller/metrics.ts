@@ -35,5 +35,8 @@ export class ControllerMetrics {
       this.loopLag.set({ stat: 'max' }, d.max);
     },
   });
+  readonly leader = new Gauge({ name: 'drover_leader', help: '1 while this controller holds the leader lease and acts, 0 on a standby', registers: [this.registry] });
+  readonly leaderEpoch = new Gauge({ name: 'drover_leader_epoch', help: 'Epoch of the leader lease this controller holds (0 when it holds none)', registers: [this.registry] });
+  readonly leaderTransitions = new Counter({ name: 'drover_leader_transitions_total', help: 'Times this controller took the leader lease (to=leader) or stepped down (to=stepped-down)', labelNames: ['to'] as const, registers: [this.registry] });
   readonly connectedAgents = new Gauge({ name: 'drover_agents_connected', help: 'Agents connected to this controller', registers: [this.registry] });
 }

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { pino, type Logger } from 'pino';
 import { systemClock, type Clock, type PlannerOptions } from '../core/index.js';
-import { DEFAULT_POOL_SIZE, MAX_POOL_SIZE, openPgliteStore, openPostgresStore, redactStoreUrl, StoreOpenError, StoreUnavailableError, StoreUrlError, type Store } from '../adapters/store/index.js';
+import { DEFAULT_POOL_SIZE, FencedStore, MAX_POOL_SIZE, openPgliteStore, openPostgresStore, redactStoreUrl, StoreOpenError, StoreUnavailableError, StoreUrlError, type Store } from '../adapters/store/index.js';
 import { LocalProvider, StaticProvider, type Provider } from '../adapters/providers/index.js';
 import { AmqpTransport, AmqpTransportError, EmbeddedTransport, redactUrl, withTransportProvisioning, type ControllerTransport } from '../adapters/transport/index.js';
 import { buildApi } from './api.js';
@@ -21,6 +21,7 @@ import { ControllerStartError, preparePrivateDataDir } from './datadir.js';
 import { acquireLock, LockHeldError, type DataDirLock } from './lock.js';
 import { compileRetention, retentionFromEnv, startRetention, type PruneResult, type RetentionOptions } from './retention.js';
 import { VERSION } from './version.js';
+import { holderName, LEADER_LEASE, Leadership, leadershipTimes } from './leader.js';
 
 export interface ServerOptions {
   /** @default './.drover' */
@@ -67,6 +68,20 @@ export interface ServerOptions {
    * (events 7 days and 100,000, acknowledged orders 1 day, pruned every 10 minutes).
    */
   readonly retention?: RetentionOptions;
+  /**
+   * Elect a leader among controllers sharing the store (a lease; docs/postgres.md "Two
+   * controllers"). @default true with `storeUrl`, false otherwise (the embedded store has one
+   * controller, which always leads).
+   */
+  readonly leaderElection?: boolean;
+  /** How long the leader lease lasts unless renewed (env DROVER_LEADER_LEASE_MS). @default 6000 */
+  readonly leaseTtlMs?: number;
+  /**
+   * Called when this controller lost the leader lease and stopped acting (`hard`: it could not
+   * stop in time). @default log and exit the process (75; 70 when hard) so a supervisor starts a
+   * fresh standby — as Kubernetes' controller-manager does.
+   */
+  readonly onLeadershipLost?: (reason: string, hard: boolean) => void;
 }
 
 export interface RunningController {
@@ -109,6 +124,17 @@ function storeHelp(dataDir: string, err: StoreOpenError): string {
     `  drover down --force --data-dir ${dataDir}   (stops every process of this data folder)\n` +
     `  mv ${db} ${db}.broken                       (keep it for inspection; the next start makes an empty store)`
   );
+}
+
+/** DROVER_LEADER_LEASE_MS, checked: 1 s to 5 min. */
+function leaseTtlFromEnv(env: NodeJS.ProcessEnv): number {
+  const text = env.DROVER_LEADER_LEASE_MS?.trim();
+  if (!text) return 6000;
+  const n = Number(text);
+  if (!/^[0-9]+$/.test(text) || !Number.isSafeInteger(n) || n < 1000 || n > 300_000) {
+    throw new ControllerStartError('bad-setting', `DROVER_LEADER_LEASE_MS=${text}: expected a whole number of ms from 1000 to 300000`);
+  }
+  return n;
 }
 
 /** DROVER_STORE_POOL_SIZE, checked. */
@@ -161,20 +187,25 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningCont
   try {
     const logger = opts.logger ?? pino({ level: process.env.DROVER_LOG_LEVEL ?? 'info' });
     const token = opts.token ?? loadOrCreateToken(dataDir);
-    let store: Store;
-    if (opts.store) store = opts.store;
+    let rawStore: Store;
+    if (opts.store) rawStore = opts.store;
     else if (opts.storeUrl) {
-      store = await openPostgres(opts.storeUrl, opts.storePoolSize ?? poolSizeFromEnv(process.env), logger);
-      undo.push(() => store.close());
+      rawStore = await openPostgres(opts.storeUrl, opts.storePoolSize ?? poolSizeFromEnv(process.env), logger);
+      undo.push(() => rawStore.close());
     } else {
       try {
-        store = await openPgliteStore(join(dataDir, 'db'));
+        rawStore = await openPgliteStore(join(dataDir, 'db'));
       } catch (err) {
         if (err instanceof StoreOpenError) throw new ControllerStartError('store-unreadable', storeHelp(dataDir, err), { cause: err });
         throw err;
       }
-      undo.push(() => store.close());
+      undo.push(() => rawStore.close());
     }
+    // On a shared store controllers elect a leader; only its writes land (store/fenced.ts).
+    const elect = opts.leaderElection ?? opts.storeUrl !== undefined;
+    const leaseTtlMs = opts.leaseTtlMs ?? leaseTtlFromEnv(process.env);
+    const fenced = elect ? new FencedStore(rawStore, LEADER_LEASE) : undefined;
+    const store: Store = fenced ?? rawStore;
     const localProvider = opts.provider ?? new LocalProvider({ baseDir: join(dataDir, 'instances'), ...(opts.agentEnv ? { env: opts.agentEnv } : {}) });
     // Joined hosts first (docs/fleet.md), this machine when an app has no idle one.
     const fleet: { controller?: Controller } = {};
@@ -199,6 +230,7 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningCont
     const transportUrl = opts.transportUrl ?? process.env.DROVER_TRANSPORT_URL?.trim();
     const managementUrl = opts.transportManagementUrl ?? process.env.DROVER_TRANSPORT_MANAGEMENT_URL?.trim();
     let transportUndone = false;
+    let startTransport = async (): Promise<void> => undefined;
     if (transportUrl) {
       let amqpTransport: AmqpTransport;
       try {
@@ -210,10 +242,13 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningCont
       transport = amqpTransport;
       undo.push(() => amqpTransport.close());
       transportUndone = true;
-      // Not waiting long for the broker: the controller serves its API without it, and orders
-      // wait in the store until the broker is back.
-      await amqpTransport.start(10_000);
-      if (!amqpTransport.brokerConnected) logger.warn({ broker: redactUrl(transportUrl) }, 'the broker is not reachable yet; retrying in the background');
+      // Started by the leader only (a standby must not consume the controller's queue). Not
+      // waiting long for the broker: the controller serves its API without it, and orders wait
+      // in the store until the broker is back.
+      startTransport = async () => {
+        await amqpTransport.start(10_000);
+        if (!amqpTransport.brokerConnected) logger.warn({ broker: redactUrl(transportUrl) }, 'the broker is not reachable yet; retrying in the background');
+      };
     } else {
       transport = new EmbeddedTransport(controller.handlers, controller.heartbeatMs);
     }
@@ -240,29 +275,89 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningCont
     const addr = http.server.address();
     const port = addr && typeof addr === 'object' ? addr.port : wanted;
     const url = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
-    await controller.start(started, url);
     lock.setUrl(url);
     const infoFile = join(dataDir, 'controller.json');
     const info: ControllerInfo = { url, pid: process.pid, startedAt: new Date().toISOString() };
     writePrivateAtomically(infoFile, JSON.stringify(info, null, 2) + '\n');
-    const pruner = startRetention(store, opts.clock ?? systemClock, logger, retention);
     const envSecrets = process.env.DROVER_WEBHOOK_SECRETS?.split(',').map((x) => x.trim()).filter(Boolean);
     const secrets = new WebhookSecrets(dataDir, envSecrets);
-    const notices = wireNotices(controller, store, secrets, logger, opts.notify?.scheduleScale !== undefined ? { scheduleScale: opts.notify.scheduleScale } : {});
+    const clock = opts.clock ?? systemClock;
+
+    // What only the leader does: the control loops, the transport's consumer, retention, notices.
+    let acting: { stop(): Promise<void> } | undefined;
+    let pruner: ReturnType<typeof startRetention> | undefined;
+    const act = async (epoch: number, since: number): Promise<void> => {
+      controller.setLeading({ epoch, since });
+      await startTransport();
+      await controller.start(started, url);
+      const p = startRetention(store, clock, logger, retention);
+      pruner = p;
+      const notices = wireNotices(controller, store, secrets, logger, opts.notify?.scheduleScale !== undefined ? { scheduleScale: opts.notify.scheduleScale } : {});
+      let stopping: Promise<void> | undefined;
+      acting = {
+        stop: () =>
+          (stopping ??= (async () => {
+            // Refuse writes first: whatever is still in flight can no longer land.
+            fenced?.setFence(undefined);
+            controller.setLeading(undefined);
+            await p.stop();
+            await notices.close();
+            nodes.close();
+            await controller.stop();
+            await started.close();
+          })()),
+      };
+    };
+    const { name: holder, info: self } = holderName(url);
+    let closingAll = false;
+    let leadership: Leadership | undefined;
+    if (elect) {
+      controller.setLeadershipMode('lease', self);
+      const times = leadershipTimes(leaseTtlMs);
+      const lost = opts.onLeadershipLost ?? ((reason: string, hard: boolean) => {
+        logger.fatal({ reason, hard }, 'exiting: this controller lost the leader lease (a supervisor should start it again, as a standby)');
+        process.exit(hard ? 70 : 75);
+      });
+      leadership = new Leadership({
+        store: rawStore, holder, times, log: logger,
+        onElected: async (lease) => {
+          fenced?.setFence({ name: lease.name, holder: lease.holder, epoch: lease.epoch });
+          await act(lease.epoch, lease.acquiredAt);
+        },
+        onDeposed: async (reason) => {
+          // Stop acting before the lease can expire (the margin); past that, a hard exit.
+          const stopped = acting?.stop() ?? Promise.resolve();
+          const inTime = await Promise.race([stopped.then(() => true), new Promise<false>((r) => setTimeout(() => r(false), times.marginMs).unref())]);
+          if (!closingAll) lost(reason, !inTime);
+        },
+      });
+      await leadership.start();
+      if (leadership.state !== 'leader') logger.info({ url }, 'standing by: another controller holds the leader lease; serving reads, taking over if it goes');
+    } else {
+      // One controller per embedded store (the data folder's lock): it always leads. The lease
+      // still gives it an epoch, under a holder name that is the same at every start.
+      controller.setLeadershipMode('embedded', self);
+      const lease = await rawStore.acquireLease(LEADER_LEASE, 'embedded', 86_400_000);
+      if (!lease) throw new ControllerStartError('store-unreadable', 'the embedded store\'s leader lease is held by another holder');
+      await act(lease.epoch, lease.acquiredAt);
+    }
     logger.info({ url, dataDir, transport: transportUrl ? redactUrl(transportUrl) : 'embedded', store: opts.store ? 'given' : opts.storeUrl ? redactStoreUrl(opts.storeUrl) : join(dataDir, 'db') }, 'controller listening');
     return {
       url, token, dataDir, controller, http,
       webhookSecrets: (app) => secrets.for(app),
-      pruneNow: () => pruner.runOnce(),
+      pruneNow: () => (pruner ? pruner.runOnce() : Promise.resolve({ events: 0, orders: 0 })),
       close: () =>
         (closing ??= (async () => {
-          await pruner.stop();
-          await notices.close();
-          nodes.close();
-          await controller.stop();
-          await started.close();
+          closingAll = true;
+          if (leadership) await leadership.stop();
+          if (acting) await acting.stop();
+          else {
+            nodes.close();
+            await controller.stop();
+            await started.close();
+          }
           await http.close();
-          await store.close();
+          await rawStore.close();
           try {
             const cur = JSON.parse(readFileSync(infoFile, 'utf8')) as ControllerInfo;
             if (cur.pid === process.pid) rmSync(infoFile, { force: true });

@@ -82,6 +82,7 @@ export {
   type TenantReport,
   type HelloMessage,
   type PlainControllerMessage,
+  type SealedControllerMessage,
   WIRE_LIMITS,
 } from './protocol.js';
 

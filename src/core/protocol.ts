@@ -6,9 +6,10 @@
  */
 import type { InstanceState } from './states.js';
 import type { AppSpec, ResolvedImports, RoleSpec } from './types.js';
+import type { BundleRef } from './bundle.js';
 
 /** 2: mutual authentication and sealed frames (auth.ts). */
-export const PROTOCOL_VERSION = 2;
+export const PROTOCOL_VERSION = 3;
 
 /** Everything the agent needs to run one role. */
 export interface Assignment {
@@ -19,6 +20,12 @@ export interface Assignment {
   readonly imports: ResolvedImports;
   /** Hash of `imports`; the agent reports the one it last applied. */
   readonly importsVersion: string;
+  /** The member slot the instance holds (`db-0` is slot 0): which volumes are its. Absent: none. */
+  readonly slot?: number;
+  /** The app bundle to fetch and unpack before `deploy`; `${appDir}` is then the unpacked folder (docs/fleet.md). Absent: `appDir` as given. */
+  readonly bundle?: BundleRef;
+  /** Why the app folder could not be bundled: the agent fails the role with it rather than run without its files. */
+  readonly bundleError?: string;
 }
 
 export type Order =
@@ -114,6 +121,8 @@ export interface AgentStatus {
   readonly balancer?: BalancerStatus;
   /** For a role that hosts tenants: each tenant it was told about, by tenant id. */
   readonly tenants?: Readonly<Record<string, TenantReport>>;
+  /** Every port of the role's `ports:` by number (its extra auto ports chosen by the agent). */
+  readonly ports?: Readonly<Record<string, number>>;
 }
 
 export interface BalancerStatus {
@@ -176,6 +185,13 @@ export type ControllerMessage =
   /** The instance is fenced (destroyed, replaced or unknown): the agent must stop its role and exit. */
   | { readonly type: 'refused'; readonly reason: string }
   | { readonly type: 'order'; readonly order: Order };
+
+/**
+ * A controller message as it travels: stamped with the epoch of the leader lease its sender
+ * held (controller/leader.ts). An agent ignores messages from an older leader than the newest
+ * it has heard, so a deposed controller cannot order it about.
+ */
+export type SealedControllerMessage = ControllerMessage & { readonly leader: number };
 
 /**
  * Bounds of what an agent may say. The agent trims its own messages to fit (a long line is cut

@@ -7,7 +7,8 @@
  */
 import { z } from 'zod';
 import { ALL_STATES, type InstanceState } from './states.js';
-import { WIRE_LIMITS as L, type AgentMessage, type ControllerMessage, type HelloMessage, type PlainControllerMessage } from './protocol.js';
+import { SHA256_HEX } from './bundle.js';
+import { WIRE_LIMITS as L, type AgentMessage, type HelloMessage, type PlainControllerMessage, type SealedControllerMessage } from './protocol.js';
 
 const id = z.string().min(1).max(L.idChars);
 const line = z.string().max(L.lineChars + 100);
@@ -64,6 +65,7 @@ export const agentStatusSchema = z.object({
   servingSince: nonneg.optional(),
   balancer: balancer.optional(),
   tenants: record(tenantReport, L.tenants).optional(),
+  ports: record(z.number().int().min(1).max(65535), 16).optional(),
 });
 
 const vitals = z.object({
@@ -113,11 +115,13 @@ const roleSpecShape = z
   })
   .loose();
 
+const bundleRef = z.object({ sha256: z.string().regex(SHA256_HEX), size: z.number().int().min(1).max(2 ** 40), unpackedBytes: z.number().int().min(0).max(2 ** 40) });
+
 export const orderSchema = z.discriminatedUnion('kind', [
   z.object({
     id: orderId,
     kind: z.literal('assign'),
-    assignment: z.object({ app: text, appDir: text, role: roleSpecShape, imports: importsSchema, importsVersion: text }),
+    assignment: z.object({ app: text, appDir: text, role: roleSpecShape, imports: importsSchema, importsVersion: text, slot: z.number().int().min(0).max(100_000).optional(), bundle: bundleRef.optional(), bundleError: z.string().max(4096).optional() }),
   }),
   z.object({ id: orderId, kind: z.literal('imports'), imports: importsSchema, importsVersion: text }),
   z.object({ id: orderId, kind: z.literal('stop'), reason: text }),
@@ -127,10 +131,13 @@ export const orderSchema = z.discriminatedUnion('kind', [
   z.object({ id: orderId, kind: z.literal('tenantRemove'), tenant: tenantRef }),
 ]);
 
+/** The sender's leader epoch (0: a controller that has not led yet). */
+const leaderEpoch = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
+
 export const controllerMessageSchema = z.discriminatedUnion('type', [
-  z.object({ type: z.literal('welcome'), heartbeatMs: z.number().int().min(1).max(3_600_000) }),
-  z.object({ type: z.literal('refused'), reason: text }),
-  z.object({ type: z.literal('order'), order: orderSchema }),
+  z.object({ type: z.literal('welcome'), heartbeatMs: z.number().int().min(1).max(3_600_000), leader: leaderEpoch }),
+  z.object({ type: z.literal('refused'), reason: text, leader: leaderEpoch }),
+  z.object({ type: z.literal('order'), order: orderSchema, leader: leaderEpoch }),
 ]);
 
 /** The controller's messages before the sealed channel: a challenge, or a refusal it cannot prove. */
@@ -140,9 +147,9 @@ export const plainControllerMessageSchema = z.discriminatedUnion('type', [
 ]);
 
 /** A controller message (inside a sealed frame), or why it is refused. */
-export function parseControllerMessage(m: unknown): { ok: true; message: ControllerMessage } | { ok: false; reason: string } {
+export function parseControllerMessage(m: unknown): { ok: true; message: SealedControllerMessage } | { ok: false; reason: string } {
   const r = controllerMessageSchema.safeParse(m);
-  return r.success ? { ok: true, message: r.data as ControllerMessage } : { ok: false, reason: firstIssue(r.error) };
+  return r.success ? { ok: true, message: r.data as SealedControllerMessage } : { ok: false, reason: firstIssue(r.error) };
 }
 
 /** A controller message sent in the clear (before the handshake), or why it is refused. */

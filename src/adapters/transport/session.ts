@@ -72,7 +72,7 @@ export class ControllerSession {
   /** Seals and sends; false once the session is closed or before it is proven. */
   send(msg: ControllerMessage): boolean {
     if (this.#phase === 'closed' || !this.#channel) return false;
-    this.carrier.sealed(this.#channel.seal(msg));
+    this.carrier.sealed(this.#channel.seal({ ...msg, leader: this.handlers.leaderEpoch?.() ?? 0 }));
     return true;
   }
 

@@ -27,6 +27,8 @@ export interface TransportHandlers {
   onAck(instanceId: string, orderId: string): Promise<void>;
   onLog(instanceId: string, lines: readonly string[]): void;
   onDisconnect(instanceId: string): void;
+  /** The epoch of the leader lease this controller acts under, stamped on every sealed message. Absent: 0. */
+  leaderEpoch?(): number;
   /** Something an agent connection did that deserves an operator's attention (a forged frame, a refused hello). */
   onSuspicious?(what: { instanceId: string | null; reason: string; remote: string | undefined }): void;
 }
