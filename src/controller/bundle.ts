@@ -40,6 +40,15 @@ export const DEFAULT_IGNORES = ['.git/', '.drover/', '.drover-node/'] as const;
 /** Bundles kept per app (the current one and those before it, for instances still being assigned). */
 const KEPT_PER_APP = 3;
 
+/** A size as written for `--bundle-limit` / DROVER_BUNDLE_LIMIT: bytes, or a number with KiB, MiB or GiB (K, M, G). Undefined if it is not one (or is 0 or over 4 GiB). */
+export function parseSize(text: string): number | undefined {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*(|b|k|kb|kib|m|mb|mib|g|gb|gib)\s*$/i.exec(text);
+  if (!m) return undefined;
+  const unit = m[2]!.toLowerCase()[0] ?? '';
+  const n = Math.round(Number(m[1]) * ({ '': 1, b: 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 } as Record<string, number>)[unit]!);
+  return n >= 1 && n <= 4 * 1024 ** 3 ? n : undefined;
+}
+
 export type BundleErrorKind = 'too_large' | 'too_many_files' | 'unsafe_link' | 'unreadable';
 
 /** The folder cannot be packed; the message says why, naming the file or the sizes. */
@@ -369,6 +378,19 @@ export class BundleStore {
       .map((f) => ({ f, at: statSync(join(this.o.dir, f)).mtimeMs }))
       .sort((a, b) => b.at - a.at);
     for (const { f } of mine.slice(KEPT_PER_APP)) if (f !== fileName(app, keep)) rmSync(join(this.o.dir, f), { force: true });
+  }
+
+  /**
+   * Packs the folder now (an apply checks it before the file is stored); {@link adopt} then ties
+   * it to the generation the store gave the file, so the first assignment does not pack again.
+   */
+  async packNow(app: string, appDir: string): Promise<BundleInfo> {
+    return this.#pack(app, appDir, -1);
+  }
+
+  adopt(app: string, generation: number): void {
+    const c = this.#current.get(app);
+    if (c && c.generation === -1) this.#current.set(app, { ...c, generation });
   }
 
   /** The app's current bundle, if one was packed since this controller started. */

@@ -26,6 +26,7 @@ import {
   own,
   TENANT_NAME_RULE,
   tenantHost,
+  type BundleRef,
 } from '../core/index.js';
 import { TenantConflictError, type EventRecord, type InstanceRecord, type NotificationRecord, type Store, type StoredApp, type TenantFilter, type TenantRecord } from '../adapters/store/index.js';
 import type { Provider } from '../adapters/providers/index.js';
@@ -43,6 +44,7 @@ import { RoleMetrics } from './scraper.js';
 import { Intake, IntakeFullError } from './intake.js';
 import { TenantJob, type TenantNotice } from './tenants.js';
 import { LEADER_LEASE, parseHolder, type HolderInfo } from './leader.js';
+import { BundleError, type BundleInfo, type BundleStore } from './bundle.js';
 
 /** How long a sign-up with no free seat waits for others to share its reconcile pass (a burst is placed in batches). */
 const SIGNUP_BATCH_MS = 300;
@@ -64,6 +66,11 @@ export interface ControllerOptions {
   /** How often scaling policies are evaluated (a role with policies is reconciled at least this often). @default 500 */
   readonly evaluateMs?: number;
   readonly planner?: Partial<PlannerOptions>;
+  /**
+   * App bundles (docs/fleet.md): instances on joined hosts get the app folder as a bundle; with
+   * `local`, this machine's instances too. Absent: `${appDir}` is the folder as applied, everywhere.
+   */
+  readonly bundles?: { readonly store: BundleStore; readonly local: boolean };
 }
 
 export interface InstanceView extends InstanceRecord {
@@ -163,6 +170,7 @@ export class Controller {
       controllerUrl: () => this.controllerUrl,
       record: (ev) => this.record(ev),
       enqueue: (app) => this.runner.enqueue(app),
+      bundleFor: (app, instanceId) => this.bundleFor(app, instanceId),
     };
     this.roleMetrics = new RoleMetrics(ctx);
     this.executor = new ActionExecutor(ctx, { forgetApp: (app) => this.forgetAppState(app) });
@@ -280,10 +288,12 @@ export class Controller {
   // ---------------------------------------------------------------- operations (API)
 
   /** Applies a compiled spec: stores it and lets the reconciler converge. */
-  async apply(spec: AppSpec, appDir: string): Promise<{ app: StoredApp; changed: boolean }> {
+  async apply(spec: AppSpec, appDir: string): Promise<{ app: StoredApp; changed: boolean; bundle: BundleInfo | null }> {
     const prev = await this.store.getApp(spec.app);
     if (prev?.deleting) throw new ApiError('app_deleting', `app "${spec.app}" is being deleted; apply again once it is gone`);
+    const bundle = await this.checkBundle(spec.app, appDir);
     const res = await this.store.putApp({ name: spec.app, spec, appDir, at: this.clock.now() });
+    if (bundle) this.opts.bundles?.store.adopt(spec.app, res.app.generation);
     if (res.changed) {
       await this.record({
         app: spec.app, role: null, instance: null, kind: 'app.apply',
@@ -292,7 +302,39 @@ export class Controller {
       });
     }
     this.runner.enqueue(spec.app);
-    return res;
+    return { ...res, bundle };
+  }
+
+  /**
+   * At apply, the app folder is packed when the bundle will be used (the app's pool has joined
+   * hosts, or bundles are on for this machine too): a folder that cannot be packed is refused
+   * with the apply, nothing stored. Otherwise it is packed when an instance first needs it.
+   */
+  private async checkBundle(app: string, appDir: string): Promise<BundleInfo | null> {
+    const b = this.opts.bundles;
+    if (!b) return null;
+    if (!b.local && !(await this.store.listNodes({ app })).some((n) => n.state === 'ready')) return null;
+    try {
+      return await b.store.packNow(app, appDir);
+    } catch (err) {
+      if (err instanceof BundleError) throw new ApiError('bundle_refused', `appDir: ${err.message}`, [{ path: 'appDir', message: err.message }]);
+      throw err;
+    }
+  }
+
+  /** What an assignment says of the app bundle: one for an instance on a joined host (any, with `local`), or why there is none. */
+  private async bundleFor(app: StoredApp, instanceId: string): Promise<{ bundle?: BundleRef; bundleError?: string }> {
+    const b = this.opts.bundles;
+    if (!b) return {};
+    if (!b.local && typeof (await this.store.getInstance(instanceId))?.providerRef?.node !== 'string') return {};
+    try {
+      const info = await b.store.forApp(app.name, app.appDir, app.generation);
+      return { bundle: { sha256: info.sha256, size: info.size, unpackedBytes: info.unpackedBytes } };
+    } catch (err) {
+      if (!(err instanceof BundleError)) throw err;
+      this.log.warn({ app: app.name, err: err.message }, 'the app folder could not be bundled');
+      return { bundleError: err.message };
+    }
   }
 
   /** Pins a role's count by hand (`count`), or hands it back to its policies (`auto`). */

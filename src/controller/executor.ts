@@ -63,9 +63,10 @@ export class ActionExecutor {
       case 'assign': {
         const role = Object.hasOwn(app.spec.roles, a.role) ? app.spec.roles[a.role] : undefined;
         if (!role) return;
+        const bundle = (await this.ctx.bundleFor?.(app, a.instanceId)) ?? {};
         const order: Order = {
           id: `o-${randomUUID()}`, kind: 'assign',
-          assignment: { app: app.name, appDir: app.appDir, role, imports: a.imports, importsVersion: a.importsVersion },
+          assignment: { app: app.name, appDir: app.appDir, role, imports: a.imports, importsVersion: a.importsVersion, ...bundle },
         };
         const claim: InstancePatch = a.claim ? { role: a.role, pool: null, roleHash: a.roleHash } : {};
         await this.order(a.instanceId, order, { ...claim, assignOrderId: order.id, importsSent: a.importsVersion });

@@ -5,7 +5,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { pino, type Logger } from 'pino';
 import { systemClock, type Clock, type PlannerOptions } from '../core/index.js';
@@ -15,6 +15,7 @@ import { AmqpTransport, AmqpTransportError, EmbeddedTransport, redactUrl, withTr
 import { buildApi } from './api.js';
 import { registerFleetRoutes } from './join-routes.js';
 import { NodeRegistry } from './nodes.js';
+import { BundleStore, DEFAULT_BUNDLE_LIMIT, parseSize, registerBundleRoutes } from './bundle.js';
 import { WebhookSecrets, wireNotices } from './notices.js';
 import { Controller } from './controller.js';
 import { ControllerStartError, preparePrivateDataDir } from './datadir.js';
@@ -57,6 +58,13 @@ export interface ServerOptions {
   /** How often scaling policies run. @default 500 */
   readonly evaluateMs?: number;
   readonly planner?: Partial<PlannerOptions>;
+  /**
+   * Largest app folder packed into a bundle for joined hosts, in bytes of its files (the CLI's
+   * `--bundle-limit`, env DROVER_BUNDLE_LIMIT: `64MiB`, `500K`, bytes). @default 64 MiB
+   */
+  readonly bundleLimitBytes?: number;
+  /** This machine's instances get the bundle too, not the folder itself (env DROVER_BUNDLE_LOCAL=1). @default false */
+  readonly bundleLocal?: boolean;
   /** Environment for agents made by the local provider. */
   readonly agentEnv?: Readonly<Record<string, string>>;
   /** Tenant notifications: tests shorten the retry schedule. */
@@ -219,8 +227,13 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningCont
     let transport: ControllerTransport | undefined;
     // Each instance's transport needs (its broker user and queue) are made and removed with it.
     const provider = withTransportProvisioning(baseProvider, () => transport);
+    const bundleLimit = opts.bundleLimitBytes ?? (process.env.DROVER_BUNDLE_LIMIT ? parseSize(process.env.DROVER_BUNDLE_LIMIT) : DEFAULT_BUNDLE_LIMIT);
+    if (bundleLimit === undefined) throw new ControllerStartError('bad-setting', `DROVER_BUNDLE_LIMIT=${process.env.DROVER_BUNDLE_LIMIT}: expected a size such as 64MiB, 500K or a number of bytes (at most 4 GiB)`);
+    // The data folder is never packed, even when it sits inside an app folder (the default ./.drover).
+    const bundles = new BundleStore({ dir: join(dataDir, 'bundles'), maxBytes: bundleLimit, exclude: [resolve(dataDir)] });
     const controller = new Controller({
       store, provider, clock: opts.clock ?? systemClock, logger,
+      bundles: { store: bundles, local: opts.bundleLocal ?? process.env.DROVER_BUNDLE_LOCAL === '1' },
       ...(opts.heartbeatMs !== undefined ? { heartbeatMs: opts.heartbeatMs } : {}),
       ...(opts.evaluateMs !== undefined ? { evaluateMs: opts.evaluateMs } : {}),
       ...(opts.planner ? { planner: opts.planner } : {}),
@@ -261,6 +274,7 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningCont
       routes: async (app, errors) => {
         await nodes.register(app);
         registerFleetRoutes(app, { store, clock: opts.clock ?? systemClock, nodes, errors });
+        registerBundleRoutes(app, { bundles, store, log: logger, record: (ev) => controller.record(ev), errors });
       },
     });
     undo.push(() => http.close());
