@@ -183,10 +183,17 @@ export class Leadership {
   /** The lease is surely ours until `sent` + ttl − margin; past that without a renew, step down. */
   #trusted(sent: number): void {
     this.#trustUntil = sent + this.o.times.ttlMs - this.o.times.marginMs;
+    this.#armDeadline();
+  }
+
+  #armDeadline(): void {
     clearTimeout(this.#deadline);
+    // Timers may fire a fraction of a millisecond early: checked again until really past.
     this.#deadline = setTimeout(() => {
-      if (this.#state === 'leader' && this.#now() >= this.#trustUntil) void this.#stepDown('the leader lease could not be renewed in time');
-    }, Math.max(0, this.#trustUntil - this.#now()));
+      if (this.#state !== 'leader') return;
+      if (this.#now() >= this.#trustUntil) void this.#stepDown('the leader lease could not be renewed in time');
+      else this.#armDeadline();
+    }, Math.max(1, Math.ceil(this.#trustUntil - this.#now())));
   }
 
   async #stepDown(reason: string): Promise<void> {
