@@ -4,7 +4,8 @@
  * the background: the machine is `pending` until the node answers);
  * destroying one returns the node to the pool (the agent and its role stopped, its folder
  * removed) instead of deleting the host. With no idle node for the app, the fallback provider
- * (the local one) makes the instance, so an app without joined hosts runs as before.
+ * (the local one) makes the instance, so an app without joined hosts runs as before — unless the
+ * role's `placement` rules this machine out, when the request is refused.
  *
  * The list of nodes and the channel to them belong to the controller ({@link NodeDirectory});
  * this module only decides which provider handles an instance.
@@ -13,7 +14,12 @@ import type { CreateInstanceRequest, CreatedInstance, ExitInfo, InstanceHandle, 
 
 /** What the controller offers the static provider: its joined nodes. */
 export interface NodeDirectory {
-  /** Reserves an idle, connected node of `app` for `role` (a node labelled `role=x` takes only x); undefined if none. */
+  /**
+   * The host for a new instance of `role` (a node labelled `role=x` takes only x; the role's
+   * `placement` labels and spread): a reserved idle node's id, or undefined for the fallback's
+   * machine. Rejects, naming the hosts seen, when no host fits the role's placement: then no
+   * instance is made anywhere (docs/fleet.md, Placement).
+   */
   reserve(app: string, role: string | null, instanceId: string): Promise<string | undefined>;
   /** Starts the instance's agent on the reserved node; rejects (and frees the node) if it could not. */
   start(nodeId: string, req: CreateInstanceRequest): Promise<CreatedInstance>;
