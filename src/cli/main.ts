@@ -231,9 +231,11 @@ function warn(file: string, warnings: readonly SpecIssue[]): void {
 
 async function applyFile(client: Client, file: string): Promise<string> {
   const { spec, yaml, appDir } = await readSpec(file);
-  const res = await client.request<{ changed: boolean; warnings?: SpecIssue[] }>('PUT', `/v1/apps/${spec.app}`, { yaml, appDir });
+  const res = await client.request<{ changed: boolean; warnings?: SpecIssue[]; bundle?: { sha256: string; size: number; files: number } | null }>('PUT', `/v1/apps/${spec.app}`, { yaml, appDir });
   warn(file, res.warnings ?? []);
-  out(`app ${spec.app} ${res.changed ? 'applied' : 'unchanged'}`);
+  // The folder is packed for joined hosts (docs/fleet.md): its name says whether the hosts fetch anything new.
+  const b = res.bundle ? ` (bundle ${res.bundle.sha256.slice(0, 12)}: ${res.bundle.files} files, ${res.bundle.size} bytes)` : '';
+  out(`app ${spec.app} ${res.changed ? 'applied' : 'unchanged'}${b}`);
   return spec.app;
 }
 

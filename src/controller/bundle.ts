@@ -284,7 +284,7 @@ export async function packFolder(root: string, o: PackOptions = {}): Promise<Pac
     throw new BundleError(
       'too_large',
       `the app folder ${root} holds ${sizeText(total)} in ${files.length} files, more than the bundle limit of ${sizeText(maxBytes)}; ` +
-        `largest: ${largest.join(', ')}. Leave files out with a .droverignore in the folder, or raise the limit (drover controller --bundle-limit)`,
+        `largest: ${largest.join(', ')}. Leave files out with a .droverignore in the folder, or raise the limit (DROVER_BUNDLE_LIMIT of the controller, e.g. 256MiB)`,
     );
   }
   const blocks: Buffer[] = [];

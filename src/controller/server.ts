@@ -59,8 +59,8 @@ export interface ServerOptions {
   readonly evaluateMs?: number;
   readonly planner?: Partial<PlannerOptions>;
   /**
-   * Largest app folder packed into a bundle for joined hosts, in bytes of its files (the CLI's
-   * `--bundle-limit`, env DROVER_BUNDLE_LIMIT: `64MiB`, `500K`, bytes). @default 64 MiB
+   * Largest app folder packed into a bundle for joined hosts, in bytes of its files (env
+   * DROVER_BUNDLE_LIMIT: `64MiB`, `500K`, bytes). @default 64 MiB
    */
   readonly bundleLimitBytes?: number;
   /** This machine's instances get the bundle too, not the folder itself (env DROVER_BUNDLE_LOCAL=1). @default false */
