@@ -484,7 +484,7 @@ export function storeConformance(name: string, openFresh: OpenStore, opts: { man
         workdir: '/srv/i-full', providerRef: { pid: 4242, nested: { a: [1, 'b', null] } }, roleHash: 'abc123', exports: { url: 'http://10.0.0.7:8080', 'x.y': 'z' },
         importsSent: 'v2', importsApplied: 'v1', assignOrderId: 'o-a', stopOrderId: 'o-s', drainOrderId: 'o-d', restarts: 3, message: 'héllo "quoted" \\ ünïcode',
         lastExit: { code: null, signal: 'SIGKILL', tail: ['line 1', 'line 2'] }, createdAt: now, startedAt: now + 1, stateSince: now + 2, stopRequestedAt: now + 3,
-        drainRequestedAt: now + 4, destroyedAt: null,
+        drainRequestedAt: now + 4, destroyedAt: null, slot: 2, ports: { http: 41000, admin: 41001 },
       };
       await store.insertInstance(full);
       const read = await store.getInstance('i-full');
@@ -494,7 +494,7 @@ export function storeConformance(name: string, openFresh: OpenStore, opts: { man
       const patch = {
         role: 'db', pool: null, state: 'stopping', goal: 'stop', epoch: 8, joinToken: 'tok2', ip: '10.0.0.8', port: 9090, workdir: '/w', providerRef: null, roleHash: 'h2',
         exports: null, importsSent: null, importsApplied: 'v2', assignOrderId: null, stopOrderId: null, drainOrderId: null, restarts: 4, message: null, lastExit: null,
-        startedAt: null, stateSince: now + 10, stopRequestedAt: null, drainRequestedAt: null, destroyedAt: now + 20,
+        startedAt: null, stateSince: now + 10, stopRequestedAt: null, drainRequestedAt: null, destroyedAt: now + 20, slot: 3, ports: { http: 42000 },
       } as const;
       assert.equal(await store.updateInstance('i-full', patch), true);
       assert.deepEqual(await store.getInstance('i-full'), { ...full, ...patch, version: 1 });

@@ -195,4 +195,15 @@ export const MIGRATIONS: readonly { readonly id: number; readonly name: string; 
       create index nodes_app on nodes (app);
     `,
   },
+  {
+    id: 7,
+    name: 'member-slots-and-ports',
+    // slot: the member slot an instance holds (`db-0`), which names its volumes; null for roles
+    // without volumes and for spares. ports: every port of the role's `ports:` by number, as
+    // the agent chose its extra auto ports.
+    sql: `
+      alter table instances add column slot integer;
+      alter table instances add column ports jsonb;
+    `,
+  },
 ];

@@ -79,8 +79,10 @@ const INSTANCE_COLUMNS: Record<keyof InstancePatch, string> = {
   stopRequestedAt: 'stop_requested_at',
   drainRequestedAt: 'drain_requested_at',
   destroyedAt: 'destroyed_at',
+  slot: 'slot',
+  ports: 'ports',
 };
-const JSON_COLUMNS = new Set(['provider_ref', 'exports', 'last_exit']);
+const JSON_COLUMNS = new Set(['provider_ref', 'exports', 'last_exit', 'ports']);
 
 function toApp(r: Row): StoredApp {
   return {
@@ -124,6 +126,9 @@ function toInstance(r: Row): InstanceRecord {
     stopRequestedAt: numOrNull(r.stop_requested_at),
     drainRequestedAt: numOrNull(r.drain_requested_at),
     destroyedAt: numOrNull(r.destroyed_at),
+    // Left out when null: most instances have neither, and records compare as they were written.
+    ...(r.slot !== null && r.slot !== undefined ? { slot: num(r.slot) } : {}),
+    ...(r.ports ? { ports: r.ports as Record<string, number> } : {}),
     version: num(r.version ?? 0),
   };
 }
@@ -368,12 +373,12 @@ export class SqlStore implements Store {
     await this.db.query(
       `insert into instances (id, app, role, pool, state, goal, epoch, join_token, ip, port, workdir, provider_ref, role_hash,
          exports, imports_sent, imports_applied, assign_order_id, stop_order_id, drain_order_id, restarts, message, last_exit,
-         created_at, started_at, state_since, stop_requested_at, drain_requested_at, destroyed_at)
-       values ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12::jsonb,$13,$14::jsonb,$15,$16,$17,$18,$19,$20,$21,$22::jsonb,$23,$24,$25,$26,$27,$28)`,
+         created_at, started_at, state_since, stop_requested_at, drain_requested_at, destroyed_at, slot, ports)
+       values ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12::jsonb,$13,$14::jsonb,$15,$16,$17,$18,$19,$20,$21,$22::jsonb,$23,$24,$25,$26,$27,$28,$29,$30::jsonb)`,
       [
         i.id, i.app, i.role, i.pool, i.state, i.goal, i.epoch, i.joinToken, i.ip, i.port, i.workdir, json(i.providerRef), i.roleHash,
         json(i.exports), i.importsSent, i.importsApplied, i.assignOrderId, i.stopOrderId, i.drainOrderId, i.restarts, i.message, json(i.lastExit),
-        i.createdAt, i.startedAt, i.stateSince, i.stopRequestedAt, i.drainRequestedAt, i.destroyedAt,
+        i.createdAt, i.startedAt, i.stateSince, i.stopRequestedAt, i.drainRequestedAt, i.destroyedAt, i.slot ?? null, json(i.ports ?? null),
       ],
     );
   }

@@ -72,6 +72,10 @@ export interface InstanceRecord {
   readonly drainRequestedAt: number | null;
   /** When the provider destroyed it. */
   readonly destroyedAt: number | null;
+  /** The member slot it holds (`db-0` is 0): which volumes are its. null: none (no volumes, or a spare). */
+  readonly slot?: number | null;
+  /** Every port of its role's `ports:` by number, as its agent reported them. null: none yet. */
+  readonly ports?: Readonly<Record<string, number>> | null;
   /** Bumped by every update: a write that depends on a read gives the version it read. */
   readonly version: number;
 }
