@@ -51,7 +51,7 @@ test('one of two candidates leads; a leader that cannot renew steps down before 
     const stalledAt = Date.now();
     const lease = (await raw.getLease(LEADER_LEASE))!;
     const expiresIn = lease.expiresAt - lease.now;
-    for (let i = 0; i < 60 && cb.l.state !== 'leader'; i++) await sleep(50);
+    for (let i = 0; i < 60 && (cb.l.state as string) !== 'leader'; i++) await sleep(50);
     assert.equal(ca.l.state, 'stopped');
     assert.equal(cb.l.state, 'leader');
     const deposed = ca.events.find((e) => e.what === 'deposed')!;

@@ -132,6 +132,13 @@ function client(db: Queryable, pool: pg.Pool): SqlClient {
       if (db !== pool) return fn(client(db, pool));
       const conn = await pool.connect();
       let broken: Error | undefined;
+      // A checked-out connection that breaks between two statements (the server restarting, an
+      // administrator ending it) emits 'error': without a listener that would end the process.
+      // The next statement fails instead, and the connection is not given back to the pool.
+      const onError = (err: Error) => {
+        broken = err;
+      };
+      conn.on('error', onError);
       try {
         await conn.query('begin');
         const out = await fn(client(conn, pool));
@@ -146,6 +153,7 @@ function client(db: Queryable, pool: pg.Pool): SqlClient {
         }
         throw err;
       } finally {
+        conn.off('error', onError);
         conn.release(broken);
       }
     },
