@@ -134,6 +134,7 @@ export class AgentReports {
     if ((s.message ?? null) !== inst.message) patch.message = s.message ?? null;
     if (s.lastExit && JSON.stringify(s.lastExit) !== JSON.stringify(inst.lastExit)) patch.lastExit = s.lastExit;
     if (s.state === 'serving' && inst.startedAt === null) patch.startedAt = s.servingSince ?? now;
+    if (v.ports) patch.ports = v.ports;
     if (Object.keys(patch).length === 0) return true;
     if (!(await this.ctx.store.updateInstance(inst.id, patch, { ifVersion: inst.version }))) return false;
     if (patch.state !== undefined) {

@@ -53,6 +53,7 @@ export class ActionExecutor {
           ip: '', port: 0, workdir: '', providerRef: null, roleHash: a.roleHash, exports: null, importsSent: null,
           importsApplied: null, assignOrderId: null, stopOrderId: null, drainOrderId: null, restarts: 0, message: null, lastExit: null,
           createdAt: now, startedAt: null, stateSince: now, stopRequestedAt: null, drainRequestedAt: null, destroyedAt: null,
+          ...(a.slot !== undefined ? { slot: a.slot } : {}),
         };
         // Recorded before the provider hears of it: whatever happens next, the machine has a record.
         await this.ctx.store.insertInstance(rec);
@@ -66,9 +67,9 @@ export class ActionExecutor {
         const bundle = (await this.ctx.bundleFor?.(app, a.instanceId)) ?? {};
         const order: Order = {
           id: `o-${randomUUID()}`, kind: 'assign',
-          assignment: { app: app.name, appDir: app.appDir, role, imports: a.imports, importsVersion: a.importsVersion, ...bundle },
+          assignment: { app: app.name, appDir: app.appDir, role, imports: a.imports, importsVersion: a.importsVersion, ...bundle, ...(a.slot !== undefined ? { slot: a.slot } : {}) },
         };
-        const claim: InstancePatch = a.claim ? { role: a.role, pool: null, roleHash: a.roleHash } : {};
+        const claim: InstancePatch = a.claim ? { role: a.role, pool: null, roleHash: a.roleHash, ...(a.slot !== undefined ? { slot: a.slot } : {}) } : {};
         await this.order(a.instanceId, order, { ...claim, assignOrderId: order.id, importsSent: a.importsVersion });
         await this.ctx.record({ app: app.name, role: a.role, instance: a.instanceId, kind: a.claim ? 'spare.claim' : 'instance.assign', message: a.reason });
         return;

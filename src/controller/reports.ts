@@ -11,9 +11,11 @@
  */
 import {
   exportsUseImports,
+  extraAutoPorts,
   importsVersion,
   renderExports,
   resolveImports,
+  resolvePorts,
   roleBuiltins,
   roleHash,
   type AgentStatus,
@@ -23,10 +25,10 @@ import {
 import type { InstanceRecord, StoredApp } from '../adapters/store/index.js';
 
 export type ReportVerdict =
-  /** `exports`: what to store (null: none, not serving). */
-  | { readonly kind: 'ok'; readonly exports: Readonly<Record<string, string>> | null }
+  /** `exports`: what to store (null: none, not serving). `ports`: the role's ports, first reported now. */
+  | { readonly kind: 'ok'; readonly exports: Readonly<Record<string, string>> | null; readonly ports?: Readonly<Record<string, number>> }
   /** Cannot be checked now (the agent runs an older spec, or imports not yet applied): keep what is stored. */
-  | { readonly kind: 'keep' }
+  | { readonly kind: 'keep'; readonly ports?: Readonly<Record<string, number>> }
   | { readonly kind: 'impossible'; readonly reason: string };
 
 const ROLE_STATES = new Set(['assigned', 'deploying', 'waiting', 'starting', 'serving', 'draining', 'stopping']);
@@ -51,6 +53,47 @@ export async function checkReport(
   s: AgentStatus,
   getApp: () => Promise<Pick<StoredApp, 'name' | 'appDir' | 'spec'> | undefined>,
   serving: () => Promise<Readonly<Record<string, readonly ImportedMember[]>>>,
+): Promise<ReportVerdict> {
+  const p = await checkPorts(inst, s, getApp);
+  if ('reason' in p) return { kind: 'impossible', reason: p.reason };
+  const v = await checkRest(inst, s, getApp, serving, p.ports ?? inst.ports ?? undefined);
+  return p.ports && v.kind !== 'impossible' ? { ...v, ports: p.ports } : v;
+}
+
+const samePorts = (a: Readonly<Record<string, number>>, b: Readonly<Record<string, number>>) => JSON.stringify(a) === JSON.stringify(b);
+
+/**
+ * The ports an agent reports: its role's `ports:` with the extra auto ports it chose. Once stored
+ * they never change; the first report must match the role (fixed ports as written, the first
+ * auto port the instance's own). `ports`: newly reported, to store.
+ */
+async function checkPorts(
+  inst: InstanceRecord,
+  s: AgentStatus,
+  getApp: () => Promise<Pick<StoredApp, 'spec'> | undefined>,
+): Promise<{ ports?: Readonly<Record<string, number>> } | { reason: string }> {
+  const reported = s.ports;
+  if (reported === undefined) return {};
+  if (inst.ports) return samePorts(inst.ports, reported) ? {} : { reason: `reported ports ${JSON.stringify(reported)}, but earlier ${JSON.stringify(inst.ports)}` };
+  if (inst.role === null) return { reason: 'reported ports without a role' };
+  const app = await getApp();
+  const role = app && Object.hasOwn(app.spec.roles, inst.role) ? app.spec.roles[inst.role] : undefined;
+  // An older spec of the role, or one gone: nothing to check them against, nothing to store.
+  if (!role || inst.roleHash !== roleHash(role)) return {};
+  const extra = Object.fromEntries(extraAutoPorts(role).map((k) => [k, Object.hasOwn(reported, k) ? reported[k]! : 0]));
+  const expected = resolvePorts(role, inst.port, extra);
+  if (!expected || !samePorts(expected, reported)) {
+    return { reason: `reported ports ${JSON.stringify(reported)}, which role ${role.name}'s ports: (${JSON.stringify(role.ports ?? {})}) on port ${inst.port} cannot give` };
+  }
+  return { ports: expected };
+}
+
+async function checkRest(
+  inst: InstanceRecord,
+  s: AgentStatus,
+  getApp: () => Promise<Pick<StoredApp, 'name' | 'appDir' | 'spec'> | undefined>,
+  serving: () => Promise<Readonly<Record<string, readonly ImportedMember[]>>>,
+  ports: Readonly<Record<string, number>> | undefined,
 ): Promise<ReportVerdict> {
   if (s.role !== undefined && s.role !== inst.role) {
     return { kind: 'impossible', reason: `reported running role ${show(s.role)}, which it was never ${inst.role === null ? 'given (it is a spare)' : `given (its role is ${inst.role})`}` };
@@ -81,7 +124,8 @@ export async function checkReport(
     // Rendered with other imports than the ones it applied: check once it has caught up.
     if (s.importsVersion === undefined || s.importsVersion !== importsVersion(imports)) return { kind: 'keep' };
   }
-  const builtins = roleBuiltins(role, { app: app.name, appDir: app.appDir, instance: inst.id, ip: inst.ip, port: inst.port, workdir: inst.workdir });
+  if (role.ports && !ports) return { kind: 'impossible', reason: `reported serving without the ports of role ${role.name}` };
+  const builtins = roleBuiltins(role, { app: app.name, appDir: app.appDir, instance: inst.id, ip: inst.ip, port: inst.port, workdir: inst.workdir, ...(ports ? { ports } : {}) });
   const expected = renderExports(role, builtins, imports);
   for (const [k, v] of Object.entries(expected)) {
     const got = Object.hasOwn(reported, k) ? reported[k] : undefined;

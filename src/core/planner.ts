@@ -104,6 +104,8 @@ export interface PlanInstance {
   readonly tenants?: number;
   /** Tenant hosts to route to it (tenants added and not being removed). */
   readonly hosts?: readonly string[];
+  /** The member slot it holds (`db-0`): a role with volumes gives each member one. */
+  readonly slot?: number | null;
 }
 
 export interface PlanInput {
@@ -129,6 +131,8 @@ export type PlanAction =
       readonly role: string | null;
       readonly pool: string | null;
       readonly roleHash: string;
+      /** The member slot it takes (a role with volumes). */
+      readonly slot?: number;
       readonly reason: string;
     }
   | {
@@ -138,6 +142,8 @@ export type PlanAction =
       /** The instance was a spare: it takes the role now. */
       readonly claim: boolean;
       readonly roleHash: string;
+      /** The member slot it holds, or takes with the claim (a role with volumes). */
+      readonly slot?: number;
       readonly imports: ResolvedImports;
       readonly importsVersion: string;
       readonly reason: string;
@@ -453,15 +459,17 @@ function planRole(input: PlanInput, o: PlannerOptions, role: RoleSpec, sorted: S
     servingNow: live.filter((i) => i.state === 'serving'),
     fresh: live.filter((i) => i.roleHash === hash),
     outdated,
-    surge: outdated.length > 0 ? 1 : 0,
+    surge: outdated.length > 0 && !inPlace(role) ? 1 : 0,
   };
   const imp = imports.of(role);
   const failures = recentFailures(input.instances, role.name, hash, input.now, o, own(input.failuresClearedAt ?? {}, role.name) ?? 0);
   const degraded = failures.count >= o.degradedAfter;
   if (v.servingNow.length !== desired || live.length !== desired || outdated.length > 0 || leaving.length > 0 || draining.length > 0) b.converged = false;
 
-  const added = scaleOut(input, o, v, failures, degraded, sorted, spares, imp, b);
+  const slots = role.volumes?.length ? new Slots(sorted.present.filter((i) => i.role === role.name), desired) : undefined;
+  const added = scaleOut(input, o, v, failures, degraded, sorted, spares, imp, b, slots);
   scaleIn(v, added, b);
+  if (inPlace(role)) replaceInPlace(v, draining.length + leaving.length, b);
   assignAndImport(v, imp, b);
 
   // Converged means every importer runs with the imports last sent to it, not only that
@@ -483,7 +491,7 @@ function planRole(input: PlanInput, o: PlannerOptions, role: RoleSpec, sorted: S
  */
 function scaleOut(
   input: PlanInput, o: PlannerOptions, v: RoleView, failures: RecentFailures, degraded: boolean, sorted: Sorted, spares: SparePool,
-  imp: { imports: ResolvedImports; version: string }, b: PlanBuilder,
+  imp: { imports: ResolvedImports; version: string }, b: PlanBuilder, slots?: Slots,
 ): number {
   const { role, hash, desired, live } = v;
   let toCreate = Math.max(0, Math.min(desired - v.fresh.length, desired + v.surge - live.length));
@@ -527,14 +535,29 @@ function scaleOut(
         ? `${role.name}: rolling to the new spec (${v.outdated.length} outdated)`
         : `${role.name} ${n}→${n + 1}: ${n} live, ${desired} desired`;
     // A spare's host was chosen before its role was known: a role with placement gets a new instance on a host that fits.
+    let slot: number | undefined;
+    if (slots) {
+      const free = slots.take();
+      if ('held' in free) {
+        b.actions.push({
+          kind: 'note', role: role.name, topic: 'backoff',
+          reason: `${why}; waiting for member slot ${role.name}-${free.held.slot}: ${free.held.id} still holds it (its volumes go to the next member once it is gone)`,
+        });
+        b.wakeIn(500);
+        break;
+      }
+      slot = free.slot;
+    }
+    const at = slot !== undefined ? { slot } : {};
+    const as = slot !== undefined ? ` as ${role.name}-${slot}` : '';
     const spare = role.placement ? undefined : spares.take(role.name);
     if (spare) {
       b.actions.push({
-        kind: 'assign', instanceId: spare.id, role: role.name, claim: true, roleHash: hash, imports: imp.imports, importsVersion: imp.version,
-        reason: `${why}; warm spare ${spare.id} takes the role`,
+        kind: 'assign', instanceId: spare.id, role: role.name, claim: true, roleHash: hash, imports: imp.imports, importsVersion: imp.version, ...at,
+        reason: `${why}; warm spare ${spare.id} takes the role${as}`,
       });
     } else {
-      b.actions.push({ kind: 'create', role: role.name, pool: null, roleHash: hash, reason: `${why}; creating an instance` });
+      b.actions.push({ kind: 'create', role: role.name, pool: null, roleHash: hash, ...at, reason: `${why}; creating an instance${as}` });
     }
     added++;
   }
@@ -578,6 +601,7 @@ function assignAndImport(v: RoleView, imp: { imports: ResolvedImports; version: 
     if (i.state === 'spare' && i.assignOrderId === null) {
       b.actions.push({
         kind: 'assign', instanceId: i.id, role: role.name, claim: false, roleHash: i.roleHash, imports: imp.imports, importsVersion: imp.version,
+        ...(i.slot !== null && i.slot !== undefined ? { slot: i.slot } : {}),
         reason: `${i.id} registered; assigning role ${role.name}`,
       });
     } else if (i.assignOrderId !== null && i.importsSent !== imp.version && role.imports.length > 0) {
@@ -591,11 +615,63 @@ function assignAndImport(v: RoleView, imp: { imports: ResolvedImports; version: 
   }
 }
 
+/**
+ * Roles whose members cannot overlap: their volumes (a member slot's data has one user at a time)
+ * or ports they bind themselves at a fixed number (a second member on the host cannot bind them).
+ * A roll replaces such a member in place: the old one leaves first, the new one takes its slot.
+ * (`listen:` ports do not count: the host's port keeper holds them for every member.)
+ */
+export function inPlace(role: RoleSpec): boolean {
+  return (role.volumes?.length ?? 0) > 0 || Object.values(role.ports ?? {}).some((p) => typeof p === 'number');
+}
+
+/** A roll of an in-place role: one outdated member leaves at a time, once nothing else is leaving. */
+function replaceInPlace(v: RoleView, leaving: number, b: PlanBuilder): void {
+  if (v.outdated.length === 0 || leaving > 0 || v.live.some((i) => b.ordered.has(i.id))) return;
+  // The fresh members serve first: one member down at a time.
+  if (v.fresh.some((i) => i.state !== 'serving')) return;
+  const victim = [...v.outdated].sort((x, y) => (x.state === 'serving' ? 1 : 0) - (y.state === 'serving' ? 1 : 0) || (y.slot ?? 0) - (x.slot ?? 0))[0]!;
+  const slot = victim.slot !== null && victim.slot !== undefined ? `slot ${v.role.name}-${victim.slot}, ` : '';
+  const why = `${v.role.name}: ${victim.id} runs an old spec; replacing it in place (${slot}it leaves first)`;
+  b.actions.push(victim.state === 'serving' ? { kind: 'drain', instanceId: victim.id, role: v.role.name, reason: why } : { kind: 'stop', instanceId: victim.id, role: v.role.name, reason: why });
+  b.ordered.add(victim.id);
+}
+
+/**
+ * Member slots of a role with volumes, like a StatefulSet's ordinals: a new member takes the
+ * lowest slot below the desired count that no present instance holds, so a replacement takes the
+ * slot of the member it replaces once that one is gone.
+ */
+class Slots {
+  private readonly held = new Map<number, PlanInstance | null>();
+  constructor(
+    present: readonly PlanInstance[],
+    private readonly desired: number,
+  ) {
+    for (const i of present) if (i.slot !== null && i.slot !== undefined) this.held.set(i.slot, i);
+  }
+
+  /** The lowest free slot, or the instance that still holds the one a new member waits for. */
+  take(): { slot: number } | { held: { id: string; slot: number } } {
+    for (let n = 0; n < Math.max(this.desired, 1); n++) {
+      if (!this.held.has(n)) {
+        this.held.set(n, null);
+        return { slot: n };
+      }
+    }
+    for (const [slot, inst] of this.held) if (inst && inst.goal !== 'run') return { held: { id: inst.id, slot } };
+    const [slot, inst] = [...this.held.entries()].find(([, i]) => i !== null) ?? [0, null];
+    return { held: { id: inst?.id ?? '?', slot } };
+  }
+}
+
 /** 5. Unresponsive instances: destroyed once their role is back to strength, or after a grace. */
 function planUnresponsive(input: PlanInput, o: PlannerOptions, { unresponsive }: Sorted, b: PlanBuilder): void {
   for (const u of unresponsive) {
     const s = u.role !== null ? own(b.summaries, u.role) : undefined;
-    const strong = !s || s.serving >= s.desired;
+    const role = u.role !== null ? own(input.app.spec.roles, u.role) : undefined;
+    // Its slot (and volumes) or its fixed ports go to the replacement only once it is gone: no waiting for strength.
+    const strong = !s || s.serving >= s.desired || (role !== undefined && inPlace(role));
     const since = u.state === 'unresponsive' ? u.stateSince : input.now;
     if (strong || input.now - since >= o.unresponsiveGraceMs) {
       b.actions.push({
