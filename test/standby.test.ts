@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { freePort } from '../src/adapters/providers/index.js';
-import { BIN, killAll, processesWithEnv, sleep, until } from './helpers.js';
+import { BIN, drover, killAll, processesWithEnv, sleep, until } from './helpers.js';
 import { postgresSkip, startPostgres } from './postgres.js';
 import { rabbitmqSkip, startRabbitMQ } from './rabbitmq.js';
 
@@ -179,6 +179,13 @@ test('active/standby controllers: kill -9 of the leader, the standby takes over 
   assert.equal(back.role, 'standby');
   assert.equal(back.leader?.url, urlOf('b'));
   assert.match((await a<string>('GET', '/metrics')).body, /^drover_leader 0$/m);
+  // `drover status` says who leads, on either controller.
+  const statusOf = (name: 'a' | 'b') => drover(['status', '--data-dir', join(root, `ctl-${name}`)], { cwd: root, env: { DROVER_TOKEN: TOKEN } });
+  const [sa, sb] = await Promise.all([statusOf('a'), statusOf('b')]);
+  assert.equal(sb.code, 0, sb.stderr);
+  assert.match(sb.stdout, new RegExp(`^controller: this one leads \\(lease epoch ${epochA + 1}, for \\d+s\\)`));
+  assert.match(sa.stdout, new RegExp(`^controller: standby; the leader is ${urlOf('b').replace(/[.]/g, '\\.')} \\(`));
+  assert.match(sa.stdout, /web/, 'the standby shows the app too');
   const events = (await b<{ events: { kind: string }[] }>('GET', '/v1/events?app=relay&limit=500')).body.events;
   assert.ok(!events.some((e) => e.kind === 'instance.unresponsive'), 'no instance was declared unresponsive by the takeover');
 

@@ -127,6 +127,24 @@ async function pickApp(client: Client, name: string | undefined): Promise<string
   throw new CliError(`several apps (${apps.map((a) => a.name).join(', ')}); name one with --app`);
 }
 
+/** `GET /v1/controller`. */
+interface LeadershipJson {
+  readonly mode: 'embedded' | 'lease';
+  readonly role: 'leader' | 'standby' | 'stepped-down';
+  readonly leader: { readonly url: string; readonly host: string; readonly pid: number } | null;
+  readonly epoch: number | null;
+  readonly since: string | null;
+}
+
+/** One line: which controller leads, and since when. */
+function renderLeadership(l: LeadershipJson, now = Date.now()): string {
+  const since = l.since ? `, for ${ago(l.since, now)}` : '';
+  const who = l.leader ? `${l.leader.url} (${l.leader.host}, pid ${l.leader.pid})` : 'none';
+  if (l.role === 'leader') return `controller: this one leads (lease epoch ${l.epoch ?? '?'}${since})`;
+  const mine = l.role === 'standby' ? 'standby' : 'stepping down';
+  return l.leader ? `controller: ${mine}; the leader is ${who} (lease epoch ${l.epoch ?? '?'}${since})` : `controller: ${mine}; no controller leads right now`;
+}
+
 function renderStatus(apps: AppJson[]): string {
   if (apps.length === 0) return 'no apps';
   const now = Date.now();
@@ -452,11 +470,14 @@ export function buildProgram(): Command {
     .option('--json', 'machine-readable output')
     .addOption(new Option('--by <what>', 'group instances by the host they run on').choices(['host']))
     .action(async (o: { dataDir: string; json?: boolean; by?: 'host' }) => {
-      const apps = await listApps(clientFor(o.dataDir));
-      if (o.by === 'host' && !o.json) return out(renderByHost(apps));
+      const client = clientFor(o.dataDir);
+      const [apps, lead] = await Promise.all([listApps(client), client.request<LeadershipJson>('GET', '/v1/controller')]);
+      // Who leads matters only where controllers elect one (a shared store); said first.
+      const leadLine = lead.mode === 'lease' ? `${renderLeadership(lead)}\n\n` : '';
+      if (o.by === 'host' && !o.json) return out(leadLine + renderByHost(apps));
       if (o.json) {
-        out(JSON.stringify({ apps: apps.map((a) => ({ name: a.name, generation: a.generation, converged: a.converged, deleting: a.deleting, roles: a.roles })) }, null, 2));
-      } else out(renderStatus(apps));
+        out(JSON.stringify({ controller: lead, apps: apps.map((a) => ({ name: a.name, generation: a.generation, converged: a.converged, deleting: a.deleting, roles: a.roles })) }, null, 2));
+      } else out(leadLine + renderStatus(apps));
     });
 
   program
