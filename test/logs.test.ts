@@ -5,7 +5,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
 import { spawn } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -113,7 +113,9 @@ test('drover logs: tail, --since, --agent, -f, a gone instance, the stop event p
   // followed: the controller answers with what the agent sent when the role stopped.
   const secret = join(dir, 'secret');
   writeFileSync(secret, 'SECRET-CONTENT\n', { mode: 0o600 });
-  const roleLog = join(web!.workdir, 'role.log');
+  // The instance's folder is gone with it; its logs were kept under <data-dir>/logs/<id>/.
+  assert.equal(existsSync(web!.workdir), false, 'the instance folder is removed once it is destroyed');
+  const roleLog = join(web!.workdir, '..', '..', 'logs', id, 'role.log');
   unlinkSync(roleLog);
   symlinkSync(secret, roleLog);
   const r = await api<Logs>('GET', `/v1/instances/${id}/logs?lines=10000`);

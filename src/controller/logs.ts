@@ -3,9 +3,9 @@
  *
  * The role's output (every step and the start command, `[step] `-prefixed, each line stamped by
  * the agent) is `role.log` in the instance's folder; the agent's own log (JSON lines) is
- * `agent.log`. With the local provider that folder is on the controller's machine and outlives
- * the instance, so the logs of a failed instance can still be read. Otherwise, or once the folder
- * is gone, the last lines the agent sent when its role stopped (kept in the `instance.log` event)
+ * `agent.log`. With the local provider that folder is on the controller's machine; once the
+ * instance is destroyed its logs move to `<data-dir>/logs/<id>/` (kept for the newest 200
+ * instances), so the logs of a failed instance can still be read. Otherwise, or past that, the last lines the agent sent when its role stopped (kept in the `instance.log` event)
  * are what is left, and the answer says so (`from: "events"`).
  *
  * Bounded: at most {@link MAX_LOG_LINES} lines and {@link MAX_TAIL_BYTES} read from the end of a
@@ -15,7 +15,7 @@
  * its file has been read to the end.
  */
 import { constants, type FileHandle, open } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { Controller, InstanceView } from './controller.js';
 import { ApiError } from './errors.js';
@@ -135,10 +135,23 @@ async function linesFromEvents(c: Controller, inst: InstanceView, lines: number)
   return out.slice(-lines);
 }
 
-/** Where an instance's log file is, when the controller can read it (local provider). */
-function logPath(c: Controller, inst: InstanceView, source: LogSource): string | undefined {
-  if (c.providerName !== 'local' || !inst.workdir) return undefined;
-  return join(inst.workdir, source === 'role' ? 'role.log' : 'agent.log');
+/**
+ * Where an instance's log file may be, when the controller can read it (local provider): its
+ * folder while it lives, then `<data-dir>/logs/<id>/`, where the provider moves the logs of a
+ * destroyed instance (the newest 200 instances' are kept).
+ */
+function logPaths(c: Controller, inst: InstanceView, source: LogSource): string[] {
+  if (c.providerName !== 'local' || !inst.workdir) return [];
+  const file = source === 'role' ? 'role.log' : 'agent.log';
+  return [join(inst.workdir, file), join(dirname(dirname(inst.workdir)), 'logs', inst.id, file)];
+}
+
+async function openFirst(paths: readonly string[]): Promise<FileHandle | undefined> {
+  for (const p of paths) {
+    const fh = await openLog(p);
+    if (fh) return fh;
+  }
+  return undefined;
 }
 
 /** Registers the logs route; followers are counted against `maxFollowers`. */
@@ -176,8 +189,7 @@ export function registerLogRoutes(app: FastifyInstance, c: Controller, opts: Par
       const source: LogSource = q.source ?? 'role';
       const inst = await c.getInstance(req.params.id);
       if (!inst) throw new ApiError('not_found', `no instance "${req.params.id}"`);
-      const path = logPath(c, inst, source);
-      const opened = path ? await openLog(path) : undefined;
+      const opened = await openFirst(logPaths(c, inst, source));
       const follow = q.follow === 'true';
       if (!opened) {
         if (source === 'agent') throw new ApiError('not_found', `no agent log of ${inst.id} on the controller's machine`);

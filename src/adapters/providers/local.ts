@@ -7,9 +7,9 @@
  * groups of their own, and survive as orphans if the agent was killed with SIGKILL).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, openSync, closeSync, readdirSync, readFileSync, realpathSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, realpathSync, renameSync, rmSync, statSync } from 'node:fs';
 import { createServer } from 'node:net';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { CreateInstanceRequest, CreatedInstance, ExitInfo, InstanceHandle, Machine, Provider } from './types.js';
 
@@ -24,6 +24,13 @@ export interface LocalProviderOptions {
   readonly env?: Readonly<Record<string, string>>;
   /** How long an agent may take to say hello after it was started (it is a process: seconds). @default 60000 */
   readonly provisionTimeoutMs?: number;
+  /**
+   * Where the logs of destroyed instances are kept (`<id>/role.log`, `<id>/agent.log`): an
+   * instance's folder is removed once it is gone, its logs moved here. @default `<baseDir>/../logs`
+   */
+  readonly logsDir?: string;
+  /** How many destroyed instances' logs are kept, the newest; older ones are removed. @default 200 */
+  readonly keepLogs?: number;
 }
 
 const MARKER = 'DROVER_INSTANCE_ID';
@@ -335,6 +342,33 @@ export class LocalProvider implements Provider {
       });
     }
     if (port !== undefined) this.reserved.delete(port);
+    if (processesOfInstance(inst.id).length === 0) this.retire(inst.id);
+  }
+
+  /**
+   * The instance is gone: its logs move to the logs folder (so `drover logs` still reads them)
+   * and its folder is removed; only the newest `keepLogs` instances' logs are kept.
+   */
+  private retire(id: string): void {
+    if (!/^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}$/.test(id)) return;
+    const workdir = join(this.opts.baseDir, id);
+    if (!existsSync(workdir)) return;
+    const logsDir = this.opts.logsDir ?? join(dirname(this.opts.baseDir), 'logs');
+    try {
+      const kept = join(logsDir, id);
+      mkdirSync(kept, { recursive: true, mode: 0o700 });
+      for (const f of ['role.log', 'agent.log']) {
+        try {
+          renameSync(join(workdir, f), join(kept, f));
+        } catch {
+          // not written (a spare has no role.log)
+        }
+      }
+      rmSync(workdir, { recursive: true, force: true });
+      pruneLogs(logsDir, this.opts.keepLogs ?? 200);
+    } catch {
+      // Left for the next destroy of this id, or `drover down`: a folder is not worth failing a destroy.
+    }
   }
 
   async close(): Promise<void> {
@@ -393,4 +427,17 @@ export function processesOfInstancesIn(baseDir: string): { pid: number; instance
     if (instance) out.push({ pid, instance });
   }
   return out;
+}
+
+/** Removes all but the newest `keep` folders of `logsDir` (by modification time). */
+export function pruneLogs(logsDir: string, keep: number): void {
+  let entries: { name: string; at: number }[];
+  try {
+    entries = readdirSync(logsDir).map((name) => ({ name, at: statSync(join(logsDir, name)).mtimeMs }));
+  } catch {
+    return;
+  }
+  if (entries.length <= keep) return;
+  entries.sort((a, b) => b.at - a.at || (a.name < b.name ? 1 : -1));
+  for (const e of entries.slice(keep)) rmSync(join(logsDir, e.name), { recursive: true, force: true });
 }
