@@ -23,6 +23,8 @@ interface Work {
   readonly app: string;
   /** Its request and the watch of its machine coming up. */
   creating?: Promise<void>;
+  /** The provider's request alone (a destroy waits for it, not for the watch). */
+  request?: Promise<unknown>;
   destroying?: Promise<void>;
 }
 
@@ -48,6 +50,8 @@ export class Provisioning {
   /** Instances whose failed destroy was told once (it is retried every pass, quietly). */
   private readonly destroyTroubleTold = new Set<string>();
   private stopped = false;
+  /** Ends every wait between two looks when the controller stops. */
+  private readonly stopping = new AbortController();
 
   constructor(private readonly ctx: ControllerContext) {}
 
@@ -67,9 +71,10 @@ export class Provisioning {
     while (this.running.size > 0) await Promise.all([...this.running]);
   }
 
-  /** No more observing: watches end at their next look (machines are left as they are). */
+  /** No more observing: watches end now (machines are left as they are; the next start looks again). */
   stop(): void {
     this.stopped = true;
+    this.stopping.abort();
   }
 
   /** Asks the provider for the instance's machine and watches it come up; returns at once. */
@@ -84,10 +89,10 @@ export class Provisioning {
    */
   destroy(inst: InstanceRecord): void {
     if (this.destroying(inst.id)) return;
-    const creating = this.work.get(inst.id)?.creating;
+    const asked = this.work.get(inst.id)?.request;
     this.track(inst.id, inst.app, 'destroying', async () => {
       // A request on its way is let finish: its machine is the one to destroy.
-      await creating;
+      await asked?.catch(() => undefined);
       const cur = (await this.ctx.store.getInstance(inst.id)) ?? inst;
       if (cur.destroyedAt !== null) return;
       if (!(await this.end(handleOf(cur), inst.app, inst.role))) return;
@@ -166,6 +171,7 @@ export class Provisioning {
       })
       .finally(() => {
         if (work[kind] === p) delete work[kind];
+        if (kind === 'creating') delete work.request;
         if (!work.creating && !work.destroying && this.work.get(id) === work) this.work.delete(id);
         this.running.delete(p);
       });
@@ -176,10 +182,13 @@ export class Provisioning {
   private async provision(inst: ProvisionTarget): Promise<void> {
     const provider = this.ctx.provider;
     let m: Machine;
+    const asked = provider.request({
+      instanceId: inst.id, epoch: inst.epoch, key: inst.joinToken, controllerUrl: this.ctx.controllerUrl(), app: inst.app, role: inst.role,
+    });
+    const work = this.work.get(inst.id);
+    if (work) work.request = asked;
     try {
-      m = await provider.request({
-        instanceId: inst.id, epoch: inst.epoch, key: inst.joinToken, controllerUrl: this.ctx.controllerUrl(), app: inst.app, role: inst.role,
-      });
+      m = await asked;
     } catch (err) {
       await this.fail(inst, `provider ${provider.name} could not create it: ${errorText(err)}`, `could not be created: ${errorText(err)}`);
       return;
@@ -211,7 +220,7 @@ export class Provisioning {
       }
       if (m.state === 'running') return;
       if (this.ctx.clock.now() >= deadline) return;
-      await sleep(wait, undefined, { ref: false });
+      await sleep(wait, undefined, { signal: this.stopping.signal });
       if (this.stopped || this.destroying(inst.id)) return;
       try {
         const [now] = await provider.describe([{ id: inst.id, providerRef: ref }]);
@@ -267,7 +276,7 @@ export class Provisioning {
       if (Date.now() - started >= provider.provisionTimeoutMs) {
         return trouble(`its ${provider.name} machine is still there ${Math.round(provider.provisionTimeoutMs / 1000)}s after it was destroyed`);
       }
-      await sleep(wait, undefined, { ref: false });
+      await sleep(wait, undefined, { signal: this.stopping.signal });
     }
   }
 }
