@@ -663,6 +663,37 @@ export function buildProgram(): Command {
       out(o.json ? JSON.stringify(r, null, 2) : `tenant ${r.name}: ${r.state}`);
     });
 
+  const volumes = program.command('volumes').description("volumes on the controller's machine: folders kept per member slot (db-0) that outlive their instances");
+  const listVolumes = async (o: { dataDir: string; app?: string; json?: boolean }) => {
+    const client = clientFor(o.dataDir);
+    if (o.app !== undefined && !/^[a-z][a-z0-9-]{0,62}$/.test(o.app)) throw new CliError(`--app: expected an app name, got "${o.app}"`, 2);
+    type VolumeOut = { app: string; slot: string; name: string; path: string; bytes: number; approx: boolean; usedBy: string | null };
+    const { volumes: list } = await client.request<{ volumes: VolumeOut[] }>('GET', `/v1/volumes${o.app ? `?app=${o.app}` : ''}`);
+    if (o.json) return out(JSON.stringify({ volumes: list }, null, 2));
+    if (list.length === 0) return out('no volumes');
+    const size = (v: VolumeOut) => `${v.approx ? '>' : ''}${v.bytes >= 1 << 20 ? `${(v.bytes / (1 << 20)).toFixed(1)} MiB` : v.bytes >= 1024 ? `${(v.bytes / 1024).toFixed(1)} KiB` : `${v.bytes} B`}`;
+    out(table([['APP', 'SLOT', 'VOLUME', 'SIZE', 'USED BY', 'PATH'], ...list.map((v) => [v.app, v.slot, v.name, size(v), v.usedBy ?? '-', v.path])]));
+  };
+  volumes
+    .command('ls', { isDefault: true })
+    .description('list volumes: app, member slot, name, size, the instance using it')
+    .addOption(dataDirOpt())
+    .option('--app <name>', 'only this app')
+    .option('--json', 'machine-readable output')
+    .action(listVolumes);
+  volumes
+    .command('rm')
+    .description('remove a member slot\'s volumes (ROLE-N) or one of them (ROLE-N/NAME); refused while an instance uses it')
+    .argument('<app>', 'the app')
+    .argument('<slot>', 'ROLE-N (every volume of the slot) or ROLE-N/NAME')
+    .addOption(dataDirOpt())
+    .action(async (app: string, slot: string, o: { dataDir: string }) => {
+      if (!/^[a-z][a-z0-9-]{0,62}$/.test(app)) throw new CliError(`expected an app name, got "${app}"`, 2);
+      if (!/^[a-z][a-z0-9-]{0,62}-\d{1,6}(\/[a-z][a-z0-9_]{0,31})?$/.test(slot)) throw new CliError(`expected ROLE-N or ROLE-N/NAME (e.g. db-0 or db-0/data), got "${slot}"`, 2);
+      const r = await clientFor(o.dataDir).request<{ removed: string }>('DELETE', `/v1/volumes/${app}/${slot}`);
+      out(`removed ${r.removed}`);
+    });
+
   program
     .command('events')
     .description('list recorded decisions and changes')

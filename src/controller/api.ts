@@ -104,6 +104,8 @@ const instanceSchema = {
     restarts: { type: 'integer' },
     message: { type: ['string', 'null'] },
     connected: { type: 'boolean' },
+    ports: { type: 'object', additionalProperties: { type: 'integer' }, description: "every port of the role's ports: by name (absent: the role has none)" },
+    slot: { type: 'string', description: 'the member slot it holds, <role>-<n> (a role with volumes)' },
     agent: {
       type: 'object',
       description: "The instance's agent: its process id (null when its provider does not say) and the host it runs on",
@@ -168,6 +170,8 @@ export function instanceJson(i: InstanceView) {
     balancer: i.balancer,
     workdir: i.workdir,
     agent: i.agent,
+    ...(i.ports ? { ports: i.ports } : {}),
+    ...(i.slot !== null && i.slot !== undefined && i.role !== null ? { slot: `${i.role}-${i.slot}` } : {}),
   };
 }
 

@@ -14,6 +14,7 @@ import { LocalProvider, StaticProvider, type Provider } from '../adapters/provid
 import { AmqpTransport, AmqpTransportError, EmbeddedTransport, redactUrl, withTransportProvisioning, type ControllerTransport } from '../adapters/transport/index.js';
 import { buildApi } from './api.js';
 import { registerFleetRoutes } from './join-routes.js';
+import { registerVolumeRoutes } from './volumes.js';
 import { NodeRegistry } from './nodes.js';
 import { BundleStore, DEFAULT_BUNDLE_LIMIT, parseSize, registerBundleRoutes } from './bundle.js';
 import { WebhookSecrets, wireNotices } from './notices.js';
@@ -275,6 +276,7 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningCont
         await nodes.register(app);
         registerFleetRoutes(app, { store, clock: opts.clock ?? systemClock, nodes, errors });
         registerBundleRoutes(app, { bundles, store, log: logger, record: (ev) => controller.record(ev), errors });
+        registerVolumeRoutes(app, controller, { dir: join(dataDir, 'volumes'), errors });
       },
     });
     undo.push(() => http.close());

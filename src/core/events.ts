@@ -67,6 +67,8 @@ export const EventKind = {
   nodeAssigned: 'node.assigned',
   /** A node's instance was destroyed: its agent and role stopped, its folder removed, the node back in the pool (told when it is back, if out of reach). */
   nodeReleased: 'node.released',
+  /** An operator removed a volume (`drover volumes rm`): the app, the member slot and the volume's name. */
+  volumeRemoved: 'volume.removed',
   /** A join was refused: the reason (unknown, wrong, expired, used-up or revoked token) for the operator; the node was told only "refused". */
   securityJoin: 'security.join',
   /** A tenant got a seat on an instance (`add` follows once the instance serves). */
