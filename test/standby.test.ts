@@ -4,15 +4,13 @@
 // replaced or duplicated), carries out a scale-out, and the app serves all along. The old
 // controller started again stands by.
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { freePort } from '../src/adapters/providers/index.js';
-import { BIN, drover, killAll, processesWithEnv, sleep, until } from './helpers.js';
-import { postgresSkip, startPostgres } from './postgres.js';
-import { rabbitmqSkip, startRabbitMQ } from './rabbitmq.js';
+import { drover, processesWithEnv, sleep, until } from './helpers.js';
+import { controllerPair, HA_TOKEN, type Leadership } from './ha.js';
+import { postgresSkip } from './postgres.js';
+import { rabbitmqSkip } from './rabbitmq.js';
 
 const APP = `app: relay
 roles:
@@ -30,60 +28,17 @@ roles:
 `;
 
 type Instance = { id: string; role: string | null; state: string; connected: boolean; exports: Record<string, string> | null };
-type Leadership = { mode: string; role: string; epoch: number | null; leader: { url: string; pid: number } | null; self: { url: string } | null };
 
-const TOKEN = 'standby-test-token-'.padEnd(40, 'x');
 const LEASE_MS = 3000;
 
-function client(url: string) {
-  return async <T>(method: string, path: string, body?: unknown): Promise<{ status: number; body: T }> => {
-    const r = await fetch(url + path, {
-      method, headers: { authorization: `Bearer ${TOKEN}`, ...(body ? { 'content-type': 'application/json' } : {}) }, ...(body ? { body: JSON.stringify(body) } : {}),
-      signal: AbortSignal.timeout(10_000),
-    });
-    const text = await r.text();
-    return { status: r.status, body: (r.headers.get('content-type')?.includes('json') ? JSON.parse(text) : text) as T };
-  };
-}
-
 test('active/standby controllers: kill -9 of the leader, the standby takes over within seconds, no instance lost or duplicated, no request failed', { skip: rabbitmqSkip() || postgresSkip(), timeout: 240_000 }, async (t) => {
-  const pg = await startPostgres(t);
-  const broker = await startRabbitMQ(t, { management: true });
-  const storeUrl = await pg.createDatabase('drover_standby');
-  const root = mkdtempSync(join(tmpdir(), 'drover-standby-'));
-  const appDir = join(root, 'app');
-  mkdirSync(appDir);
-  const procs = new Map<string, ChildProcess>();
-  t.after(async () => {
-    for (const p of procs.values()) p.kill('SIGKILL');
-    killAll(processesWithEnv(root));
-    await sleep(300);
-    killAll(processesWithEnv(root));
-    rmSync(root, { recursive: true, force: true });
-  });
+  const pair = await controllerPair(t, { leaseMs: LEASE_MS });
+  const { root, appDir } = pair;
   writeFileSync(join(appDir, 'drover.yaml'), APP);
-
-  const ports = { a: await freePort(), b: await freePort() };
-  const urlOf = (name: 'a' | 'b') => `http://127.0.0.1:${ports[name]}`;
-  const start = async (name: 'a' | 'b') => {
-    const p = spawn(process.execPath, [BIN, 'controller', '--data-dir', join(root, `ctl-${name}`), '--port', String(ports[name])], {
-      env: {
-        ...process.env, DROVER_TOKEN: TOKEN, DROVER_STORE_URL: storeUrl, DROVER_TRANSPORT_URL: broker.url, DROVER_TRANSPORT_MANAGEMENT_URL: broker.managementUrl,
-        DROVER_LEADER_LEASE_MS: String(LEASE_MS), DROVER_LOG_LEVEL: 'warn',
-      },
-      stdio: ['ignore', 'ignore', 'pipe'],
-    });
-    let err = '';
-    p.stderr?.on('data', (d: Buffer) => (err = (err + d.toString()).slice(-4000)));
-    t.after(() => {
-      if (err.trim()) t.diagnostic(`controller ${name} stderr (last lines):\n${err.trim().split('\n').slice(-8).join('\n')}`);
-    });
-    procs.set(name, p);
-    await until(`controller ${name} answers`, async () => (await fetch(`${urlOf(name)}/v1/health`).catch(() => undefined))?.ok, 60_000);
-    return p;
-  };
-  const a = client(urlOf('a'));
-  const b = client(urlOf('b'));
+  const urlOf = pair.url;
+  const start = (name: 'a' | 'b') => pair.start(name);
+  const a = pair.api('a');
+  const b = pair.api('b');
 
   await start('a');
   await until('a leads', async () => ((await a<Leadership>('GET', '/v1/controller')).body.role === 'leader' ? true : undefined), 20_000);
@@ -140,7 +95,7 @@ test('active/standby controllers: kill -9 of the leader, the standby takes over 
 
   // kill -9 of the leader.
   const killedAt = Date.now();
-  procs.get('a')!.kill('SIGKILL');
+  await pair.kill('a');
   const took = await until('b leads', async () => {
     const v = (await b<Leadership>('GET', '/v1/controller')).body;
     return v.role === 'leader' ? v : undefined;
@@ -180,7 +135,7 @@ test('active/standby controllers: kill -9 of the leader, the standby takes over 
   assert.equal(back.leader?.url, urlOf('b'));
   assert.match((await a<string>('GET', '/metrics')).body, /^drover_leader 0$/m);
   // `drover status` says who leads, on either controller.
-  const statusOf = (name: 'a' | 'b') => drover(['status', '--data-dir', join(root, `ctl-${name}`)], { cwd: root, env: { DROVER_TOKEN: TOKEN } });
+  const statusOf = (name: 'a' | 'b') => drover(['status', '--data-dir', pair.dataDir(name)], { cwd: root, env: { DROVER_TOKEN: HA_TOKEN } });
   const [sa, sb] = await Promise.all([statusOf('a'), statusOf('b')]);
   assert.equal(sb.code, 0, sb.stderr);
   assert.match(sb.stdout, new RegExp(`^controller: this one leads \\(lease epoch ${epochA + 1}, for \\d+s\\)`));
@@ -192,6 +147,6 @@ test('active/standby controllers: kill -9 of the leader, the standby takes over 
   // Deleting the app through the new leader stops every instance, also those the old one made.
   assert.equal((await b('DELETE', '/v1/apps/relay')).status, 202);
   await until('app deleted', async () => ((await b<{ apps: unknown[] }>('GET', '/v1/apps')).body.apps.length === 0 ? true : undefined), 60_000);
-  const controllers = new Set([...procs.values()].map((p) => p.pid));
+  const controllers = pair.pids();
   await until('no process of the app left', async () => (processesWithEnv(root).filter((p) => !controllers.has(p)).length === 0 ? true : undefined), 20_000);
 });

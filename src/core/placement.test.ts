@@ -101,6 +101,20 @@ test('never on draining, stopping, unresponsive, failed or spare instances, anot
   assert.deepEqual(plan.freeSeats, { open: 0, coming: 0 });
 });
 
+test('an instance made for the role whose agent said hello (state spare, role not assigned yet) brings seats on their way: no second instance ordered', () => {
+  // Found by kill -9 of a leader mid-placement: the new leader's first pass saw the booting
+  // instances as spares, counted no seat coming and ordered two instances too many.
+  const instances: PlacementInstance[] = [
+    { id: 'a', role: 'web', state: 'serving', tenants: 3 },
+    { id: 'b', role: 'web', state: 'spare', tenants: 1 },
+    { id: 'c', role: 'web', state: 'spare', tenants: 0 },
+  ];
+  const plan = placeTenants(input({ capacity: 3, live: 3, instances, pending: pending(5) }));
+  assert.deepEqual(plan.freeSeats, { open: 0, coming: 5 });
+  assert.equal(plan.newInstances, 0);
+  assert.deepEqual(onto(plan), { b: 2, c: 3 });
+});
+
 test('a lowered capacity leaves an instance over it with no free seat; an instance keeps its own capacity if given', () => {
   const plan = placeTenants(input({ capacity: 10, live: 2, instances: [serving('a', 15), serving('b', 15, { capacity: 20 })], pending: pending(6) }));
   assert.deepEqual(onto(plan), { b: 5 });
@@ -111,7 +125,7 @@ test('seat availability by state and goal', () => {
   const open = ALL_STATES.filter((s) => seatAvailability(s) === 'open');
   const coming = ALL_STATES.filter((s) => seatAvailability(s) === 'coming');
   assert.deepEqual(open, ['serving']);
-  assert.deepEqual(coming, ['provisioning', 'assigned', 'deploying', 'waiting', 'starting']);
+  assert.deepEqual(coming, ['provisioning', 'spare', 'assigned', 'deploying', 'waiting', 'starting']);
   assert.equal(seatAvailability('serving', 'drain'), 'closed');
   assert.throws(() => placeTenants(input({ capacity: 0 })), RangeError);
   assert.equal(placeTenants(input({})).reason, 'no tenant pending');

@@ -33,13 +33,18 @@ import type { TenantState } from './tenants.js';
 /** Where a seat can go on an instance: now (`open`), once it has booted (`coming`), or not at all. */
 export type SeatAvailability = 'open' | 'coming' | 'closed';
 
-const BOOTING: ReadonlySet<InstanceState> = new Set<InstanceState>(['provisioning', 'assigned', 'deploying', 'waiting', 'starting']);
+/**
+ * An instance made for a role passes through `spare` (its agent said hello, the role is not
+ * assigned yet): booting too. A warm spare (no role) is in the same state but matches no role,
+ * and callers match roles (placeTenants, the store's reserveSeat).
+ */
+const BOOTING: ReadonlySet<InstanceState> = new Set<InstanceState>(['provisioning', 'spare', 'assigned', 'deploying', 'waiting', 'starting']);
 
 /**
- * How placement sees an instance. `serving` with goal `run`: open. Still booting (`provisioning`
- * to `starting`) with goal `run`: coming — its seats are capacity on its way. Anything else —
- * draining, stopping, unresponsive, failed, terminated, a spare, or an instance the controller
- * is taking away (goal `drain`/`stop`) — takes no tenant.
+ * How placement sees an instance of a role. `serving` with goal `run`: open. Still booting
+ * (`provisioning` to `starting`, `spare` included) with goal `run`: coming — its seats are
+ * capacity on its way. Anything else — draining, stopping, unresponsive, failed, terminated, or
+ * an instance the controller is taking away (goal `drain`/`stop`) — takes no tenant.
  */
 export function seatAvailability(state: InstanceState, goal: 'run' | 'drain' | 'stop' = 'run'): SeatAvailability {
   if (goal !== 'run') return 'closed';
