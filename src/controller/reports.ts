@@ -60,7 +60,11 @@ export async function checkReport(
   return p.ports && v.kind !== 'impossible' ? { ...v, ports: p.ports } : v;
 }
 
-const samePorts = (a: Readonly<Record<string, number>>, b: Readonly<Record<string, number>>) => JSON.stringify(a) === JSON.stringify(b);
+/** Same names and numbers, in any order (the store's JSON does not keep the order of keys). */
+function samePorts(a: Readonly<Record<string, number>>, b: Readonly<Record<string, number>>): boolean {
+  const ka = Object.keys(a);
+  return ka.length === Object.keys(b).length && ka.every((k) => Object.hasOwn(b, k) && b[k] === a[k]);
+}
 
 /**
  * The ports an agent reports: its role's `ports:` with the extra auto ports it chose. Once stored
