@@ -21,10 +21,12 @@ import { until } from './helpers.js';
 export interface ConformanceTarget {
   /** A provider that keeps its machines under `dir` (a fresh folder per test). */
   make(dir: string): Provider;
-  /** The address its agents get. @default '127.0.0.1' */
-  readonly ip?: string;
+  /** Whether an address is one its agents may get. @default 127.0.0.1 only */
+  readonly addressOk?: (ip: string) => boolean;
   /** Whether {@link Provider.onExit} hears of this machine's agent ending (not of one a joined node runs). @default always */
   readonly reportsExit?: (id: string) => boolean;
+  /** Why this provider cannot run here (its suite is skipped, and says why). */
+  readonly skip?: string;
 }
 
 const req = (instanceId: string): CreateInstanceRequest => ({ instanceId, epoch: 1, key: 'x'.repeat(32), controllerUrl: 'http://127.0.0.1:9', app: 'a', role: 'r' });
@@ -41,7 +43,7 @@ async function running(p: Provider, h: InstanceHandle): Promise<Machine> {
 const ids = (ms: readonly Machine[]) => ms.map((m) => m.id).sort();
 
 export function providerConformance(name: string, target: ConformanceTarget): void {
-  const ip = target.ip ?? '127.0.0.1';
+  const addressOk = target.addressOk ?? ((ip: string) => ip === '127.0.0.1');
   const setup = (t: { after: (fn: () => Promise<void>) => void }) => {
     const dir = mkdtempSync(join(tmpdir(), 'drover-provider-'));
     const provider = target.make(dir);
@@ -55,7 +57,7 @@ export function providerConformance(name: string, target: ConformanceTarget): vo
     return { provider, made };
   };
 
-  test(`${name}: a request answers at once; describe converges to running; each machine has its own folder and port; destroy ends its whole tree`, { timeout: 60_000 }, async (t) => {
+  test(`${name}: a request answers at once; describe converges to running; each machine has its own folder and port; destroy ends its whole tree`, { timeout: 60_000, ...(target.skip ? { skip: target.skip } : {}) }, async (t) => {
     const { provider, made } = setup(t);
     assert.ok(Number.isFinite(provider.provisionTimeoutMs) && provider.provisionTimeoutMs > 0, 'a provisioning timeout');
     const exits: string[] = [];
@@ -74,7 +76,7 @@ export function providerConformance(name: string, target: ConformanceTarget): vo
     assert.equal(new Set(up.map((m) => m.port)).size, 3, 'distinct ports');
     assert.equal(new Set(up.map((m) => m.workdir)).size, 3, 'distinct folders');
     for (const m of up) {
-      assert.equal(m.ip, ip);
+      assert.ok(m.ip !== undefined && addressOk(m.ip), `an address its agent may have: ${m.ip}`);
       assert.ok(m.workdir && existsSync(m.workdir), 'its folder exists');
       assert.ok(m.providerRef, 'a reference to find it again');
     }
@@ -95,7 +97,7 @@ export function providerConformance(name: string, target: ConformanceTarget): vo
     for (const id of names) assert.deepEqual(processesOfInstance(id), []);
   });
 
-  test(`${name}: the instance id is an idempotency key: asked twice, at once or later, one machine`, { timeout: 60_000 }, async (t) => {
+  test(`${name}: the instance id is an idempotency key: asked twice, at once or later, one machine`, { timeout: 60_000, ...(target.skip ? { skip: target.skip } : {}) }, async (t) => {
     const { provider, made } = setup(t);
     made.push('i-1d0000a1', 'i-1d0000a2');
     const [a, b] = await Promise.all([provider.request(req('i-1d0000a1')), provider.request(req('i-1d0000a1'))]);
@@ -111,7 +113,7 @@ export function providerConformance(name: string, target: ConformanceTarget): vo
     assert.ok(agents.length >= 1);
   });
 
-  test(`${name}: list shows exactly the machines not gone, with enough to destroy one nobody recorded; destroy is idempotent`, { timeout: 60_000 }, async (t) => {
+  test(`${name}: list shows exactly the machines not gone, with enough to destroy one nobody recorded; destroy is idempotent`, { timeout: 60_000, ...(target.skip ? { skip: target.skip } : {}) }, async (t) => {
     const { provider, made } = setup(t);
     made.push('i-0f0f0f01', 'i-0f0f0f02');
     assert.deepEqual(await provider.list(), [], 'nothing yet');

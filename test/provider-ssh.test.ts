@@ -1,0 +1,115 @@
+/**
+ * The ssh provider against real sshd: two hosts made with network namespaces (test/netns.ts),
+ * each running a private sshd (its own config, generated host key, authorized key and port,
+ * nothing of the system's sshd used). The provider conformance suite runs against it, then a
+ * host whose key is not the pinned one is refused with both fingerprints named.
+ *
+ * Needs root, iproute2 and openssh-server (/usr/sbin/sshd): under CI=true a machine without
+ * them fails with the reason; elsewhere the suite is skipped with it.
+ */
+import { after, before, test, type TestContext } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { loadSshHosts, SshConfigError, SshProvider, type SshHost } from '../src/adapters/providers/index.js';
+import { providerConformance } from './provider-conformance.js';
+import { makeNetwork, netnsUnavailable, type Host } from './netns.js';
+import { killAll, processesWithEnv, ROOT, until } from './helpers.js';
+
+const SSHD = '/usr/sbin/sshd';
+const unavailable = netnsUnavailable() ?? (existsSync(SSHD) ? undefined : `openssh-server is not installed (${SSHD})`);
+if (unavailable && process.env.CI === 'true') {
+  test('the ssh provider suite needs root, network namespaces and sshd', () => assert.fail(unavailable));
+}
+const skip = unavailable ? `the ssh provider suite: ${unavailable}` : undefined;
+const BUNDLE = join(ROOT, 'dist/ssh-bundle');
+
+const work = mkdtempSync(join(tmpdir(), 'drover-ssh-'));
+const cleanups: (() => void)[] = [];
+const hosts: SshHost[] = [];
+let sshHosts: { host: Host; fingerprint: string }[] = [];
+
+/** An ed25519 key pair made by ssh-keygen; answers its SHA256 fingerprint. */
+function keygen(file: string): string {
+  execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'drover-test', '-f', file]);
+  return execFileSync('ssh-keygen', ['-l', '-f', `${file}.pub`], { encoding: 'utf8' }).split(' ')[1]!;
+}
+
+before(async () => {
+  if (skip) return;
+  if (!existsSync(join(BUNDLE, 'agent/main.js'))) execFileSync(process.execPath, [join(ROOT, 'scripts/build-ssh-bundle.mjs')]);
+  const net = makeNetwork({ after: (fn: () => void) => cleanups.push(fn) } as unknown as TestContext, 2);
+  mkdirSync('/run/sshd', { recursive: true, mode: 0o755 }); // sshd's privilege separation folder
+  const clientKey = join(work, 'client_key');
+  keygen(clientKey);
+  writeFileSync(join(work, 'authorized_keys'), readFileSync(`${clientKey}.pub`), { mode: 0o600 });
+  const daemons: ChildProcess[] = [];
+  cleanups.push(() => {
+    for (const d of daemons) if (d.pid) killAll([d.pid]);
+  });
+  sshHosts = net.hosts.map((host, k) => {
+    const hostKey = join(work, `host${k}_key`);
+    const fingerprint = keygen(hostKey);
+    const config = join(work, `sshd${k}.conf`);
+    writeFileSync(config, [
+      'Port 2222', `ListenAddress ${host.ip}`, `HostKey ${hostKey}`, `PidFile ${join(work, `sshd${k}.pid`)}`,
+      `AuthorizedKeysFile ${join(work, 'authorized_keys')}`, 'PermitRootLogin prohibit-password', 'PasswordAuthentication no',
+      'KbdInteractiveAuthentication no', 'UsePAM no', 'StrictModes no', 'Subsystem sftp internal-sftp', 'LogLevel ERROR', '',
+    ].join('\n'), { mode: 0o600 });
+    const d = host.spawn([SSHD, '-D', '-e', '-f', config]);
+    daemons.push(d);
+    return { host, fingerprint };
+  });
+  // Both answer (a banner on the port) before anything connects.
+  const { connect } = await import('node:net');
+  for (const { host } of sshHosts) {
+    await until(`sshd on ${host.ip}`, () => new Promise<true | undefined>((resolve) => {
+      const s = connect(2222, host.ip, () => (s.destroy(), resolve(true)));
+      s.on('error', () => resolve(undefined));
+    }), 10_000, 100);
+  }
+  writeFileSync(join(work, 'hosts.yaml'), `hosts:\n${sshHosts.map(({ host, fingerprint }, k) => [
+    `  - name: h${k}`, `    address: ${host.ip}`, '    port: 2222', '    user: root', `    keyFile: ${clientKey}`, `    hostKey: "${fingerprint}"`,
+    `    node: ${process.execPath}`, '    slots: 2', '',
+  ].join('\n')).join('')}`);
+  hosts.push(...loadSshHosts(join(work, 'hosts.yaml')));
+});
+
+after(() => {
+  killAll(processesWithEnv(work));
+  for (const c of cleanups.reverse()) c();
+  rmSync(work, { recursive: true, force: true });
+});
+
+providerConformance('ssh', {
+  // Each host keeps its instances in its own folder (the namespaces share this machine's disk).
+  make: (dir) => new SshProvider({ hosts: hosts.map((h, k) => ({ ...h, dir: join(dir, `remote-${k}`) })), bundleDir: BUNDLE }),
+  addressOk: (ip) => sshHosts.some(({ host }) => host.ip === ip),
+  reportsExit: () => false,
+  ...(skip ? { skip } : {}),
+});
+
+test('ssh: a host whose key is not the pinned one is refused, both fingerprints named; a bad hosts file is refused naming the field', { timeout: 60_000, ...(skip ? { skip } : {}) }, async () => {
+  const [h0] = hosts;
+  const wrong = `SHA256:${'A'.repeat(43)}`;
+  const dir = join(work, 'mismatch');
+  const provider = new SshProvider({ hosts: [{ ...h0!, hostKey: wrong, dir }], bundleDir: BUNDLE });
+  const asked = await provider.request({ instanceId: 'i-5ec0ffee', epoch: 1, key: 'k'.repeat(43), controllerUrl: 'http://127.0.0.1:9', app: 'a', role: null });
+  assert.equal(asked.state, 'pending');
+  const gone = await until('refused', async () => {
+    const [m] = await provider.describe([{ id: 'i-5ec0ffee', providerRef: asked.providerRef }]);
+    return m?.state === 'gone' ? m : undefined;
+  }, 20_000, 100);
+  assert.match(gone.message ?? '', new RegExp(`presented host key ${sshHosts[0]!.fingerprint.replace(/[+/]/g, '\\$&')}, not the pinned ${wrong}`));
+  assert.ok(!existsSync(dir), 'nothing was installed on it');
+  await assert.rejects(provider.list(), /presented host key/);
+
+  const bad = join(work, 'bad.yaml');
+  writeFileSync(bad, `hosts:\n  - address: 10.0.0.1\n    user: root\n    keyFile: ${join(work, 'client_key')}\n    hostKey: "md5:aa"\n`);
+  assert.throws(() => loadSshHosts(bad), (err: Error) => err instanceof SshConfigError && /hosts\[0\]\.hostKey: the host key's SHA256 fingerprint/.test(err.message));
+  writeFileSync(join(work, 'open_key'), readFileSync(join(work, 'client_key')), { mode: 0o644 });
+  writeFileSync(bad, `hosts:\n  - address: 10.0.0.1\n    user: root\n    keyFile: ${join(work, 'open_key')}\n    hostKey: "${wrong}"\n`);
+  assert.throws(() => loadSshHosts(bad), /hosts\[0\]\.keyFile: .* is readable by others than its owner/);
+});
