@@ -597,6 +597,13 @@ export class Agent {
       }
       const ports = resolvePorts(role, this.#o.port, extra);
       if (!ports) throw new Error('could not choose its ports');
+      // A fixed port bound elsewhere on the host (another member of the role, another program):
+      // said now, by name, rather than as the role's own bind error later.
+      for (const [name, v] of Object.entries(role.ports)) {
+        if (typeof v === 'number' && !(await canBind(this.#o.ip, v))) {
+          throw new Error(`ports.${name}: port ${v} on ${this.#o.ip} is in use (another member of role ${role.name} on this host, or another program)`);
+        }
+      }
       this.#ports = ports;
     }
     if (role.volumes?.length) {
@@ -1276,5 +1283,15 @@ function freePort(ip: string): Promise<number> {
       const addr = srv.address();
       srv.close(() => (addr && typeof addr === 'object' ? resolve(addr.port) : reject(new Error('no port'))));
     });
+  });
+}
+
+/** Whether `port` can be bound on `ip` now. */
+function canBind(ip: string, port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const srv = createServer();
+    srv.unref();
+    srv.once('error', () => resolve(false));
+    srv.listen({ host: ip, port, exclusive: true }, () => srv.close(() => resolve(true)));
   });
 }
