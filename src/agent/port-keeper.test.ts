@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { createServer, connect, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -108,4 +108,37 @@ test('a link spawns the keeper process when none runs, and a port held by anothe
   t.after(() => other.close());
   const busy = new PortLink({ dir, ip: '127.0.0.1', port, app: 'shop', role: 'front', instance: 'i-b', backend: `127.0.0.1:${a.port}`, log: () => undefined });
   await assert.rejects(busy.open(), (e: unknown) => e instanceof PortLinkError && /in use by another program/.test(e.message));
+});
+
+test('a keeper killed with SIGKILL is started again by the links of its members, which rejoin in rotation', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'drover-keeper-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const a = await member('a');
+  t.after(() => a.server.close());
+  const port = await freePort();
+  const l = new PortLink({ dir, ip: '127.0.0.1', port, app: 'shop', role: 'front', instance: 'i-a', backend: `127.0.0.1:${a.port}`, log: () => undefined, idleExitMs: 200 });
+  t.after(() => l.close());
+  await l.open();
+  l.setServing(true);
+  assert.equal(await ask(port), 'a');
+  const keeperPid = () => {
+    for (const e of readdirSync('/proc').filter((n) => /^\d+$/.test(n))) {
+      try {
+        if (readFileSync(`/proc/${e}/cmdline`, 'latin1').split('\0').includes(join(dir, `${port}.sock`))) return Number(e);
+      } catch {
+        // gone
+      }
+    }
+    return undefined;
+  };
+  const pid = keeperPid();
+  assert.ok(pid, 'the keeper runs as its own process');
+  process.kill(pid, 'SIGKILL');
+  let answer: string | undefined;
+  for (let i = 0; i < 50 && answer === undefined; i++) {
+    await sleep(100);
+    answer = await ask(port).catch(() => undefined);
+  }
+  assert.equal(answer, 'a', 'a new keeper holds the port and the member is back in rotation');
+  assert.notEqual(keeperPid(), pid);
 });
