@@ -149,6 +149,9 @@ test('bundles and placement on namespaced hosts: labels choose the host, the bun
     assert.match(e.message, /this machine \([^)]+\): lacks gpu=yes/);
   }).catch(explain);
   assert.ok(!(await instances()).some((i) => i.role === 'gpu' && i.state === 'serving'));
+  const roles = (await api<{ roles: { name: string; unplaceable: string | null }[] }>('GET', '/v1/apps/shop/roles')).roles;
+  assert.match(roles.find((r) => r.name === 'gpu')?.unplaceable ?? '', /no host fits gpu/, 'status says why gpu has no instance');
+  assert.equal(roles.find((r) => r.name === 'db')?.unplaceable, null);
   const webs = await until('two web members serving', async () => {
     const w = (await instances()).filter((i) => i.role === 'web' && i.state === 'serving');
     return w.length >= 2 ? w : undefined;

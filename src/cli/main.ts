@@ -57,6 +57,8 @@ interface RoleJson {
   draining: number;
   spares: number;
   degraded: boolean;
+  /** Why no host fits the role's placement, while that holds. */
+  unplaceable?: string | null;
   policies: string[];
   lastDecision: { at: string; desired: number; reason: string } | null;
   missingImports: string[];
@@ -160,6 +162,7 @@ function renderStatus(apps: AppJson[]): string {
       if (r.draining) bits.push(`${r.draining} draining`);
       if (r.spares) bits.push(`${r.spares} warm spare(s)`);
       if (r.degraded) bits.push(`DEGRADED: replacements keep failing (fix the cause, then \`drover retry ${r.name}\`)`);
+      if (r.unplaceable) bits.push(`UNPLACEABLE: ${r.unplaceable}`);
       if (r.missingImports.length) bits.push(`waiting for ${r.missingImports.join(', ')}`);
       if (r.staleImports?.length) bits.push(`imports not yet applied by ${r.staleImports.join(', ')}`);
       if (r.lastDecision && !r.pinned) bits.push(`last decision: ${r.lastDecision.reason}`);
@@ -228,6 +231,7 @@ async function waitConverged(client: Client, name: string, timeoutMs: number, si
     .filter((r) => r.serving !== r.desired || r.live !== r.desired || (r.staleImports?.length ?? 0) > 0)
     .map((r) => {
       const bits = [`${r.name}: ${r.serving}/${r.desired} serving`];
+      if (r.unplaceable) bits.push(r.unplaceable);
       if (r.missingImports.length) bits.push(`waiting for ${r.missingImports.join(', ')}`);
       if (r.staleImports?.length) bits.push(`imports not yet applied by ${r.staleImports.join(', ')}`);
       const stuck = r.instances.filter((i) => i.state !== 'serving').map((i) => `${i.id} ${i.state}${i.message ? ` (${i.message})` : ''}`);

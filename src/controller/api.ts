@@ -356,6 +356,7 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
         draining: s?.draining ?? 0,
         spares: s?.spares ?? 0,
         degraded: s?.degraded ?? false,
+        unplaceable: c.unplaceable(name, r.name) ?? null,
         policies: r.scale.map((pol) => `${pol.kind} on ${pol.metric}`),
         metric: r.scale[0]?.metric ?? null,
         lastDecision: (() => {

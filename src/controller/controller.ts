@@ -71,6 +71,8 @@ export interface ControllerOptions {
    * `local`, this machine's instances too. Absent: `${appDir}` is the folder as applied, everywhere.
    */
   readonly bundles?: { readonly store: BundleStore; readonly local: boolean };
+  /** Why no host fits a role's placement now (the node registry's last `role.unplaceable`), for status. */
+  readonly placementNote?: (app: string, role: string) => string | undefined;
 }
 
 export interface InstanceView extends InstanceRecord {
@@ -628,6 +630,11 @@ export class Controller {
       }
     }
     throw new ApiError('internal', `tenant ${id} kept changing while its removal was asked`);
+  }
+
+  /** Why no host fits the role's placement, while that holds (docs/fleet.md, Placement). */
+  unplaceable(app: string, role: string): string | undefined {
+    return this.opts.placementNote?.(app, role);
   }
 
   /** The last autoscaling decision for a role, if its policies ran. */

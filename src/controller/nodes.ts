@@ -187,6 +187,11 @@ export class NodeRegistry implements NodeDirectory {
     return choice.host.id;
   }
 
+  /** Why no host fit the role's placement at its last attempt; undefined once one did. */
+  unplaceable(app: string, role: string): string | undefined {
+    return this.#unplaceableTold.get(`${app}/${role}`)?.reason;
+  }
+
   /** `role.unplaceable`, once per reason (the countdown-free gist), again at most once a minute. */
   #noteUnplaceable(app: string, role: string | null, reason: string, placement: Record<string, unknown> | null): void {
     const key = `${app}/${role ?? '*'}`;

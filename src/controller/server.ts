@@ -235,6 +235,7 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningCont
     const controller = new Controller({
       store, provider, clock: opts.clock ?? systemClock, logger,
       bundles: { store: bundles, local: opts.bundleLocal ?? process.env.DROVER_BUNDLE_LOCAL === '1' },
+      placementNote: (app, role) => nodes.unplaceable(app, role),
       ...(opts.heartbeatMs !== undefined ? { heartbeatMs: opts.heartbeatMs } : {}),
       ...(opts.evaluateMs !== undefined ? { evaluateMs: opts.evaluateMs } : {}),
       ...(opts.planner ? { planner: opts.planner } : {}),
