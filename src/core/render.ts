@@ -13,7 +13,7 @@
  * exports an agent reports against what the role could have produced).
  */
 import { firstPort, type ListenSpec } from './ports.js';
-import { envName, importValue, isBuiltin, isNamedBuiltin, namedBuiltin, renderTemplate, type BuiltinValues, type BuiltinVar } from './template.js';
+import { envName, importValue, isBuiltin, isNamedBuiltin, namedBuiltin, renderTemplate, templateRefs, type BuiltinValues, type BuiltinVar } from './template.js';
 import type { ResolvedImports, RoleSpec } from './types.js';
 
 /** Where a builtin's value lives in a command's environment. */
@@ -203,5 +203,6 @@ export function renderExports(role: Pick<RoleSpec, 'exports'>, builtins: Builtin
 
 /** Whether any export template refers to an imported value (so checking it needs the imports the agent applied). */
 export function exportsUseImports(role: Pick<RoleSpec, 'exports'>): boolean {
-  return Object.values(role.exports).some((v) => /\$\{[A-Za-z_][A-Za-z0-9_-]*\.[A-Za-z_*]/.test(v));
+  // `${ports.admin}` has a dot too, but is the role's own.
+  return Object.values(role.exports).some((v) => templateRefs(v).some((r) => r.key !== undefined && !isNamedBuiltin(r.name)));
 }
