@@ -356,7 +356,8 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
         draining: s?.draining ?? 0,
         spares: s?.spares ?? 0,
         degraded: s?.degraded ?? false,
-        unplaceable: c.unplaceable(name, r.name) ?? null,
+        // Only while the role is short: a role that needs no new member has nothing to place.
+        unplaceable: (s?.live ?? 0) < (d?.desired ?? r.count) ? (c.unplaceable(name, r.name) ?? null) : null,
         policies: r.scale.map((pol) => `${pol.kind} on ${pol.metric}`),
         metric: r.scale[0]?.metric ?? null,
         lastDecision: (() => {
