@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { startServer } from '../src/controller/index.js';
-import { apiClient, killAll, processesWithEnv, until } from './helpers.js';
+import { apiClient, drover, killAll, processesWithEnv, until } from './helpers.js';
 
 test('a volume outlives a kill -9 of its instance; volumes ls/rm; instance folders go, logs stay', { timeout: 120_000 }, async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'drover-volumes-'));
@@ -68,12 +68,26 @@ test('a volume outlives a kill -9 of its instance; volumes ls/rm; instance folde
   assert.equal(busy.status, 409);
   assert.match(((await busy.json()) as { error: { code: string; message: string } }).error.message, new RegExp(`in use by ${second.id}`));
   assert.ok(existsSync(volume));
+  // The same through the CLI.
+  const env = { DROVER_TOKEN: server.token };
+  const ls = await drover(['volumes', '--data-dir', dataDir], { cwd: dir, env });
+  assert.equal(ls.code, 0, ls.stderr);
+  assert.match(ls.stdout, /^APP\s+SLOT\s+VOLUME\s+SIZE\s+USED BY\s+PATH$/m);
+  assert.match(ls.stdout, new RegExp(`^shop\\s+db-0\\s+data\\s+\\d+ B\\s+${second.id}\\s+${volume}$`, 'm'));
+  const rmBusy = await drover(['volumes', 'rm', 'shop', 'db-0', '--data-dir', dataDir], { cwd: dir, env });
+  assert.notEqual(rmBusy.code, 0);
+  assert.match(rmBusy.stderr, new RegExp(`volume shop/db-0 is in use by ${second.id}`));
+  const rmBad = await drover(['volumes', 'rm', 'shop', 'db', '--data-dir', dataDir], { cwd: dir, env });
+  assert.equal(rmBad.code, 2);
+  assert.match(rmBad.stderr, /expected ROLE-N or ROLE-N\/NAME/);
 
   // Scaled to 0: the volume stays (and is free); removed by hand.
   await api('PUT', '/v1/apps/shop/roles/db/count', { count: 0 });
   await until('db gone', async () => (await api<{ instances: Inst[] }>('GET', '/v1/instances?app=shop&role=db')).instances.length === 0, 30_000);
   assert.equal((await api<{ volumes: Vol[] }>('GET', '/v1/volumes?app=shop')).volumes[0]?.usedBy, null);
-  assert.deepEqual(await api('DELETE', '/v1/volumes/shop/db-0/data'), { removed: 'shop/db-0/data' });
+  const rm = await drover(['volumes', 'rm', 'shop', 'db-0/data', '--data-dir', dataDir], { cwd: dir, env });
+  assert.equal(rm.code, 0, rm.stderr);
+  assert.equal(rm.stdout, 'removed shop/db-0/data\n');
   assert.deepEqual((await api<{ volumes: Vol[] }>('GET', '/v1/volumes')).volumes, []);
   assert.equal(existsSync(join(dataDir, 'volumes', 'shop')), false);
 
