@@ -122,6 +122,31 @@ test('rolling a fronting role with listen: under load: no request refused or fai
   const after = await get(listen);
   assert.match(after.kind === 'ok' ? after.body : '', new RegExp(`^v2 ${next.id}$`));
 
+  // kill -9 of the only member's agent: it leaves rotation at once; connections that arrive until
+  // the replacement serves are held by the keeper (up to 10 s), not refused.
+  const pid = (await api<{ instances: (Inst & { agent: { pid: number } })[] }>('GET', '/v1/instances?app=shop&role=front')).instances[0]!.agent.pid;
+  const during: Outcome[] = [];
+  stop = false;
+  const again = Array.from({ length: 4 }, async () => {
+    while (!stop) during.push(await get(listen));
+  });
+  await sleep(300);
+  const k0 = Date.now();
+  process.kill(pid, 'SIGKILL');
+  const third = await until('a replacement serving', async () => (await instances()).find((i) => i.id !== next.id && i.state === 'serving'), 60_000);
+  const replacedMs = Date.now() - k0;
+  await sleep(500);
+  stop = true;
+  await Promise.all(again);
+  const count = (k: Outcome['kind']) => during.filter((r) => r.kind === k).length;
+  const slowest = Math.max(...during.map((r) => r.ms));
+  console.log(
+    `listen kill -9: ${during.length} requests, the replacement ${third.id} served ${(replacedMs / 1000).toFixed(1)} s after the kill: ` +
+      `${count('ok')} ok, ${count('refused')} refused, ${count('failed')} failed; slowest ${slowest.toFixed(0)} ms (held by the keeper)`,
+  );
+  assert.equal(count('refused'), 0);
+  assert.equal(count('failed'), 0, `failed: ${during.filter((r) => r.kind === 'failed').slice(0, 3).map((r) => (r.kind !== 'ok' ? r.error : '')).join('; ')}`);
+
   // Down: the keeper lets the port go once no member is left.
   await api('DELETE', '/v1/apps/shop');
   await until('shop is gone', async () => (await api<{ apps: unknown[] }>('GET', '/v1/apps')).apps.length === 0, 30_000);
