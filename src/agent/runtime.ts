@@ -7,7 +7,7 @@
  * The role outlives the controller: if the connection drops, the role keeps running with its
  * last imports while the agent reconnects, forever.
  */
-import { chownSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -611,8 +611,9 @@ export class Agent {
       const volumes: Record<string, string> = {};
       for (const name of role.volumes) {
         const dir = join(this.#o.volumesDir, a.app, slotName(role.name, a.slot), name);
-        mkdirSync(dir, { recursive: true, mode: 0o700 });
-        if (this.#runAs) chownSync(dir, this.#runAs.uid, this.#runAs.gid);
+        // Another user's: theirs, and the folders above it traversable (never listable), as for its home.
+        if (this.#runAs) makeRoleHome(dir, this.#runAs);
+        else mkdirSync(dir, { recursive: true, mode: 0o700 });
         volumes[name] = dir;
       }
       this.#volumes = volumes;
