@@ -97,3 +97,28 @@ test('a volume outlives a kill -9 of its instance; volumes ls/rm; instance folde
   assert.deepEqual(readdirSync(join(dataDir, 'instances')).filter((n) => n.startsWith('i-')), []);
   for (const id of [first.id, second.id]) assert.ok(existsSync(join(dataDir, 'logs', id, 'role.log')), `${id}'s role.log is kept`);
 });
+
+const isRoot = process.getuid?.() === 0;
+
+test('a role with user: owns its volume and can reach it', { timeout: 60_000, skip: !isRoot && process.env.CI !== 'true' ? 'needs root to run a role as nobody' : false }, async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'drover-volumes-'));
+  t.after(() => {
+    killAll(processesWithEnv(dir));
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const dataDir = join(dir, '.drover');
+  const yaml = ['app: shop', 'roles:', '  db:', '    user: nobody', '    volumes: [data]', '    start: touch "${volumes.data}/mine" && exec sleep 600', ''].join('\n');
+  const server = await startServer({ dataDir, port: 0, token: 'volumes-test-token-'.padEnd(40, 'x'), heartbeatMs: 500, logger: pino({ level: 'warn' }) });
+  t.after(() => server.close());
+  const api = apiClient(server);
+  await api('PUT', '/v1/apps/shop', { yaml, appDir: dir });
+  await until('db serving', async () => (await api<{ instances: { state: string }[] }>('GET', '/v1/instances?app=shop')).instances.some((i) => i.state === 'serving'), 30_000);
+  const volume = join(dataDir, 'volumes', 'shop', 'db-0', 'data');
+  const nobody = statSync(join(volume, 'mine')).uid;
+  assert.notEqual(nobody, 0, 'written by the role as nobody');
+  assert.equal(statSync(volume).uid, nobody, 'the volume is the role user\'s');
+  assert.equal(statSync(volume).mode & 0o777, 0o700);
+  assert.equal(statSync(join(dataDir, 'volumes')).mode & 0o007, 0o001, 'the folders above it: traversable, not listable');
+  await api('DELETE', '/v1/apps/shop');
+  await until('shop is gone', async () => (await api<{ apps: unknown[] }>('GET', '/v1/apps')).apps.length === 0, 30_000);
+});
