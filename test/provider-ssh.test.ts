@@ -10,13 +10,16 @@
 import { after, before, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadSshHosts, SshConfigError, SshProvider, type SshHost } from '../src/adapters/providers/index.js';
 import { providerConformance } from './provider-conformance.js';
 import { makeNetwork, netnsUnavailable, type Host } from './netns.js';
-import { killAll, processesWithEnv, ROOT, until } from './helpers.js';
+import { apiClient, killAll, processesWithEnv, ROOT, until } from './helpers.js';
+import { pino } from 'pino';
+import { freePort, processesOfInstance } from '../src/adapters/providers/index.js';
+import { startServer, type RunningController } from '../src/controller/index.js';
 
 const SSHD = '/usr/sbin/sshd';
 const unavailable = netnsUnavailable() ?? (existsSync(SSHD) ? undefined : `openssh-server is not installed (${SSHD})`);
@@ -30,6 +33,7 @@ const work = mkdtempSync(join(tmpdir(), 'drover-ssh-'));
 const cleanups: (() => void)[] = [];
 const hosts: SshHost[] = [];
 let sshHosts: { host: Host; fingerprint: string }[] = [];
+let bridgeIp = '';
 
 /** An ed25519 key pair made by ssh-keygen; answers its SHA256 fingerprint. */
 function keygen(file: string): string {
@@ -41,6 +45,7 @@ before(async () => {
   if (skip) return;
   if (!existsSync(join(BUNDLE, 'agent/main.js'))) execFileSync(process.execPath, [join(ROOT, 'scripts/build-ssh-bundle.mjs')]);
   const net = makeNetwork({ after: (fn: () => void) => cleanups.push(fn) } as unknown as TestContext, 2);
+  bridgeIp = net.bridgeIp;
   mkdirSync('/run/sshd', { recursive: true, mode: 0o755 }); // sshd's privilege separation folder
   const clientKey = join(work, 'client_key');
   keygen(clientKey);
@@ -72,7 +77,7 @@ before(async () => {
   }
   writeFileSync(join(work, 'hosts.yaml'), `hosts:\n${sshHosts.map(({ host, fingerprint }, k) => [
     `  - name: h${k}`, `    address: ${host.ip}`, '    port: 2222', '    user: root', `    keyFile: ${clientKey}`, `    hostKey: "${fingerprint}"`,
-    `    node: ${process.execPath}`, '    slots: 2', '',
+    `    node: ${process.execPath}`, '    slots: 2', `    dir: ${join(work, `h${k}`)}`, '',
   ].join('\n')).join('')}`);
   hosts.push(...loadSshHosts(join(work, 'hosts.yaml')));
 });
@@ -112,4 +117,61 @@ test('ssh: a host whose key is not the pinned one is refused, both fingerprints 
   writeFileSync(join(work, 'open_key'), readFileSync(join(work, 'client_key')), { mode: 0o644 });
   writeFileSync(bad, `hosts:\n  - address: 10.0.0.1\n    user: root\n    keyFile: ${join(work, 'open_key')}\n    hostKey: "${wrong}"\n`);
   assert.throws(() => loadSshHosts(bad), /hosts\[0\]\.keyFile: .* is readable by others than its owner/);
+});
+
+test('ssh: the agent bundle is installed into a private folder, and replaced when it changes', { timeout: 60_000, ...(skip ? { skip } : {}) }, async () => {
+  const bundleDir = join(work, 'bundle-copy');
+  cpSync(BUNDLE, bundleDir, { recursive: true });
+  const dir = join(work, 'installs');
+  const once = async () => {
+    const provider = new SshProvider({ hosts: [{ ...hosts[0]!, dir }], bundleDir });
+    const m = await provider.request({ instanceId: 'i-b0b0b0b0', epoch: 1, key: 'k'.repeat(43), controllerUrl: 'http://127.0.0.1:9', app: 'a', role: null });
+    await until('running', async () => ((await provider.describe([{ id: m.id, providerRef: m.providerRef }]))[0]?.state === 'running' ? true : undefined), 20_000, 100);
+    await provider.destroy({ id: m.id, providerRef: m.providerRef });
+    return readdirSync(dir).filter((f) => f.startsWith('agent-'));
+  };
+  const [first] = await once();
+  assert.ok(first);
+  assert.equal(statSync(dir).mode & 0o777, 0o700);
+  assert.equal(statSync(join(dir, first)).mode & 0o777, 0o700);
+  assert.equal(statSync(join(dir, first, 'agent/main.js')).mode & 0o777, 0o600);
+  appendFileSync(join(bundleDir, 'adapters/providers/ssh-remote.js'), '\n// a new version\n');
+  const after = await once();
+  assert.equal(after.length, 1, `one bundle kept: ${after.join(', ')}`);
+  assert.notEqual(after[0], first, 'the new version replaced the old');
+});
+
+test('ssh: a controller given the hosts file runs a role on an ssh host (the app folder shipped as a bundle) and removes it on scale-in', { timeout: 90_000, ...(skip ? { skip } : {}) }, async (t) => {
+  const dir = join(work, 'controller');
+  const server: RunningController = await startServer({
+    dataDir: join(dir, '.drover'), host: bridgeIp, port: await freePort(bridgeIp), logger: pino({ level: 'silent' }), heartbeatMs: 500, sshHosts: join(work, 'hosts.yaml'),
+  });
+  t.after(() => server.close());
+  const api = <T>(method: string, path: string, body?: unknown) => apiClient(server)<T>(method, path, body);
+  const yaml = (count: number) => `app: shop
+roles:
+  web:
+    count: ${count}
+    start: exec node \${appDir}/fleet-web.mjs
+    exports: { url: "http://\${ip}:\${port}" }
+    health: { http: /, interval: 200ms }
+`;
+  await api('PUT', '/v1/apps/shop', { yaml: yaml(1), appDir: join(ROOT, 'test/fixtures') });
+  type Inst = { id: string; state: string; exports: Record<string, string>; workdir: string; agent: { host: string; pid: number | null } };
+  const web = await until('web serving on an ssh host', async () => {
+    const { instances } = await api<{ instances: Inst[] }>('GET', '/v1/instances');
+    return instances.find((i) => i.state === 'serving');
+  }, 60_000).catch(async (err: unknown) => {
+    const { events } = await api<{ events: { kind: string; message: string }[] }>('GET', '/v1/events?limit=50');
+    throw new Error(`${String(err)}; events: ${events.map((e) => `${e.kind}: ${e.message}`).join(' | ')}`);
+  });
+  assert.ok(['h0', 'h1'].includes(web.agent.host), `on an ssh host: ${web.agent.host}`);
+  const url = web.exports.url!;
+  assert.ok(sshHosts.some(({ host }) => url.startsWith(`http://${host.ip}:`)), `its host's address: ${url}`);
+  assert.equal((await (await fetch(url)).text()).trim(), web.id);
+  assert.ok(existsSync(join(web.workdir, 'app')), 'the app folder came as a bundle, unpacked in the instance folder');
+
+  await api('PUT', '/v1/apps/shop', { yaml: yaml(0), appDir: join(ROOT, 'test/fixtures') });
+  await until('gone from the host', async () => (processesOfInstance(web.id).length === 0 && !existsSync(web.workdir) ? true : undefined), 30_000);
+  await until('marked destroyed', async () => ((await api<{ instances: Inst[] }>('GET', '/v1/instances')).instances.length === 0 ? true : undefined), 15_000);
 });

@@ -423,13 +423,14 @@ export function buildProgram(): Command {
     .addOption(listenOpt())
     .addOption(storeOpt())
     .addOption(transportOpt())
-    .action(async (o: { dataDir: string; port: number; listen?: { host: string; port: number }; store?: string; transport?: string }, cmd: Command) => {
+    .addOption(new Option('--ssh-hosts <file>', 'make instances on the hosts listed in FILE, over ssh (docs/fleet.md)').env('DROVER_SSH_HOSTS'))
+    .action(async (o: { dataDir: string; port: number; listen?: { host: string; port: number }; store?: string; transport?: string; sshHosts?: string }, cmd: Command) => {
       const store = await storeUrl(o, cmd);
       const transport = await transportUrl(o, cmd);
       const { startServer } = await controller();
       const holder: { server?: RunningController } = {};
       const stop = () => void holder.server?.close().then(() => process.exit(0));
-      holder.server = await startServer({ dataDir: o.dataDir, host: o.listen?.host ?? '127.0.0.1', port: o.listen?.port ?? o.port, ...(store ? { storeUrl: store } : {}), ...(transport ? { transportUrl: transport } : {}), ...(process.env.DROVER_TOKEN ? { token: process.env.DROVER_TOKEN } : {}), onShutdown: stop });
+      holder.server = await startServer({ dataDir: o.dataDir, host: o.listen?.host ?? '127.0.0.1', port: o.listen?.port ?? o.port, ...(store ? { storeUrl: store } : {}), ...(transport ? { transportUrl: transport } : {}), ...(o.sshHosts ? { sshHosts: o.sshHosts } : {}), ...(process.env.DROVER_TOKEN ? { token: process.env.DROVER_TOKEN } : {}), onShutdown: stop });
       process.once('SIGTERM', stop);
       process.once('SIGINT', stop);
       await new Promise(() => {});

@@ -328,7 +328,9 @@ export class Controller {
   private async bundleFor(app: StoredApp, instanceId: string): Promise<{ bundle?: BundleRef; bundleError?: string }> {
     const b = this.opts.bundles;
     if (!b) return {};
-    if (!b.local && typeof (await this.store.getInstance(instanceId))?.providerRef?.node !== 'string') return {};
+    // On another machine (a joined node, an ssh host: its reference names the host), the folder is not there.
+    const ref = (await this.store.getInstance(instanceId))?.providerRef;
+    if (!b.local && typeof ref?.node !== 'string' && typeof ref?.host !== 'string') return {};
     try {
       const info = await b.store.forApp(app.name, app.appDir, app.generation);
       return { bundle: { sha256: info.sha256, size: info.size, unpackedBytes: info.unpackedBytes } };

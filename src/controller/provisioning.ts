@@ -218,7 +218,11 @@ export class Provisioning {
         if (Object.keys(patch).length > 0 && !(await this.ctx.store.updateInstance(inst.id, patch))) return; // gone from the store
         ref = m.providerRef ?? ref;
       }
-      if (m.state === 'running') return;
+      if (m.state === 'running') {
+        // Its agent may have said hello already: it can be given its role now that its address is known.
+        if (patch.ip !== undefined) this.ctx.enqueue(inst.app);
+        return;
+      }
       if (this.ctx.clock.now() >= deadline) return;
       await sleep(wait, undefined, { signal: this.stopping.signal });
       if (this.stopped || this.destroying(inst.id)) return;

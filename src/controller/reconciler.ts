@@ -93,7 +93,7 @@ export class Reconciler {
         const hosts = tp?.hosts.get(i.id);
         // Silence while the controller itself was stalled, or its transport could hear no one (a broker away), is not the agent's.
         return {
-          ...i, lastSeenAt: l ? heard(l.lastSeenAt) : null, busy: l?.vitals?.role?.cpu ?? 0, tenants: tp?.seats.get(i.id) ?? 0,
+          ...i, lastSeenAt: l ? heard(l.lastSeenAt) : null, busy: l?.vitals?.role?.cpu ?? 0, tenants: tp?.seats.get(i.id) ?? 0, addressPending: i.ip === '',
           ...(hosts ? { hosts } : {}),
         };
       }),

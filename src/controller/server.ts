@@ -10,7 +10,7 @@ import type { FastifyInstance } from 'fastify';
 import { pino, type Logger } from 'pino';
 import { systemClock, type Clock, type PlannerOptions } from '../core/index.js';
 import { DEFAULT_POOL_SIZE, FencedStore, MAX_POOL_SIZE, openPgliteStore, openPostgresStore, redactStoreUrl, StoreOpenError, StoreUnavailableError, StoreUrlError, type Store } from '../adapters/store/index.js';
-import { LocalProvider, StaticProvider, type Provider } from '../adapters/providers/index.js';
+import { loadSshHosts, LocalProvider, SshConfigError, SshProvider, StaticProvider, type Provider } from '../adapters/providers/index.js';
 import { AmqpTransport, AmqpTransportError, EmbeddedTransport, redactUrl, withTransportProvisioning, type ControllerTransport } from '../adapters/transport/index.js';
 import { buildApi } from './api.js';
 import { registerFleetRoutes } from './join-routes.js';
@@ -47,6 +47,11 @@ export interface ServerOptions {
   /** Connections to PostgreSQL at most (env DROVER_STORE_POOL_SIZE). @default 10 */
   readonly storePoolSize?: number;
   readonly provider?: Provider;
+  /**
+   * Instances on the hosts listed in this file, over ssh (docs/fleet.md, "ssh hosts"), instead of
+   * this machine. The CLI's `--ssh-hosts`, env DROVER_SSH_HOSTS.
+   */
+  readonly sshHosts?: string;
   /**
    * How agents reach the controller: absent, the embedded WebSocket transport on the controller's
    * own port; `amqp://user:password@host:5672/vhost`, RabbitMQ (docs/rabbitmq.md), as that user
@@ -224,7 +229,18 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningCont
       enqueue: (app) => fleet.controller?.enqueue(app),
     });
     undo.push(async () => nodes.close());
-    const baseProvider = new StaticProvider(nodes, localProvider);
+    // Joined hosts first; then the ssh hosts if there is a list of them, else this machine.
+    const sshHosts = opts.sshHosts ?? process.env.DROVER_SSH_HOSTS?.trim();
+    let fallback: Provider = localProvider;
+    if (sshHosts) {
+      try {
+        fallback = new SshProvider({ hosts: loadSshHosts(sshHosts) });
+      } catch (err) {
+        if (err instanceof SshConfigError) throw new ControllerStartError('bad-setting', `--ssh-hosts (DROVER_SSH_HOSTS): ${err.message}`, { cause: err });
+        throw err;
+      }
+    }
+    const baseProvider = new StaticProvider(nodes, fallback);
     let transport: ControllerTransport | undefined;
     // Each instance's transport needs (its broker user and queue) are made and removed with it.
     const provider = withTransportProvisioning(baseProvider, () => transport);

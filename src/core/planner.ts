@@ -104,6 +104,12 @@ export interface PlanInstance {
   readonly tenants?: number;
   /** Tenant hosts to route to it (tenants added and not being removed). */
   readonly hosts?: readonly string[];
+  /**
+   * Registered, but its provider has not told its address yet (a machine made in the background:
+   * the agent can say hello first). It gets no role until then: its exports would be checked
+   * against an address the controller does not know.
+   */
+  readonly addressPending?: boolean;
   /** The member slot it holds (`db-0`): a role with volumes gives each member one. */
   readonly slot?: number | null;
 }
@@ -384,7 +390,7 @@ class SparePool {
   constructor(alive: readonly PlanInstance[]) {
     this.all = alive.filter((i) => i.role === null && i.goal === 'run');
     for (const s of this.all) {
-      if (s.state !== 'spare') continue;
+      if (s.state !== 'spare' || s.addressPending) continue;
       const pool = s.pool ?? '*';
       this.ready.set(pool, [...(this.ready.get(pool) ?? []), s]);
     }
@@ -599,6 +605,7 @@ function assignAndImport(v: RoleView, imp: { imports: ResolvedImports; version: 
     // A victim of this pass's scale-in leaves: it is neither assigned nor sent imports.
     if (b.ordered.has(i.id)) continue;
     if (i.state === 'spare' && i.assignOrderId === null) {
+      if (i.addressPending) continue;
       b.actions.push({
         kind: 'assign', instanceId: i.id, role: role.name, claim: false, roleHash: i.roleHash, imports: imp.imports, importsVersion: imp.version,
         ...(i.slot !== null && i.slot !== undefined ? { slot: i.slot } : {}),

@@ -266,21 +266,22 @@ export class SshProvider implements Provider {
 
   /** What every host runs (a host out of reach is left out, and logged by the caller's error). */
   async list(): Promise<Machine[]> {
-    const out: Machine[] = [];
+    // Starts on their way now: one may finish while the hosts are asked, after its host answered.
+    const out = new Map<string, Machine>();
+    for (const [id, s] of this.starts) if (!s.made && s.error === undefined) out.set(id, this.machineOf(id, s));
     const errors: string[] = [];
     await Promise.all([...this.hosts.values()].map(async (host) => {
       try {
         for (const m of (await this.remote(host, (dir) => ({ op: 'list', dir, ip: host.address }))) as Machine[]) {
-          out.push(this.fromHost(host, m));
+          out.set(m.id, this.fromHost(host, m));
           this.occupied.get(host.name)!.add(m.id);
         }
       } catch (err) {
         errors.push(`${host.name}: ${errorText(err)}`);
       }
     }));
-    for (const [id, s] of this.starts) if (!s.made && s.error === undefined) out.push(this.machineOf(id, s));
-    if (errors.length > 0 && out.length === 0) throw new Error(`could not list the ssh hosts: ${errors.join('; ')}`);
-    return out;
+    if (errors.length > 0 && out.size === 0) throw new Error(`could not list the ssh hosts: ${errors.join('; ')}`);
+    return [...out.values()];
   }
 
   async destroy(h: InstanceHandle): Promise<void> {
