@@ -45,3 +45,15 @@ test('ports a role cannot give are impossible: a moved fixed port, a first auto 
   await impossible(inst({ ports: { http: 41000, admin: 41001, jmx: 9010 } }), { http: 41000, admin: 41002, jmx: 9010 }, /but earlier/);
   await impossible(inst({ role: null }), { http: 41000 }, /without a role/);
 });
+
+test('an export with ${appDir} may be the folder as applied or the bundle unpacked in the instance folder, nothing else', async () => {
+  const withDir = parseAppFile('app: shop\nroles:\n  api:\n    start: run\n    exports: { docs: "file://${appDir}/docs" }\n');
+  const a = { name: 'shop', appDir: '/srv/shop', spec: withDir };
+  const i = inst({ roleHash: roleHash(withDir.roles.api!), state: 'serving' });
+  const run = (docs: string) => checkReport(i, status({ state: 'serving', exports: { docs } }), () => Promise.resolve(a), () => Promise.resolve({}));
+  assert.deepEqual(await run('file:///srv/shop/docs'), { kind: 'ok', exports: { docs: 'file:///srv/shop/docs' } });
+  assert.deepEqual(await run('file:///w/app/docs'), { kind: 'ok', exports: { docs: 'file:///w/app/docs' } });
+  const forged = await run('file:///etc/docs');
+  assert.equal(forged.kind, 'impossible');
+  assert.match(forged.kind === 'impossible' ? forged.reason : '', /reported export docs = "file:\/\/\/etc\/docs", but its role renders "file:\/\/\/srv\/shop\/docs"/);
+});

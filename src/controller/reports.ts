@@ -9,6 +9,7 @@
  * templates, its own record of the instance (address, port, folder) and the imports the agent
  * says it applied; the report only has to agree.
  */
+import { join } from 'node:path';
 import {
   exportsUseImports,
   extraAutoPorts,
@@ -129,13 +130,17 @@ async function checkRest(
     if (s.importsVersion === undefined || s.importsVersion !== importsVersion(imports)) return { kind: 'keep' };
   }
   if (role.ports && !ports) return { kind: 'impossible', reason: `reported serving without the ports of role ${role.name}` };
-  const builtins = roleBuiltins(role, { app: app.name, appDir: app.appDir, instance: inst.id, ip: inst.ip, port: inst.port, workdir: inst.workdir, ...(ports ? { ports } : {}) });
-  const expected = renderExports(role, builtins, imports);
-  for (const [k, v] of Object.entries(expected)) {
-    const got = Object.hasOwn(reported, k) ? reported[k] : undefined;
-    if (got !== v) {
-      return { kind: 'impossible', reason: `reported export ${k} = ${got === undefined ? 'nothing' : show(got)}, but its role renders ${show(v)}` };
-    }
-  }
-  return { kind: 'ok', exports: expected };
+  const render = (appDir: string) =>
+    renderExports(role, roleBuiltins(role, { app: app.name, appDir, instance: inst.id, ip: inst.ip, port: inst.port, workdir: inst.workdir, ...(ports ? { ports } : {}) }), imports);
+  const mismatch = (expected: Readonly<Record<string, string>>) => Object.entries(expected).find(([k, v]) => (Object.hasOwn(reported, k) ? reported[k] : undefined) !== v);
+  const expected = render(app.appDir);
+  const wrong = mismatch(expected);
+  if (!wrong) return { kind: 'ok', exports: expected };
+  // An instance given the app bundle (docs/fleet.md) has `${appDir}` = the bundle unpacked in its
+  // own folder: the only other value the agent may have rendered.
+  const bundled = render(join(inst.workdir, 'app'));
+  if (!mismatch(bundled)) return { kind: 'ok', exports: bundled };
+  const [k, v] = wrong;
+  const got = Object.hasOwn(reported, k) ? reported[k] : undefined;
+  return { kind: 'impossible', reason: `reported export ${k} = ${got === undefined ? 'nothing' : show(got)}, but its role renders ${show(v)}` };
 }
