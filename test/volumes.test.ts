@@ -74,6 +74,8 @@ test('a volume outlives a kill -9 of its instance; volumes ls/rm; instance folde
   assert.equal(ls.code, 0, ls.stderr);
   assert.match(ls.stdout, /^APP\s+SLOT\s+VOLUME\s+SIZE\s+USED BY\s+PATH$/m);
   assert.match(ls.stdout, new RegExp(`^shop\\s+db-0\\s+data\\s+\\d+ B\\s+${second.id}\\s+${volume}$`, 'm'));
+  const st = await drover(['status', '--data-dir', dataDir], { cwd: dir, env });
+  assert.match(st.stdout, new RegExp(`${second.id}[^\\n]*\\n\\s+slot db-0\\n`), st.stdout);
   const rmBusy = await drover(['volumes', 'rm', 'shop', 'db-0', '--data-dir', dataDir], { cwd: dir, env });
   assert.notEqual(rmBusy.code, 0);
   assert.match(rmBusy.stderr, new RegExp(`volume shop/db-0 is in use by ${second.id}`));

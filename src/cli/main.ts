@@ -44,6 +44,10 @@ interface InstanceJson {
   restarts: number;
   lastExit: { code: number | null; signal: string | null; tail: string[] } | null;
   agent?: { pid: number | null; host: string };
+  /** Every port of the role's `ports:` by name. */
+  ports?: Record<string, number>;
+  /** The member slot it holds (`db-0`), for a role with volumes. */
+  slot?: string;
   balancer: { driver: string; listen: string; members: { id: string; address: string; state: string; removing: boolean; activeConnections: number; ejected: boolean }[] } | null;
 }
 interface RoleJson {
@@ -171,6 +175,8 @@ function renderStatus(apps: AppJson[]): string {
         const ex = Object.entries(i.exports).map(([k, v]) => `${k}=${v}`).join(' ');
         const note = i.state === 'serving' ? ex : (i.message ?? ex);
         rows.push(['', i.id, i.state, i.address ?? '-', agentPid(i.agent), i.startedAt ? ago(i.startedAt, now) : '-', note]);
+        const held = [...(i.slot ? [`slot ${i.slot}`] : []), ...(i.ports ? [`ports ${Object.entries(i.ports).map(([k, v]) => `${k}=${v}`).join(' ')}`] : [])];
+        if (held.length) rows.push(['', '', '', '', '', '', held.join('; ')]);
         if (i.balancer) {
           rows.push(['', '', '', '', '', '', `balancer (${i.balancer.driver}) on ${i.balancer.listen}: ${i.balancer.members.length} member(s)`]);
           for (const m of i.balancer.members) {
