@@ -151,6 +151,17 @@ function leaseTtlFromEnv(env: NodeJS.ProcessEnv): number {
   return n;
 }
 
+/** DROVER_INSTANCE_LOGS_KEPT, checked: how many destroyed instances' logs the local provider keeps (0: all). */
+function logsKeptFromEnv(env: NodeJS.ProcessEnv): number | undefined {
+  const text = env.DROVER_INSTANCE_LOGS_KEPT?.trim();
+  if (!text) return undefined;
+  const n = Number(text);
+  if (!/^\d+$/.test(text) || n > 1_000_000) {
+    throw new ControllerStartError('bad-setting', `DROVER_INSTANCE_LOGS_KEPT=${text}: expected a whole number up to 1000000, or 0 to keep every one`);
+  }
+  return n;
+}
+
 /** DROVER_STORE_POOL_SIZE, checked. */
 function poolSizeFromEnv(env: NodeJS.ProcessEnv): number {
   const text = env.DROVER_STORE_POOL_SIZE?.trim();
@@ -220,7 +231,9 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningCont
     const leaseTtlMs = opts.leaseTtlMs ?? leaseTtlFromEnv(process.env);
     const fenced = elect ? new FencedStore(rawStore, LEADER_LEASE) : undefined;
     const store: Store = fenced ?? rawStore;
-    const localProvider = opts.provider ?? new LocalProvider({ baseDir: join(dataDir, 'instances'), ...(opts.agentEnv ? { env: opts.agentEnv } : {}) });
+    const keepLogs = logsKeptFromEnv(process.env);
+    const localProvider =
+      opts.provider ?? new LocalProvider({ baseDir: join(dataDir, 'instances'), ...(opts.agentEnv ? { env: opts.agentEnv } : {}), ...(keepLogs !== undefined ? { keepLogs } : {}) });
     // Joined hosts first (docs/fleet.md), this machine when an app has no idle one.
     const fleet: { controller?: Controller } = {};
     const nodes = new NodeRegistry({

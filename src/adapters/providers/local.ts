@@ -29,7 +29,7 @@ export interface LocalProviderOptions {
    * instance's folder is removed once it is gone, its logs moved here. @default `<baseDir>/../logs`
    */
   readonly logsDir?: string;
-  /** How many destroyed instances' logs are kept, the newest; older ones are removed. @default 200 */
+  /** How many destroyed instances' logs are kept, the newest; older ones are removed; 0 keeps every one. @default 200 */
   readonly keepLogs?: number;
 }
 
@@ -437,7 +437,7 @@ export function pruneLogs(logsDir: string, keep: number): void {
   } catch {
     return;
   }
-  if (entries.length <= keep) return;
+  if (keep <= 0 || entries.length <= keep) return;
   entries.sort((a, b) => b.at - a.at || (a.name < b.name ? 1 : -1));
   for (const e of entries.slice(keep)) rmSync(join(logsDir, e.name), { recursive: true, force: true });
 }
