@@ -123,4 +123,7 @@ test('the store packs once per generation, keeps bundles private, and excludes i
   assert.equal(store.current('shop')?.sha256, second.sha256);
   const { readFileSync } = await import('node:fs');
   assert.ok(!gunzipSync(readFileSync(store.file('shop', second.sha256)!.path)).includes('key'), 'the data folder is not in the bundle');
+  store.forget('shop');
+  assert.equal(store.file('shop', second.sha256), undefined, 'a deleted app\'s bundles go with it');
+  assert.equal(store.current('shop'), undefined);
 });

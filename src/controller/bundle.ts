@@ -420,8 +420,13 @@ export class BundleStore {
     this.#downloads.set(k, (this.#downloads.get(k) ?? 0) + 1);
   }
 
+  /** The app is gone: its bundles too. */
   forget(app: string): void {
     this.#current.delete(app);
+    for (const f of readdirSync(this.o.dir)) {
+      if (f.startsWith(`${app}-`) && f.endsWith('.tgz') && SHA256_HEX.test(f.slice(app.length + 1, -4))) rmSync(join(this.o.dir, f), { force: true });
+    }
+    for (const k of [...this.#downloads.keys()]) if (k.startsWith(`${app}/`)) this.#downloads.delete(k);
   }
 }
 

@@ -649,6 +649,7 @@ export class Controller {
     this.reconciler.forgetApp(app);
     this.executor.forgetApp(app);
     this.roleMetrics.forgetApp(app);
+    this.opts.bundles?.store.forget(app);
   }
 
   async deleteApp(appName: string): Promise<void> {
