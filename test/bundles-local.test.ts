@@ -1,7 +1,8 @@
 /**
  * App bundles on this machine (no namespaces needed): with bundles on for local instances
  * (`DROVER_BUNDLE_LOCAL=1`, here the server option), a role's `${appDir}` is the bundle unpacked
- * in its instance folder; an app folder that cannot be packed refuses the apply whole —
+ * in its instance folder, and an apply after the folder changed rolls the role to the new bundle
+ * (the same folder again changes nothing); an app folder that cannot be packed refuses the apply whole —
  * `422 bundle_refused` naming the size, the limit and the largest files, or the symlink that
  * leads out — and nothing is stored.
  */
@@ -31,7 +32,7 @@ test('local instances on the bundle: ${appDir} is the unpacked copy; a folder ov
     fetch(`${server.url}/v1/apps/${name}`, {
       method: 'PUT', headers: { authorization: `Bearer ${server.token}`, 'content-type': 'application/json' },
       // The role copies the file it finds in ${appDir} into its own folder, and says where ${appDir} was.
-      body: JSON.stringify({ yaml: `app: ${name}\nroles:\n  web:\n    count: 1\n    start: cp "$DROVER_APP_DIR/message.txt" "$DROVER_WORKDIR/seen.txt" && echo "$DROVER_APP_DIR" > "$DROVER_WORKDIR/appdir.txt" && exec sleep 600\n`, appDir }),
+      body: JSON.stringify({ yaml: `app: ${name}\nroles:\n  web:\n    count: 1\n    drainTimeout: 1s\n    stopTimeout: 1s\n    start: cp "$DROVER_APP_DIR/message.txt" "$DROVER_WORKDIR/seen.txt" && echo "$DROVER_APP_DIR" > "$DROVER_WORKDIR/appdir.txt" && exec sleep 600\n`, appDir }),
     });
   const res = await put('shop', app);
   assert.equal(res.status, 201, await res.clone().text());
@@ -44,6 +45,22 @@ test('local instances on the bundle: ${appDir} is the unpacked copy; a folder ov
   const seenDir = await until('the role wrote what it saw', async () => readFileSync(join(inst.workdir, 'appdir.txt'), 'utf8').trim(), 10_000);
   assert.equal(seenDir, join(inst.workdir, 'app'), '${appDir} is the unpacked bundle in the instance folder');
   assert.equal(readFileSync(join(inst.workdir, 'seen.txt'), 'utf8'), 'from the bundle\n');
+
+  // The same file and folder: nothing changes. The folder changed: a new bundle, and the role rolls to it.
+  const same = (await (await put('shop', app)).json()) as { changed: boolean; bundle: { sha256: string } };
+  assert.equal(same.changed, false);
+  assert.equal(same.bundle.sha256, body.bundle?.sha256);
+  writeFileSync(join(app, 'message.txt'), 'changed folder\n');
+  const rolled = (await (await put('shop', app)).json()) as { changed: boolean; bundle: { sha256: string } };
+  assert.equal(rolled.changed, true, 'a changed folder is a change');
+  assert.notEqual(rolled.bundle.sha256, body.bundle?.sha256);
+  const next = await until('the role rolled to the new bundle', async () => {
+    const r = await fetch(`${server.url}/v1/instances?app=shop`, { headers: { authorization: `Bearer ${server.token}` } });
+    const all = ((await r.json()) as { instances: Inst[] }).instances;
+    const fresh = all.find((i) => i.state === 'serving' && i.id !== inst.id);
+    return fresh && !all.some((i) => i.id === inst.id) ? fresh : undefined;
+  }, 40_000);
+  assert.equal(await until('the new member wrote what it saw', async () => readFileSync(join(next.workdir, 'seen.txt'), 'utf8'), 10_000), 'changed folder\n');
 
   // Over the limit (64 KiB here): refused whole, with the sizes and the largest files.
   const big = join(dir, 'big');

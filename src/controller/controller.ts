@@ -294,7 +294,8 @@ export class Controller {
     const prev = await this.store.getApp(spec.app);
     if (prev?.deleting) throw new ApiError('app_deleting', `app "${spec.app}" is being deleted; apply again once it is gone`);
     const bundle = await this.checkBundle(spec.app, appDir);
-    const res = await this.store.putApp({ name: spec.app, spec, appDir, at: this.clock.now() });
+    // The bundle's name goes into every role: a changed app folder rolls the app as a changed file does.
+    const res = await this.store.putApp({ name: spec.app, spec: bundle ? withBundle(spec, bundle.sha256) : spec, appDir, at: this.clock.now() });
     if (bundle) this.opts.bundles?.store.adopt(spec.app, res.app.generation);
     if (res.changed) {
       await this.record({
@@ -739,6 +740,11 @@ function agentOf(i: InstanceRecord, provider: string): { pid: number | null; hos
   const pid = typeof ref.pid === 'number' && Number.isSafeInteger(ref.pid) && ref.pid > 0 ? ref.pid : null;
   const host = typeof ref.host === 'string' && ref.host ? ref.host : provider === 'local' ? hostname() : i.ip;
   return { pid, host };
+}
+
+/** The spec with the app bundle's name in each role (core/types.ts `RoleSpec.bundle`). */
+function withBundle(spec: AppSpec, sha256: string): AppSpec {
+  return { ...spec, roles: Object.fromEntries(Object.entries(spec.roles).map(([name, r]) => [name, { ...r, bundle: sha256 }])) };
 }
 
 /** A conditional write lost to another writer: read again and retry. */

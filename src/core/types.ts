@@ -132,6 +132,12 @@ export interface RoleSpec {
   readonly drainTimeoutMs: number;
   /** The role hosts tenants (`tenants:`). */
   readonly tenants?: TenantsSpec;
+  /**
+   * The sha256 of the app bundle packed at apply — set by the controller, never by the file. It is
+   * part of the role's hash, so an apply after the app folder changed rolls the role as a changed
+   * file does (docs/fleet.md, App bundles). Absent: no bundle was packed at apply.
+   */
+  readonly bundle?: string;
   /** Which hosts may run the role (`placement:`); absent: any host of the app's pool, or this machine. */
   readonly placement?: PlacementSpec;
   /** Scaling policies; empty = the count is set by the file or by hand. @default [] */
