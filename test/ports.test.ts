@@ -94,14 +94,21 @@ test('named ports: rendered, exported, reachable, shown on the instance; bad one
   const web = processesWithEnv(`ADMIN=http://127.0.0.1:${ports.admin}`);
   assert.ok(web.length >= 1, 'web runs with ${api.admin} in its environment');
 
-  // A second member on this host cannot have the fixed port: it fails at once, naming it.
-  await api('PUT', '/v1/apps/shop/roles/api/count', { count: 2 });
-  const clash = await until('the second api member fails', async () => {
-    const list = (await api<{ instances: (Inst & { message: string | null })[] }>('GET', '/v1/instances?app=shop&role=api&all=true')).instances;
-    return list.find((i) => i.id !== inst.id && i.state === 'failed');
+  // One member per host for a role binding a fixed port: a second is refused, by the file and by scale.
+  const scale = await fetch(`${server.url}/v1/apps/shop/roles/api/count`, {
+    method: 'PUT', headers: { authorization: `Bearer ${server.token}`, 'content-type': 'application/json' }, body: JSON.stringify({ count: 2 }),
+  });
+  assert.equal(scale.status, 422);
+  assert.match(((await scale.json()) as { error: { message: string } }).error.message, /count: 2 is outside api's bounds \[0, 1\]/);
+  // Another app wanting the same fixed port on this host: its member fails at once, naming it.
+  await api('PUT', '/v1/apps/other', { yaml: ['app: other', 'roles:', '  jvm:', `    ports: { jmx: ${jmx} }`, '    start: exec sleep 600', ''].join('\n'), appDir: dir });
+  const clash = await until('the other app\'s member fails', async () => {
+    const list = (await api<{ instances: (Inst & { message: string | null })[] }>('GET', '/v1/instances?app=other&all=true')).instances;
+    return list.find((i) => i.state === 'failed');
   }, 30_000);
-  assert.match(clash.message ?? '', new RegExp(`ports\\.jmx: port ${jmx} on 127\\.0\\.0\\.1 is in use \\(another member of role api on this host, or another program\\)`));
+  assert.match(clash.message ?? '', new RegExp(`ports\\.jmx: port ${jmx} on 127\\.0\\.0\\.1 is in use \\(another member of role jvm on this host, or another program\\)`));
+  await api('DELETE', '/v1/apps/other');
 
   await api('DELETE', '/v1/apps/shop');
-  await until('shop is gone', async () => (await api<{ apps: unknown[] }>('GET', '/v1/apps')).apps.length === 0, 30_000);
+  await until('every app is gone', async () => (await api<{ apps: unknown[] }>('GET', '/v1/apps')).apps.length === 0, 30_000);
 });

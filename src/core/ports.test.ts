@@ -93,3 +93,16 @@ test('${port} is the first port; the first auto port is the instance port, the o
   const jmx = parseAppFile(role('ports: { jmx: 9010, http: auto }')).roles.api!;
   assert.equal(roleBuiltins(jmx, { ...at, ports: resolvePorts(jmx, 41000, {})! }).port, '9010');
 });
+
+test('a role binding a fixed port has one member per host: more is refused unless spread one per host', () => {
+  assert.deepEqual(refusal(role('ports: { http: auto, jmx: 9010 }', 'count: 2')), [
+    'roles.api.count: a role binding a fixed port (ports.jmx: 9010) runs one member per host: count must be at most 1, or give placement: { spread: host, strict: true } (joined hosts), or use listen: for a stable port',
+  ]);
+  assert.match(refusal(role('ports: { jmx: 9010 }', 'min: 1', 'max: 3')).join('\n'), /^roles\.api\.max: .*max must be 1/);
+  // count alone: scaling stops at 1.
+  assert.equal(parseAppFile(role('ports: { jmx: 9010 }')).roles.api!.max, 1);
+  assert.equal(parseAppFile(role('ports: { http: auto }')).roles.api!.max, 1000);
+  const spread = parseAppFile(role('ports: { jmx: 9010 }', 'count: 3', 'placement: { spread: host, strict: true }')).roles.api!;
+  assert.equal(spread.count, 3);
+  assert.equal(spread.max, 1000);
+});

@@ -556,7 +556,10 @@ function buildRole(name: string, r: ParsedRole): RoleSpec {
   // `count` alone is a size, not a bound: `drover scale` may move it anywhere in [0, MAX_ROLE_COUNT].
   const fixed = r.min === undefined && r.max === undefined;
   const min = r.min ?? 0;
-  const max = r.max ?? (fixed ? MAX_ROLE_COUNT : 1);
+  // A role binding fixed ports has one member per host: with `count` alone, scaling stops at 1
+  // unless its members are spread one per host.
+  const onePerHost = Object.values(r.ports ?? {}).some((p) => typeof p === 'number') && !(r.placement?.spread === 'host' && r.placement.strict);
+  const max = r.max ?? (fixed ? (onePerHost ? 1 : MAX_ROLE_COUNT) : 1);
   // Absent steps are left out rather than set to undefined, so a spec survives a JSON round trip unchanged.
   const steps: { -readonly [K in 'start' | 'deploy' | 'stop' | 'update' | 'undeploy' | 'health']?: RoleSpec[K] } = {};
   for (const k of ['start', 'deploy', 'stop', 'update', 'undeploy'] as const) if (r[k] !== undefined) steps[k] = r[k];
@@ -626,6 +629,13 @@ function crossRoleIssues(roles: ReadonlyMap<string, RoleSpec>, broken: ReadonlyS
       }
     }
     for (const [path, message] of rolePortIssues(role)) issues.push({ path: pathOf(['roles', role.name, ...path]), message });
+    const fixedPort = Object.entries(role.ports ?? {}).find(([, p]) => typeof p === 'number');
+    if (fixedPort && !(role.placement?.spread === 'host' && role.placement.strict)) {
+      const why = `a role binding a fixed port (ports.${fixedPort[0]}: ${String(fixedPort[1])}) runs one member per host`;
+      const fix = 'or give placement: { spread: host, strict: true } (joined hosts), or use listen: for a stable port';
+      if (role.count > 1) issues.push({ path: pathOf(['roles', role.name, 'count']), message: `${why}: count must be at most 1, ${fix}` });
+      else if (role.max > 1) issues.push({ path: pathOf(['roles', role.name, 'max']), message: `${why}: max must be 1, ${fix}` });
+    }
     for (const m of checkPolicyMetrics(role.scale, role.metrics)) issues.push({ path: pathOf(['roles', role.name]) + '.' + m.path, message: m.message });
     const seen = new Map<string, number>();
     role.imports.forEach((ref, i) => {
