@@ -4,7 +4,7 @@ import { chmodSync, mkdirSync, mkdtempSync, rmSync, statSync, symlinkSync, write
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
-import { BundleError, BundleStore, ignored, packFolder, parseIgnore } from './bundle.js';
+import { BundleError, BundleStore, ignored, packFolder, parseIgnore, parseSize } from './bundle.js';
 
 function folder(files: Record<string, string>): string {
   const dir = mkdtempSync(join(tmpdir(), 'drover-bundle-'));
@@ -126,4 +126,12 @@ test('the store packs once per generation, keeps bundles private, and excludes i
   store.forget('shop');
   assert.equal(store.file('shop', second.sha256), undefined, 'a deleted app\'s bundles go with it');
   assert.equal(store.current('shop'), undefined);
+});
+
+test('DROVER_BUNDLE_LIMIT sizes: bytes or K/M/G (KiB, MiB, GiB), at most 4 GiB', () => {
+  assert.equal(parseSize('1048576'), 1048576);
+  assert.equal(parseSize('64MiB'), 64 * 1024 * 1024);
+  assert.equal(parseSize('500K'), 500 * 1024);
+  assert.equal(parseSize('1.5 g'), 1.5 * 1024 ** 3);
+  for (const bad of ['', '0', '-1', '5T', '64 MB extra', '5G'.repeat(2), '4.1G']) assert.equal(parseSize(bad), undefined, bad);
 });
