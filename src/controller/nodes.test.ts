@@ -26,7 +26,7 @@ function setup(yaml: string, nodes: NodeRecord[], instances: Partial<InstanceRec
   const store = {
     getApp: async () => ({ name: 'shop', appDir: '/srv', spec, generation: 1 }),
     listNodes: async () => nodes,
-    listInstances: async () => instances.map((i) => ({ destroyedAt: null, goal: 'run', state: 'serving', providerRef: null, ...i })),
+    listInstances: async (f: { app: string }) => (f.app === 'shop' ? instances : []).map((i) => ({ destroyedAt: null, goal: 'run', state: 'serving', providerRef: null, ...i })),
   } as unknown as Store;
   const reg = new Registry({
     store, clock: systemClock, log: pino({ level: 'silent' }), heartbeatMs: 60_000, enqueue: () => undefined,
@@ -56,6 +56,9 @@ test('strict spread counts members on this machine, also those whose creation is
   // i-1's record has no provider reference yet (its agent is still starting): its reservation counts.
   await assert.rejects(reg.reserve('shop', 'web', 'i-2'), /this machine \(ctl\): runs 1 member\(s\) of web already \(strict spread\)/);
   assert.equal(events.length, 1);
+  // A reservation of another app does not make this one's forgotten.
+  await reg.reserve('other', null, 'i-9');
+  await assert.rejects(reg.reserve('shop', 'web', 'i-3'), UnplaceableError);
 });
 
 test('soft spread prefers the host without a member and stacks when it must; a node labelled role=x is kept for x', async (t) => {

@@ -97,7 +97,7 @@ export class NodeRegistry implements NodeDirectory {
   readonly #seenWritten = new Map<string, number>();
   readonly #refusalsSeen = new Map<string, number>();
   /** Instances placed on this machine whose create has not been recorded yet (they count for spread). */
-  readonly #reservedLocal = new Set<string>();
+  readonly #reservedLocal = new Map<string, string>();
   readonly #unplaceableTold = new Map<string, { reason: string; at: number }>();
 
   constructor(private readonly o: NodeRegistryOptions) {
@@ -172,7 +172,8 @@ export class NodeRegistry implements NodeDirectory {
       if (typeof n === 'string') count(hostOfNode.get(n) ?? (typeof i.providerRef?.host === 'string' ? i.providerRef.host : n));
       else if (i.providerRef !== null || this.#reservedLocal.has(i.id)) count(local.host);
     }
-    for (const id of this.#reservedLocal.keys()) if (!live.some((i) => i.id === id && i.providerRef === null)) this.#reservedLocal.delete(id);
+    // Recorded with its provider reference (counted above from the store), or gone: forgotten here.
+    for (const [id, of] of this.#reservedLocal) if (of === app && !live.some((i) => i.id === id && i.providerRef === null)) this.#reservedLocal.delete(id);
     const choice = chooseHost({ role, ...(spec?.placement ? { constraints: spec.placement } : {}), candidates, membersOn });
     if (!choice.ok) {
       this.#noteUnplaceable(app, role, choice.reason, spec?.placement ? { ...spec.placement } : null);
@@ -180,7 +181,7 @@ export class NodeRegistry implements NodeDirectory {
     }
     if (role !== null) this.#unplaceableTold.delete(`${app}/${role}`);
     if (choice.host.id === 'local') {
-      this.#reservedLocal.add(instanceId);
+      this.#reservedLocal.set(instanceId, app);
       return undefined;
     }
     this.#reserved.set(instanceId, choice.host.id);
