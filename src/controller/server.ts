@@ -240,6 +240,7 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningCont
       store, clock: opts.clock ?? systemClock, log: logger, heartbeatMs: opts.heartbeatMs ?? 2000,
       record: async (ev) => fleet.controller?.record(ev),
       enqueue: (app) => fleet.controller?.enqueue(app),
+      retry: async (app, role) => fleet.controller?.retryRole(app, role, 'a host that joined or came back'),
     });
     undo.push(async () => nodes.close());
     // Joined hosts first; then the ssh hosts if there is a list of them, else this machine.
