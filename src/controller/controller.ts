@@ -149,10 +149,10 @@ export class Controller {
     };
     this.planner = planner;
     this.startedAt = this.clock.now();
+    this.metrics.leader.set(1);
     this.runner = new Runner((key) => this.timedReconcile(key), this.log);
     this.events.setMaxListeners(0);
     this.lag = new LagMonitor({
-    this.metrics.leader.set(1);
       now: () => this.clock.now(),
       onStall: (ms) => {
         this.metrics.stalls.inc();
@@ -173,10 +173,10 @@ export class Controller {
       record: (ev) => this.record(ev),
       enqueue: (app) => this.runner.enqueue(app),
       bundleFor: (app, instanceId) => this.bundleFor(app, instanceId),
+      leaderEpoch: () => this.leading?.epoch ?? 0,
     };
     this.roleMetrics = new RoleMetrics(ctx);
     this.executor = new ActionExecutor(ctx, { forgetApp: (app) => this.forgetAppState(app) });
-      leaderEpoch: () => this.leading?.epoch ?? 0,
     this.reports = new AgentReports(ctx, this.roleMetrics);
     this.tenantJob = new TenantJob(ctx, this.executor, (n) => this.onTenantNotice(n));
     this.reconciler = new Reconciler(ctx, this.executor, this.roleMetrics, this.lag, { planner, evaluateMs: opts.evaluateMs ?? 500, startedAt: this.startedAt }, this.tenantJob);
@@ -204,9 +204,6 @@ export class Controller {
     return this.roleMetrics.store;
   }
 
-  /** Wires the transport and the URL agents use to reach this controller, then starts the loops. */
-  async start(transport: ControllerTransport, controllerUrl: string): Promise<void> {
-    this.transport = transport;
   /** How this controller is chosen to act: the only one (embedded store), or by lease on a shared store. */
   setLeadershipMode(mode: 'embedded' | 'lease', self: HolderInfo): void {
     this.leadershipMode = { mode, self, stepped: false };
@@ -244,6 +241,9 @@ export class Controller {
     };
   }
 
+  /** Wires the transport and the URL agents use to reach this controller, then starts the loops. */
+  async start(transport: ControllerTransport, controllerUrl: string): Promise<void> {
+    this.transport = transport;
     this.controllerUrl = controllerUrl;
     this.lag.start();
     await this.restoreRetries();
@@ -262,12 +262,12 @@ export class Controller {
   }
 
   async stop(): Promise<void> {
+    if (this.stopped) return;
     this.stopped = true;
     this.reports.stop();
     this.lag.stop();
     for (const t of this.timers) clearInterval(t);
     this.timers = [];
-    if (this.stopped) return;
     this.runner.stop();
     this.executor.provisioning.stop();
     await this.provider.close();

@@ -303,12 +303,12 @@ const roleSchema = z
     const issue = (path: string, message: string) => ctx.addIssue({ code: 'custom', input: r, path: [path], message });
     if (r.scale?.length && r.min === undefined && r.max === undefined) issue('scale', 'needs min and max: the bounds scaling stays within');
     if (r.loadBalancer && r.start !== undefined) issue('start', 'a load balancer role runs its driver; leave start out');
+    if (r.placement && r.spares) issue('spares', 'a role with placement takes no warm spares (a spare\'s host is chosen before its role is known); leave spares out');
     if (r.tenants && r.loadBalancer) issue('tenants', 'a load balancer role cannot host tenants; put tenants on the role it balances');
     // A role with tenants needs max >= 1: `max` itself is at least 1 (intAtLeast), and a role with
     // `count` alone compiles to max MAX_ROLE_COUNT, so no further check is needed here.
     if (r.min !== undefined && r.max === undefined) issue('max', 'required when min is set');
     else if (r.max !== undefined && r.min === undefined) issue('min', 'required when max is set');
-    if (r.placement && r.spares) issue('spares', 'a role with placement takes no warm spares (a spare\'s host is chosen before its role is known); leave spares out');
     else if (r.min !== undefined && r.max !== undefined) {
       if (r.min > r.max) issue('min', `must not exceed max (${r.max})`);
       else if (r.count !== undefined && (r.count < r.min || r.count > r.max))
