@@ -1,6 +1,7 @@
 /**
- * App bundles and placement across hosts: two network-namespace hosts (test/netns.ts) join the
- * pool of `shop` with `drover agent --join` — the first with `disk=hdd`, the second `disk=ssd`.
+ * App bundles and placement across hosts: network-namespace hosts (test/netns.ts) join the pool
+ * of `shop` with `drover agent --join` — the first with `disk=hdd`, the second `disk=ssd`, a third
+ * with `gpu=yes` later.
  *
  * - `db` asks for `disk: ssd`: it lands on the second host although the first is idle too;
  * - its `start` runs `${appDir}/server.mjs`, which serves a file of the app folder: `${appDir}` is
@@ -8,7 +9,8 @@
  *   controller after the apply does not reach the running instance; `.droverignore` kept a file out;
  * - an agent of another app, with its own valid key, is refused the bundle (403, recorded);
  * - `gpu` asks for a label no host has: no instance is made, `role.unplaceable` names the labels
- *   and every host seen; `web` (3, strict spread) gets one member on the idle node and one on
+ *   and every host seen (also in the role's status); a third host with that label joins, and gpu
+ *   is retried at once and lands there; `web` (3, strict spread) gets one member on the idle node and one on
  *   this machine; its third finds no host without a member and is explained the same way;
  * - an unchanged apply changes nothing; scaling db in and out again puts the new instance on the
  *   same host, which takes the bundle from its cache (the controller served it once per host).
@@ -71,7 +73,7 @@ test('bundles and placement on namespaced hosts: labels choose the host, the bun
     t.skip(why);
     return;
   }
-  const net = makeNetwork(t, 2);
+  const net = makeNetwork(t, 3);
   const dir = mkdtempSync(join(tmpdir(), 'drover-bundles-'));
   const appDir = join(dir, 'shop');
   mkdirSync(appDir);
@@ -102,17 +104,21 @@ test('bundles and placement on namespaced hosts: labels choose the host, the bun
   const instances = async () => (await api<{ instances: Inst[] }>('GET', '/v1/instances')).instances;
   const explain = async (err: unknown) => assert.fail(`${String(err)}\n${JSON.stringify(await instances(), null, 1)}\n${(await events()).map((e) => `${e.kind}: ${e.message}`).join('\n')}\n${logs.join('')}`);
 
-  const { token } = await api<{ token: string }>('POST', '/v1/tokens', { app: 'shop', uses: 2, ttlSeconds: 600 });
+  const { token } = await api<{ token: string }>('POST', '/v1/tokens', { app: 'shop', uses: 3, ttlSeconds: 600 });
   const launcher = `import(${JSON.stringify(join(ROOT, 'src/cli/main.ts'))}).then((m) => m.main(process.argv.slice(0, 1).concat(['drover', ...process.argv.slice(1)]))).then((c) => process.exit(c))`;
-  const disks = ['hdd', 'ssd'];
-  for (const [i, h] of net.hosts.entries()) {
-    const c = h.spawn([process.execPath, '--import', 'tsx', '-e', launcher, 'agent', '--join', server.url, '--address', h.ip, '--name', `host${i}`, '--labels', `disk=${disks[i]}`, '--data-dir', join(dir, `host${i}`)], {
+  const labels = ['disk=hdd', 'disk=ssd', 'gpu=yes'];
+  const join_ = (i: number) => {
+    const h = net.hosts[i]!;
+    const c = h.spawn([process.execPath, '--import', 'tsx', '-e', launcher, 'agent', '--join', server.url, '--address', h.ip, '--name', `host${i}`, '--labels', labels[i]!, '--data-dir', join(dir, `host${i}`)], {
       cwd: ROOT,
       env: { ...process.env, DROVER_JOIN_TOKEN: token, DROVER_LOG_LEVEL: 'warn' },
     });
     c.stdout?.on('data', (d: Buffer) => logs.push(`[host${i}] ${d.toString()}`));
     c.stderr?.on('data', (d: Buffer) => logs.push(`[host${i}] ${d.toString()}`));
     children.push(c);
+  };
+  for (const i of [0, 1]) {
+    join_(i);
     // One after the other: the hdd host is the first candidate, so db landing on ssd is the label's doing.
     await until(`host${i} joined`, async () => ((await api<{ nodes: { state: string }[] }>('GET', '/v1/nodes')).nodes.filter((n) => n.state === 'idle').length === i + 1 ? true : undefined), 30_000)
       .catch((err: unknown) => assert.fail(`${String(err)}\n${logs.join('')}`));
@@ -163,6 +169,11 @@ test('bundles and placement on namespaced hosts: labels choose the host, the bun
   assert.ok(webs.some((w) => w.agent.host === 'host0'), 'one on the idle node');
   // web no longer wants a third: host1 stays db's when db leaves it below.
   await api('PUT', '/v1/apps/shop/roles/web/count', { count: 2 });
+  // A host with gpu=yes joins (web wants no third member now): gpu is tried again at once (not after its backoff) and lands there.
+  join_(2);
+  const gpu = await until('gpu on the new host', async () => (await instances()).find((i) => i.role === 'gpu' && i.state === 'serving'), 40_000).catch(explain);
+  assert.equal(gpu.agent.host, 'host2');
+  assert.ok((await events()).some((e) => e.kind === 'role.retry' && e.role === 'gpu' && /a host that joined or came back/.test(e.message)));
 
   // Another app's agent asks for shop's bundle with its own (valid) key: 403, recorded.
   const otherInst = (await server.controller.listInstances({ app: 'other' })).find((i) => i.destroyedAt === null)!;
@@ -178,7 +189,7 @@ test('bundles and placement on namespaced hosts: labels choose the host, the bun
   assert.equal(again.changed, false);
   assert.equal(again.bundle.sha256, applied.bundle.sha256, 'same files, same bundle');
   const fetched = (await api<{ bundle: Bundle }>('GET', '/v1/apps/shop/bundle')).bundle.downloads;
-  assert.equal(fetched, 2, 'fetched once by each host (db on host1, web on host0)');
+  assert.equal(fetched, 3, 'fetched once by each host (db on host1, web on host0, gpu on host2)');
 
   // db out and in again: the new instance lands on the same host and takes the bundle from its cache.
   await api('PUT', '/v1/apps/shop/roles/db/count', { count: 0 });

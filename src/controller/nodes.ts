@@ -70,6 +70,8 @@ export interface NodeRegistryOptions {
   readonly enqueue: (app: string) => void;
   /** This machine as a host for placement. @default host `os.hostname()`, labels `host=<it>`, `local=true` */
   readonly local?: { readonly host: string; readonly labels: Readonly<Record<string, string>> };
+  /** Forgets a role's failures and reconciles it (`drover retry`): a host came that may fit it. */
+  readonly retry?: (app: string, role: string) => Promise<unknown>;
 }
 
 const LOCAL_HOST = { host: hostname(), labels: { host: hostname(), local: 'true' } };
@@ -186,6 +188,20 @@ export class NodeRegistry implements NodeDirectory {
     }
     this.#reserved.set(instanceId, choice.host.id);
     return choice.host.id;
+  }
+
+  /**
+   * A host joined or came back: each role of the app that found no host is retried now (its
+   * failed attempts forgotten, as `drover retry` does), rather than after its backoff or its
+   * degraded mark runs out.
+   */
+  #hostsChanged(app: string): void {
+    for (const key of [...this.#unplaceableTold.keys()]) {
+      const [of, role] = key.split('/');
+      if (of !== app || role === undefined || role === '*') continue;
+      this.#unplaceableTold.delete(key);
+      void this.o.retry?.(app, role).catch((err: unknown) => this.o.log.warn({ err, app, role }, 'retrying a role after a host came failed'));
+    }
   }
 
   /** Why no host fit the role's placement at its last attempt; undefined once one did. */
@@ -419,7 +435,10 @@ export class NodeRegistry implements NodeDirectory {
         if (node && m.data.type === 'report' && JSON.stringify(node.addresses) !== JSON.stringify(m.data.addresses)) {
           await this.o.store.updateNode(node.id, { addresses: m.data.addresses });
         }
-        if (node) this.o.enqueue(node.app);
+        if (node) {
+          this.#hostsChanged(node.app);
+          this.o.enqueue(node.app);
+        }
       }
       await this.#onMessage(s.nodeId, s.conn, m.data);
     };
