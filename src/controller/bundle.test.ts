@@ -70,6 +70,8 @@ test('.droverignore: names at any depth, globs, folders only with a trailing /, 
   });
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   assert.deepEqual(names((await packFolder(dir)).data), ['.droverignore', 'lib/', 'lib/a.mjs', 'server.mjs']);
+  writeFileSync(join(dir, '.droverignore'), 'x\n'.repeat(1001));
+  await assert.rejects(packFolder(dir), /\.droverignore: 2002 bytes in 1002 lines; at most 65536 bytes and 1000 lines/);
 });
 
 test('symlinks inside the folder are kept; one pointing out of it, or to an absolute path, refuses the pack naming it', async (t) => {

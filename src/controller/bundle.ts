@@ -37,6 +37,9 @@ export const DEFAULT_BUNDLE_LIMIT = 64 * 1024 * 1024;
 export const MAX_BUNDLE_ENTRIES = 100_000;
 /** Always left out: version control and drover's own data folders. */
 export const DEFAULT_IGNORES = ['.git/', '.drover/', '.drover-node/'] as const;
+/** Bounds of a `.droverignore`. */
+const MAX_IGNORE_BYTES = 64 * 1024;
+const MAX_IGNORE_LINES = 1000;
 /** Bundles kept per app (the current one and those before it, for instances still being assigned). */
 const KEPT_PER_APP = 3;
 
@@ -162,10 +165,18 @@ export const sizeText = (n: number): string => (n >= MiB ? `${(n / MiB).toFixed(
 
 async function walk(root: string, o: PackOptions): Promise<{ entries: Entry[]; skipped: string[] }> {
   let rules = parseIgnore(DEFAULT_IGNORES.join('\n'));
+  let text: string | undefined;
   try {
-    rules = [...rules, ...parseIgnore(await readFile(join(root, '.droverignore'), 'utf8'))];
+    text = await readFile(join(root, '.droverignore'), 'utf8');
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new BundleError('unreadable', `${join(root, '.droverignore')}: ${(err as Error).message}`);
+  }
+  if (text !== undefined) {
+    const lines = text.split('\n').length;
+    if (text.length > MAX_IGNORE_BYTES || lines > MAX_IGNORE_LINES) {
+      throw new BundleError('unreadable', `.droverignore: ${text.length} bytes in ${lines} lines; at most ${MAX_IGNORE_BYTES} bytes and ${MAX_IGNORE_LINES} lines`);
+    }
+    rules = [...rules, ...parseIgnore(text)];
   }
   const exclude = new Set((o.exclude ?? []).map((p) => resolve(p)));
   const entries: Entry[] = [];
