@@ -243,3 +243,22 @@ test('provisioning: the inventory at start reaps unknown machines and adopts, re
   assert.deepEqual(orphans.sort(), [['i-adopt001', 'adopted'], ['i-dead0001', 'reaped'], ['i-strange1', 'reaped']]);
   assert.equal(byId.size, 4, 'no record made for a reaped machine');
 });
+
+test('provisioning: a machine recorded while the inventory runs (an API call during the start) is not taken for an orphan', async (t) => {
+  const h = await setup();
+  t.after(() => h.store.close());
+  await h.reconciler.reconcile('shop'); // a pass that ran meanwhile: recorded, requested
+  const inst = await h.only();
+  await sleep(50);
+  h.provider.set(inst.id, { state: 'running', ip: '10.0.0.7', port: 8080 });
+  await h.job.settled();
+  const listInstances = h.store.listInstances.bind(h.store);
+  let first = true;
+  // The inventory read the store just before that pass recorded the instance.
+  h.store.listInstances = async (f) => (first && !(first = false) ? [] : listInstances(f));
+  await h.job.inventory();
+  await h.job.settled();
+  assert.deepEqual(h.provider.destroys, [], 'not reaped');
+  assert.ok(!h.events.some((e) => e.kind === 'instance.orphan'));
+  assert.equal((await h.only()).id, inst.id);
+});

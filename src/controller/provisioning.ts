@@ -119,8 +119,10 @@ export class Provisioning {
       const live = await this.ctx.store.listInstances({});
       const known = new Set(live.map((i) => i.id));
       for (const m of await provider.list()) {
-        if (known.has(m.id)) continue;
+        if (known.has(m.id) || this.work.has(m.id)) continue;
         const rec = await this.ctx.store.getInstance(m.id);
+        // Recorded since the list above (an API call during the start): known.
+        if (rec && rec.destroyedAt === null) continue;
         await this.ctx.record({
           app: rec?.app ?? null, role: rec?.role ?? null, instance: m.id, kind: 'instance.orphan',
           message: `${m.id}: a ${provider.name} machine the store ${rec ? 'knows as destroyed' : 'does not know'} (the controller stopped before it recorded its end or its making); destroying it`,
@@ -130,7 +132,8 @@ export class Provisioning {
           await this.end(handleOf(m), rec?.app ?? null, rec?.role ?? null);
         });
       }
-      const provisioning = live.filter((i) => i.state === 'provisioning');
+      // What the job already works on (a pass that ran meanwhile) is its business.
+      const provisioning = live.filter((i) => i.state === 'provisioning' && !this.work.has(i.id));
       if (provisioning.length === 0) return;
       const seen = await provider.describe(provisioning.map(handleOf));
       for (const [k, inst] of provisioning.entries()) {
