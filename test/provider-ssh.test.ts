@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import { loadSshHosts, SshConfigError, SshProvider, type SshHost } from '../src/adapters/providers/index.js';
 import { providerConformance } from './provider-conformance.js';
 import { makeNetwork, netnsUnavailable, type Host } from './netns.js';
-import { apiClient, killAll, processesWithEnv, ROOT, until } from './helpers.js';
+import { apiClient, drover, killAll, processesWithEnv, ROOT, until } from './helpers.js';
 import { pino } from 'pino';
 import { freePort, processesOfInstance } from '../src/adapters/providers/index.js';
 import { startServer, type RunningController } from '../src/controller/index.js';
@@ -174,4 +174,17 @@ roles:
   await api('PUT', '/v1/apps/shop', { yaml: yaml(0), appDir: join(ROOT, 'test/fixtures') });
   await until('gone from the host', async () => (processesOfInstance(web.id).length === 0 && !existsSync(web.workdir) ? true : undefined), 30_000);
   await until('marked destroyed', async () => ((await api<{ instances: Inst[] }>('GET', '/v1/instances')).instances.length === 0 ? true : undefined), 15_000);
+});
+
+test('drover controller --ssh-hosts with a bad file does not start, and says which field', { timeout: 60_000 }, async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'drover-ssh-cli-'));
+  try {
+    const file = join(dir, 'hosts.yaml');
+    writeFileSync(file, 'hosts:\n  - address: 10.0.0.1\n    user: root\n    keyFile: /nonexistent\n    hostKey: "SHA256:nope"\n');
+    const r = await drover(['controller', '--data-dir', join(dir, '.drover'), '--port', '0', '--ssh-hosts', file], { cwd: dir, timeoutMs: 30_000 });
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /--ssh-hosts \(DROVER_SSH_HOSTS\): ssh hosts file .*hosts\.yaml: hosts\[0\]\.hostKey: the host key's SHA256 fingerprint/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

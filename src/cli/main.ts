@@ -322,6 +322,7 @@ export function buildProgram(): Command {
 
   const dataDirOpt = () => new Option('--data-dir <dir>', 'controller data folder (state, token, instance folders)').default('.drover').env('DROVER_DATA_DIR');
   const clientFor = (dataDir: string) => new Client(findTarget(dataDir));
+  const sshHostsOpt = () => new Option('--ssh-hosts <file>', 'make instances on the hosts listed in FILE, over ssh (docs/fleet.md)').env('DROVER_SSH_HOSTS');
   const listenOpt = () => new Option('--listen <host:port>', 'address and port to listen on, e.g. 0.0.0.0:7420 or a host IP, so agents on other hosts reach it (default 127.0.0.1:<--port>)').argParser(parseListen);
   const storeOpt = () =>
     new Option(
@@ -371,7 +372,8 @@ export function buildProgram(): Command {
     .option('--timeout <seconds>', 'with --detach: how long to wait for convergence', parseInteger, 120)
     .addOption(storeOpt())
     .addOption(transportOpt())
-    .action(async (file: string, o: { dataDir: string; port: number; listen?: { host: string; port: number }; detach?: boolean; timeout: number; store?: string; transport?: string }, cmd: Command) => {
+    .addOption(sshHostsOpt())
+    .action(async (file: string, o: { dataDir: string; port: number; listen?: { host: string; port: number }; detach?: boolean; timeout: number; store?: string; transport?: string; sshHosts?: string }, cmd: Command) => {
       // The controller's modules load while the file is read (two cores: both at once).
       if (!o.detach) void controller().catch(() => undefined);
       await readSpec(file); // refuse a bad file before starting anything
@@ -386,7 +388,7 @@ export function buildProgram(): Command {
           const log = openSync(logFile, 'a', 0o600);
           const logStart = statSync(logFile).size;
           const script = process.argv[1] ?? '';
-          const child = spawn(process.execPath, [...process.execArgv, script, 'controller', '--data-dir', dir, '--port', String(o.port), ...(o.listen ? ['--listen', `${o.listen.host.includes(':') ? `[${o.listen.host}]` : o.listen.host}:${o.listen.port}`] : [])], {
+          const child = spawn(process.execPath, [...process.execArgv, script, 'controller', '--data-dir', dir, '--port', String(o.port), ...(o.listen ? ['--listen', `${o.listen.host.includes(':') ? `[${o.listen.host}]` : o.listen.host}:${o.listen.port}`] : []), ...(o.sshHosts ? ['--ssh-hosts', resolve(o.sshHosts)] : [])], {
             detached: true,
             stdio: ['ignore', log, log],
             // The store URL (it may hold a password) goes through the environment, not argv.
@@ -418,7 +420,7 @@ export function buildProgram(): Command {
         return;
       }
       if (existing) throw new CliError(`a controller already runs for ${resolve(o.dataDir)}; use \`drover apply ${file}\` or \`drover down\` first`);
-      await runForeground(file, o.dataDir, o.listen ?? { host: '127.0.0.1', port: o.port }, store, transport);
+      await runForeground(file, o.dataDir, o.listen ?? { host: '127.0.0.1', port: o.port }, store, transport, o.sshHosts);
     });
 
   program
@@ -429,7 +431,7 @@ export function buildProgram(): Command {
     .addOption(listenOpt())
     .addOption(storeOpt())
     .addOption(transportOpt())
-    .addOption(new Option('--ssh-hosts <file>', 'make instances on the hosts listed in FILE, over ssh (docs/fleet.md)').env('DROVER_SSH_HOSTS'))
+    .addOption(sshHostsOpt())
     .action(async (o: { dataDir: string; port: number; listen?: { host: string; port: number }; store?: string; transport?: string; sshHosts?: string }, cmd: Command) => {
       const store = await storeUrl(o, cmd);
       const transport = await transportUrl(o, cmd);
@@ -958,10 +960,10 @@ async function forceDown(dataDir: string, graceMs: number): Promise<void> {
   if (failed) throw new CliError('some processes could not be stopped');
 }
 
-async function runForeground(file: string, dataDir: string, listen: { host: string; port: number }, storeUrl: string | undefined, transportUrl?: string): Promise<void> {
+async function runForeground(file: string, dataDir: string, listen: { host: string; port: number }, storeUrl: string | undefined, transportUrl?: string, sshHosts?: string): Promise<void> {
   const [{ pino }, { startServer }] = await Promise.all([import('pino'), controller()]);
   const logger = pino({ level: process.env.DROVER_LOG_LEVEL ?? 'info', transport: { target: 'pino-pretty', options: { destination: 2, ignore: 'pid,hostname', translateTime: 'HH:MM:ss' } } });
-  const server = await startServer({ dataDir, host: listen.host, port: listen.port, logger, ...(storeUrl ? { storeUrl } : {}), ...(transportUrl ? { transportUrl } : {}), ...(process.env.DROVER_TOKEN ? { token: process.env.DROVER_TOKEN } : {}) });
+  const server = await startServer({ dataDir, host: listen.host, port: listen.port, logger, ...(storeUrl ? { storeUrl } : {}), ...(transportUrl ? { transportUrl } : {}), ...(sshHosts ? { sshHosts } : {}), ...(process.env.DROVER_TOKEN ? { token: process.env.DROVER_TOKEN } : {}) });
   const client = new Client({ url: server.url, token: server.token });
   await applyFile(client, file);
   out(`controller at ${server.url}; Ctrl-C stops the app and the controller`);
