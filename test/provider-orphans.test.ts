@@ -98,3 +98,45 @@ roles:
   assert.deepEqual(all.map((i) => i.id), [made.id], 'no duplicate was ever made');
   assert.ok(!(await events()).some((e) => e.kind === 'instance.failed'), 'nothing failed');
 });
+
+test("a machine that never comes up is failed and destroyed after the provider's own timeout, and replaced", { timeout: 60_000 }, async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'drover-never-'));
+  // A stand-in for a cloud whose VMs never boot (a cloud API cannot run here): pending forever.
+  const machines = new Map<string, Machine>();
+  const destroyed: string[] = [];
+  const cloud: Provider = {
+    name: 'neverboots', provisionTimeoutMs: 2000,
+    async request(req) {
+      const m: Machine = machines.get(req.instanceId) ?? { id: req.instanceId, state: 'pending', providerRef: { vm: req.instanceId } };
+      machines.set(req.instanceId, m);
+      return m;
+    },
+    async describe(hs) {
+      return hs.map((h) => machines.get(h.id) ?? { id: h.id, state: 'gone', providerRef: h.providerRef });
+    },
+    async list() {
+      return [...machines.values()];
+    },
+    async destroy(h) {
+      destroyed.push(h.id);
+      machines.delete(h.id);
+    },
+    onExit: () => undefined,
+    close: async () => undefined,
+  };
+  const server = await startServer({ dataDir: join(dir, '.drover'), port: 0, logger: pino({ level: 'silent' }), heartbeatMs: 500, provider: cloud });
+  t.after(async () => {
+    await server.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const api = <T>(method: string, path: string, body?: unknown) => apiClient(server)<T>(method, path, body);
+  await api('PUT', '/v1/apps/shop', { yaml: 'app: shop\nroles:\n  web:\n    count: 1\n    start: sleep 60\n', appDir: dir });
+  const t0 = Date.now();
+  const told = await until('failed after the timeout', async () => {
+    const { events } = await api<{ events: Ev[] }>('GET', '/v1/events?limit=100');
+    return events.find((e) => e.kind === 'instance.destroy' && /did not register within 2s/.test(e.message));
+  }, 20_000, 100);
+  const took = Date.now() - t0;
+  assert.ok(took >= 1500 && took < 10_000, `destroyed ${took} ms after it was asked for: the provider's 2 s, not the default 60 s`);
+  await until('destroyed at the provider, and a replacement asked for', async () => (destroyed.includes(told.instance!) && machines.size === 1 ? true : undefined), 10_000, 100);
+});
