@@ -336,7 +336,13 @@ export class SshProvider implements Provider {
       }
       const { base, bundle } = JSON.parse(await where) as { base: string; bundle: string };
       const command = `${quote(host.node)} ${quote(`${bundle}/adapters/providers/ssh-remote.js`)}`;
-      return JSON.parse(await this.exec(c, command, JSON.stringify(request(base))));
+      try {
+        return JSON.parse(await this.exec(c, command, JSON.stringify(request(base))));
+      } catch (err) {
+        // The host may have lost the bundle (re-imaged, cleaned): the next call looks again.
+        this.installed.delete(host.name);
+        throw err;
+      }
     } finally {
       c.end();
     }
