@@ -29,10 +29,10 @@ const why =
 type Outcome = { kind: 'ok'; status: number; body: string; release: string; ms: number } | { kind: 'refused' | 'failed'; error: string; ms: number };
 
 /** One request on a new connection (no keep-alive), as a refused connection would show. */
-function call(port: number, method: string, path: string, body?: string): Promise<Outcome> {
+function call(port: number, method: string, path: string, body?: string, headers: Record<string, string> = {}): Promise<Outcome> {
   const t0 = performance.now();
   return new Promise((resolve) => {
-    const req = request({ host: '127.0.0.1', port, method, path, agent: false, timeout: 20_000 }, (res) => {
+    const req = request({ host: '127.0.0.1', port, method, path, headers, agent: false, timeout: 20_000 }, (res) => {
       let text = '';
       res.setEncoding('utf8');
       res.on('data', (d: string) => (text += d));
@@ -51,7 +51,8 @@ function call(port: number, method: string, path: string, body?: string): Promis
 
 /** The members Apache balances over, from its balancer-manager (on the front's admin port). */
 async function apacheMembers(adminPort: number): Promise<string[]> {
-  const r = await call(adminPort, 'GET', '/balancer-manager');
+  // The page's own Referer, else balancer-manager logs a "cross-site access" error.
+  const r = await call(adminPort, 'GET', '/balancer-manager', undefined, { referer: `http://127.0.0.1:${adminPort}/balancer-manager` });
   if (r.kind !== 'ok') throw new Error(r.error);
   return [...new Set([...r.body.matchAll(/>(http:\/\/[^<\s]+)<\/a>/g)].map((m) => m[1]!))].sort();
 }

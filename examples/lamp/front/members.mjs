@@ -89,10 +89,10 @@ async function reload() {
   }
 }
 
-/** GET with node:http: fetch's Sec-Fetch-* headers make balancer-manager log a cross-site warning. */
+/** GET; the Referer of the page itself, else balancer-manager logs a "cross-site access" error. */
 function fetchText(url) {
   return new Promise((resolve, reject) => {
-    const req = get(url, { timeout: 2000 }, (res) => {
+    const req = get(url, { timeout: 2000, headers: { referer: url } }, (res) => {
       let body = '';
       res.setEncoding('utf8');
       res.on('data', (d) => (body += d));
