@@ -139,6 +139,25 @@ test('ssh: the agent bundle is installed into a private folder, and replaced whe
   const after = await once();
   assert.equal(after.length, 1, `one bundle kept: ${after.join(', ')}`);
   assert.notEqual(after[0], first, 'the new version replaced the old');
+
+  // The host loses the bundle (re-imaged, cleaned): the call that finds it missing fails, the next installs it again.
+  const provider = new SshProvider({ hosts: [{ ...hosts[0]!, dir }], bundleDir });
+  const make = async (id: string) => {
+    const m = await provider.request({ instanceId: id, epoch: 1, key: 'k'.repeat(43), controllerUrl: 'http://127.0.0.1:9', app: 'a', role: null });
+    return until(`${id} settled`, async () => {
+      const [d] = await provider.describe([{ id, providerRef: m.providerRef }]);
+      return d?.state === 'pending' ? undefined : d;
+    }, 20_000, 100);
+  };
+  assert.equal((await make('i-b0b0b0b1')).state, 'running');
+  await provider.destroy({ id: 'i-b0b0b0b1', providerRef: null });
+  rmSync(join(dir, after[0]!), { recursive: true, force: true });
+  const lost = await make('i-b0b0b0b2');
+  assert.equal(lost.state, 'gone');
+  assert.match(lost.message ?? '', /on the host: /);
+  const again = await make('i-b0b0b0b3');
+  assert.equal(again.state, 'running', 'installed again');
+  await provider.destroy({ id: 'i-b0b0b0b3', providerRef: null });
 });
 
 test('ssh: a controller given the hosts file runs a role on an ssh host (the app folder shipped as a bundle) and removes it on scale-in', { timeout: 90_000, ...(skip ? { skip } : {}) }, async (t) => {
