@@ -14,8 +14,18 @@ export interface SampleSink {
   add(key: string, metric: string, sample: { t: number; value: number; instance?: string }): void;
 }
 
+/** A repeated report is applied (its instance read) at least this often. */
+const RECHECK_MS = 10_000;
+
 export class AgentReports {
   private readonly suspiciousSeen = new Map<string, number>();
+  /**
+   * The last report applied per instance, and when its record was last read for it. A heartbeat
+   * that repeats it within {@link RECHECK_MS} is not applied again (it would change nothing):
+   * no store read per heartbeat. The record is read again at least that often, and at once after
+   * a join or any change in the report.
+   */
+  private readonly applied = new Map<string, { key: string; at: number; app: string; role: string | null }>();
   private stopped = false;
 
   constructor(
@@ -30,6 +40,7 @@ export class AgentReports {
   readonly handlers: TransportHandlers = {
     keyFor: async (id: string) => (await this.ctx.store.getInstance(id))?.joinToken,
     onJoin: async (id: string, epoch: number, _msg: JoinMessage) => {
+      this.applied.delete(id);
       const inst = await this.ctx.store.getInstance(id);
       if (!inst) return { accept: false, reason: 'unknown instance' };
       if (inst.destroyedAt !== null || isTerminal(inst.state) || inst.state === 'unresponsive') {
@@ -64,8 +75,17 @@ export class AgentReports {
       this.ctx.live.set(id, {
         lastSeenAt: now, ...(v ? { vitals: v } : {}), ...(status.balancer ? { balancer: status.balancer } : {}), ...(status.tenants ? { tenants: status.tenants } : {}),
       });
+      const key = JSON.stringify(status);
+      const same = this.applied.get(id);
+      if (same && same.key === key && now - same.at < RECHECK_MS) {
+        if (vitals && same.role !== null && status.state === 'serving') {
+          for (const { metric, sample } of samplesFromVitals(id, vitals)) this.samples.add(`${same.app}/${same.role}`, metric, sample);
+        }
+        return;
+      }
       const inst = await this.ctx.store.getInstance(id);
       if (!inst || inst.destroyedAt !== null) {
+        this.applied.delete(id);
         this.ctx.transport()?.fence(id, 'instance no longer exists');
         return;
       }
@@ -73,6 +93,7 @@ export class AgentReports {
         for (const { metric, sample } of samplesFromVitals(id, vitals)) this.samples.add(`${inst.app}/${inst.role}`, metric, sample);
       }
       await this.applyStatus(inst, status, now);
+      this.applied.set(id, { key, at: now, app: inst.app, role: inst.role });
       // A tenant added, failed or removed moves its tenant along in the next pass.
       if (status.tenants && JSON.stringify(status.tenants) !== JSON.stringify(prev?.tenants)) this.ctx.enqueue(inst.app);
     },
@@ -96,6 +117,7 @@ export class AgentReports {
       }).catch((err: unknown) => this.ctx.log.warn({ err }, 'could not record agent log lines'));
     },
     onDisconnect: (id: string) => {
+      this.applied.delete(id);
       this.ctx.log.debug({ instance: id }, 'agent disconnected');
     },
   };
