@@ -9,6 +9,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { chmodSync, cpSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -98,6 +99,25 @@ test('lamp: MariaDB, app, Apache: app 1→3→1 and an Apache roll under load, n
     throw new Error(`${err.message}\ndb: ${await logsOf('db')}\napp: ${await logsOf('app')}\nfront: ${await logsOf('front')}`);
   });
   console.log(`lamp: db, app and front serving ${((Date.now() - t0) / 1000).toFixed(1)} s after apply`);
+  // Each role's processes run as its own user, on its own files: never the packages' services.
+  const uid = (user: string) => Number(execFileSync('id', ['-u', user], { encoding: 'utf8' }).trim());
+  const procs = processesWithEnv(dir).flatMap((pid) => {
+    try {
+      const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+      return [{ comm: readFileSync(`/proc/${pid}/comm`, 'utf8').trim(), argv: readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0'), uid: Number(/^Uid:\s+(\d+)/m.exec(status)?.[1]) }];
+    } catch {
+      return [];
+    }
+  });
+  const mariadbd = procs.filter((p) => p.comm === 'mariadbd');
+  assert.equal(mariadbd.length, 1, JSON.stringify(procs));
+  assert.equal(mariadbd[0]!.uid, uid('mysql'));
+  assert.equal(mariadbd[0]!.argv[1], '--no-defaults', 'the package\'s /etc/mysql is not read');
+  assert.ok(mariadbd[0]!.argv.includes(`--datadir=${join(dir, '.drover', 'volumes', 'lamp', 'db-0', 'data')}`), mariadbd[0]!.argv.join(' '));
+  const apache = procs.filter((p) => p.comm === 'apache2');
+  assert.ok(apache.length >= 2, 'Apache\'s parent and a child');
+  assert.deepEqual([...new Set(apache.map((p) => p.uid))], [uid('www-data')]);
+  assert.deepEqual([...new Set(procs.filter((p) => p.argv.some((a) => a.endsWith('/app/server.mjs'))).map((p) => p.uid))], [uid('nobody')]);
   const admin = front.ports?.admin;
   assert.ok(admin, `the front's admin port is reported: ${JSON.stringify(front.ports)}`);
   const first = await call(listen, 'GET', '/');
