@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { processesWithEnv, sleep, until } from './helpers.js';
+import { processInstances, sleep, until } from './helpers.js';
 import { controllerPair, HA_TOKEN, type Name } from './ha.js';
 import { postgresSkip } from './postgres.js';
 import { rabbitmqSkip } from './rabbitmq.js';
@@ -40,23 +40,6 @@ roles:
 type Inst = { id: string; role: string | null; pool: string | null; state: string; connected: boolean; goal: string };
 type App = { converged: boolean; roles: { name: string; desired: number; serving: number }[] };
 type Tenant = { id: string; name: string; state: string; instance: string | null };
-
-/** Instance ids of live processes (agents and roles) made by either controller, from their environment. */
-function processInstances(dataDirs: string[]): Map<number, string> {
-  const out = new Map<number, string>();
-  for (const d of dataDirs) {
-    for (const pid of processesWithEnv(`DROVER_WORKDIR=${join(d, 'instances')}`)) {
-      try {
-        const env = readFileSync(`/proc/${pid}/environ`, 'latin1').split('\0');
-        const id = env.find((e) => e.startsWith('DROVER_INSTANCE_ID='))?.split('=')[1] ?? env.find((e) => e.startsWith('DROVER_INSTANCE='))?.split('=')[1];
-        if (id) out.set(pid, id);
-      } catch {
-        // gone
-      }
-    }
-  }
-  return out;
-}
 
 test('kill -9 of the leader mid scale-out, spare claim, drain and tenant placement, with a standby: no duplicate, no orphan, nothing applied twice, every tenant placed once', {
   skip: rabbitmqSkip() || postgresSkip(), timeout: 600_000,

@@ -4,10 +4,10 @@
  * The kill points come from a seed, printed first: `FAULT_SEED=<n> npm test` replays a run.
  */
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { apiClient, killableController, processesWithEnv, sleep, until } from './helpers.js';
+import { apiClient, killableController, processInstances, sleep, until } from './helpers.js';
 import { rng } from './seeded.js';
 
 const SERVER = `exec node -e "require('http').createServer((q,s)=>s.end('ok')).listen(+process.env.PORT,'127.0.0.1')"`;
@@ -31,21 +31,6 @@ roles:
 type Instances = { instances: { id: string; role: string | null; state: string; connected: boolean; goal: string }[] };
 type App = { converged: boolean; roles: { name: string; desired: number; serving: number }[] };
 
-/** Instance ids of live processes of this data folder (agents and roles), from their environment. */
-function processInstances(dataDir: string): Map<number, string> {
-  const out = new Map<number, string>();
-  for (const pid of processesWithEnv(`DROVER_WORKDIR=${join(dataDir, 'instances')}`)) {
-    try {
-      const env = readFileSync(`/proc/${pid}/environ`, 'latin1').split('\0');
-      const id = env.find((e) => e.startsWith('DROVER_INSTANCE_ID='))?.split('=')[1] ?? env.find((e) => e.startsWith('DROVER_INSTANCE='))?.split('=')[1];
-      if (id) out.set(pid, id);
-    } catch {
-      // gone
-    }
-  }
-  return out;
-}
-
 test('kill -9 of the controller mid scale-out, drain and rolling update: converges, no duplicate, no orphan', { timeout: 420_000 }, async (t) => {
   const seed = process.env.FAULT_SEED ? Number(process.env.FAULT_SEED) : Math.floor(Math.random() * 2 ** 31);
   t.diagnostic(`FAULT_SEED=${seed}`);
@@ -66,7 +51,7 @@ test('kill -9 of the controller mid scale-out, drain and rolling update: converg
     assert.ok(webs.every((i) => i.state === 'serving' && i.goal === 'run'), `${what}: all serving (seed ${seed})`);
     const ids = new Set(live.instances.map((i) => i.id));
     // Processes of destroyed instances are gone (give a destroy in flight a moment).
-    await until(`${what}: no orphan process (seed ${seed})`, async () => [...processInstances(dataDir).values()].every((id) => ids.has(id)), 15_000);
+    await until(`${what}: no orphan process (seed ${seed})`, async () => [...processInstances([dataDir]).values()].every((id) => ids.has(id)), 15_000);
     const folders = readdirSync(join(dataDir, 'instances'));
     assert.ok(live.instances.every((i) => folders.includes(i.id)));
   };
@@ -92,5 +77,5 @@ test('kill -9 of the controller mid scale-out, drain and rolling update: converg
   }
   await api('DELETE', '/v1/apps/fi');
   await until('app deleted', async () => ((await api<{ apps: unknown[] }>('GET', '/v1/apps')).apps.length === 0 ? true : undefined), 60_000);
-  await until('no process left', async () => processInstances(dataDir).size === 0, 15_000);
+  await until('no process left', async () => processInstances([dataDir]).size === 0, 15_000);
 });

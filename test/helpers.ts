@@ -141,3 +141,52 @@ export async function killableController(
     },
   };
 }
+
+/**
+ * Requests to `urls` in turn, every 20 ms, until stopped (by the test, or by `t.after`): how many
+ * were made and what failed (a status other than 200, a reset, a 5 s timeout).
+ */
+export function steadyTraffic(urls: readonly string[], t: { after: (fn: () => unknown) => void }): { stop(): Promise<{ requests: number; failures: string[] }> } {
+  let requests = 0;
+  const failures: string[] = [];
+  let running = true;
+  const load = (async () => {
+    while (running) {
+      for (const u of urls) {
+        try {
+          const res = await fetch(u, { signal: AbortSignal.timeout(5000) });
+          if (res.status !== 200) failures.push(`status ${res.status}`);
+          await res.text();
+        } catch (err) {
+          failures.push(err instanceof Error ? err.message : String(err));
+        }
+        requests += 1;
+      }
+      await sleep(20);
+    }
+  })();
+  const stop = async () => {
+    running = false;
+    await load;
+    return { requests, failures };
+  };
+  t.after(stop);
+  return { stop };
+}
+
+/** Instance ids of the live processes (agents and roles) made under these data folders, from their environment. */
+export function processInstances(dataDirs: readonly string[]): Map<number, string> {
+  const out = new Map<number, string>();
+  for (const d of dataDirs) {
+    for (const pid of processesWithEnv(`DROVER_WORKDIR=${join(d, 'instances')}`)) {
+      try {
+        const env = readFileSync(`/proc/${pid}/environ`, 'latin1').split('\0');
+        const id = env.find((e) => e.startsWith('DROVER_INSTANCE_ID='))?.split('=')[1] ?? env.find((e) => e.startsWith('DROVER_INSTANCE='))?.split('=')[1];
+        if (id) out.set(pid, id);
+      } catch {
+        // gone
+      }
+    }
+  }
+  return out;
+}

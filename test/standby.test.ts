@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { drover, processesWithEnv, sleep, until } from './helpers.js';
+import { drover, processesWithEnv, steadyTraffic, until } from './helpers.js';
 import { controllerPair, HA_TOKEN, type Leadership } from './ha.js';
 import { postgresSkip } from './postgres.js';
 import { rabbitmqSkip } from './rabbitmq.js';
@@ -69,29 +69,7 @@ test('active/standby controllers: kill -9 of the leader, the standby takes over 
   assert.deepEqual((await instances(b)).map((i) => i.id).sort(), before.all.map((i) => i.id).sort());
 
   // Traffic to both web instances all along.
-  let requests = 0;
-  const failures: string[] = [];
-  let traffic = true;
-  const urls = before.web.map((i) => i.exports!.url!);
-  const load = (async () => {
-    while (traffic) {
-      for (const u of urls) {
-        try {
-          const res = await fetch(u, { signal: AbortSignal.timeout(5000) });
-          if (res.status !== 200) failures.push(`status ${res.status}`);
-          await res.text();
-        } catch (err) {
-          failures.push(err instanceof Error ? err.message : String(err));
-        }
-        requests += 1;
-      }
-      await sleep(20);
-    }
-  })();
-  t.after(async () => {
-    traffic = false;
-    await load;
-  });
+  const traffic = steadyTraffic(before.web.map((i) => i.exports!.url!), t);
 
   // kill -9 of the leader.
   const killedAt = Date.now();
@@ -113,8 +91,7 @@ test('active/standby controllers: kill -9 of the leader, the standby takes over 
   // It acts: a scale-out is carried out once.
   assert.equal((await b('PUT', '/v1/apps/relay/roles/web/count', { count: 3 })).status, 200);
   const after = await until('three web instances under b', () => settled(b, 3), 60_000, 250);
-  traffic = false;
-  await load;
+  const { requests, failures } = await traffic.stop();
   t.diagnostic(`${requests} requests through the takeover, ${failures.length} failed`);
   assert.ok(requests > 100, 'traffic ran through the takeover');
   assert.deepEqual(failures, [], 'no request failed');

@@ -12,7 +12,7 @@ import { test } from 'node:test';
 import { pino } from 'pino';
 import { startServer, type RunningController } from '../src/controller/index.js';
 import { freePort } from '../src/adapters/providers/index.js';
-import { apiClient, killAll, processesWithEnv, sleep, until } from './helpers.js';
+import { apiClient, killAll, processesWithEnv, sleep, steadyTraffic, until } from './helpers.js';
 import { rabbitmqSkip, startRabbitMQ } from './rabbitmq.js';
 
 const APP = `app: relay
@@ -80,26 +80,7 @@ test('amqp transport end to end: per-instance broker users; a broker restart und
   }
 
   // Traffic to the app all along.
-  let requests = 0;
-  const failures: string[] = [];
-  let traffic = true;
-  const load = (async () => {
-    while (traffic) {
-      try {
-        const res = await fetch(webUrl, { signal: AbortSignal.timeout(5000) });
-        if (res.status !== 200) failures.push(`status ${res.status}`);
-        await res.text();
-      } catch (err) {
-        failures.push(err instanceof Error ? err.message : String(err));
-      }
-      requests += 1;
-      await sleep(20);
-    }
-  })();
-  t.after(async () => {
-    traffic = false;
-    await load;
-  });
+  const traffic = steadyTraffic([webUrl], t);
 
   await broker.stop();
   // The controller serves its API without the broker; a change asked for now waits for it.
@@ -112,8 +93,7 @@ test('amqp transport end to end: per-instance broker users; a broker restart und
     t.diagnostic(JSON.stringify(await instances(), null, 1));
     throw err;
   });
-  traffic = false;
-  await load;
+  const { requests, failures } = await traffic.stop();
   t.diagnostic(`${requests} requests during the restart, ${failures.length} failed`);
   assert.ok(requests > 50, 'traffic ran through the outage');
   assert.deepEqual(failures, [], 'no request failed');
