@@ -83,31 +83,12 @@ function alive(pid: number): boolean {
 }
 
 /**
- * Pids of every process of the instance: the agent carries `DROVER_INSTANCE_ID=<id>` in its
- * environment, the role's processes `DROVER_INSTANCE=<id>` (the agent keeps its own variables
- * from them).
+ * Pids of every live process of the instance (zombies left out): the agent carries
+ * `DROVER_INSTANCE_ID=<id>` in its environment, the role's processes `DROVER_INSTANCE=<id>`
+ * (the agent keeps its own variables from them). One scan of /proc, as {@link scanInstances}.
  */
 export function processesOfInstance(id: string): number[] {
-  const needles = [`\0${MARKER}=${id}\0`, `\0DROVER_INSTANCE=${id}\0`];
-  const out: number[] = [];
-  let entries: string[];
-  try {
-    entries = readdirSync('/proc');
-  } catch {
-    return out;
-  }
-  for (const e of entries) {
-    if (!/^\d+$/.test(e)) continue;
-    const pid = Number(e);
-    if (pid === process.pid) continue;
-    try {
-      const env = '\0' + readFileSync(`/proc/${e}/environ`, 'latin1');
-      if (needles.some((n) => env.includes(n))) out.push(pid);
-    } catch {
-      // gone, or not ours to read
-    }
-  }
-  return out;
+  return scanInstances([]).get(id)?.pids ?? [];
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
