@@ -83,12 +83,31 @@ function alive(pid: number): boolean {
 }
 
 /**
- * Pids of every live process of the instance (zombies left out): the agent carries
- * `DROVER_INSTANCE_ID=<id>` in its environment, the role's processes `DROVER_INSTANCE=<id>`
- * (the agent keeps its own variables from them). One scan of /proc, as {@link scanInstances}.
+ * Pids of every process of the instance: the agent carries `DROVER_INSTANCE_ID=<id>` in its
+ * environment, the role's processes `DROVER_INSTANCE=<id>` (the agent keeps its own variables
+ * from them).
  */
 export function processesOfInstance(id: string): number[] {
-  return scanInstances([]).get(id)?.pids ?? [];
+  const needles = [`\0${MARKER}=${id}\0`, `\0DROVER_INSTANCE=${id}\0`];
+  const out: number[] = [];
+  let entries: string[];
+  try {
+    entries = readdirSync('/proc');
+  } catch {
+    return out;
+  }
+  for (const e of entries) {
+    if (!/^\d+$/.test(e)) continue;
+    const pid = Number(e);
+    if (pid === process.pid) continue;
+    try {
+      const env = '\0' + readFileSync(`/proc/${e}/environ`, 'latin1');
+      if (needles.some((n) => env.includes(n))) out.push(pid);
+    } catch {
+      // gone, or not ours to read
+    }
+  }
+  return out;
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
