@@ -230,3 +230,12 @@ export {
 } from './placement.js';
 
 export { MAX_TENANT_CAPACITY } from './spec.js';
+export {
+  providerSettingsSchema,
+  RESERVED_TAG_PREFIX,
+  type Ec2ProviderSettings,
+  type LocalProviderSettings,
+  type OpenStackProviderSettings,
+  type ProviderKind,
+  type ProviderSettings,
+} from './provider-settings.js';

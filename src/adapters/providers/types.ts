@@ -12,6 +12,8 @@
  * provider can find a machine by the id alone, without the reference the store may not have
  * kept yet (a controller that crashed between the request and its record).
  */
+import type { ProviderSettings } from '../../core/index.js';
+
 export interface CreateInstanceRequest {
   /** The instance id: also the idempotency key of the request. */
   readonly instanceId: string;
@@ -30,6 +32,17 @@ export interface CreateInstanceRequest {
   readonly transportUrl?: string;
   readonly app: string;
   readonly role: string | null;
+  /**
+   * The role's (or the app's) `provider:` settings from the app file, validated; absent when
+   * the app file names none (the controller's default provider).
+   */
+  readonly settings?: ProviderSettings;
+  /**
+   * For a provider that boots a machine from an image (a cloud VM): the cloud-init user data the
+   * controller made for this instance. It installs (or finds) the agent and joins with a
+   * single-use, short-lived token scoped to this instance id — nothing long-lived is in it.
+   */
+  readonly userData?: string;
 }
 
 /** Where a running machine's agent is. */
