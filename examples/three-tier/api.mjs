@@ -3,6 +3,7 @@
 import { createServer } from 'node:http';
 
 const port = Number(process.env.PORT ?? 0);
+const host = process.env.HOST || '127.0.0.1';
 const instance = process.env.DROVER_INSTANCE ?? 'api';
 // Drover joins an import over all members with commas; the db role has one member, but take
 // the first so a scaled-out db still yields a usable URL.
@@ -47,8 +48,9 @@ const server = createServer(async (req, res) => {
   json(res, 404, { error: 'not found' });
 });
 
-server.listen(port, '127.0.0.1', () => {
-  console.log(`api ${instance} listening on http://127.0.0.1:${server.address().port} (db ${dbUrl})`);
+// HOST: where to listen (default 127.0.0.1); on another host, its address (`HOST=${ip}` in the app file).
+server.listen(port, host, () => {
+  console.log(`api ${instance} listening on http://${host}:${server.address().port} (db ${dbUrl})`);
 });
 
 function shutdown() {

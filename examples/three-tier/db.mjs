@@ -10,6 +10,7 @@ import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 const port = Number(process.env.PORT ?? 0);
+const host = process.env.HOST || '127.0.0.1';
 const instance = process.env.DROVER_INSTANCE ?? 'db';
 const file = process.env.DROVER_WORKDIR ? join(process.env.DROVER_WORKDIR, 'db.json') : undefined;
 
@@ -78,8 +79,9 @@ const server = createServer(async (req, res) => {
   }
 });
 
-server.listen(port, '127.0.0.1', () => {
-  console.log(`db ${instance} listening on http://127.0.0.1:${server.address().port}${file ? ` (data in ${file})` : ''}`);
+// HOST: where to listen (default 127.0.0.1); on another host, its address (`HOST=${ip}` in the app file).
+server.listen(port, host, () => {
+  console.log(`db ${instance} listening on http://${host}:${server.address().port}${file ? ` (data in ${file})` : ''}`);
 });
 
 function shutdown() {

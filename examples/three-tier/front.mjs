@@ -12,6 +12,7 @@ import { readFileSync, statSync, watch } from 'node:fs';
 import { join } from 'node:path';
 
 const port = Number(process.env.PORT ?? 0);
+const host = process.env.HOST || '127.0.0.1';
 const instance = process.env.DROVER_INSTANCE ?? 'front';
 const dir = process.env.DROVER_WORKDIR || process.cwd();
 const membersFile = join(dir, 'members.txt');
@@ -173,8 +174,9 @@ const server = createServer((req, res) => {
   });
 });
 
-server.listen(port, '127.0.0.1', () => {
-  console.log(`front ${instance} listening on http://127.0.0.1:${server.address().port} (members from ${membersFile})`);
+// HOST: where to listen (default 127.0.0.1); on another host, its address (`HOST=${ip}` in the app file).
+server.listen(port, host, () => {
+  console.log(`front ${instance} listening on http://${host}:${server.address().port} (members from ${membersFile})`);
 });
 
 function shutdown() {
