@@ -13,6 +13,8 @@ import { ROOT } from './helpers.js';
 const SECTIONS: Readonly<Record<string, string>> = {
   '': '## Top level',
   'roles.*': '## A role',
+  provider: '## Provider',
+  'roles.*.provider': '## Provider',
   'roles.*.health': '### Health',
   'roles.*.loadBalancer': '### Load balancer',
   'roles.*.metrics[]': '### Metrics',

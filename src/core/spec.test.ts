@@ -811,3 +811,37 @@ test('tenants: a role with tenants needs max >= 1; with count alone it may grow 
   const fixed = parseAppFile(yaml(['app: labs', 'roles:', '  web:', '    count: 0', '    start: w', '    tenants: { capacity: 2, add: a, remove: r }']));
   assert.equal(fixed.roles.web?.max, 1000);
 });
+
+test('provider: the top-level block is every role\'s; a role\'s own block replaces it whole', () => {
+  const spec = parseAppFile(yaml([
+    'app: shop',
+    'provider: { kind: ec2, region: eu-west-1, image: ami-0abcdef1234567890, instanceType: t3.small, subnet: subnet-0abc1234, securityGroups: [sg-0abc1234], tags: { team: web } }',
+    'roles:',
+    '  api: { start: node api.mjs }',
+    '  db: { start: ./db.sh, provider: { kind: local } }',
+  ]));
+  assert.equal(spec.provider?.kind, 'ec2');
+  assert.deepEqual(spec.roles.api?.provider, spec.provider);
+  assert.deepEqual(spec.roles.db?.provider, { kind: 'local' });
+  assert.deepEqual(JSON.parse(JSON.stringify(spec)), spec, 'survives a JSON round trip');
+  const plain = parseAppFile(yaml(['app: shop', 'roles:', '  api: { start: node api.mjs }']));
+  assert.equal(plain.provider, undefined);
+  assert.equal(Object.hasOwn(plain.roles.api!, 'provider'), false, 'no block: the controller\'s default');
+});
+
+test('provider: missing or wrong settings are refused with the field named', () => {
+  const lines = refusal(yaml([
+    'app: shop',
+    'provider: { kind: ec2, region: mars, image: ami-0abcdef1234567890, instanceType: t3.small, securityGroups: [], tags: { "drover:app": x } }',
+    'roles:',
+    '  api: { start: x, provider: { kind: gce } }',
+    '  web: { start: x, provider: { kind: openstack, flavor: m1.small, image: debian-12, network: net, secret: x } }',
+  ]));
+  const has = (prefix: string, re: RegExp) => assert.ok(lines.some((l) => l.startsWith(prefix) && re.test(l)), `${prefix} ${re} in:\n${lines.join('\n')}`);
+  has('provider.region:', /AWS region/);
+  has('provider.subnet:', /required/);
+  has('provider.securityGroups:', /at least one/);
+  has('provider.tags["drover:app"]:', /Drover's own/);
+  has('roles.api.provider.kind:', /local, ec2 or openstack/);
+  has('roles.web.provider', /secret/);
+});

@@ -9,9 +9,11 @@ import { cyclesOf } from './imports.js';
 import { APP_FILE_LIMITS, MAX_FAILURE_THRESHOLD, MAX_ROLE_COUNT, MAX_SPARES, RESERVED_NAMES, shapeIssues } from './limits.js';
 import { duration, err, intAtLeast } from './schema-words.js';
 import { checkPolicyMetrics, compileMetrics, compileScale, metricsSchema, scaleSchema } from './policy-spec.js';
+import { balancedRoles, defaultRequestPolicies } from './default-policy.js';
 import { BUILTIN_VARS, envName, isBuiltin, isNamedBuiltin, templateRefs, type BuiltinVar } from './template.js';
 import { compileListen, compileVolumes, crossRolePortIssues, listenSchema, portsSchema, rolePortIssues, volumesSchema } from './ports.js';
 import { hostTemplateProblem, TENANT_NAME_RULE } from './tenants.js';
+import { providerSettingsSchema, type ProviderSettings } from './provider-settings.js';
 import type { AppSpec, HealthSpec, ImportRef, LoadBalancerSpec, RoleSpec, TenantsSpec } from './types.js';
 
 /** One problem in an app file. `path` is empty for problems of the whole document. */
@@ -294,6 +296,9 @@ const roleSchema = z
       volumes: volumesSchema.optional(),
       tenants: tenantsSchema.optional(),
       placement: placementSchema.optional(),
+      provider: providerSettingsSchema
+        .optional()
+        .meta({ description: "Where this role's instances run (overrides the app's provider: block whole); docs/cloud.md." }),
       scale: scaleSchema.optional().meta({ description: 'Scaling policies; the largest count any of them wants wins. Needs min and max.' }),
       metrics: metricsSchema.optional().meta({ description: 'Metrics scraped besides the built-in vitals (cpu, host_cpu, load1, memory).' }),
     },
@@ -334,6 +339,9 @@ export const appFileSchema = z
       spares: intAtLeast(0, MAX_SPARES)
         .optional()
         .meta({ description: 'Warm spares kept for any role of the app; a scale-out takes one before making a new instance.' }),
+      provider: providerSettingsSchema
+        .optional()
+        .meta({ description: 'Where instances run (local, ec2, openstack) for every role without its own; default: this machine and joined hosts. docs/cloud.md.' }),
       roles: z
         .record(roleName, roleSchema, err('expected a mapping of role names to roles'))
         .refine((roles) => Object.keys(roles).length > 0, { error: 'expected at least one role' })
@@ -515,8 +523,17 @@ export function compileAppSpec(raw: unknown): AppSpec {
     for (const [name, value] of Object.entries(rawRoles)) {
       if (!NAME.test(name)) continue;
       const role = reservedName(name) ? undefined : roleSchema.safeParse(value, { error: errorMap });
-      if (role?.success) roles.set(name, buildRole(name, role.data));
+      if (role?.success) roles.set(name, buildRole(name, role.data, appProvider(raw)));
       else broken.add(name);
+    }
+  }
+  // A balanced role with a range and no `scale:` of its own scales on Drover's default.
+  const balanced = balancedRoles(roles.values());
+  for (const [name, role] of roles) {
+    const written = isObject(rawRoles) ? rawRoles[name] : undefined;
+    const given = (k: string) => isObject(written) && Object.hasOwn(written, k);
+    if (balanced.has(name) && given('min') && given('max') && role.min < role.max && !given('scale')) {
+      roles.set(name, { ...role, scale: defaultRequestPolicies(), scaleDefault: true });
     }
   }
   for (const role of roles.values()) {
@@ -527,7 +544,17 @@ export function compileAppSpec(raw: unknown): AppSpec {
   issues.push(...crossRoleIssues(roles, broken));
 
   if (issues.length > 0 || !parsed.success) throw new SpecError(dedupe(issues));
-  return { app: parsed.data.app, spares: parsed.data.spares ?? 0, roles: Object.fromEntries(roles) };
+  return {
+    app: parsed.data.app, spares: parsed.data.spares ?? 0, roles: Object.fromEntries(roles),
+    ...(parsed.data.provider ? { provider: parsed.data.provider } : {}),
+  };
+}
+
+/** The app's own `provider:` block when it is valid (its problems are reported by the whole file's parse). */
+function appProvider(raw: unknown): ProviderSettings | undefined {
+  if (!isObject(raw) || !Object.hasOwn(raw, 'provider') || raw.provider === undefined) return undefined;
+  const p = providerSettingsSchema.safeParse(raw.provider);
+  return p.success ? p.data : undefined;
 }
 
 function isObject(v: unknown): v is Record<string, unknown> {
@@ -552,7 +579,7 @@ function buildLoadBalancer(lb: NonNullable<ParsedRole['loadBalancer']>): LoadBal
 /** Upper bound of a role with only `count` (or nothing) in the file. */
 export { MAX_ROLE_COUNT };
 
-function buildRole(name: string, r: ParsedRole): RoleSpec {
+function buildRole(name: string, r: ParsedRole, appProvider?: ProviderSettings): RoleSpec {
   // `count` alone is a size, not a bound: `drover scale` may move it anywhere in [0, MAX_ROLE_COUNT].
   const fixed = r.min === undefined && r.max === undefined;
   const min = r.min ?? 0;
@@ -585,6 +612,8 @@ function buildRole(name: string, r: ParsedRole): RoleSpec {
     ...(r.volumes ? { volumes: compileVolumes(r.volumes) } : {}),
     ...(r.tenants ? { tenants: buildTenants(r.tenants) } : {}),
     ...(r.placement ? { placement: { labels: { ...r.placement.labels }, ...(r.placement.spread ? { spread: r.placement.spread } : {}), strict: r.placement.strict } } : {}),
+    // A role's own block replaces the app's whole (no field-by-field merge: a role on another cloud shares nothing).
+    ...((r.provider ?? appProvider) ? { provider: r.provider ?? appProvider } : {}),
     scale: compileScale(r.scale ?? []),
     metrics: compileMetrics(r.metrics ?? []),
   };
@@ -636,7 +665,7 @@ function crossRoleIssues(roles: ReadonlyMap<string, RoleSpec>, broken: ReadonlyS
       if (role.count > 1) issues.push({ path: pathOf(['roles', role.name, 'count']), message: `${why}: count must be at most 1, ${fix}` });
       else if (role.max > 1) issues.push({ path: pathOf(['roles', role.name, 'max']), message: `${why}: max must be 1, ${fix}` });
     }
-    for (const m of checkPolicyMetrics(role.scale, role.metrics)) issues.push({ path: pathOf(['roles', role.name]) + '.' + m.path, message: m.message });
+    for (const m of checkPolicyMetrics(role.scale, role.metrics, balancedRoles(roles.values()).has(role.name))) issues.push({ path: pathOf(['roles', role.name]) + '.' + m.path, message: m.message });
     const seen = new Map<string, number>();
     role.imports.forEach((ref, i) => {
       const path = pathOf(['roles', role.name, 'imports', i]);

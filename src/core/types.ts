@@ -1,6 +1,7 @@
 import type { Policy } from './policy.js';
 import type { MetricSource } from './policy-spec.js';
 import type { ListenSpec, PortValue } from './ports.js';
+import type { ProviderSettings } from './provider-settings.js';
 
 /**
  * The compiled (validated, defaulted) form of an app file. `parseAppFile` in `spec.ts` turns
@@ -140,8 +141,18 @@ export interface RoleSpec {
   readonly bundle?: string;
   /** Which hosts may run the role (`placement:`); absent: any host of the app's pool, or this machine. */
   readonly placement?: PlacementSpec;
+  /**
+   * Where the role's instances run (`provider:` on the role, else the app's): a cloud's settings.
+   * Absent: the controller's default (joined hosts, then this machine or its ssh hosts).
+   */
+  readonly provider?: ProviderSettings;
   /** Scaling policies; empty = the count is set by the file or by hand. @default [] */
   readonly scale: readonly Policy[];
+  /**
+   * The policies are Drover's default for a balanced role with `min`/`max` and no `scale:`
+   * (core/default-policy.ts), not the file's.
+   */
+  readonly scaleDefault?: true;
   /** Metrics scraped besides the built-in vitals. @default [] */
   readonly metrics: readonly MetricSource[];
 }
@@ -150,6 +161,8 @@ export interface AppSpec {
   readonly app: string;
   /** Warm spares kept for any role of the app. @default 0 */
   readonly spares: number;
+  /** The app's `provider:` block: where its pool's spares (and roles without their own) run. */
+  readonly provider?: ProviderSettings;
   /** Roles in the order written in the file. */
   readonly roles: Readonly<Record<string, RoleSpec>>;
 }
