@@ -12,3 +12,4 @@ export type * from './types.js';
 export { LocalProvider, freePort, processesOfInstance, processesOfInstancesIn, type LocalProviderOptions } from './local.js';
 export { StaticProvider, nodeOf, type NodeDirectory } from './static.js';
 export { SshProvider, loadSshHosts, hostKeyFingerprint, HostKeyMismatchError, SshConfigError, type SshHost, type SshProviderOptions } from './ssh.js';
+export { OpenStackProvider, OpenStackClient, OpenStackError, credentialsFromEnv, openStackProviderFromEnv, type OpenStackProviderOptions, type OpenStackCredentials, type OpenStackErrorKind, type OpenStackClientOptions } from './openstack.js';
