@@ -1,46 +1,147 @@
-// Bundles the CLI's entry (src/cli/main.ts) into dist/cli/drover.js, the file bin/drover.js
-// runs: one file to read instead of a tree of modules, and only what every command needs.
-// The heavy parts a command loads when it runs (the controller, the store, the providers,
-// the app-file schema: `import()` in main.ts) stay outside, as dist/'s own modules, so the
-// bundle and the controller share one copy of them. Of the core, the bundle takes what its
-// static imports use (the token proof): the core's modules have no side effects when loaded,
-// so the rest of its door is left out.
+// Bundles what bin/drover.js runs, as two CommonJS files loaded with a V8 code cache
+// (bin/bundle.js says why and how):
+//
+// - dist/cli/drover.cjs: the CLI (src/cli) with commander and the token proof of the core —
+//   all that `drover status` and the other API commands load.
+// - dist/cli/controller.cjs: the controller with the doors the CLI loads on demand (core,
+//   store, transport, providers) and their packages, loaded by `up`, `controller`, `apply`
+//   (which reads the app file) and the like. One file instead of ~600 modules.
+//
+// Each file ends with its build id; FILE.cache (made by running the bundles once in a child
+// process with no flags, as `drover` runs) begins with the same id.
+//
+// Left outside, as packages: PGlite (finds its .wasm and .data beside its own module), pino
+// (its transports run its files in worker threads), ssh2 (native parts), optional native
+// packages. The agent and the simulator stay dist/'s own modules (`import()`ed when used).
 import { build } from 'esbuild';
+import { createHash } from 'node:crypto';
+import { spawnSync } from 'node:child_process';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { dirname, relative, resolve } from 'node:path';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const src = resolve(root, 'src');
 const cliDir = resolve(src, 'cli');
+const outDir = resolve(root, 'dist/cli');
+const CLI = resolve(outDir, 'drover.cjs');
+const CONTROLLER = resolve(outDir, 'controller.cjs');
 
-/** @type {import('esbuild').Plugin} */
-const split = {
-  name: 'drover-cli-split',
+/** Doors in controller.cjs, by the name the CLI's `import()` uses, and the export that holds each. */
+const HEAVY = {
+  'core/index.ts': 'core',
+  'controller/index.ts': 'controller',
+  'adapters/store/index.ts': 'store',
+  'adapters/transport/index.ts': 'transport',
+  'adapters/providers/index.ts': 'providers',
+};
+
+const EXTERNAL = ['pino', 'pino-pretty', 'thread-stream', '@electric-sql/pglite', '@electric-sql/pglite/*', 'ssh2', 'cpu-features', 'pg-native', 'bufferutil', 'utf-8-validate', 'tsx', 'tsx/*'];
+
+/**
+ * `import.meta.url` of a bundled source file is its own dist/ module's URL, as if unbundled:
+ * a file finds what lies beside it (the agent's entry, the dashboard, the store template).
+ */
+const metaUrl = {
+  name: 'drover-meta-url',
   setup(b) {
-    b.onResolve({ filter: /^\.\.?\// }, (args) => {
-      if (!args.importer.startsWith(src)) return undefined;
-      const target = resolve(dirname(args.importer), args.path);
-      // Within src/cli: bundled.
-      if (target.startsWith(cliDir + '/')) return undefined;
-      // A door loaded on demand: left to dist/, where tsc put it (same path from dist/cli as from src/cli).
-      if (args.kind === 'dynamic-import') return { path: `./${relative(cliDir, target)}`.replace(/^\.\/\.\.\//, '../'), external: true };
-      // The core's door, imported statically (client.ts: the token proof): bundled, shaken.
-      if (target.startsWith(resolve(src, 'core') + '/')) {
-        return { path: target.replace(/\.js$/, '.ts'), sideEffects: false };
-      }
-      return undefined;
+    b.onLoad({ filter: /\/src\/.*\.ts$/ }, (args) => {
+      const code = readFileSync(args.path, 'utf8');
+      if (!code.includes('import.meta')) return undefined;
+      const own = resolve(root, 'dist', relative(src, args.path)).replace(/\.ts$/, '.js');
+      const rel = `./${relative(outDir, own)}`;
+      // import.meta.resolve: only on the from-source branches (tsx), never taken in a bundle.
+      const rewritten = code.replaceAll('import.meta.url', `__droverUrl(${JSON.stringify(rel)})`).replaceAll('import.meta.resolve(', '__droverResolve(');
+      if (rewritten.includes('import.meta')) throw new Error(`${relative(root, args.path)}: import.meta other than .url cannot be bundled`);
+      return { contents: rewritten, loader: 'ts' };
     });
   },
 };
 
-await build({
-  entryPoints: [resolve(src, 'cli/main.ts')],
-  outfile: resolve(root, 'dist/cli/drover.js'),
+/** The CLI's imports: its own folder bundled; the heavy doors from controller.cjs; agent and sim left to dist/. */
+const cliSplit = {
+  name: 'drover-cli-split',
+  setup(b) {
+    // Packages: commander bundled; the rest (pino, for `up` and `agent`) left as packages.
+    b.onResolve({ filter: /^[^./]/ }, (args) => (args.path === 'commander' || args.path.startsWith('node:') ? undefined : { path: args.path, external: true }));
+    b.onResolve({ filter: /^\.\.?\// }, (args) => {
+      if (args.namespace === 'drover-heavy') return { path: args.path, external: true };
+      if (!args.importer.startsWith(src)) return undefined;
+      const target = resolve(dirname(args.importer), args.path);
+      if (target.startsWith(cliDir + '/')) return undefined;
+      const door = relative(src, target).replace(/\.js$/, '.ts');
+      if (args.kind === 'dynamic-import') {
+        if (HEAVY[door]) return { path: door, namespace: 'drover-heavy' };
+        return { path: `./${relative(outDir, resolve(root, 'dist', relative(src, target)))}`, external: true };
+      }
+      // The core's door, imported statically (client.ts: the token proof): bundled, shaken.
+      if (door.startsWith('core/')) return { path: target.replace(/\.js$/, '.ts'), sideEffects: false };
+      return undefined;
+    });
+    b.onLoad({ filter: /.*/, namespace: 'drover-heavy' }, (args) => ({
+      contents: `module.exports = require("./controller.cjs").${HEAVY[args.path]};`,
+      loader: 'js',
+    }));
+  },
+};
+
+const common = {
   bundle: true,
-  format: 'esm',
+  format: 'cjs',
   platform: 'node',
   target: 'node20',
-  packages: 'external',
-  plugins: [split],
   logLevel: 'warning',
-});
+  // import.meta left anywhere would be empty in CommonJS: an error, not a warning.
+  logOverride: { 'empty-import-meta': 'error' },
+  banner: {
+    js: [
+      'var __droverUrl = (p) => require("node:url").pathToFileURL(require("node:path").join(__dirname, p)).href;',
+      'var __droverResolve = (s) => require("node:url").pathToFileURL(require.resolve(s)).href;',
+    ].join('\n'),
+  },
+  write: false,
+};
+
+const [cli, heavy] = await Promise.all([
+  build({ ...common, entryPoints: [resolve(cliDir, 'main.ts')], outfile: CLI, plugins: [cliSplit, metaUrl] }),
+  build({
+    ...common,
+    stdin: {
+      contents: Object.entries(HEAVY).map(([door, name]) => `export * as ${name} from './src/${door}';`).join('\n'),
+      resolveDir: root,
+      sourcefile: 'controller-bundle.ts',
+      loader: 'ts',
+    },
+    outfile: CONTROLLER,
+    external: EXTERNAL,
+    plugins: [metaUrl],
+  }),
+]);
+
+// `import()` inside a node:vm script needs a flag on Node 20: the launcher passes its own.
+// esbuild writes each import() it leaves as `import("specifier")`.
+for (const [file, result] of [[CLI, cli], [CONTROLLER, heavy]]) {
+  const code = result.outputFiles[0].text.replace(/(?<![\w$.])import\("/g, '__droverImport("');
+  const id = createHash('sha256').update(code).digest('hex');
+  rmSync(`${file}.cache`, { force: true });
+  writeFileSync(file, `${code}//# drover-build=${id}\n`);
+}
+// The bundle of earlier builds (an ES module): gone, so nothing runs it by mistake.
+rmSync(resolve(outDir, 'drover.js'), { force: true });
+
+// The code caches: made by a `node` with no flags (V8 refuses a cache made under other flags),
+// after running what `drover` runs first, so the functions it compiles are in the cache.
+const made = spawnSync(process.execPath, ['--input-type=module', '-e', `
+import { readFileSync, writeFileSync } from 'node:fs';
+import { loadBundle } from ${JSON.stringify(resolve(root, 'bin/bundle.js'))};
+const caches = [];
+const keep = (file) => (script) => caches.push([file, script]);
+const cli = loadBundle(${JSON.stringify(CLI)}, keep(${JSON.stringify(CLI)}));
+cli.buildProgram();
+loadBundle(${JSON.stringify(CONTROLLER)}, keep(${JSON.stringify(CONTROLLER)}));
+for (const [file, script] of caches) {
+  const id = /drover-build=([0-9a-f]{64})/.exec(readFileSync(file, 'latin1').slice(-100))[1];
+  writeFileSync(file + '.cache', Buffer.concat([Buffer.from(id, 'latin1'), script.createCachedData()]));
+}
+`], { cwd: root, env: { ...process.env, NODE_OPTIONS: '' }, stdio: 'inherit' });
+if (made.status !== 0) throw new Error(`making the code caches failed (exit ${made.status})`);

@@ -125,6 +125,17 @@ async function listApps(client: Client): Promise<AppJson[]> {
   return Promise.all(apps.map((a) => client.request<AppJson>('GET', `/v1/apps/${a.name}`)));
 }
 
+/** Every app and who leads, in one request (`GET /v1/status`); from a controller that predates it, one request per app. */
+async function statusOf(client: Client): Promise<{ apps: AppJson[]; controller: LeadershipJson }> {
+  try {
+    return await client.request<{ apps: AppJson[]; controller: LeadershipJson }>('GET', '/v1/status');
+  } catch (err) {
+    if (!(err instanceof HttpError) || err.status !== 404) throw err;
+  }
+  const [apps, controller] = await Promise.all([listApps(client), client.request<LeadershipJson>('GET', '/v1/controller')]);
+  return { apps, controller };
+}
+
 async function pickApp(client: Client, name: string | undefined): Promise<string> {
   if (name) return name;
   const { apps } = await client.request<{ apps: { name: string }[] }>('GET', '/v1/apps');
@@ -484,7 +495,7 @@ export function buildProgram(): Command {
     .addOption(new Option('--by <what>', 'group instances by the host they run on').choices(['host']))
     .action(async (o: { dataDir: string; json?: boolean; by?: 'host' }) => {
       const client = clientFor(o.dataDir);
-      const [apps, lead] = await Promise.all([listApps(client), client.request<LeadershipJson>('GET', '/v1/controller')]);
+      const { apps, controller: lead } = await statusOf(client);
       // Who leads matters only where controllers elect one (a shared store); said first.
       const leadLine = lead.mode === 'lease' ? `${renderLeadership(lead)}\n\n` : '';
       if (o.by === 'host' && !o.json) return out(leadLine + renderByHost(apps));

@@ -602,6 +602,17 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
     },
   }, async () => c.leadership());
 
+  // What `drover status` shows, in one answer: the CLI pays for one request, not one per app.
+  app.get('/v1/status', {
+    schema: {
+      tags: ['controller'], summary: 'Who leads (as GET /v1/controller) and every app as GET /v1/apps/{name} answers it: roles and instances',
+      response: { 200: { type: 'object', additionalProperties: true }, 401: errorSchema },
+    },
+  }, async () => {
+    const [leadership, apps] = await Promise.all([c.leadership(), c.listApps()]);
+    return { controller: leadership, apps: await Promise.all(apps.map(async (a) => ({ ...(await appSummary(a.name)), roles: await rolesOf(a.name) }))) };
+  });
+
   app.post('/v1/shutdown', { schema: { tags: ['controller'], summary: 'Stop the controller (apps keep running unless deleted first)', response: { 202: { type: 'object', additionalProperties: true }, 401: errorSchema } } }, async (_req, reply) => {
     reply.raw.on('finish', () => setImmediate(() => opts.onShutdown?.()));
     return reply.status(202).send({ stopping: true });
