@@ -337,6 +337,9 @@ export function buildProgram(): Command {
   const listenOpt = () => new Option('--listen <host:port>', 'address and port to listen on, e.g. 0.0.0.0:7420 or a host IP, so agents on other hosts reach it (default 127.0.0.1:<--port>)').argParser(parseListen);
   const storeOpt = () =>
     new Option(
+  const providerOpt = () =>
+    new Option('--provider <kind>', 'also make instances on this cloud (ec2, openstack) for roles whose provider: asks for it; repeatable (env DROVER_PROVIDERS=ec2,openstack; docs/cloud.md)')
+      .argParser((v: string, prev: string[] | undefined) => [...(prev ?? []), v]);
       '--store <url>',
       'PostgreSQL for the state, postgres://user@host:5432/db (default: embedded PGlite in the data folder); give a password through DROVER_STORE_URL, PGPASSWORD or ~/.pgpass, not here (ps shows command lines)',
     ).env('DROVER_STORE_URL');
@@ -384,7 +387,8 @@ export function buildProgram(): Command {
     .addOption(storeOpt())
     .addOption(transportOpt())
     .addOption(sshHostsOpt())
-    .action(async (file: string, o: { dataDir: string; port: number; listen?: { host: string; port: number }; detach?: boolean; timeout: number; store?: string; transport?: string; sshHosts?: string }, cmd: Command) => {
+    .addOption(providerOpt())
+    .action(async (file: string, o: { dataDir: string; port: number; listen?: { host: string; port: number }; detach?: boolean; timeout: number; store?: string; transport?: string; sshHosts?: string; provider?: string[] }, cmd: Command) => {
       // The controller's modules load while the file is read (two cores: both at once).
       if (!o.detach) void controller().catch(() => undefined);
       await readSpec(file); // refuse a bad file before starting anything
@@ -399,7 +403,7 @@ export function buildProgram(): Command {
           const log = openSync(logFile, 'a', 0o600);
           const logStart = statSync(logFile).size;
           const script = process.argv[1] ?? '';
-          const child = spawn(process.execPath, [...process.execArgv, script, 'controller', '--data-dir', dir, '--port', String(o.port), ...(o.listen ? ['--listen', `${o.listen.host.includes(':') ? `[${o.listen.host}]` : o.listen.host}:${o.listen.port}`] : []), ...(o.sshHosts ? ['--ssh-hosts', resolve(o.sshHosts)] : [])], {
+          const child = spawn(process.execPath, [...process.execArgv, script, 'controller', '--data-dir', dir, '--port', String(o.port), ...(o.listen ? ['--listen', `${o.listen.host.includes(':') ? `[${o.listen.host}]` : o.listen.host}:${o.listen.port}`] : []), ...(o.sshHosts ? ['--ssh-hosts', resolve(o.sshHosts)] : []), ...(o.provider ?? []).flatMap((k) => ['--provider', k])], {
             detached: true,
             stdio: ['ignore', log, log],
             // The store URL (it may hold a password) goes through the environment, not argv.
@@ -431,7 +435,7 @@ export function buildProgram(): Command {
         return;
       }
       if (existing) throw new CliError(`a controller already runs for ${resolve(o.dataDir)}; use \`drover apply ${file}\` or \`drover down\` first`);
-      await runForeground(file, o.dataDir, o.listen ?? { host: '127.0.0.1', port: o.port }, store, transport, o.sshHosts);
+      await runForeground(file, o.dataDir, o.listen ?? { host: '127.0.0.1', port: o.port }, store, transport, o.sshHosts, o.provider);
     });
 
   program
@@ -443,13 +447,14 @@ export function buildProgram(): Command {
     .addOption(storeOpt())
     .addOption(transportOpt())
     .addOption(sshHostsOpt())
-    .action(async (o: { dataDir: string; port: number; listen?: { host: string; port: number }; store?: string; transport?: string; sshHosts?: string }, cmd: Command) => {
+    .addOption(providerOpt())
+    .action(async (o: { dataDir: string; port: number; listen?: { host: string; port: number }; store?: string; transport?: string; sshHosts?: string; provider?: string[] }, cmd: Command) => {
       const store = await storeUrl(o, cmd);
       const transport = await transportUrl(o, cmd);
       const { startServer } = await controller();
       const holder: { server?: RunningController } = {};
       const stop = () => void holder.server?.close().then(() => process.exit(0));
-      holder.server = await startServer({ dataDir: o.dataDir, host: o.listen?.host ?? '127.0.0.1', port: o.listen?.port ?? o.port, ...(store ? { storeUrl: store } : {}), ...(transport ? { transportUrl: transport } : {}), ...(o.sshHosts ? { sshHosts: o.sshHosts } : {}), ...(process.env.DROVER_TOKEN ? { token: process.env.DROVER_TOKEN } : {}), onShutdown: stop });
+      holder.server = await startServer({ dataDir: o.dataDir, host: o.listen?.host ?? '127.0.0.1', port: o.listen?.port ?? o.port, ...(store ? { storeUrl: store } : {}), ...(transport ? { transportUrl: transport } : {}), ...(o.sshHosts ? { sshHosts: o.sshHosts } : {}), ...(o.provider ? { providers: o.provider } : {}), ...(process.env.DROVER_TOKEN ? { token: process.env.DROVER_TOKEN } : {}), onShutdown: stop });
       process.once('SIGTERM', stop);
       process.once('SIGINT', stop);
       await new Promise(() => {});
@@ -827,7 +832,8 @@ export function buildProgram(): Command {
     .requiredOption('--trace <csv>', 'a CSV (timestamp or offset, rate or count per interval), worldcup98, or synthetic:FAMILY[:SEED[:DAYS]]')
     .option('--role <name>', 'the role to simulate (default: the one with scale: policies)')
     .option('--capacity <rps>', 'requests/s one instance serves', '25')
-    .option('--boot <duration>', 'boot time: 60s, uniform:30s..90s, lognormal:60s:0.5', '60s')
+    .option('--boot <duration>', "boot time: 60s, uniform:30s..90s, lognormal:60s,0.5 (default: the provider's, else 60s)")
+    .option('--provider <kind>', "local, ec2 or openstack: that provider's measured boot times, and what warm spares buy there (default: the app file's provider: kind:)")
     .option('--spares <n>', "warm spares for Drover's role (default: the app file's)")
     .option('--slo <spec>', 'wait:500ms (mean wait per minute) or util:0.8', 'wait:500ms')
     .option('--crash-rate <n>', 'instance crashes per instance-hour', '0')
@@ -971,10 +977,10 @@ async function forceDown(dataDir: string, graceMs: number): Promise<void> {
   if (failed) throw new CliError('some processes could not be stopped');
 }
 
-async function runForeground(file: string, dataDir: string, listen: { host: string; port: number }, storeUrl: string | undefined, transportUrl?: string, sshHosts?: string): Promise<void> {
+async function runForeground(file: string, dataDir: string, listen: { host: string; port: number }, storeUrl: string | undefined, transportUrl?: string, sshHosts?: string, providers?: string[]): Promise<void> {
   const [{ pino }, { startServer }] = await Promise.all([import('pino'), controller()]);
   const logger = pino({ level: process.env.DROVER_LOG_LEVEL ?? 'info', transport: { target: 'pino-pretty', options: { destination: 2, ignore: 'pid,hostname', translateTime: 'HH:MM:ss' } } });
-  const server = await startServer({ dataDir, host: listen.host, port: listen.port, logger, ...(storeUrl ? { storeUrl } : {}), ...(transportUrl ? { transportUrl } : {}), ...(sshHosts ? { sshHosts } : {}), ...(process.env.DROVER_TOKEN ? { token: process.env.DROVER_TOKEN } : {}) });
+  const server = await startServer({ dataDir, host: listen.host, port: listen.port, logger, ...(storeUrl ? { storeUrl } : {}), ...(transportUrl ? { transportUrl } : {}), ...(sshHosts ? { sshHosts } : {}), ...(providers ? { providers } : {}), ...(process.env.DROVER_TOKEN ? { token: process.env.DROVER_TOKEN } : {}) });
   const client = new Client({ url: server.url, token: server.token });
   await applyFile(client, file);
   out(`controller at ${server.url}; Ctrl-C stops the app and the controller`);

@@ -73,6 +73,11 @@ export interface ControllerOptions {
   readonly bundles?: { readonly store: BundleStore; readonly local: boolean };
   /** Why no host fits a role's placement now (the node registry's last `role.unplaceable`), for status. */
   readonly placementNote?: (app: string, role: string) => string | undefined;
+  /**
+   * The provider kinds this controller runs (`local` and the `--provider` clouds): an app whose
+   * `provider:` asks for another is refused at apply. @default ['local']
+   */
+  readonly providerKinds?: readonly string[];
 }
 
 export interface InstanceView extends InstanceRecord {
@@ -145,7 +150,9 @@ export class Controller {
     this.heartbeatMs = opts.heartbeatMs ?? 2000;
     // How long an instance may take to say hello is the provider's to say (a process: seconds; a VM: minutes).
     const planner: PlannerOptions = {
-      ...DEFAULT_PLANNER_OPTIONS, heartbeatTimeoutMs: this.heartbeatMs * 3, provisionTimeoutMs: opts.provider.provisionTimeoutMs, ...opts.planner,
+      ...DEFAULT_PLANNER_OPTIONS, heartbeatTimeoutMs: this.heartbeatMs * 3, provisionTimeoutMs: opts.provider.provisionTimeoutMs,
+      provisionTimeoutsMs: Object.fromEntries((opts.providerKinds ?? []).map((k) => [k, opts.provider.provisionTimeoutFor?.(k) ?? opts.provider.provisionTimeoutMs])),
+      ...opts.planner,
     };
     this.planner = planner;
     this.startedAt = this.clock.now();
@@ -293,7 +300,8 @@ export class Controller {
   async apply(spec: AppSpec, appDir: string): Promise<{ app: StoredApp; changed: boolean; bundle: BundleInfo | null }> {
     const prev = await this.store.getApp(spec.app);
     if (prev?.deleting) throw new ApiError('app_deleting', `app "${spec.app}" is being deleted; apply again once it is gone`);
-    const bundle = await this.checkBundle(spec.app, appDir);
+    this.checkProviders(spec);
+    const bundle = await this.checkBundle(spec.app, appDir, Object.values(spec.roles).some((r) => r.provider !== undefined && r.provider.kind !== 'local'));
     // The bundle's name goes into every role: a changed app folder rolls the app as a changed file does.
     const res = await this.store.putApp({ name: spec.app, spec: bundle ? withBundle(spec, bundle.sha256) : spec, appDir, at: this.clock.now() });
     if (bundle) this.opts.bundles?.store.adopt(spec.app, res.app.generation);
@@ -308,15 +316,31 @@ export class Controller {
     return { ...res, bundle };
   }
 
+  /** A role (or the app) asking for a provider this controller does not run is refused whole, the field named. */
+  private checkProviders(spec: AppSpec): void {
+    const kinds = new Set(['local', ...(this.opts.providerKinds ?? [])]);
+    const issues: { path: string; message: string }[] = [];
+    const why = (kind: string) => `the controller runs no ${kind} provider (start it with --provider ${kind})`;
+    if (spec.provider && !kinds.has(spec.provider.kind)) issues.push({ path: 'provider.kind', message: why(spec.provider.kind) });
+    for (const [name, role] of Object.entries(spec.roles)) {
+      // A role without its own block has the app's, refused above already.
+      if (role.provider && !kinds.has(role.provider.kind) && role.provider !== spec.provider && JSON.stringify(role.provider) !== JSON.stringify(spec.provider)) {
+        issues.push({ path: `roles.${name}.provider.kind`, message: why(role.provider.kind) });
+      }
+    }
+    if (issues.length > 0) throw new ApiError('invalid_spec', issues.map((i) => `${i.path}: ${i.message}`).join('\n'), issues);
+  }
+
   /**
    * At apply, the app folder is packed when the bundle will be used (the app's pool has joined
    * hosts, or bundles are on for this machine too): a folder that cannot be packed is refused
    * with the apply, nothing stored. Otherwise it is packed when an instance first needs it.
    */
-  private async checkBundle(app: string, appDir: string): Promise<BundleInfo | null> {
+  private async checkBundle(app: string, appDir: string, cloud = false): Promise<BundleInfo | null> {
     const b = this.opts.bundles;
     if (!b) return null;
-    if (!b.local && !(await this.store.listNodes({ app })).some((n) => n.state === 'ready')) return null;
+    // A cloud machine is another host too: it gets the bundle.
+    if (!b.local && !cloud && !(await this.store.listNodes({ app })).some((n) => n.state === 'ready')) return null;
     try {
       return await b.store.packNow(app, appDir);
     } catch (err) {

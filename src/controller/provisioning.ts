@@ -10,6 +10,7 @@
  * one it does not (or knows as destroyed) is reaped.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
+import { providerSettingsOf, type ProviderSettings } from '../core/index.js';
 import type { InstanceHandle, Machine } from '../adapters/providers/index.js';
 import type { InstancePatch, InstanceRecord } from '../adapters/store/index.js';
 import type { ControllerContext } from './context.js';
@@ -29,10 +30,12 @@ interface Work {
 }
 
 /** What asking for an instance's machine needs of its record (a new one has no version yet). */
-export type ProvisionTarget = Pick<InstanceRecord, 'id' | 'app' | 'role' | 'epoch' | 'joinToken' | 'createdAt' | 'providerRef'>;
+export type ProvisionTarget = Pick<InstanceRecord, 'id' | 'app' | 'role' | 'pool' | 'epoch' | 'joinToken' | 'createdAt' | 'providerRef'>;
 
 const errorText = (err: unknown) => (err instanceof Error ? err.message : String(err));
 const handleOf = (i: { id: string; providerRef: InstanceHandle['providerRef'] }): InstanceHandle => ({ id: i.id, providerRef: i.providerRef });
+/** The kind of provider a reference names (the router writes it), if any. */
+const kindOfRef = (ref: InstanceHandle['providerRef']): string | undefined => (typeof ref?.provider === 'string' ? ref.provider : undefined);
 
 /** Where a running machine is, as a store patch (only what the provider told). */
 function addressPatch(m: Machine): InstancePatch {
@@ -95,7 +98,7 @@ export class Provisioning {
       await asked?.catch(() => undefined);
       const cur = (await this.ctx.store.getInstance(inst.id)) ?? inst;
       if (cur.destroyedAt !== null) return;
-      if (!(await this.end(handleOf(cur), inst.app, inst.role))) return;
+      if (!(await this.end(handleOf(cur), inst.app, inst.role, kindOfRef(cur.providerRef) ?? (await this.settingsOf(cur))?.kind))) return;
       this.destroyTroubleTold.delete(inst.id);
       const now = this.ctx.clock.now();
       await this.ctx.store.updateInstance(inst.id, { destroyedAt: now, exports: null });
@@ -125,11 +128,11 @@ export class Provisioning {
         if (rec && rec.destroyedAt === null) continue;
         await this.ctx.record({
           app: rec?.app ?? null, role: rec?.role ?? null, instance: m.id, kind: 'instance.orphan',
-          message: `${m.id}: a ${provider.name} machine the store ${rec ? 'knows as destroyed' : 'does not know'} (the controller stopped before it recorded its end or its making); destroying it`,
+          message: `${m.id}: a ${kindOfRef(m.providerRef) ?? provider.name} machine the store ${rec ? 'knows as destroyed' : 'does not know'} (the controller stopped before it recorded its end or its making); destroying it`,
           data: { action: 'reaped', providerRef: m.providerRef },
         });
         this.track(m.id, rec?.app ?? '', 'destroying', async () => {
-          await this.end(handleOf(m), rec?.app ?? null, rec?.role ?? null);
+          await this.end(handleOf(m), rec?.app ?? null, rec?.role ?? null, kindOfRef(m.providerRef));
         });
       }
       // What the job already works on (a pass that ran meanwhile) is its business.
@@ -142,18 +145,18 @@ export class Provisioning {
           this.ctx.log.info({ instance: inst.id }, 'the provider has no machine for an instance still provisioning: asking for it again, with the same key');
           this.create(inst);
         } else if (m.state === 'gone') {
-          await this.fail(inst, `its ${provider.name} machine is gone (seen when the controller started)${m.message ? `: ${m.message}` : ''}`);
+          await this.fail(inst, `its ${kindOfRef(m.providerRef) ?? provider.name} machine is gone (seen when the controller started)${m.message ? `: ${m.message}` : ''}`);
         } else {
           if (inst.providerRef === null) {
             await this.ctx.record({
               app: inst.app, role: inst.role, instance: inst.id, kind: 'instance.orphan',
-              message: `${inst.id} (${inst.role ?? 'spare'}): its ${provider.name} machine was made before the controller stopped but not recorded; adopted`,
+              message: `${inst.id} (${inst.role ?? 'spare'}): its ${kindOfRef(m.providerRef) ?? provider.name} machine was made before the controller stopped but not recorded; adopted`,
               data: { action: 'adopted', providerRef: m.providerRef },
             });
           }
           const patch = addressPatch(m);
           if (Object.keys(patch).length > 0) await this.ctx.store.updateInstance(inst.id, patch);
-          if (m.state === 'pending') this.track(inst.id, inst.app, 'creating', () => this.watch(inst, m));
+          if (m.state === 'pending') this.track(inst.id, inst.app, 'creating', () => this.watch(inst, m, kindOfRef(m.providerRef)));
         }
       }
     } catch (err) {
@@ -182,21 +185,35 @@ export class Provisioning {
     this.running.add(p);
   }
 
+  /** The `provider:` settings of the instance's role (a spare: of its pool), from the app's stored spec. */
+  private async settingsOf(inst: Pick<ProvisionTarget, 'app' | 'role' | 'pool'>): Promise<ProviderSettings | undefined> {
+    const app = await this.ctx.store.getApp(inst.app);
+    return app ? providerSettingsOf(app.spec, inst.role ?? inst.pool) : undefined;
+  }
+
+  /** How long the provider of this kind lets a machine take (its own timeout, not the default chain's). */
+  private timeoutFor(kind: string | undefined): number {
+    const p = this.ctx.provider;
+    return p.provisionTimeoutFor?.(kind) ?? p.provisionTimeoutMs;
+  }
+
   private async provision(inst: ProvisionTarget): Promise<void> {
     const provider = this.ctx.provider;
     let m: Machine;
+    const settings = await this.settingsOf(inst);
     const asked = provider.request({
       instanceId: inst.id, epoch: inst.epoch, key: inst.joinToken, controllerUrl: this.ctx.controllerUrl(), app: inst.app, role: inst.role,
+      ...(settings ? { settings } : {}),
     });
     const work = this.work.get(inst.id);
     if (work) work.request = asked;
     try {
       m = await asked;
     } catch (err) {
-      await this.fail(inst, `provider ${provider.name} could not create it: ${errorText(err)}`, `could not be created: ${errorText(err)}`);
+      await this.fail(inst, `provider ${settings?.kind ?? provider.name} could not create it: ${errorText(err)}`, `could not be created: ${errorText(err)}`);
       return;
     }
-    await this.watch(inst, m);
+    await this.watch(inst, m, settings?.kind);
   }
 
   /**
@@ -205,15 +222,15 @@ export class Provisioning {
    * is being destroyed, or the provider's provisioning timeout passed (the planner fails and
    * destroys the instance then, and says so).
    */
-  private async watch(inst: ProvisionTarget, first: Machine): Promise<void> {
+  private async watch(inst: ProvisionTarget, first: Machine, kind = kindOfRef(first.providerRef)): Promise<void> {
     const provider = this.ctx.provider;
-    const deadline = inst.createdAt + provider.provisionTimeoutMs;
+    const deadline = inst.createdAt + this.timeoutFor(kind);
     let m = first;
     let ref = inst.providerRef;
     for (let wait = LOOK_FIRST_MS; ; wait = Math.min(wait * 2, LOOK_MAX_MS)) {
       if (this.stopped || this.destroying(inst.id)) return;
       if (m.state === 'gone') {
-        await this.fail(inst, `its ${provider.name} machine is gone${m.message ? `: ${m.message}` : ''}`);
+        await this.fail(inst, `its ${kind ?? provider.name} machine is gone${m.message ? `: ${m.message}` : ''}`);
         return;
       }
       const patch = addressPatch(m);
@@ -256,8 +273,9 @@ export class Provisioning {
    * Asks the provider to end the machine and looks until it is gone (at most the provider's
    * provisioning timeout). False if it could not be ended now: the next pass asks again.
    */
-  private async end(h: InstanceHandle, app: string | null, role: string | null): Promise<boolean> {
+  private async end(h: InstanceHandle, app: string | null, role: string | null, kind: string | undefined): Promise<boolean> {
     const provider = this.ctx.provider;
+    const timeoutMs = this.timeoutFor(kind);
     const trouble = async (why: string) => {
       this.ctx.log.warn({ instance: h.id }, why);
       if (this.destroyTroubleTold.has(h.id) || this.stopped) return false;
@@ -280,8 +298,8 @@ export class Provisioning {
       }
       if (m?.state === 'gone') return true;
       if (this.stopped) return false;
-      if (Date.now() - started >= provider.provisionTimeoutMs) {
-        return trouble(`its ${provider.name} machine is still there ${Math.round(provider.provisionTimeoutMs / 1000)}s after it was destroyed`);
+      if (Date.now() - started >= timeoutMs) {
+        return trouble(`its ${kind ?? provider.name} machine is still there ${Math.round(timeoutMs / 1000)}s after it was destroyed`);
       }
       await sleep(wait, undefined, { signal: this.stopping.signal });
     }

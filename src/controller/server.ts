@@ -3,14 +3,16 @@
  * provider, HTTP server, retention, and the file (`controller.json`) through which the CLI
  * finds it, written only by the lock's holder.
  */
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { pino, type Logger } from 'pino';
 import { systemClock, type Clock, type PlannerOptions } from '../core/index.js';
 import { DEFAULT_POOL_SIZE, FencedStore, MAX_POOL_SIZE, openPgliteStore, openPostgresStore, redactStoreUrl, StoreOpenError, StoreUnavailableError, StoreUrlError, type Store } from '../adapters/store/index.js';
-import { loadSshHosts, LocalProvider, SshConfigError, SshProvider, StaticProvider, type Provider } from '../adapters/providers/index.js';
+import {
+  CloudSettingError, loadSshHosts, LocalProvider, providerFactories, ProviderRouter, SshConfigError, SshProvider, StaticProvider, type CloudKind, type Provider,
+} from '../adapters/providers/index.js';
 import { AmqpTransport, AmqpTransportError, EmbeddedTransport, redactUrl, withTransportProvisioning, type ControllerTransport } from '../adapters/transport/index.js';
 import { buildApi } from './api.js';
 import { registerFleetRoutes } from './join-routes.js';
@@ -47,6 +49,20 @@ export interface ServerOptions {
   /** Connections to PostgreSQL at most (env DROVER_STORE_POOL_SIZE). @default 10 */
   readonly storePoolSize?: number;
   readonly provider?: Provider;
+  /**
+   * The cloud providers this controller runs besides the default chain (joined hosts, then this
+   * machine or its ssh hosts): `['ec2']`. The CLI's repeatable `--provider`, env DROVER_PROVIDERS
+   * (`ec2,openstack`). A role asking for a kind not here is refused at apply. docs/cloud.md.
+   */
+  readonly providers?: readonly string[];
+  /** Cloud providers made by the test instead of from {@link providers} (a provider pointed at a fake cloud). */
+  readonly cloudProviders?: Partial<Record<CloudKind, Provider>>;
+  /**
+   * Who this controller is on the cloud machines it makes (tag `drover:controller`): the same for
+   * a leader and its standbys. Env DROVER_CONTROLLER_ID. @default derived from the store (the
+   * PostgreSQL server and database, or the data folder's absolute path)
+   */
+  readonly controllerId?: string;
   /**
    * Instances on the hosts listed in this file, over ssh (docs/fleet.md, "ssh hosts"), instead of
    * this machine. The CLI's `--ssh-hosts`, env DROVER_SSH_HOSTS.
@@ -257,7 +273,11 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningCont
     const baseProvider = new StaticProvider(nodes, fallback);
     let transport: ControllerTransport | undefined;
     // Each instance's transport needs (its broker user and queue) are made and removed with it.
-    const provider = withTransportProvisioning(baseProvider, () => transport);
+    const clouds = makeClouds(opts, dataDir);
+    const provider = new ProviderRouter({
+      fallback: withTransportProvisioning(baseProvider, () => transport),
+      clouds: Object.fromEntries(Object.entries(clouds).map(([k, c]) => [k, withTransportProvisioning(c, () => transport)])),
+    });
     const bundleLimit = opts.bundleLimitBytes ?? (process.env.DROVER_BUNDLE_LIMIT ? parseSize(process.env.DROVER_BUNDLE_LIMIT) : DEFAULT_BUNDLE_LIMIT);
     if (bundleLimit === undefined) throw new ControllerStartError('bad-setting', `DROVER_BUNDLE_LIMIT=${process.env.DROVER_BUNDLE_LIMIT}: expected a size such as 64MiB, 500K or a number of bytes (at most 4 GiB)`);
     // The data folder is never packed, even when it sits inside an app folder (the default ./.drover).
@@ -266,6 +286,7 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningCont
       store, provider, clock: opts.clock ?? systemClock, logger,
       bundles: { store: bundles, local: opts.bundleLocal ?? process.env.DROVER_BUNDLE_LOCAL === '1' },
       placementNote: (app, role) => nodes.unplaceable(app, role),
+      providerKinds: provider.kinds(),
       ...(opts.heartbeatMs !== undefined ? { heartbeatMs: opts.heartbeatMs } : {}),
       ...(opts.evaluateMs !== undefined ? { evaluateMs: opts.evaluateMs } : {}),
       ...(opts.planner ? { planner: opts.planner } : {}),
@@ -418,6 +439,58 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningCont
     for (const fn of undo.reverse()) await fn().catch(() => undefined);
     throw err;
   }
+}
+
+/** The cloud kinds asked for (`--provider`, DROVER_PROVIDERS), checked. */
+export function cloudKindsFrom(asked: readonly string[] | undefined, env: NodeJS.ProcessEnv): CloudKind[] {
+  const list = asked ?? (env.DROVER_PROVIDERS ?? '').split(',').map((x) => x.trim()).filter(Boolean);
+  const out: CloudKind[] = [];
+  for (const k of list) {
+    if (k === 'local') continue; // always there
+    if (!Object.hasOwn(providerFactories, k)) {
+      const known = ['local', ...Object.keys(providerFactories)].join(', ');
+      throw new ControllerStartError('bad-setting', `--provider ${k} (DROVER_PROVIDERS): no such provider; known: ${known}`);
+    }
+    if (!out.includes(k as CloudKind)) out.push(k as CloudKind);
+  }
+  return out;
+}
+
+/** The cloud providers of this controller: given by a test, else made by their factories. */
+function makeClouds(opts: ServerOptions, dataDir: string): Partial<Record<CloudKind, Provider>> {
+  if (opts.cloudProviders) return opts.cloudProviders;
+  const kinds = cloudKindsFrom(opts.providers, process.env);
+  const controllerId = opts.controllerId ?? process.env.DROVER_CONTROLLER_ID?.trim() ?? defaultControllerId(opts.storeUrl, dataDir);
+  if (!/^[A-Za-z0-9_.:-]{1,64}$/.test(controllerId)) {
+    throw new ControllerStartError('bad-setting', `DROVER_CONTROLLER_ID=${controllerId}: expected 1 to 64 letters, digits, "_", ".", ":" or "-"`);
+  }
+  const out: Partial<Record<CloudKind, Provider>> = {};
+  for (const k of kinds) {
+    try {
+      out[k] = providerFactories[k]!({ env: process.env, controllerId });
+    } catch (err) {
+      if (err instanceof CloudSettingError) throw new ControllerStartError('bad-setting', `--provider ${k}: ${err.message}`, { cause: err });
+      throw err;
+    }
+  }
+  return out;
+}
+
+/**
+ * The same for every controller of one store (a leader and its standbys share the PostgreSQL
+ * database; an embedded store has one folder): never a password in it, only a hash.
+ */
+function defaultControllerId(storeUrl: string | undefined, dataDir: string): string {
+  let what = `dir:${resolve(dataDir)}`;
+  if (storeUrl) {
+    try {
+      const u = new URL(storeUrl);
+      what = `pg:${u.hostname}:${u.port}${u.pathname}`;
+    } catch {
+      what = `pg:${storeUrl.replace(/\/\/[^@]*@/, '//')}`;
+    }
+  }
+  return `drover-${createHash('sha256').update(what).digest('hex').slice(0, 16)}`;
 }
 
 /** Writes `file` whole or not at all (a reader never sees half of it), 0600. */

@@ -146,9 +146,12 @@ export {
 } from './planner.js';
 
 export {
+  BALANCER_METRICS,
+  balancerRates,
   BUILTIN_METRICS,
   DEFAULT_HORIZON_MS,
   instantStats,
+  isBalancerMetric,
   isBuiltinMetric,
   MetricStore,
   parseJsonPath,
@@ -160,6 +163,9 @@ export {
   statOf,
   stats,
   statsOfValues,
+  type BalancerMemberCount,
+  type BalancerMetric,
+  type BalancerReading,
   type BuiltinMetric,
   type JsonPath,
   type MetricStoreOptions,
@@ -231,6 +237,8 @@ export {
 
 export { MAX_TENANT_CAPACITY } from './spec.js';
 export {
+  providerKindOf,
+  providerSettingsOf,
   providerSettingsSchema,
   RESERVED_TAG_PREFIX,
   type Ec2ProviderSettings,
@@ -239,3 +247,12 @@ export {
   type ProviderKind,
   type ProviderSettings,
 } from './provider-settings.js';
+
+export {
+  balancedRoles,
+  DEFAULT_KNOBS,
+  DEFAULT_POLICY_METRICS,
+  defaultRequestPolicies,
+  defaultScaleEntries,
+  type DefaultPolicyKnobs,
+} from './default-policy.js';

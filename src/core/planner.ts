@@ -28,6 +28,7 @@
  */
 import { createHash } from 'node:crypto';
 import { dependents, importsVersion, resolveImports, stopOrder } from './imports.js';
+import { providerKindOf, providerSettingsOf, type ProviderKind } from './provider-settings.js';
 import { own } from './limits.js';
 import { isLive, type InstanceState } from './states.js';
 import type { AppSpec, ImportedMember, ResolvedImports, RoleSpec } from './types.js';
@@ -43,6 +44,11 @@ export interface PlannerOptions {
   readonly reconnectGraceMs?: number;
   /** An instance whose agent has not registered after this long is failed. @default 60000 */
   readonly provisionTimeoutMs: number;
+  /**
+   * The same, per provider kind of the instance's `provider:` settings (`ec2`: minutes), where it
+   * differs from {@link provisionTimeoutMs}: each provider says how long its machines take.
+   */
+  readonly provisionTimeoutsMs?: Readonly<Partial<Record<ProviderKind, number>>>;
   /** Extra time past a role's stop (or drain) timeout before the instance is destroyed anyway. @default 15000 */
   readonly stopGraceMs: number;
   /** An unresponsive instance is destroyed at the latest this long after it was declared so. @default 30000 */
@@ -315,9 +321,10 @@ function sortOutOver(input: PlanInput, o: PlannerOptions, b: PlanBuilder): Sorte
     }
     if (i.state === 'provisioning') {
       const age = now - Math.max(i.createdAt, input.controllerStartedAt);
-      if (age >= o.provisionTimeoutMs) {
-        done('failed', `${i.id} did not register within ${Math.round(o.provisionTimeoutMs / 1000)}s; giving up on it`);
-      } else b.wakeIn(o.provisionTimeoutMs - age);
+      const timeout = o.provisionTimeoutsMs?.[providerKindOf(providerSettingsOf(spec, i.role ?? i.pool))] ?? o.provisionTimeoutMs;
+      if (age >= timeout) {
+        done('failed', `${i.id} did not register within ${Math.round(timeout / 1000)}s; giving up on it`);
+      } else b.wakeIn(timeout - age);
       continue;
     }
     const leaveStarted = i.goal === 'stop' ? i.stopRequestedAt : i.goal === 'drain' && i.drainOrderId !== null ? i.drainRequestedAt : null;

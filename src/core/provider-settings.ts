@@ -86,3 +86,21 @@ export type Ec2ProviderSettings = z.output<typeof ec2ProviderSchema>;
 export type OpenStackProviderSettings = z.output<typeof openstackProviderSchema>;
 export type ProviderSettings = z.output<typeof providerSettingsSchema>;
 export type ProviderKind = ProviderSettings['kind'];
+
+/**
+ * The settings an instance of `role` is made with (a spare: the role of its pool, `*` or null
+ * for the app's pool): the role's block (which already holds the app's when the role has none),
+ * else the app's. Undefined: the controller's default provider.
+ */
+export function providerSettingsOf(
+  spec: { readonly provider?: ProviderSettings; readonly roles: Readonly<Record<string, { readonly provider?: ProviderSettings }>> },
+  role: string | null,
+): ProviderSettings | undefined {
+  if (role !== null && role !== '*' && Object.hasOwn(spec.roles, role)) return spec.roles[role]!.provider;
+  return spec.provider;
+}
+
+/** The provider kind of some settings: `local` (the controller's default chain) when there are none. */
+export function providerKindOf(settings: ProviderSettings | undefined): ProviderKind {
+  return settings?.kind ?? 'local';
+}

@@ -13,3 +13,5 @@ export { LocalProvider, freePort, processesOfInstance, processesOfInstancesIn, t
 export { StaticProvider, nodeOf, type NodeDirectory } from './static.js';
 export { SshProvider, loadSshHosts, hostKeyFingerprint, HostKeyMismatchError, SshConfigError, type SshHost, type SshProviderOptions } from './ssh.js';
 export { OpenStackProvider, OpenStackClient, OpenStackError, credentialsFromEnv, openStackProviderFromEnv, type OpenStackProviderOptions, type OpenStackCredentials, type OpenStackErrorKind, type OpenStackClientOptions } from './openstack.js';
+export { ProviderRouter, ProviderNotConfiguredError, DEFAULT_PROVIDER, type CloudKind, type ProviderRouterOptions } from './router.js';
+export { providerFactories, CloudSettingError, type CloudProviderContext } from './router-factories.js';

@@ -94,6 +94,11 @@ export interface Provider {
    */
   readonly provisionTimeoutMs: number;
   /**
+   * A provider over several (the router): the timeout of the one that makes machines of this kind
+   * (`ec2`, `openstack`; undefined or `local`: the default chain's).
+   */
+  provisionTimeoutFor?(kind: string | undefined): number;
+  /**
    * Asks for a machine and answers promptly, without waiting for it to boot. Idempotent by
    * `req.instanceId`: asked again (even by another controller process), it answers with the
    * machine it already made. Rejects if the provider refused outright (no capacity, a bad setting).
