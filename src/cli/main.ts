@@ -64,6 +64,8 @@ interface RoleJson {
   /** Why no host fits the role's placement, while that holds. */
   unplaceable?: string | null;
   policies: string[];
+  /** The policies are Drover's default for a balanced role (no `scale:` in the file). */
+  defaultPolicy?: boolean;
   lastDecision: { at: string; desired: number; reason: string } | null;
   missingImports: string[];
   staleImports?: string[];
@@ -172,7 +174,8 @@ function renderStatus(apps: AppJson[]): string {
     parts.push(`app ${a.name} (generation ${a.generation}, ${flag}${appSpares})`);
     const rows: string[][] = [['ROLE', 'INSTANCE', 'STATE', 'ADDRESS', 'AGENT PID', 'UP', 'EXPORTS / NOTE']];
     for (const r of a.roles) {
-      const mode = r.policies.length ? (r.pinned ? ' (set by hand; policies paused)' : ' (auto)') : r.pinned ? ' (set by hand)' : '';
+      const auto = r.defaultPolicy ? ' (auto: default policy)' : ' (auto)';
+      const mode = r.policies.length ? (r.pinned ? ' (set by hand; policies paused)' : auto) : r.pinned ? ' (set by hand)' : '';
       const bits = [`${r.serving}/${r.desired} serving${mode}`];
       if (r.draining) bits.push(`${r.draining} draining`);
       if (r.spares) bits.push(`${r.spares} warm spare(s)`);

@@ -3,7 +3,7 @@
  * report is checked before it is believed (reports.ts, and the transition table in core); what
  * an instance could not have said fences it.
  */
-import { canReport, isTerminal, samplesFromVitals, type AgentStatus, type Order, type Vitals } from '../core/index.js';
+import { canReport, isTerminal, samplesFromVitals, type AgentStatus, type BalancerStatus, type Order, type Vitals } from '../core/index.js';
 import type { InstancePatch, InstanceRecord } from '../adapters/store/index.js';
 import type { JoinMessage, TransportHandlers } from '../adapters/transport/index.js';
 import { servingMembers, type ControllerContext } from './context.js';
@@ -12,6 +12,8 @@ import { checkReport } from './reports.js';
 /** Where samples from agents' vitals go (the role metrics the policies read). */
 export interface SampleSink {
   add(key: string, metric: string, sample: { t: number; value: number; instance?: string }): void;
+  /** A load balancer instance's member counters, as it reported them at `t`. */
+  balancer?(app: string, role: string, instance: string, t: number, members: BalancerStatus['members']): void;
 }
 
 /** A repeated report is applied (its instance read) at least this often. */
@@ -81,6 +83,7 @@ export class AgentReports {
         if (vitals && same.role !== null && status.state === 'serving') {
           for (const { metric, sample } of samplesFromVitals(id, vitals)) this.samples.add(`${same.app}/${same.role}`, metric, sample);
         }
+        if (status.balancer && same.role !== null) this.samples.balancer?.(same.app, same.role, id, now, status.balancer.members);
         return;
       }
       const inst = await this.ctx.store.getInstance(id);
@@ -92,6 +95,7 @@ export class AgentReports {
       if (vitals && inst.role !== null && status.state === 'serving') {
         for (const { metric, sample } of samplesFromVitals(id, vitals)) this.samples.add(`${inst.app}/${inst.role}`, metric, sample);
       }
+      if (status.balancer && inst.role !== null) this.samples.balancer?.(inst.app, inst.role, id, now, status.balancer.members);
       await this.applyStatus(inst, status, now);
       this.applied.set(id, { key, at: now, app: inst.app, role: inst.role });
       // A tenant added, failed or removed moves its tenant along in the next pass.

@@ -359,10 +359,19 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
         // Only while the role is short: a role that needs no new member has nothing to place.
         unplaceable: (s?.live ?? 0) < (d?.desired ?? r.count) ? (c.unplaceable(name, r.name) ?? null) : null,
         policies: r.scale.map((pol) => `${pol.kind} on ${pol.metric}`),
+        defaultPolicy: r.scaleDefault === true,
         metric: r.scale[0]?.metric ?? null,
-        lastDecision: (() => {
+        ...(() => {
           const d = c.decisionFor(name, r.name);
-          return d ? { at: iso(d.at), desired: d.desired, reason: d.reason } : null;
+          // What an adaptive policy learned one instance serves (requests/s), by its rate metric.
+          const learned = Object.entries(d?.inputs ?? {}).flatMap(([k, v]) => {
+            const m = /^adaptive\.(.+)\.capacity$/.exec(k);
+            return m && Number.isFinite(v) ? [[m[1]!, v] as const] : [];
+          });
+          return {
+            lastDecision: d ? { at: iso(d.at), desired: d.desired, reason: d.reason } : null,
+            learnedCapacity: learned.length ? Object.fromEntries(learned) : null,
+          };
         })(),
         imports: r.imports.map((i) => i.raw),
         exports: Object.keys(r.exports),

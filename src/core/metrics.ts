@@ -36,17 +36,67 @@ export interface Stats {
 }
 
 /** Metrics every agent reports without a `metrics:` entry, from its vitals. */
-export const BUILTIN_METRICS = {
+export const VITALS_METRICS = {
   cpu: "CPU used by the role's processes, in cores (1 = one core busy), per instance",
   host_cpu: "the instance's CPU utilisation, 0..1 of all its cores",
   load1: "the instance's 1-minute load average",
   memory: "resident memory of the role's processes, in bytes, per instance",
 } as const;
 
+/**
+ * Metrics of a role that a load balancer role balances (`loadBalancer: { members: ROLE.key }`),
+ * measured by the controller from the balancers' own counters: no `metrics:` entry, no scrape.
+ */
+export const BALANCER_METRICS = {
+  lb_requests: 'requests/s the load balancer(s) sent to the role, role-wide (balanced roles only)',
+  lb_member_requests: 'requests/s the load balancer(s) sent to each instance, per instance (balanced roles only)',
+  lb_inflight: "requests in flight at the role's members through the balancer(s), role-wide (balanced roles only)",
+} as const;
+
+/** Every metric a policy may name without declaring it. */
+export const BUILTIN_METRICS = { ...VITALS_METRICS, ...BALANCER_METRICS } as const;
+
 export type BuiltinMetric = keyof typeof BUILTIN_METRICS;
+export type BalancerMetric = keyof typeof BALANCER_METRICS;
 
 export function isBuiltinMetric(name: string): name is BuiltinMetric {
   return Object.hasOwn(BUILTIN_METRICS, name);
+}
+
+export function isBalancerMetric(name: string): name is BalancerMetric {
+  return Object.hasOwn(BALANCER_METRICS, name);
+}
+
+/** What one balancer reported of one member: its running request total and what it carries now. */
+export interface BalancerMemberCount {
+  readonly id: string;
+  readonly totalRequests: number;
+  readonly activeConnections: number;
+}
+
+/** A balancer's counters as last seen, to take rates from. */
+export interface BalancerReading {
+  /** When the balancer reported them (ms). */
+  readonly t: number;
+  readonly totals: ReadonlyMap<string, number>;
+}
+
+/**
+ * The request rate one balancer sent to each member between two of its reports: the growth of
+ * each member's running total over the time between them. A member new since the last reading
+ * started from 0; a total that went down (the balancer restarted, or dropped and re-added the
+ * member) counts from 0 again rather than as a negative rate. Undefined when no time passed.
+ */
+export function balancerRates(prev: BalancerReading | undefined, t: number, members: readonly BalancerMemberCount[]): Map<string, number> | undefined {
+  if (!prev || !(t > prev.t)) return undefined;
+  const seconds = (t - prev.t) / 1000;
+  const out = new Map<string, number>();
+  for (const m of members) {
+    const before = prev.totals.get(m.id) ?? 0;
+    const grew = m.totalRequests >= before ? m.totalRequests - before : m.totalRequests;
+    out.set(m.id, grew / seconds);
+  }
+  return out;
 }
 
 /**

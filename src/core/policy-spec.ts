@@ -30,7 +30,7 @@
  * ```
  */
 import { z } from 'zod';
-import { BUILTIN_METRICS, isBuiltinMetric, parseJsonPath, parsePrometheusSelector } from './metrics.js';
+import { BUILTIN_METRICS, isBalancerMetric, isBuiltinMetric, VITALS_METRICS, parseJsonPath, parsePrometheusSelector } from './metrics.js';
 import { duration, err, intAtLeast } from './schema-words.js';
 import {
   adaptivePolicy,
@@ -62,6 +62,7 @@ const q = (s: string) => JSON.stringify(s);
 const METRIC_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 const METRIC_NAME_MSG = 'expected a metric name: letters, digits and "_", not starting with a digit';
 const BUILTIN_LIST = Object.keys(BUILTIN_METRICS).join(', ');
+const VITALS_LIST = Object.keys(VITALS_METRICS).join(', ');
 
 const metricRef = z
   .string(err(METRIC_NAME_MSG))
@@ -456,6 +457,8 @@ export function compileMetrics(parsed: MetricsInput): MetricSource[] {
 export function checkPolicyMetrics(
   policies: readonly Policy[],
   sources: readonly Pick<MetricSource, 'name'>[],
+  /** A load balancer role balances this one: the `lb_` metrics exist. */
+  balanced = false,
 ): { path: string; message: string }[] {
   const declared = new Set(sources.map((s) => s.name));
   const issues: { path: string; message: string }[] = [];
@@ -467,10 +470,18 @@ export function checkPolicyMetrics(
       if (p.backlog !== undefined) refs.push(['backlog', p.backlog]);
     }
     for (const [field, metric] of refs) {
-      if (isBuiltinMetric(metric) || declared.has(metric)) continue;
+      if (declared.has(metric)) continue;
+      if (isBalancerMetric(metric) && !balanced) {
+        issues.push({
+          path: `scale[${k}].${p.kind}.${field}`,
+          message: `${q(metric)} is measured at a load balancer, and no role balances this one (give a role loadBalancer: { members: <this role>.<export> }), or use another metric`,
+        });
+        continue;
+      }
+      if (isBuiltinMetric(metric)) continue;
       issues.push({
         path: `scale[${k}].${p.kind}.${field}`,
-        message: `no metric ${q(metric)}: declare it under metrics, or use a built-in one (${BUILTIN_LIST})`,
+        message: `no metric ${q(metric)}: declare it under metrics, or use a built-in one (${balanced ? BUILTIN_LIST : VITALS_LIST})`,
       });
     }
   });

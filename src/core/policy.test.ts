@@ -656,7 +656,7 @@ metrics:
 
   test('bad metric sources are refused, each problem named', () => {
     assert.deepEqual(issues({ metrics: [{ name: 'cpu', http: '/m', select: 'x' }] }), [
-      'metrics.0.name: "cpu" is a built-in metric (cpu, host_cpu, load1, memory); choose another name',
+      'metrics.0.name: "cpu" is a built-in metric (cpu, host_cpu, load1, memory, lb_requests, lb_member_requests, lb_inflight); choose another name',
     ]);
     assert.deepEqual(issues({ metrics: [{ name: 'a', select: 'x' }] }), [
       "metrics.0: expected exactly one of http (scraped by each agent from its role's process) or url (scraped once by the controller)",

@@ -299,7 +299,7 @@ const roleSchema = z
       provider: providerSettingsSchema
         .optional()
         .meta({ description: "Where this role's instances run (overrides the app's provider: block whole); docs/cloud.md." }),
-      scale: scaleSchema.optional().meta({ description: 'Scaling policies; the largest count any of them wants wins. Needs min and max.' }),
+      scale: scaleSchema.optional().meta({ description: 'Scaling policies; the largest count any of them wants wins. Needs min and max. Left out on a balanced role with min < max: Drover\'s default (adaptive on lb_requests); [] for none.' }),
       metrics: metricsSchema.optional().meta({ description: 'Metrics scraped besides the built-in vitals (cpu, host_cpu, load1, memory).' }),
     },
     err('expected a mapping'),
@@ -527,12 +527,14 @@ export function compileAppSpec(raw: unknown): AppSpec {
       else broken.add(name);
     }
   }
-  // A balanced role with a range and no `scale:` of its own scales on Drover's default.
+  // A balanced role with a range and no `scale:` of its own scales on Drover's default
+  // (core/default-policy.ts).
   const balanced = balancedRoles(roles.values());
   for (const [name, role] of roles) {
     const written = isObject(rawRoles) ? rawRoles[name] : undefined;
     const given = (k: string) => isObject(written) && Object.hasOwn(written, k);
-    if (balanced.has(name) && given('min') && given('max') && role.min < role.max && !given('scale')) {
+    // Tenant-hosting roles are sized by their tenants' seats, not by requests.
+    if (balanced.has(name) && given('min') && given('max') && role.min < role.max && !given('scale') && !role.tenants) {
       roles.set(name, { ...role, scale: defaultRequestPolicies(), scaleDefault: true });
     }
   }

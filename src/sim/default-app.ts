@@ -7,44 +7,10 @@
  * `legacyAppYaml` is the previous default (a `queue` policy on the rate at 85% of a hand-set
  * capacity), kept as a comparison row.
  */
-import { parseAppFile, type AppSpec } from '../core/index.js';
+import { DEFAULT_KNOBS, parseAppFile, type AppSpec, type DefaultPolicyKnobs } from '../core/index.js';
 
-export interface DefaultPolicyKnobs {
-  /** Fewest instances kept: two, so one crash or one burst never leaves the role bare. */
-  readonly min: number;
-  /** Share of recent growths (within one reaction) the headroom covers: the policy's main knob. */
-  readonly quantile: number;
-  /** From ordering an instance to its serving: boot + tick. */
-  readonly reaction: string;
-  /** CPU target of the safety net (it acts above target × 1.1). */
-  readonly cpuTarget: number;
-  readonly spares: number;
-  /** Scale-down hold: reactions per 100% of headroom, and its bounds. */
-  readonly holdPerHeadroom: number;
-  readonly minHold: string;
-  readonly maxHold: string;
-  readonly minHeadroom: number;
-  /** The forecast pre-scales while it beats the naive one. */
-  readonly forecast: boolean;
-  /** History volatility (and the peak that caps headroom) is measured on. */
-  readonly window: string;
-  readonly maxHeadroom: number;
-}
-
-export const DEFAULT_KNOBS: DefaultPolicyKnobs = {
-  min: 2,
-  quantile: 0.9,
-  reaction: '75s',
-  cpuTarget: 0.9,
-  spares: 0,
-  holdPerHeadroom: 2,
-  minHold: '1m',
-  maxHold: '15m',
-  minHeadroom: 0.1,
-  forecast: true,
-  window: '1h',
-  maxHeadroom: 0.5,
-};
+/** The knobs live in core: the controller gives the same policy to a balanced role by default. */
+export { DEFAULT_KNOBS, type DefaultPolicyKnobs } from '../core/index.js';
 
 /**
  * The app file text of Drover's default policy for a role whose instances are believed to
