@@ -337,12 +337,12 @@ export function buildProgram(): Command {
   const dataDirOpt = () => new Option('--data-dir <dir>', 'controller data folder (state, token, instance folders)').default('.drover').env('DROVER_DATA_DIR');
   const clientFor = (dataDir: string) => new Client(findTarget(dataDir));
   const sshHostsOpt = () => new Option('--ssh-hosts <file>', 'make instances on the hosts listed in FILE, over ssh (docs/fleet.md)').env('DROVER_SSH_HOSTS');
-  const listenOpt = () => new Option('--listen <host:port>', 'address and port to listen on, e.g. 0.0.0.0:7420 or a host IP, so agents on other hosts reach it (default 127.0.0.1:<--port>)').argParser(parseListen);
-  const storeOpt = () =>
-    new Option(
   const providerOpt = () =>
     new Option('--provider <kind>', 'also make instances on this cloud (ec2, openstack) for roles whose provider: asks for it; repeatable (env DROVER_PROVIDERS=ec2,openstack; docs/cloud.md)')
       .argParser((v: string, prev: string[] | undefined) => [...(prev ?? []), v]);
+  const listenOpt = () => new Option('--listen <host:port>', 'address and port to listen on, e.g. 0.0.0.0:7420 or a host IP, so agents on other hosts reach it (default 127.0.0.1:<--port>)').argParser(parseListen);
+  const storeOpt = () =>
+    new Option(
       '--store <url>',
       'PostgreSQL for the state, postgres://user@host:5432/db (default: embedded PGlite in the data folder); give a password through DROVER_STORE_URL, PGPASSWORD or ~/.pgpass, not here (ps shows command lines)',
     ).env('DROVER_STORE_URL');
