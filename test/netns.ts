@@ -4,11 +4,13 @@
  * root namespace, which holds `.1` (where a controller listens). Needs root and iproute2.
  *
  * Names carry the test process's pid (`drv<pid>-…`), so a sweep at start removes what an earlier,
- * killed run left; `t.after` removes everything, also when the test fails. Where namespaces
+ * killed run left; `t.after` removes everything (the processes still inside a namespace killed
+ * first, so their connections close), also when the test fails. Where namespaces
  * cannot be made, {@link netnsUnavailable} says why: a suite fails with it under CI=true and
  * skips otherwise.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
 import type { TestContext } from 'node:test';
 
 export interface Host {
@@ -48,11 +50,47 @@ export function netnsUnavailable(): string | undefined {
 /** Prefix of every name a test process makes. */
 const prefix = (pid: number) => `drv${pid}`;
 
-/** Removes namespaces and links with this prefix (leftovers of a killed run of the same pid, or of ours). */
+/**
+ * Kills every process inside namespace `ns` and waits (up to 2 s) until they are gone, so their
+ * connections close while the link still exists: a namespace removed under a live process leaves
+ * the peer's end of its TCP connections open (a controller's close then waits 30 s for them).
+ */
+function killInside(ns: string): void {
+  let pids: number[] = [];
+  try {
+    pids = ip('netns', 'pids', ns).split('\n').filter(Boolean).map(Number);
+  } catch {
+    return;
+  }
+  for (const pid of pids) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // gone
+    }
+  }
+  const deadline = Date.now() + 2000;
+  while (Date.now() < deadline && pids.some((pid) => existsSync(`/proc/${pid}`) && !zombie(pid))) execFileSync('sleep', ['0.05']);
+}
+
+function zombie(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) === 'Z';
+  } catch {
+    return true;
+  }
+}
+
+/**
+ * Removes namespaces and links with this prefix (leftovers of a killed run of the same pid, or of
+ * ours), the processes still inside a namespace first.
+ */
 export function sweep(pfx: string): void {
   for (const line of ip('netns', 'list').split('\n')) {
     const name = line.split(' ')[0];
     if (name?.startsWith(pfx)) {
+      killInside(name);
       try {
         ip('netns', 'del', name);
       } catch {
