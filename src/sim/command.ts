@@ -5,6 +5,7 @@
 import { writeFileSync } from 'node:fs';
 import { SpecError } from '../core/index.js';
 import { BASELINES, type BaselineName } from './baselines.js';
+import { cloudBoot } from './clouds.js';
 import { formatTable, type ComparisonOptions, type DroverVariant } from './compare.js';
 import { defaultThreads, runComparisonParallel } from './parallel.js';
 import { renderSvg } from './svg.js';
@@ -21,8 +22,10 @@ export interface SimulateCommandOptions {
   readonly role?: string;
   /** Requests/s per instance. @default 25 */
   readonly capacity?: string | number;
-  /** @default 60s */
+  /** @default the provider's boot times, else 60s */
   readonly boot?: string;
+  /** `local`, `ec2` or `openstack`: that provider's boot times (clouds.ts) and what warm spares buy there. @default the app file's `provider: kind:` */
+  readonly provider?: string;
   /** Warm spares for Drover's role. @default the app file's */
   readonly spares?: string | number;
   /** @default wait:500ms */
@@ -111,7 +114,8 @@ export function commandOptions(o: SimulateCommandOptions): ComparisonOptions {
     ...(o.role !== undefined ? { role: o.role } : {}),
     trace: resolveTrace(o.trace),
     capacity: number(o.capacity, '--capacity', 25, (n) => n > 0, 'requests/s per instance, a number greater than 0'),
-    boot: o.boot ?? '60s',
+    ...(o.boot !== undefined ? { boot: o.boot } : {}),
+    ...(o.provider !== undefined ? { provider: cloudBoot(o.provider).provider } : {}),
     ...(o.spares !== undefined ? { spares: number(o.spares, '--spares', 0, (n) => Number.isInteger(n) && n >= 0, 'an integer >= 0') } : {}),
     slo: o.slo ?? 'wait:500ms',
     seed: number(o.seed, '--seed', 1, Number.isInteger, 'an integer'),

@@ -8,6 +8,7 @@ import { AWS_TARGET_TRACKING, BASELINES, fixedSchedule, HPA_DEFAULTS, neededPerT
 import { simulate, tickRates, type Report, type SimulateOptions } from './engine.js';
 import { forecastPolicy, type ForecastPolicy } from './forecast.js';
 import { loadTrace, traceDurationMs, type Trace } from './trace.js';
+import { bootQuantileMs, CLOUD_BOOTS, cloudBoot, type SimProvider } from './clouds.js';
 import { bootUpperMs, describeBoot, describeSlo, formatDuration, parseBoot, parseSlo, SimInputError, type BootDistribution, type Slo } from './units.js';
 
 export interface ComparisonOptions {
@@ -31,8 +32,21 @@ export interface ComparisonOptions {
   readonly drainMs?: number;
   /** Extra runs with a policy's main knob changed, for cost–SLO fronts. */
   readonly sweeps?: readonly SweepRun[];
-  /** A distribution or its text (`60s`, `uniform:30s..90s`, `lognormal:60s,0.5`). */
-  readonly boot: BootDistribution | string;
+  /**
+   * A distribution or its text (`60s`, `uniform:30s..90s`, `lognormal:60s,0.5`).
+   * @default the provider's (clouds.ts), else 60s
+   */
+  readonly boot?: BootDistribution | string;
+  /**
+   * Where the instances run: its boot-time distribution unless `boot` is given, and a run to
+   * say what warm spares buy there. @default the role's `provider: kind:` from the app file
+   */
+  readonly provider?: SimProvider;
+  /**
+   * Add Drover's run with other warm spares (none if the role keeps some, else 2) and compare
+   * the two. @default true when a provider is named (here or in the app file)
+   */
+  readonly compareSpares?: boolean;
   /** Warm spares for Drover's role; the baselines keep none. @default the app file's */
   readonly spares?: number;
   /** @default wait:500ms */
@@ -101,6 +115,10 @@ export interface ComparisonReport {
     readonly role: string;
     readonly capacity: number;
     readonly boot: string;
+    /** The provider whose boot times were used, if one was named. */
+    readonly provider: SimProvider | null;
+    /** The boot distribution's median, 90th and 99th percentiles. */
+    readonly bootQuantilesMs: { readonly p50: number; readonly p90: number; readonly p99: number };
     readonly slo: string;
     readonly spares: number;
     readonly seed: number;
@@ -113,6 +131,8 @@ export interface ComparisonReport {
     readonly metricNoise: boolean;
   };
   readonly oracleInstanceHours: number | null;
+  /** What warm spares buy: Drover's run with spares and the one without (row names), when compared. */
+  readonly spares: { readonly with: RunName; readonly without: RunName; readonly spares: number } | null;
   /** Drover first, then the baselines in the order asked. */
   readonly rows: readonly ComparisonRow[];
 }
@@ -125,12 +145,19 @@ interface Resolved {
   readonly role: RoleSpec;
   readonly trace: Trace;
   readonly boot: BootDistribution;
+  readonly provider: SimProvider | undefined;
   readonly slo: Slo;
   readonly tickMs: number;
   readonly seed: number;
   readonly spares: number;
   readonly baselines: readonly BaselineName[];
+  /** The variants asked for, and the spares comparison's. */
+  readonly variants: readonly DroverVariant[];
+  readonly spareVariant: DroverVariant | undefined;
 }
+
+/** The warm spares the comparison tries when the role keeps none. */
+const SPARES_TRIED = 2;
 
 function resolve(o: ComparisonOptions): Resolved {
   if (typeof o.app === 'string' && !existsSync(o.app)) throw new SimInputError('--app', `no such file: ${o.app}`);
@@ -141,16 +168,25 @@ function resolve(o: ComparisonOptions): Resolved {
   const trace = typeof o.trace === 'string' ? loadTrace(o.trace) : o.trace;
   const baselines = o.baselines ?? BASELINES;
   for (const b of baselines) if (!BASELINES.includes(b)) throw new SimInputError('--baselines', `unknown baseline ${JSON.stringify(b)}; expected some of ${BASELINES.join(', ')}`);
+  const provider = o.provider ?? role.provider?.kind;
+  if (provider !== undefined) cloudBoot(provider, o.provider !== undefined ? '--provider' : `roles.${role.name}.provider.kind`);
+  const boot = o.boot === undefined ? (provider !== undefined ? CLOUD_BOOTS[provider].boot : parseBoot('60s')) : typeof o.boot === 'string' ? parseBoot(o.boot) : o.boot;
+  const spares = o.spares ?? role.spares + app.spares;
+  const spareVariant: DroverVariant | undefined =
+    (o.compareSpares ?? provider !== undefined) ? (spares > 0 ? { name: 'drover, no spares', spares: 0 } : { name: `drover, ${SPARES_TRIED} spares`, spares: SPARES_TRIED }) : undefined;
   return {
     app,
     role,
     trace,
-    boot: typeof o.boot === 'string' ? parseBoot(o.boot) : o.boot,
+    boot,
+    provider,
     slo: o.slo === undefined ? { kind: 'wait', ms: 500 } : typeof o.slo === 'string' ? parseSlo(o.slo) : o.slo,
     tickMs: o.tickMs ?? 15_000,
     seed: o.seed ?? 1,
-    spares: o.spares ?? role.spares + app.spares,
+    spares,
     baselines,
+    variants: [...(o.variants ?? []), ...(spareVariant ? [spareVariant] : [])],
+    spareVariant,
   };
 }
 
@@ -159,7 +195,7 @@ export function comparisonRuns(options: ComparisonOptions): RunName[] {
   const r = resolve(options);
   return [
     'drover',
-    ...(options.variants ?? []).map((v) => v.name),
+    ...r.variants.map((v) => v.name),
     ...r.baselines.filter((b) => b !== 'oracle'),
     ...(options.sweeps ?? []).map((w) => w.name),
     ...r.baselines.filter((b) => b === 'oracle'),
@@ -204,7 +240,7 @@ export function comparisonRunOptions(options: ComparisonOptions, name: RunName):
       model: options.queueModel ?? 'erlang',
       serversPerInstance: 1,
     });
-  const variant = options.variants?.find((v) => v.name === name);
+  const variant = r.variants.find((v) => v.name === name);
   if (name === 'drover' || variant) {
     const spares = variant?.spares ?? r.spares;
     const forecast = variant?.forecast === true ? forecastFor(r.role, r.boot, r.tickMs, options.startMs ?? 0) : variant?.forecast || undefined;
@@ -301,6 +337,8 @@ export function assembleComparison(options: ComparisonOptions, reports: readonly
       role: r.role.name,
       capacity: options.capacity,
       boot: describeBoot(r.boot),
+      provider: r.provider ?? null,
+      bootQuantilesMs: { p50: bootQuantileMs(r.boot, 0.5), p90: bootQuantileMs(r.boot, 0.9), p99: bootQuantileMs(r.boot, 0.99) },
       slo: describeSlo(r.slo),
       spares: r.spares,
       seed: r.seed,
@@ -313,6 +351,11 @@ export function assembleComparison(options: ComparisonOptions, reports: readonly
       metricNoise: options.metricNoise ?? true,
     },
     oracleInstanceHours: oracle ? oracle.instanceHours : null,
+    spares: r.spareVariant
+      ? r.spares > 0
+        ? { with: 'drover', without: r.spareVariant.name, spares: r.spares }
+        : { with: r.spareVariant.name, without: 'drover', spares: r.spareVariant.spares ?? SPARES_TRIED }
+      : null,
     rows: reports.map((rep) => ({
       ...rep,
       kind: rep.name === 'drover' ? 'drover' : BASELINES.includes(rep.name as BaselineName) ? (rep.name as BaselineName) : 'variant',
@@ -327,7 +370,11 @@ export function assembleComparison(options: ComparisonOptions, reports: readonly
  */
 export function prepareComparison(options: ComparisonOptions): ComparisonOptions {
   const r = resolve(options);
-  return { ...options, app: r.app, role: r.role.name, trace: r.trace, boot: r.boot, slo: r.slo, seed: r.seed, tickMs: r.tickMs, spares: r.spares };
+  return {
+    ...options, app: r.app, role: r.role.name, trace: r.trace, boot: r.boot, slo: r.slo, seed: r.seed, tickMs: r.tickMs, spares: r.spares,
+    ...(r.provider !== undefined ? { provider: r.provider } : {}),
+    compareSpares: r.spareVariant !== undefined,
+  };
 }
 
 /** Drover's policy and the baselines on one trace, one after the other on this thread. */
@@ -358,7 +405,7 @@ export function formatTable(report: ComparisonReport): string {
   const head =
     `**${t.name}** — ${t.hours.toFixed(t.hours < 48 ? 1 : 0)} h, mean ${int(t.meanRate)} req/s, peak ${int(t.peakRate)} req/s` +
     (t.filled > 0 ? `, ${t.filled} missing interval(s) held at the previous rate` : '') +
-    `. Capacity ${s.capacity} req/s per instance, boot ${s.boot}, SLO ${s.slo}, client timeout ${formatDuration(s.timeoutMs)}, ` +
+    `. Capacity ${s.capacity} req/s per instance, boot ${s.provider ? `on ${s.provider} ` : ''}${s.boot}${s.provider ? ` (p90 ${formatSeconds(s.bootQuantilesMs.p90)}, p99 ${formatSeconds(s.bootQuantilesMs.p99)})` : ''}, SLO ${s.slo}, client timeout ${formatDuration(s.timeoutMs)}, ` +
     `tick ${formatDuration(s.tickMs)}, seed ${s.seed}` +
     (s.capacityFactor !== 1 ? `, instances truly serve ${Math.round(s.capacityFactor * 100)}% of the configured capacity` : '') +
     `, ${s.queueModel === 'erlang' ? 'M/M/c waits below saturation' : 'fluid queue'}${s.metricNoise ? ', noisy metrics' : ''}` +
@@ -374,5 +421,50 @@ export function formatTable(report: ComparisonReport): string {
   }
   lines.push('');
   for (const r of report.rows) lines.push(`- **${r.name}**: ${r.description}`);
+  const spares = sparesSection(report);
+  if (spares.length > 0) lines.push('', ...spares);
   return lines.join('\n');
+}
+
+/** Instance-hours: one decimal below 100. */
+const hours = (v: number) => (Math.abs(v) < 100 ? v.toFixed(1) : int(v));
+
+/** `48 s`, `2.1 min`. */
+function formatSeconds(ms: number): string {
+  return ms < 120_000 ? `${Math.round(ms / 1000)} s` : `${(ms / 60_000).toFixed(1)} min`;
+}
+
+/**
+ * What warm spares buy on the provider: the two runs side by side — their cost, SLO misses,
+ * dropped requests, and how long a rise of the desired count took to serve — and a sentence.
+ */
+function sparesSection(report: ComparisonReport): string[] {
+  const cmp = report.spares;
+  const withRow = cmp && report.rows.find((r) => r.name === cmp.with);
+  const without = cmp && report.rows.find((r) => r.name === cmp.without);
+  if (!cmp || !withRow || !without) return [];
+  const s = report.settings;
+  const where = s.provider ? `on ${s.provider} (boot median ${formatSeconds(s.bootQuantilesMs.p50)}, p90 ${formatSeconds(s.bootQuantilesMs.p90)}, p99 ${formatSeconds(s.bootQuantilesMs.p99)})` : `with boot ${s.boot}`;
+  const cols = ['run', 'warm spares', 'instance-hours', 'SLO violated', 'dropped', 'rise → serving, mean', 'p90', 'max'];
+  const line = (r: ComparisonRow, n: number) =>
+    `| ${r.name} | ${n} | ${hours(r.instanceHours)} | ${pct(r.sloViolationShare)} (${int(r.violatingMinutes)} min) | ${int(r.dropped)} | ` +
+    `${formatSeconds(r.timeToServe.meanMs)} | ${formatSeconds(r.timeToServe.p90Ms)} | ${formatSeconds(r.timeToServe.maxMs)} |`;
+  const extra = withRow.instanceHours - without.instanceHours;
+  const saved = without.violatingMinutes - withRow.violatingMinutes;
+  const sentence =
+    `${cmp.spares} warm spare${cmp.spares === 1 ? '' : 's'} cost ${extra >= 0 ? '+' : ''}${hours(extra)} instance-hours ` +
+    `(${without.instanceHours > 0 ? `${extra >= 0 ? '+' : ''}${((extra / without.instanceHours) * 100).toFixed(1)}%` : '—'}) and ` +
+    `${saved >= 0 ? `save ${int(saved)}` : `add ${int(-saved)}`} SLO-violating minute${Math.abs(saved) === 1 ? '' : 's'}; ` +
+    `a rise of the desired count serves in ${formatSeconds(withRow.timeToServe.meanMs)} on average instead of ${formatSeconds(without.timeToServe.meanMs)} ` +
+    `(p90 ${formatSeconds(withRow.timeToServe.p90Ms)} instead of ${formatSeconds(without.timeToServe.p90Ms)}).`;
+  return [
+    `**What warm spares buy ${where}**`,
+    '',
+    `| ${cols.join(' | ')} |`,
+    `|${cols.map((_, k) => (k === 0 ? ' --- ' : ' ---: ')).join('|')}|`,
+    line(without, 0),
+    line(withRow, cmp.spares),
+    '',
+    sentence,
+  ];
 }

@@ -173,6 +173,12 @@ export interface Report {
   readonly crashes: number;
   /** Ticks at which the planner held replacements back (failure backoff or degraded role). */
   readonly heldTicks: number;
+  /**
+   * From each rise of the desired count to as many instances serving (or the count lowered to
+   * what serves): what a warm spare shortens to a role assignment, and a boot lengthens. Whole
+   * ticks: instances start serving at tick boundaries. Rises still unserved at the end are left out.
+   */
+  readonly timeToServe: { readonly count: number; readonly meanMs: number; readonly p90Ms: number; readonly maxMs: number };
   readonly series: Series;
 }
 
@@ -334,6 +340,10 @@ export function simulate(options: SimulateOptions): Report {
 
   let settled = false;
   let plannedFor = -1;
+  // Rises of the desired count not yet served, and how long the served ones took.
+  let rises: { at: number; target: number }[] = [];
+  const served: number[] = [];
+
   const processDue = (now: number): boolean => {
     let changed = false;
     for (const i of alive) {
@@ -519,6 +529,7 @@ export function simulate(options: SimulateOptions): Report {
       for (const i of alive) i.tenants = tenants.get(i.id) ?? 0;
     }
     processDue(now);
+    const desiredBefore = desired;
     if (o.schedule) {
       const next = clampCount(o.schedule.desiredAt(k));
       if (next !== desired) actions++;
@@ -560,6 +571,7 @@ export function simulate(options: SimulateOptions): Report {
         desired = d.desired;
       }
     }
+    if (desired > desiredBefore) rises.push({ at: now, target: desired });
     held = false;
     const failureCutoff = now - plannerOptions.failureWindowMs;
     if (gone.length > 0 && (gone[0]?.destroyedAt ?? now) < failureCutoff) gone = gone.filter((i) => (i.destroyedAt ?? now) >= failureCutoff);
@@ -590,6 +602,10 @@ export function simulate(options: SimulateOptions): Report {
     // 2. serve
     let nServing = 0;
     for (const i of alive) if (i.role === role.name && i.goal === 'run' && i.state === 'serving' && !i.crashed) nServing++;
+    if (rises.length > 0 && rises.some((r) => nServing >= Math.min(r.target, desired))) {
+      for (const r of rises) if (nServing >= Math.min(r.target, desired)) served.push(now - r.at);
+      rises = rises.filter((r) => nServing < Math.min(r.target, desired));
+    }
     const lambda = lambdas[k] ?? 0;
     const mu = nServing * trueCapacity;
     const backlogBefore = backlog;
@@ -688,6 +704,7 @@ export function simulate(options: SimulateOptions): Report {
     meanInstances: round(instanceSeconds / Math.max(1, ticks * dt), 3),
     crashes,
     heldTicks,
+    timeToServe: summarize(served),
     series: {
       startMs: o.trace.startMs,
       bucketMs: minutesPerPoint * bucketMs,
@@ -727,6 +744,13 @@ export function tickRates(trace: Trace, tickMs: number, ticks: number): Float64A
     out[k] = covered > 0 ? sum / covered : 0;
   }
   return out;
+}
+
+function summarize(ms: readonly number[]): Report['timeToServe'] {
+  if (ms.length === 0) return { count: 0, meanMs: 0, p90Ms: 0, maxMs: 0 };
+  const sorted = [...ms].sort((a, b) => a - b);
+  const sum = sorted.reduce((a, b) => a + b, 0);
+  return { count: sorted.length, meanMs: Math.round(sum / sorted.length), p90Ms: sorted[Math.min(sorted.length - 1, Math.ceil(0.9 * sorted.length) - 1)]!, maxMs: sorted[sorted.length - 1]! };
 }
 
 function round(v: number, digits: number): number {

@@ -99,6 +99,8 @@ export {
   type Slo,
 } from './units.js';
 
+export { bootQuantileMs, CLOUD_BOOTS, cloudBoot, lognormalFrom, SIM_PROVIDERS, type CloudBoot, type SimProvider } from './clouds.js';
+
 export { commandOptions, resolveTrace, simulateCommand, type CommandIo, type SimulateCommandOptions } from './command.js';
 
 export { Rng } from './rng.js';
