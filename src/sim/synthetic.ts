@@ -54,6 +54,24 @@ function dayShape(minuteOfDay: number, peakMinute: number): number {
   return Math.pow(0.8 * main + 0.2 * shoulder, 1.5);
 }
 
+/**
+ * A per-day level at minute `k`, days blending into each other over the 4 hours around midnight,
+ * as real days and weeks do: `levelOf(day)` alone from 02:00 to 22:00.
+ */
+function aroundMidnight(k: number, levelOf: (day: number) => number): number {
+  const day = Math.floor(k / DAY_MIN);
+  const into = k % DAY_MIN;
+  if (into < 120) {
+    const blend = 0.5 + into / 240;
+    return levelOf(day - 1) * (1 - blend) + levelOf(day) * blend;
+  }
+  if (into >= DAY_MIN - 120) {
+    const blend = (into - (DAY_MIN - 120)) / 240;
+    return levelOf(day) * (1 - blend) + levelOf(day + 1) * blend;
+  }
+  return levelOf(day);
+}
+
 export function syntheticTrace(options: SyntheticOptions): Trace {
   const { family, seed } = options;
   const days = options.days ?? FAMILY_DAYS[family];
@@ -68,9 +86,12 @@ export function syntheticTrace(options: SyntheticOptions): Trace {
     const peakMinute = Math.round(rng.uniform(17, 21) * 60);
     const dayScale = Array.from({ length: Math.ceil(n / DAY_MIN) }, () => rng.uniform(0.8, 1.2));
     const wobble = noise(rng, n, 0.08);
+    // Days blend into each other around midnight (as in the weekly family), rather than the
+    // whole level jumping by up to 50% from one minute to the next at 00:00.
+    const scaleOf = (day: number) => dayScale[Math.min(Math.max(day, 0), dayScale.length - 1)] ?? 1;
     for (let k = 0; k < n; k++) {
       const level = floor + (1 - floor) * dayShape(k % DAY_MIN, peakMinute);
-      rates[k] = level * (dayScale[Math.floor(k / DAY_MIN)] ?? 1) * (wobble[k] ?? 1);
+      rates[k] = level * aroundMidnight(k, scaleOf) * (wobble[k] ?? 1);
     }
   } else if (family === 'ramps') {
     // Plateaus joined by ramps that multiply or divide the level by up to 3.5 in 5-40 minutes.
@@ -137,15 +158,7 @@ export function syntheticTrace(options: SyntheticOptions): Trace {
     const peakMinute = Math.round(rng.uniform(15, 20) * 60);
     const wobble = noise(rng, n, 0.12);
     const levelOf = (day: number) => ((firstDay + day) % 7 >= 5 ? weekend : 1);
-    for (let k = 0; k < n; k++) {
-      // Days blend into each other over the 4 hours around midnight, as real weeks do.
-      const day = Math.floor(k / DAY_MIN);
-      const into = k % DAY_MIN;
-      const blend = into < 120 ? 0.5 + into / 240 : into >= DAY_MIN - 120 ? (into - (DAY_MIN - 120)) / 240 : -1;
-      const level =
-        blend < 0 ? levelOf(day) : into < 120 ? levelOf(day - 1) * (1 - blend) + levelOf(day) * blend : levelOf(day) * (1 - blend) + levelOf(day + 1) * blend;
-      rates[k] = level * (0.2 + 0.8 * dayShape(k % DAY_MIN, peakMinute)) * (wobble[k] ?? 1);
-    }
+    for (let k = 0; k < n; k++) rates[k] = aroundMidnight(k, levelOf) * (0.2 + 0.8 * dayShape(k % DAY_MIN, peakMinute)) * (wobble[k] ?? 1);
   } else if (family === 'outage') {
     // Three to four upstream outages a day: demand falls to 2-10% for 5-30 minutes, then the
     // clients' retries come back at 2-3× the base, decaying over 3-8 minutes.
