@@ -8,7 +8,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { credentialsFromEnv, OpenStackError, OpenStackProvider, type CreateInstanceRequest, type OpenStackProviderOptions } from '../src/adapters/providers/index.js';
+import { CloudSettingError, credentialsFromEnv, openStackFactory, OpenStackError, OpenStackProvider, providerFactories, type CreateInstanceRequest, type OpenStackProviderOptions } from '../src/adapters/providers/index.js';
 import type { OpenStackProviderSettings } from '../src/core/index.js';
 import { FakeOpenStack, IMAGES, NETWORKS, startFakeOpenStack, type FakeOpenStackOptions } from './fakes/openstack.js';
 import { providerConformance } from './provider-conformance.js';
@@ -250,4 +250,17 @@ test('openstack: user data above Nova\'s limit is refused before asking the clou
   const { fake, make } = await cloud(t);
   await assert.rejects(make().request({ ...req('i-b16b16b1'), userData: 'x'.repeat(60_000) }), /above Nova's limit of 65535/);
   assert.equal(fake.count('server.create'), 0);
+});
+
+test('openstack: the controller\'s factory (--provider openstack) reads OS_* and DROVER_OPENSTACK_PROVISION_TIMEOUT, and names what is wrong', async (t) => {
+  const { fake } = await cloud(t);
+  const p = openStackFactory({ env: { ...fake.env, DROVER_OPENSTACK_PROVISION_TIMEOUT: '600' }, controllerId: 'ctl-f' });
+  t.after(() => p.close());
+  assert.equal(p.provisionTimeoutMs, 600_000);
+  assert.deepEqual(await p.list(), []);
+  // The controller registers it: `--provider openstack` is a kind it knows.
+  await import('../src/controller/index.js');
+  assert.equal(providerFactories.openstack, openStackFactory);
+  assert.throws(() => openStackFactory({ env: {}, controllerId: 'c' }), (e: unknown) => e instanceof CloudSettingError && /^OS_AUTH_URL: required/.test(e.message));
+  assert.throws(() => openStackFactory({ env: { ...fake.env, DROVER_OPENSTACK_PROVISION_TIMEOUT: '5' }, controllerId: 'c' }), /DROVER_OPENSTACK_PROVISION_TIMEOUT=5: expected whole seconds/);
 });

@@ -12,6 +12,6 @@ export type * from './types.js';
 export { LocalProvider, freePort, processesOfInstance, processesOfInstancesIn, type LocalProviderOptions } from './local.js';
 export { StaticProvider, nodeOf, type NodeDirectory } from './static.js';
 export { SshProvider, loadSshHosts, hostKeyFingerprint, HostKeyMismatchError, SshConfigError, type SshHost, type SshProviderOptions } from './ssh.js';
-export { OpenStackProvider, OpenStackClient, OpenStackError, credentialsFromEnv, openStackProviderFromEnv, type OpenStackProviderOptions, type OpenStackCredentials, type OpenStackErrorKind, type OpenStackClientOptions } from './openstack.js';
+export { OpenStackProvider, OpenStackClient, OpenStackError, credentialsFromEnv, openStackProviderFromEnv, openStackFactory, type OpenStackProviderOptions, type OpenStackCredentials, type OpenStackErrorKind, type OpenStackClientOptions } from './openstack.js';
 export { ProviderRouter, ProviderNotConfiguredError, DEFAULT_PROVIDER, type CloudKind, type ProviderRouterOptions } from './router.js';
 export { providerFactories, CloudSettingError, type CloudProviderContext } from './router-factories.js';

@@ -22,6 +22,7 @@
  */
 import { z } from 'zod';
 import type { OpenStackProviderSettings } from '../../core/index.js';
+import { CloudSettingError, type CloudProviderContext } from './router-factories.js';
 import { credentialsFromEnv, OpenStackClient, OpenStackError, type OpenStackClientOptions, type OpenStackCredentials } from './openstack-client.js';
 import type { CreateInstanceRequest, ExitInfo, InstanceHandle, Machine, Provider } from './types.js';
 
@@ -385,4 +386,24 @@ function addressOf(s: Server): string | undefined {
  */
 export function openStackProviderFromEnv(env: NodeJS.ProcessEnv, opts: Omit<OpenStackProviderOptions, 'credentials'>): OpenStackProvider {
   return new OpenStackProvider({ ...opts, credentials: credentialsFromEnv(env) });
+}
+
+/**
+ * The controller's factory (router-factories.ts, `--provider openstack`): credentials from the
+ * OS_* variables; DROVER_OPENSTACK_PROVISION_TIMEOUT (seconds, default 900) for how long a server
+ * may take until its agent says hello. A missing or wrong setting stops the controller's start
+ * with the variable named.
+ */
+export function openStackFactory(ctx: CloudProviderContext): OpenStackProvider {
+  const raw = ctx.env.DROVER_OPENSTACK_PROVISION_TIMEOUT?.trim();
+  const seconds = raw ? Number(raw) : 900;
+  if (!Number.isInteger(seconds) || seconds < 60 || seconds > 86_400) {
+    throw new CloudSettingError(`DROVER_OPENSTACK_PROVISION_TIMEOUT=${raw}: expected whole seconds from 60 to 86400`);
+  }
+  try {
+    return openStackProviderFromEnv(ctx.env, { controllerId: ctx.controllerId, provisionTimeoutMs: seconds * 1000 });
+  } catch (err) {
+    if (err instanceof OpenStackError && err.kind === 'config') throw new CloudSettingError(err.message.replace(/^openstack: /, ''), { cause: err });
+    throw err;
+  }
 }
