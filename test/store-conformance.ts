@@ -668,7 +668,9 @@ export function storeConformance(name: string, openFresh: OpenStore, opts: { man
       await store.createJoinToken({ id: 'a', hash: 'h-a', app: 'shop', labels: { zone: 'z1' }, maxUses: 2, expiresAt: 10_000, createdAt: 1 });
       await store.createJoinToken({ id: 'b', hash: 'h-b', app: 'shop', labels: null, maxUses: null, expiresAt: null, createdAt: 2 });
       const a = (await store.getJoinToken('a'))!;
-      assert.deepEqual(a, { id: 'a', hash: 'h-a', app: 'shop', labels: { zone: 'z1' }, maxUses: 2, uses: 0, expiresAt: 10_000, revokedAt: null, createdAt: 1 });
+      assert.deepEqual(a, { id: 'a', hash: 'h-a', app: 'shop', labels: { zone: 'z1' }, maxUses: 2, uses: 0, expiresAt: 10_000, revokedAt: null, createdAt: 1, instanceId: null });
+      await store.createJoinToken({ id: 'i', hash: 'h-i', app: 'shop', labels: null, maxUses: 1, expiresAt: 10_000, createdAt: 1, instanceId: 'i-0abc' });
+      assert.equal((await store.getJoinToken('i'))!.instanceId, 'i-0abc', 'a token made for one instance says which');
       assert.equal(await store.getJoinToken('nope'), undefined);
       const raced = await Promise.all(Array.from({ length: 10 }, () => store.useJoinToken('a', 5)));
       assert.equal(raced.filter(Boolean).length, 2, 'two uses, however many racers');
@@ -681,16 +683,18 @@ export function storeConformance(name: string, openFresh: OpenStore, opts: { man
       assert.equal(await store.revokeJoinToken('b', 31), false, 'already revoked');
       assert.equal(await store.useJoinToken('b', 32), false, 'revoked');
       assert.equal(await store.useJoinToken('nope', 1), false);
-      assert.deepEqual((await store.listJoinTokens()).map((t) => [t.id, t.revokedAt]), [['a', null], ['b', 30], ['c', null]]);
+      assert.deepEqual((await store.listJoinTokens()).map((t) => [t.id, t.revokedAt]), [['a', null], ['i', null], ['b', 30], ['c', null]]);
 
       const node = { id: 'n-1', app: 'shop', tokenId: 'a', hostname: 'h1', addresses: ['10.0.0.2'], labels: { zone: 'z1' }, nodeKey: 'k', state: 'ready' as const, joinedAt: 5, lastSeenAt: 5 };
       await store.insertNode(node);
       await store.insertNode({ ...node, id: 'n-2', app: 'other', joinedAt: 6 });
-      assert.deepEqual(await store.getNode('n-1'), { ...node, version: 0 });
+      assert.deepEqual(await store.getNode('n-1'), { ...node, instanceId: null, version: 0 });
+      await store.insertNode({ ...node, id: 'n-i', tokenId: 'i', joinedAt: 7, instanceId: 'i-0abc' });
+      assert.equal((await store.getNode('n-i'))!.instanceId, 'i-0abc', 'a node made for one instance says which');
       assert.equal(await store.updateNode('n-1', { addresses: ['10.0.0.3', 'fd00::3'], lastSeenAt: 9, state: 'gone', labels: {} }), true);
-      assert.deepEqual(await store.getNode('n-1'), { ...node, addresses: ['10.0.0.3', 'fd00::3'], lastSeenAt: 9, state: 'gone', labels: {}, version: 1 });
+      assert.deepEqual(await store.getNode('n-1'), { ...node, addresses: ['10.0.0.3', 'fd00::3'], lastSeenAt: 9, state: 'gone', labels: {}, instanceId: null, version: 1 });
       assert.equal(await store.updateNode('n-9', { lastSeenAt: 1 }), false);
-      assert.deepEqual((await store.listNodes()).map((n) => n.id), ['n-1', 'n-2']);
+      assert.deepEqual((await store.listNodes()).map((n) => n.id), ['n-1', 'n-2', 'n-i']);
       assert.deepEqual((await store.listNodes({ app: 'other' })).map((n) => n.id), ['n-2']);
       assert.equal(await store.getNode('n-9'), undefined);
     } finally {

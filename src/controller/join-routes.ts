@@ -33,6 +33,8 @@ export function tokenJson(t: JoinTokenRecord, now: number) {
     expiresAt: iso(t.expiresAt),
     revokedAt: iso(t.revokedAt),
     createdAt: iso(t.createdAt),
+    // A token the controller made for one cloud machine (its user data): that instance's id.
+    instance: t.instanceId,
     state: why === undefined ? 'valid' : t.revokedAt !== null ? 'revoked' : t.expiresAt !== null && t.expiresAt <= now ? 'expired' : 'used-up',
   };
 }
@@ -67,7 +69,7 @@ export function registerFleetRoutes(app: FastifyInstance, o: FleetRouteOptions):
         expiresAt: req.body.ttlSeconds !== undefined ? now + req.body.ttlSeconds * 1000 : null, createdAt: now,
       };
       await store.createJoinToken(rec);
-      return reply.status(201).send({ ...tokenJson({ ...rec, uses: 0, revokedAt: null }, now), token: t.token });
+      return reply.status(201).send({ ...tokenJson({ ...rec, uses: 0, revokedAt: null, instanceId: null }, now), token: t.token });
     },
   );
 

@@ -17,7 +17,7 @@ class Registry extends NodeRegistry {
 }
 
 const node = (id: string, hostname: string, labels: Record<string, string>): NodeRecord => ({
-  id, app: 'shop', tokenId: 't', hostname, addresses: ['10.0.0.2'], labels, nodeKey: 'k', state: 'ready', joinedAt: 1, lastSeenAt: 1, version: 0,
+  id, app: 'shop', tokenId: 't', hostname, addresses: ['10.0.0.2'], labels, nodeKey: 'k', state: 'ready', joinedAt: 1, lastSeenAt: 1, instanceId: null, version: 0,
 });
 
 function setup(yaml: string, nodes: NodeRecord[], instances: Partial<InstanceRecord>[] = []) {

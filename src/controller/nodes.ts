@@ -72,6 +72,12 @@ export interface NodeRegistryOptions {
   readonly local?: { readonly host: string; readonly labels: Readonly<Record<string, string>> };
   /** Forgets a role's failures and reconciles it (`drover retry`): a host came that may fit it. */
   readonly retry?: (app: string, role: string) => Promise<unknown>;
+  /**
+   * A node joined with a token made for one instance (a cloud machine's user data,
+   * controller/bootstrap.ts): it is to run that instance now. Called once per join, after the
+   * node proved its key.
+   */
+  readonly bound?: (nodeId: string, instanceId: string) => void;
 }
 
 const LOCAL_HOST = { host: hostname(), labels: { host: hostname(), local: 'true' } };
@@ -150,7 +156,8 @@ export class NodeRegistry implements NodeDirectory {
   async reserve(app: string, role: string | null, instanceId: string): Promise<string | undefined> {
     const stored = await this.o.store.getApp(app);
     const spec = role !== null && stored && Object.hasOwn(stored.spec.roles, role) ? stored.spec.roles[role] : undefined;
-    const nodes = (await this.o.store.listNodes({ app })).filter((n) => n.state === 'ready');
+    // A node made for one cloud instance is never a host of the pool.
+    const nodes = (await this.o.store.listNodes({ app })).filter((n) => n.state === 'ready' && n.instanceId === null);
     const live = (await this.o.store.listInstances({ app })).filter((i) => i.destroyedAt === null);
     // From here on synchronous: two creates of one pass never take the same node.
     const busy = new Map<string, string>([...this.#reserved].map(([inst, node]) => [node, inst]));
@@ -217,6 +224,21 @@ export class NodeRegistry implements NodeDirectory {
     if (told && told.reason === reason && told.at > now - 60_000) return;
     this.#unplaceableTold.set(key, { reason, at: now });
     void this.o.record({ app, role, instance: null, kind: 'role.unplaceable', message: reason, data: { placement } }).catch(() => undefined);
+  }
+
+  /** Starts the instance a node joined for (its token was made for it): as {@link start}, the node taken for it. */
+  async startBound(nodeId: string, req: CreateInstanceRequest): Promise<CreatedInstance> {
+    this.#reserved.set(req.instanceId, nodeId);
+    return this.start(nodeId, req);
+  }
+
+  /** A cloud machine's node whose machine is gone: it is gone too (never reconnected to, listed as gone). */
+  async forget(nodeId: string): Promise<void> {
+    for (const [inst, n] of this.#reserved) if (n === nodeId) this.#reserved.delete(inst);
+    const c = this.#conns.get(nodeId);
+    this.#conns.delete(nodeId);
+    c?.socket.close(1000, 'machine destroyed');
+    await this.o.store.updateNode(nodeId, { state: 'gone' });
   }
 
   async start(nodeId: string, req: CreateInstanceRequest): Promise<CreatedInstance> {
@@ -325,7 +347,7 @@ export class NodeRegistry implements NodeDirectory {
     type Phase =
       | { kind: 'hello' }
       | { kind: 'joinProof'; token: JoinTokenRecord; nodeNonce: string; controllerNonce: string; hello: { addresses: string[]; labels: Record<string, string>; hostname: string } }
-      | { kind: 'sealed'; nodeId: string; conn: NodeConn; first: boolean }
+      | { kind: 'sealed'; nodeId: string; conn: NodeConn; first: boolean; boundTo?: string }
       | { kind: 'closed' };
     let phase: Phase = { kind: 'hello' };
     let chain = Promise.resolve();
@@ -394,6 +416,15 @@ export class NodeRegistry implements NodeDirectory {
           this.#refuseJoin(socket, `wrong token for id ${token.id} (the proof failed)`, remote, token.id);
           return;
         }
+        if (token.instanceId !== null) {
+          // A cloud machine's token: its instance must still be waiting for it (not scaled in, failed or taken).
+          const inst = await this.o.store.getInstance(token.instanceId);
+          const why = !inst || inst.destroyedAt !== null ? 'is gone' : inst.state !== 'provisioning' ? `is ${inst.state}` : typeof inst.providerRef?.node === 'string' ? 'runs on a node already' : undefined;
+          if (why) {
+            this.#refuseJoin(socket, `token ${token.id} was made for instance ${token.instanceId}, which ${why}`, remote, token.id);
+            return;
+          }
+        }
         if (!(await this.o.store.useJoinToken(token.id, this.o.clock.now()))) {
           this.#refuseJoin(socket, tokenRefusal(await this.o.store.getJoinToken(token.id), this.o.clock.now()) ?? `token ${token.id} could not be used`, remote, token.id);
           return;
@@ -403,13 +434,16 @@ export class NodeRegistry implements NodeDirectory {
         const labels = { ...(token.labels ?? {}), ...hello.labels };
         await this.o.store.insertNode({
           id: nodeId, app: token.app, tokenId: token.id, hostname: hello.hostname, addresses: hello.addresses, labels, nodeKey: key, state: 'ready', joinedAt: now, lastSeenAt: now,
+          instanceId: token.instanceId,
         });
         plain({ type: 'joinWelcome', box: boxSeal(boxKey(token.hash, nodeNonce, controllerNonce, 'join'), { nodeId, key }, `join|${token.id}`) });
-        phase = sealedPhase(nodeId, key, nodeNonce, controllerNonce);
+        phase = { ...sealedPhase(nodeId, key, nodeNonce, controllerNonce), ...(token.instanceId !== null ? { boundTo: token.instanceId } : {}) };
         await this.o.record({
-          app: token.app, role: null, instance: null, kind: 'node.joined',
-          message: `node ${nodeId} (${hello.hostname}, ${hello.addresses.join(', ')}) joined the pool of ${token.app} with token ${token.id}${Object.keys(labels).length ? `; labels ${Object.entries(labels).map(([k, v]) => `${k}=${v}`).join(',')}` : ''}`,
-          data: { node: nodeId, hostname: hello.hostname, addresses: hello.addresses, labels, tokenId: token.id },
+          app: token.app, role: null, instance: token.instanceId, kind: 'node.joined',
+          message: token.instanceId !== null
+            ? `node ${nodeId} (${hello.hostname}, ${hello.addresses.join(', ')}) joined with token ${token.id}, made for instance ${token.instanceId}: it runs that instance`
+            : `node ${nodeId} (${hello.hostname}, ${hello.addresses.join(', ')}) joined the pool of ${token.app} with token ${token.id}${Object.keys(labels).length ? `; labels ${Object.entries(labels).map(([k, v]) => `${k}=${v}`).join(',')}` : ''}`,
+          data: { node: nodeId, hostname: hello.hostname, addresses: hello.addresses, labels, tokenId: token.id, instance: token.instanceId },
         });
         return;
       }
@@ -435,10 +469,11 @@ export class NodeRegistry implements NodeDirectory {
         if (node && m.data.type === 'report' && JSON.stringify(node.addresses) !== JSON.stringify(m.data.addresses)) {
           await this.o.store.updateNode(node.id, { addresses: m.data.addresses });
         }
-        if (node) {
+        if (node && node.instanceId === null) {
           this.#hostsChanged(node.app);
           this.o.enqueue(node.app);
         }
+        if (s.boundTo !== undefined) this.o.bound?.(s.nodeId, s.boundTo);
       }
       await this.#onMessage(s.nodeId, s.conn, m.data);
     };

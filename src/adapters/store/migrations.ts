@@ -206,4 +206,14 @@ export const MIGRATIONS: readonly { readonly id: number; readonly name: string; 
       alter table instances add column ports jsonb;
     `,
   },
+  {
+    id: 8,
+    name: 'instance-bound-join-tokens',
+    // A join token made for one cloud machine (docs/cloud.md): the node that joins with it runs
+    // that instance and no other; null for the tokens of `drover token create`.
+    sql: `
+      alter table join_tokens add column instance_id text;
+      alter table nodes add column instance_id text;
+    `,
+  },
 ];

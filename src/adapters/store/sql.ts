@@ -191,6 +191,7 @@ function toJoinToken(r: Row): JoinTokenRecord {
     expiresAt: numOrNull(r.expires_at),
     revokedAt: numOrNull(r.revoked_at),
     createdAt: num(r.created_at),
+    instanceId: typeof r.instance_id === 'string' ? r.instance_id : null,
   };
 }
 
@@ -206,6 +207,7 @@ function toNode(r: Row): NodeRecord {
     state: r.state as NodeRecord['state'],
     joinedAt: num(r.joined_at),
     lastSeenAt: num(r.last_seen_at),
+    instanceId: typeof r.instance_id === 'string' ? r.instance_id : null,
     version: num(r.version ?? 0),
   };
 }
@@ -766,10 +768,10 @@ export class SqlStore implements Store {
   // -------------------------------------------------------------------------------------------
   // Join tokens and nodes (the fleet).
 
-  async createJoinToken(t: Omit<JoinTokenRecord, 'uses' | 'revokedAt'>): Promise<void> {
+  async createJoinToken(t: Omit<JoinTokenRecord, 'uses' | 'revokedAt' | 'instanceId'> & { readonly instanceId?: string | null }): Promise<void> {
     await this.db.query(
-      'insert into join_tokens (id, hash, app, labels, max_uses, expires_at, created_at) values ($1, $2, $3, $4, $5, $6, $7)',
-      [t.id, t.hash, t.app, json(t.labels), t.maxUses, t.expiresAt, t.createdAt],
+      'insert into join_tokens (id, hash, app, labels, max_uses, expires_at, created_at, instance_id) values ($1, $2, $3, $4, $5, $6, $7, $8)',
+      [t.id, t.hash, t.app, json(t.labels), t.maxUses, t.expiresAt, t.createdAt, t.instanceId ?? null],
     );
   }
 
@@ -798,11 +800,11 @@ export class SqlStore implements Store {
     return r.rows.length > 0;
   }
 
-  async insertNode(n: Omit<NodeRecord, 'version'>): Promise<void> {
+  async insertNode(n: Omit<NodeRecord, 'version' | 'instanceId'> & { readonly instanceId?: string | null }): Promise<void> {
     await this.db.query(
-      `insert into nodes (id, app, token_id, hostname, addresses, labels, node_key, state, joined_at, last_seen_at)
-       values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
-      [n.id, n.app, n.tokenId, n.hostname, json(n.addresses), json(n.labels), n.nodeKey, n.state, n.joinedAt, n.lastSeenAt],
+      `insert into nodes (id, app, token_id, hostname, addresses, labels, node_key, state, joined_at, last_seen_at, instance_id)
+       values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
+      [n.id, n.app, n.tokenId, n.hostname, json(n.addresses), json(n.labels), n.nodeKey, n.state, n.joinedAt, n.lastSeenAt, n.instanceId ?? null],
     );
   }
 

@@ -269,6 +269,11 @@ export interface JoinTokenRecord {
   readonly expiresAt: number | null;
   readonly revokedAt: number | null;
   readonly createdAt: number;
+  /**
+   * A token made for one cloud machine (its user data): the node joining with it runs this
+   * instance, never another, and does not enter the app's pool. null: a pool token.
+   */
+  readonly instanceId: string | null;
 }
 
 /** ready: joined (connected or not); gone: removed by the operator; revoked: its token was revoked. */
@@ -288,6 +293,8 @@ export interface NodeRecord {
   readonly state: NodeState;
   readonly joinedAt: number;
   readonly lastSeenAt: number;
+  /** The instance this node was made for (it joined with that instance's token); null: a pool node. */
+  readonly instanceId: string | null;
   readonly version: number;
 }
 
@@ -401,7 +408,7 @@ export interface Store {
    */
   assertLease(name: string, holder: string, epoch: number): Promise<void>;
 
-  createJoinToken(t: Omit<JoinTokenRecord, 'uses' | 'revokedAt'>): Promise<void>;
+  createJoinToken(t: Omit<JoinTokenRecord, 'uses' | 'revokedAt' | 'instanceId'> & { readonly instanceId?: string | null }): Promise<void>;
   getJoinToken(id: string): Promise<JoinTokenRecord | undefined>;
   listJoinTokens(): Promise<JoinTokenRecord[]>;
   /** False: no such token, or already revoked. */
@@ -411,7 +418,7 @@ export interface Store {
    * revoked, expired at `at`, used up, or unknown. Racers never use it more than `maxUses` times.
    */
   useJoinToken(id: string, at: number): Promise<boolean>;
-  insertNode(n: Omit<NodeRecord, 'version'>): Promise<void>;
+  insertNode(n: Omit<NodeRecord, 'version' | 'instanceId'> & { readonly instanceId?: string | null }): Promise<void>;
   /** False: no such node. Bumps the version. */
   updateNode(id: string, patch: NodePatch): Promise<boolean>;
   getNode(id: string): Promise<NodeRecord | undefined>;
