@@ -75,7 +75,7 @@ export const CLOUD_BOOTS: Readonly<Record<SimProvider, CloudBoot>> = {
       'complete); the first server from an image on a host waits for the copy from Glance (tens of seconds to minutes for a few GB), ' +
       'and parallel boots contend (P. Feiner, "Scaling the Boot Barrier", OpenStack Summit 2013: one boot in seconds, the last of ' +
       '20 in parallel after minutes). Guest boot to SSH taken as on EC2 (~20 s), plus cloud-init installing Node and the agent ' +
-      '(20–25 s). Median 55 s, p90 120 s (p99 about 4 min): measure yours and pass --boot.',
+      '(20–25 s). Median 55 s, p90 120 s (p99 about 3.8 min): measure yours and pass --boot.',
   ),
 };
 
