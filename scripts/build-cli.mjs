@@ -74,9 +74,10 @@ const cliSplit = {
         if (HEAVY[door]) return { path: door, namespace: 'drover-heavy' };
         return { path: `./${relative(outDir, resolve(root, 'dist', relative(src, target)))}`, external: true };
       }
-      // The core's door, imported statically (client.ts: the token proof): bundled, shaken.
-      if (door.startsWith('core/')) return { path: target.replace(/\.js$/, '.ts'), sideEffects: false };
-      return undefined;
+      // A door imported statically (the core's token proof, the controller's data-folder check,
+      // the store's template copy): bundled, shaken — only what the CLI uses, none of the
+      // packages behind the rest. The modules of src/ do nothing when loaded but define.
+      return { path: target.replace(/\.js$/, '.ts'), sideEffects: false };
     });
     b.onLoad({ filter: /.*/, namespace: 'drover-heavy' }, (args) => ({
       contents: `module.exports = require("./controller.cjs").${HEAVY[args.path]};`,

@@ -16,6 +16,7 @@ import {
 import { AmqpTransport, AmqpTransportError, EmbeddedTransport, redactUrl, withTransportProvisioning, type ControllerTransport } from '../adapters/transport/index.js';
 import { buildApi } from './api.js';
 import { registerFleetRoutes } from './join-routes.js';
+import { agentBundleLoader, Bootstrap, registerAgentBundleRoute } from './bootstrap.js';
 import { registerVolumeRoutes } from './volumes.js';
 import { NodeRegistry } from './nodes.js';
 import { BundleStore, DEFAULT_BUNDLE_LIMIT, parseSize, registerBundleRoutes } from './bundle.js';
@@ -46,6 +47,12 @@ export interface ServerOptions {
    * `--store`, env DROVER_STORE_URL. The data folder still holds the token, lock and instances.
    */
   readonly storeUrl?: string;
+  /**
+   * A copy of the embedded store's template being made in the data folder (`startStoreSeed` of
+   * the store door: the CLI starts it before loading the controller's code), used for a new
+   * store instead of copying the template again.
+   */
+  readonly storeSeed?: Promise<string | undefined>;
   /** Connections to PostgreSQL at most (env DROVER_STORE_POOL_SIZE). @default 10 */
   readonly storePoolSize?: number;
   readonly provider?: Provider;
@@ -63,6 +70,13 @@ export interface ServerOptions {
    * PostgreSQL server and database, or the data folder's absolute path)
    */
   readonly controllerId?: string;
+  /**
+   * Where cloud machines reach this controller (their user data names it): `http://10.0.0.5:7420`.
+   * Env DROVER_CLOUD_URL. @default the controller's own URL (which must then not be 0.0.0.0)
+   */
+  readonly cloudUrl?: string;
+  /** The agent bundle cloud machines install (tests). @default dist/ssh-bundle */
+  readonly agentBundleDir?: string;
   /**
    * Instances on the hosts listed in this file, over ssh (docs/fleet.md, "ssh hosts"), instead of
    * this machine. The CLI's `--ssh-hosts`, env DROVER_SSH_HOSTS.
@@ -238,7 +252,7 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningCont
       undo.push(() => rawStore.close());
     } else {
       try {
-        rawStore = await openPgliteStore(join(dataDir, 'db'));
+        rawStore = await openPgliteStore(join(dataDir, 'db'), opts.storeSeed ? { seed: opts.storeSeed } : {});
       } catch (err) {
         if (err instanceof StoreOpenError) throw new ControllerStartError('store-unreadable', storeHelp(dataDir, err), { cause: err });
         throw err;
@@ -254,12 +268,13 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningCont
     const localProvider =
       opts.provider ?? new LocalProvider({ baseDir: join(dataDir, 'instances'), ...(opts.agentEnv ? { env: opts.agentEnv } : {}), ...(keepLogs !== undefined ? { keepLogs } : {}) });
     // Joined hosts first (docs/fleet.md), this machine when an app has no idle one.
-    const fleet: { controller?: Controller } = {};
+    const fleet: { controller?: Controller; bootstrap?: Bootstrap; url?: string } = {};
     const nodes = new NodeRegistry({
       store, clock: opts.clock ?? systemClock, log: logger, heartbeatMs: opts.heartbeatMs ?? 2000,
       record: async (ev) => fleet.controller?.record(ev),
       enqueue: (app) => fleet.controller?.enqueue(app),
       retry: async (app, role) => fleet.controller?.retryRole(app, role, 'a host that joined or came back'),
+      bound: (node, instance) => fleet.bootstrap?.bound(node, instance),
     });
     undo.push(async () => nodes.close());
     // Joined hosts first; then the ssh hosts if there is a list of them, else this machine.
@@ -277,9 +292,19 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningCont
     let transport: ControllerTransport | undefined;
     // Each instance's transport needs (its broker user and queue) are made and removed with it.
     const clouds = makeClouds(opts, dataDir);
+    // Cloud machines boot with user data made here and join as their instance (bootstrap.ts).
+    const agentBundle = agentBundleLoader(opts.agentBundleDir);
+    const cloudUrl = opts.cloudUrl ?? process.env.DROVER_CLOUD_URL?.trim();
+    const bootstrap = new Bootstrap({
+      store, clock: opts.clock ?? systemClock, log: logger, nodes, agentBundle,
+      controllerUrl: () => cloudUrl || (fleet.url ?? ''),
+      transportUrlFor: async (id) => transport?.provision?.(id),
+      record: async (ev) => fleet.controller?.record(ev),
+    });
+    fleet.bootstrap = bootstrap;
     const provider = new ProviderRouter({
       fallback: withTransportProvisioning(baseProvider, () => transport),
-      clouds: Object.fromEntries(Object.entries(clouds).map(([k, c]) => [k, withTransportProvisioning(c, () => transport)])),
+      clouds: Object.fromEntries(Object.entries(clouds).map(([k, c]) => [k, withTransportProvisioning(bootstrap.wrap(c), () => transport)])),
     });
     const bundleLimit = opts.bundleLimitBytes ?? (process.env.DROVER_BUNDLE_LIMIT ? parseSize(process.env.DROVER_BUNDLE_LIMIT) : DEFAULT_BUNDLE_LIMIT);
     if (bundleLimit === undefined) throw new ControllerStartError('bad-setting', `DROVER_BUNDLE_LIMIT=${process.env.DROVER_BUNDLE_LIMIT}: expected a size such as 64MiB, 500K or a number of bytes (at most 4 GiB)`);
@@ -330,6 +355,7 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningCont
       routes: async (app, errors) => {
         await nodes.register(app);
         registerFleetRoutes(app, { store, clock: opts.clock ?? systemClock, nodes, errors });
+        registerAgentBundleRoute(app, agentBundle, errors);
         registerBundleRoutes(app, { bundles, store, log: logger, record: (ev) => controller.record(ev), errors });
         registerVolumeRoutes(app, controller, { dir: join(dataDir, 'volumes'), errors });
       },
@@ -347,6 +373,7 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningCont
     const port = addr && typeof addr === 'object' ? addr.port : wanted;
     const url = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
     lock.setUrl(url);
+    fleet.url = url;
     const infoFile = join(dataDir, 'controller.json');
     const info: ControllerInfo = { url, pid: process.pid, startedAt: new Date().toISOString() };
     writePrivateAtomically(infoFile, JSON.stringify(info, null, 2) + '\n');

@@ -50,12 +50,20 @@ function makePrivate(dir: string): void {
   if (st.isDirectory()) for (const e of readdirSync(dir)) makePrivate(join(dir, e));
 }
 
+export interface PgliteStoreOptions {
+  /**
+   * A copy of the store template being made beside `dir` (`startStoreSeed`, started before
+   * the controller's code loaded): renamed into place for a new store instead of copying again.
+   */
+  readonly seed?: Promise<string | undefined>;
+}
+
 /**
  * Opens (creating if needed) the embedded store. `dir` undefined → in memory. In a folder, its
  * files are made private (0600, folders 0700). Throws {@link StoreOpenError} if the files are
  * damaged.
  */
-export async function openPgliteStore(dir?: string): Promise<SqlStore> {
+export async function openPgliteStore(dir?: string, opts: PgliteStoreOptions = {}): Promise<SqlStore> {
   if (dir === undefined) {
     const mem = new PGlite();
     await mem.waitReady;
@@ -63,7 +71,7 @@ export async function openPgliteStore(dir?: string): Promise<SqlStore> {
   }
   let db: PGlite | undefined;
   try {
-    seedFromTemplate(dir);
+    seedFromTemplate(dir, undefined, undefined, await opts.seed);
     db = new PGlite(dir);
     await db.waitReady;
     makePrivate(dir);
