@@ -79,3 +79,37 @@ test('a controller makes, fails after its timeout, replaces and deletes Nova ser
   await api('DELETE', '/v1/apps/shop');
   await until('no server left', async () => ([...fake.servers.values()].some((s) => s.metadata['drover:app'] === 'shop') ? undefined : true), 30_000, 100);
 });
+
+test('a controller restarted finds its servers again (none made twice) and deletes a server of its own the store does not know', { timeout: 90_000 }, async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'drover-os-ctl-'));
+  const fake = await startFakeOpenStack({ buildMs: 100, deleteMs: 50 });
+  const start = () =>
+    startServer({
+      dataDir: join(dir, '.drover'), port: 0, token: 'openstack-controller-test-'.padEnd(40, 'x'), logger: pino({ level: 'silent' }), heartbeatMs: 500,
+      cloudProviders: { openstack: new OpenStackProvider({ credentials: credentialsFromEnv(fake.env), controllerId: 'ctl-e2e', provisionTimeoutMs: 60_000 }) },
+    });
+  let server = await start();
+  t.after(async () => {
+    await server.close();
+    await fake.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  await apiClient(server)('PUT', '/v1/apps/shop', { yaml: YAML, appDir: dir });
+  await until('two servers', async () => (fake.count('server.create') === 2 ? true : undefined), 20_000, 50);
+  await server.close();
+
+  // While it was down: a server of this controller that its store never recorded (made just before a crash),
+  // and one of another controller in the same project.
+  fake.addForeign('drover-i-0ff5e701', { 'drover:app': 'shop', 'drover:role': 'web', 'drover:instance': 'i-0ff5e701', 'drover:controller': 'ctl-e2e' });
+  fake.addForeign('drover-i-0ff5e702', { 'drover:app': 'shop', 'drover:role': 'web', 'drover:instance': 'i-0ff5e702', 'drover:controller': 'someone-else' });
+  server = await start();
+  const api = apiClient(server);
+  await until('the unknown server deleted', async () => (fake.serversOf('i-0ff5e701').length === 0 ? true : undefined), 20_000, 100);
+  const { events } = await api<{ events: Ev[] }>('GET', '/v1/events?limit=1000');
+  assert.ok(events.some((e) => e.kind === 'instance.orphan' && e.instance === 'i-0ff5e701'), 'the reaping is told');
+  await new Promise((r) => setTimeout(r, 1500));
+  assert.equal(fake.count('server.create'), 2, 'the two instances still provisioning were found again, not made again');
+  assert.equal(fake.serversOf('i-0ff5e702').length, 1, "another controller's server is left alone");
+  await api('DELETE', '/v1/apps/shop');
+  await until('its servers deleted', async () => ([...fake.servers.values()].some((s) => s.metadata['drover:controller'] === 'ctl-e2e') ? undefined : true), 30_000, 100);
+});
