@@ -14,6 +14,8 @@ await build({
   entryPoints: {
     'agent/main': resolve(root, 'src/agent/main.ts'),
     'adapters/providers/ssh-remote': resolve(root, 'src/adapters/providers/ssh-remote.ts'),
+    // A cloud machine's node (controller/bootstrap.ts); two folders deep like ssh-remote, so the local provider finds agent/main.js.
+    'agent/cloud/node': resolve(root, 'src/agent/node-main.ts'),
   },
   outdir: out,
   bundle: true,
@@ -24,5 +26,14 @@ await build({
   banner: { js: "import { createRequire as __droverRequire } from 'node:module'; const require = __droverRequire(import.meta.url);" },
   // ws's optional native helpers: absent, it uses its JavaScript.
   external: ['bufferutil', 'utf-8-validate'],
+  // The node (agent/node.ts) needs only the local provider: through the providers' door it would
+  // pull ssh2 (native parts) and the cloud SDKs into a bundle meant for a bare machine.
+  plugins: [{
+    name: 'local-provider-only',
+    setup(b) {
+      b.onResolve({ filter: /^\.\.\/adapters\/providers\/index\.js$/ }, (a) =>
+        a.importer.endsWith('/src/agent/node.ts') ? { path: resolve(root, 'src/adapters/providers/local.ts') } : undefined);
+    },
+  }],
   logLevel: 'warning',
 });

@@ -256,6 +256,8 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
     if (path === '/v1/health' || path === '/v1/agent' || path === '/v1/node' || path === '/v1/identity') return;
     // Agents prove their instance key to the bundle route itself (bundle.ts), not the admin token.
     if (req.method === 'GET' && /^\/v1\/bundles\/[a-z][a-z0-9-]{0,62}\/[0-9a-f]{64}$/.test(path)) return;
+    // The agent bundle cloud machines install at boot: public code; they check its sha256 (bootstrap.ts).
+    if (req.method === 'GET' && /^\/v1\/agent-bundle\/[0-9a-f]{64}$/.test(path)) return;
     if (ui.isPublic(req.method, path)) return;
     // The bearer token (CLI, scripts), or a dashboard session cookie with its CSRF token on changes (ui.ts).
     if (!authorized(req.headers.authorization) && !ui.allows(req)) throw new ApiError('unauthorized', 'missing or invalid bearer token');

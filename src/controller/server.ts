@@ -9,7 +9,7 @@ import { join, resolve } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { pino, type Logger } from 'pino';
 import { systemClock, type Clock, type PlannerOptions } from '../core/index.js';
-import { DEFAULT_POOL_SIZE, FencedStore, MAX_POOL_SIZE, openPgliteStore, openPostgresStore, redactStoreUrl, StoreOpenError, StoreUnavailableError, StoreUrlError, type Store } from '../adapters/store/index.js';
+import { DEFAULT_POOL_SIZE, deferredStore, FencedStore, MAX_POOL_SIZE, openPgliteStore, openPostgresStore, redactStoreUrl, StoreOpenError, StoreUnavailableError, StoreUrlError, type Store } from '../adapters/store/index.js';
 import {
   CloudSettingError, loadSshHosts, LocalProvider, openStackFactory, providerFactories, ProviderRouter, SshConfigError, SshProvider, StaticProvider, type CloudKind, type Provider,
 } from '../adapters/providers/index.js';
@@ -246,18 +246,21 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningCont
     const logger = opts.logger ?? pino({ level: process.env.DROVER_LOG_LEVEL ?? 'info' });
     const token = opts.token ?? loadOrCreateToken(dataDir);
     let rawStore: Store;
+    // The embedded store starts while the API is built; waited for before listening.
+    let storeOpened: Promise<unknown> = Promise.resolve();
     if (opts.store) rawStore = opts.store;
     else if (opts.storeUrl) {
       rawStore = await openPostgres(opts.storeUrl, opts.storePoolSize ?? poolSizeFromEnv(process.env), logger);
       undo.push(() => rawStore.close());
     } else {
-      try {
-        rawStore = await openPgliteStore(join(dataDir, 'db'), opts.storeSeed ? { seed: opts.storeSeed } : {});
-      } catch (err) {
+      const opening = openPgliteStore(join(dataDir, 'db'), opts.storeSeed ? { seed: opts.storeSeed } : {}).catch((err: unknown) => {
         if (err instanceof StoreOpenError) throw new ControllerStartError('store-unreadable', storeHelp(dataDir, err), { cause: err });
         throw err;
-      }
-      undo.push(() => rawStore.close());
+      });
+      opening.catch(() => undefined); // said when awaited (below, or by a call that waits for it)
+      storeOpened = opening;
+      rawStore = deferredStore(opening);
+      undo.push(async () => (await opening.catch(() => undefined))?.close());
     }
     // On a shared store controllers elect a leader; only its writes land (store/fenced.ts).
     const elect = opts.leaderElection ?? opts.storeUrl !== undefined;
@@ -363,6 +366,7 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningCont
     undo.push(() => http.close());
     const host = opts.host ?? '127.0.0.1';
     const wanted = opts.port ?? DEFAULT_PORT;
+    await storeOpened;
     try {
       // A burst of sign-ups or clients must queue, not be reset: the kernel caps it at somaxconn.
       await http.listen({ host, port: wanted, backlog: 4096 });
