@@ -14,7 +14,8 @@
  * next (describe, list, destroy, a repeated request) keeps the oldest and deletes the other, so a
  * duplicate lives for one poll at most.
  *
- * States: BUILD → pending; ACTIVE → running at its fixed IPv4 address (pending until it has one);
+ * States: BUILD → pending; ACTIVE → running at its fixed IPv4 address (pending until it has one;
+ * the port and folder are the agent's, told when it joins);
  * ERROR, DELETED, SOFT_DELETED, SHELVED, SHELVED_OFFLOADED, or a delete under way → gone, with
  * Nova's fault message; a server Nova does not know → gone. Other states (SHUTOFF, REBOOT,
  * MIGRATING…) are the machine's business: it counts as running, and its agent's heartbeats say
@@ -37,10 +38,6 @@ export interface OpenStackProviderOptions {
   readonly controllerId: string;
   /** From the request until the agent says hello: a VM boots and installs in minutes. @default 900000 (15 min) */
   readonly provisionTimeoutMs?: number;
-  /** The port reserved for the role on a server (each server has its own address). @default 8080 */
-  readonly port?: number;
-  /** The agent's working folder on a server (cloud-init puts it there). @default /var/lib/drover/instance */
-  readonly workdir?: string;
   /** Regions `list` looks in besides the default one and those asked for since the start. */
   readonly regions?: readonly string[];
   /** Servers per page of a listing. @default 100 */
@@ -101,8 +98,6 @@ export class OpenStackProvider implements Provider {
   readonly name = 'openstack';
   readonly provisionTimeoutMs: number;
   readonly client: OpenStackClient;
-  private readonly port: number;
-  private readonly workdir: string;
   private readonly pageSize: number;
   /** Requests in flight, by instance id: a repeated request joins the first. */
   private readonly requests = new Map<string, Promise<Machine>>();
@@ -114,8 +109,6 @@ export class OpenStackProvider implements Provider {
   constructor(private readonly opts: OpenStackProviderOptions) {
     if (!/^[\x21-\x7e]{1,255}$/.test(opts.controllerId)) throw new OpenStackError('config', `openstack: controllerId ${JSON.stringify(opts.controllerId)}: expected 1 to 255 printable characters without spaces`, { retryable: false });
     this.provisionTimeoutMs = opts.provisionTimeoutMs ?? 15 * 60_000;
-    this.port = opts.port ?? 8080;
-    this.workdir = opts.workdir ?? '/var/lib/drover/instance';
     this.pageSize = Math.max(1, Math.min(opts.pageSize ?? 100, 1000));
     this.client = new OpenStackClient(opts.credentials, opts.client);
     this.regions.add(opts.credentials.region);
@@ -142,7 +135,7 @@ export class OpenStackProvider implements Provider {
     const existing = await this.find(req.instanceId, region);
     if (existing) return this.machineOf(req.instanceId, existing, region);
 
-    const userData = req.userData !== undefined ? Buffer.from(req.userData, 'utf8').toString('base64') : undefined;
+    const userData = req.userData ? Buffer.from(req.userData, 'utf8').toString('base64') : undefined;
     if (userData !== undefined && userData.length > MAX_USER_DATA) {
       throw new OpenStackError('bad_request', `openstack: ${req.instanceId}: the user data is ${userData.length} bytes in base64, above Nova's limit of ${MAX_USER_DATA}`, { retryable: false });
     }
@@ -306,7 +299,8 @@ export class OpenStackProvider implements Provider {
     }
     const ip = s.status === 'BUILD' || s.status === 'REBUILD' ? undefined : addressOf(s);
     if (ip === undefined) return { id: instanceId, state: 'pending', providerRef };
-    return { id: instanceId, state: 'running', ip, port: this.port, workdir: this.workdir, providerRef };
+    // The port and folder are the agent's on the server: it tells them when it joins and starts the instance.
+    return { id: instanceId, state: 'running', ip, providerRef };
   }
 
   // --- names to ids ----------------------------------------------------------------------------
