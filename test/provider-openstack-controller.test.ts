@@ -61,7 +61,8 @@ test('a controller makes, fails after its timeout, replaces and deletes Nova ser
     assert.ok(instances.some((i) => i.id === s.metadata['drover:instance']), `server ${s.name} is an instance the controller knows`);
     assert.equal(s.name, `drover-${s.metadata['drover:instance']}`);
     assert.deepEqual(s.securityGroups, ['drover']);
-    // Whatever the user data holds, never the controller's API token.
+    // The controller's cloud-init for that instance (its join token is single-use); never the API token.
+    assert.match(s.userData ?? '', new RegExp(`^#cloud-config\\n# Drover instance ${s.metadata['drover:instance']}:`));
     assert.ok(!(s.userData ?? '').includes(server.token), 'no API token in user data');
   }
   const quota = await until('the quota refusal told', async () => {
