@@ -12,16 +12,18 @@
  *    bundle. The first member runs on another host of the same kind. BENCH_RUNS (default 5);
  *    BENCH_EVENTS=1 prints each run's events.
  *    Each run's time is split with the controller's events: decision (breach → `scale.policy`),
- *    machine (→ the agent's first report: node start or ssh install + boot), deploy (→
- *    `starting`: bundle fetched, unpacked, deploy step), start (→ `serving`: the process and its
- *    first health probe), seen (→ the answer here).
+ *    machine (→ the agent's first report: the node starting it, or ssh connect, install and
+ *    boot), assign (→ `assigned`: the controller giving it its role, once it knows the machine's
+ *    address), deploy (→ `starting`: bundle fetched and unpacked, deploy step), start (→
+ *    `serving`: the process and its first health probe), seen (→ the answer here).
  * 2. 50 instances over 5 namespaced hosts: ten joined nodes per host (a node runs one instance),
  *    apply → all 50 serving (from the `app.apply` event to the last `→ serving`), with the
  *    split per host; the reference in the same run is the same app of 50 on the local provider
- *    (this machine, no nodes). BENCH_FIFTY=0 leaves it out.
+ *    (this machine, no nodes). BENCH_FIFTY=0 leaves it out, BENCH_BREACH=0 part 1.
  *
  * Needs root, iproute2, openssh-server (/usr/sbin/sshd) and `npm run build` (the script runs
- * it): nodes run bin/drover.js, ssh hosts get dist/ssh-bundle.
+ * it): the controllers are the built one (dist/), nodes run bin/drover.js, ssh hosts get
+ * dist/ssh-bundle — every agent is the built one.
  */
 import { execFileSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -29,9 +31,10 @@ import { createServer } from 'node:http';
 import { connect } from 'node:net';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import type { TestContext } from 'node:test';
 import { pino } from 'pino';
-import { startServer, type RunningController } from '../src/controller/index.js';
+import type { RunningController } from '../src/controller/index.js';
 import { apiClient, BIN, killAll, processesWithEnv, ROOT, sleep, until } from '../test/helpers.js';
 import { makeNetwork, netnsUnavailable, type Host } from '../test/netns.js';
 
@@ -77,6 +80,9 @@ for (const [signal, code] of [['SIGINT', 130], ['SIGTERM', 143]] as const) {
 }
 
 const logger = pino({ level: process.env.BENCH_LOG ?? 'silent' });
+// The built controller, as `drover controller` runs it: its local provider starts the built agent
+// (dist/agent/main.js), as joined nodes and ssh hosts do, not the sources through tsx.
+const { startServer } = (await import(pathToFileURL(join(ROOT, 'dist/controller/index.js')).href)) as typeof import('../src/controller/index.js');
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const f = (ms: number) => (ms / 1000).toFixed(2);
 const range = (xs: number[]) => `${f(Math.min(...xs))}–${f(Math.max(...xs))}`;
@@ -148,7 +154,7 @@ ${placement}    start: exec node \${appDir}/fleet-web.mjs
       - queue: { metric: backlog, perInstance: 10, scaleDownStabilization: 0s }
 `;
 
-interface Breach { total: number; decision: number; machine: number; deploy: number; start: number; seen: number; host: string }
+interface Breach { total: number; decision: number; machine: number; assign: number; deploy: number; start: number; seen: number; host: string }
 
 /**
  * With one worker serving and the backlog at 0: the backlog jumps to 15; answers the time until
@@ -180,10 +186,11 @@ async function breach(api: ReturnType<typeof apiClient>, hosts: readonly Host[])
   if (process.env.BENCH_EVENTS) for (const e of ev) console.log(`  +${Date.parse(e.at) - t0} ms ${e.kind}: ${e.message}`);
   const decided = at((e) => e.kind === 'scale.policy');
   const firstReport = at((e) => e.kind === 'instance.state' && e.instance === fresh.id);
+  const assigned = at((e) => e.kind === 'instance.state' && e.instance === fresh.id && e.data?.to === 'assigned');
   const starting = at((e) => e.kind === 'instance.state' && e.instance === fresh.id && e.data?.to === 'starting');
   const serving = at((e) => e.kind === 'instance.state' && e.instance === fresh.id && e.data?.to === 'serving');
   return {
-    total: seenAt - t0, decision: decided - t0, machine: firstReport - decided, deploy: starting - firstReport,
+    total: seenAt - t0, decision: decided - t0, machine: firstReport - decided, assign: assigned - firstReport, deploy: starting - assigned,
     start: serving - starting, seen: seenAt - serving, host: host.name,
   };
 }
@@ -300,7 +307,10 @@ ${placement}    start: exec node \${appDir}/fleet-web.mjs
 `;
 
 /** Apply → all serving (events: `app.apply` → the last `→ serving`), and where they run. */
-async function applyFifty(api: ReturnType<typeof apiClient>, yaml: string): Promise<{ ms: number; byHost: Map<string, number> }> {
+/** Ms from the apply: first, 25th and 50th serving; per instance (median): create → agent's first report, → `starting`, → `serving`. */
+interface Fifty { first: number; half: number; ms: number; up: number; deploy: number; start: number; byHost: Map<string, number> }
+
+async function applyFifty(api: ReturnType<typeof apiClient>, yaml: string): Promise<Fifty> {
   await api('PUT', '/v1/apps/fifty', { yaml, appDir: FIXTURES });
   const serving = await until('50 serving', async () => {
     const { instances } = await api<{ instances: Inst[] }>('GET', '/v1/instances');
@@ -309,16 +319,25 @@ async function applyFifty(api: ReturnType<typeof apiClient>, yaml: string): Prom
   }, 240_000, 250);
   const { events } = await api<{ events: Ev[] }>('GET', '/v1/events?limit=1000&after=0');
   const applied = Date.parse(events.find((e) => e.kind === 'app.apply')!.at);
-  const last = Math.max(...events.filter((e) => e.kind === 'instance.state' && e.data?.to === 'serving').map((e) => Date.parse(e.at)));
+  const times = events.filter((e) => e.kind === 'instance.state' && e.data?.to === 'serving').map((e) => Date.parse(e.at) - applied).sort((a, b) => a - b);
   const byHost = new Map<string, number>();
   for (const i of serving) {
     const ip = i.address?.split(':')[0] ?? '?';
     byHost.set(ip, (byHost.get(ip) ?? 0) + 1);
   }
-  return { ms: last - applied, byHost };
+  const of = (id: string, p: (e: Ev) => boolean) => Date.parse(events.find((e) => e.instance === id && p(e))?.at ?? 'x');
+  const per = serving.map((i) => {
+    const created = of(i.id, (e) => e.kind === 'instance.create');
+    const up = of(i.id, (e) => e.kind === 'instance.state');
+    const starting = of(i.id, (e) => e.kind === 'instance.state' && e.data?.to === 'starting');
+    const served = of(i.id, (e) => e.kind === 'instance.state' && e.data?.to === 'serving');
+    return { up: up - created, deploy: starting - up, start: served - starting };
+  });
+  const med = (k: 'up' | 'deploy' | 'start') => median(per.map((x) => x[k]).filter((x) => Number.isFinite(x)));
+  return { first: times[0]!, half: times[24]!, ms: times.at(-1)!, up: med('up'), deploy: med('deploy'), start: med('start'), byHost };
 }
 
-async function fiftyJoined(hosts: readonly Host[]): Promise<{ ms: number; byHost: Map<string, number>; joinMs: number }> {
+async function fiftyJoined(hosts: readonly Host[]): Promise<Fifty & { joinMs: number }> {
   const { server, api, stop } = await controller('fifty');
   const { token } = await api<{ token: string }>('POST', '/v1/tokens', { app: 'fifty', uses: hosts.length * NODES_PER_HOST, ttlSeconds: 3600 });
   const t0 = Date.now();
@@ -330,7 +349,7 @@ async function fiftyJoined(hosts: readonly Host[]): Promise<{ ms: number; byHost
   return { ...r, joinMs };
 }
 
-async function fiftyLocal(): Promise<{ ms: number; byHost: Map<string, number> }> {
+async function fiftyLocal(): Promise<Fifty> {
   const { api, stop } = await controller('local');
   const r = await applyFifty(api, fiftyApp(''));
   await stop();
@@ -354,29 +373,35 @@ async function main(): Promise<void> {
   const statsUrl = `http://${bridgeIp}:${(stats.address() as { port: number }).port}/stats`;
 
   console.log(`drover fleet benchmark — ${new Date().toISOString()}; node ${process.version}, ${cpus().length} cores, load average ${loadavg().map((x) => x.toFixed(1)).join(' ')}`);
+  if (process.env.BENCH_BREACH !== '0') await breaches(nodeHosts, sshHosts, statsUrl);
+  if (process.env.BENCH_FIFTY !== '0') await fifty(net.hosts, nodeHosts);
+  console.log(`\n(bench:fleet took ${f(Date.now() - started)} s)`);
+}
+
+async function breaches(nodeHosts: readonly Host[], sshHosts: readonly Host[], statsUrl: string): Promise<void> {
   const joined = await breachJoined(nodeHosts, statsUrl);
   const ssh = await breachSsh(sshHosts, statsUrl);
   const row = (name: string, bs: Breach[]) => {
     const m = (k: keyof Omit<Breach, 'host'>) => f(median(bs.map((b) => b[k])));
-    return `| ${name} | ${m('total')} | ${range(bs.map((b) => b.total))} | ${m('decision')} | ${m('machine')} | ${m('deploy')} | ${m('start')} | ${m('seen')} |`;
+    return `| ${name} | ${m('total')} | ${range(bs.map((b) => b.total))} | ${m('decision')} | ${m('machine')} | ${m('assign')} | ${m('deploy')} | ${m('start')} | ${m('seen')} |`;
   };
   console.log(`\nBreach (backlog 0 → 15, the queue policy wants 1 → 2) → the new member answering on a namespaced host; ${RUNS} runs each, median (s)\n`);
-  console.log('| new member on | breach → serving | range | decision | machine | deploy | start | seen |');
-  console.log('| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |');
+  console.log('| new member on | breach → serving | range | decision | machine | assign | deploy | start | seen |');
+  console.log('| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |');
   console.log(row('a joined node, idle on another host', joined));
   console.log(row('a cold ssh host (agent installed, started, bundle fetched)', ssh));
+}
 
-  if (process.env.BENCH_FIFTY !== '0') {
-    const fleet = await fiftyJoined(nodeHosts);
-    const local = await fiftyLocal();
-    const split = (m: Map<string, number>) => [...m].sort().map(([ip, n]) => `${net.hosts.find((h) => h.ip === ip)?.name.split('-').pop() ?? ip}: ${n}`).join(', ');
-    console.log(`\n50 instances, apply → all serving (the \`app.apply\` event to the last \`→ serving\`)\n`);
-    console.log('| where | apply → all 50 serving (s) | per host |');
-    console.log('| --- | ---: | --- |');
-    console.log(`| 5 namespaced hosts, ${NODES_PER_HOST} joined nodes each (joined in ${f(fleet.joinMs)} s, before the apply) | ${f(fleet.ms)} | ${split(fleet.byHost)} |`);
-    console.log(`| reference: the local provider, this machine | ${f(local.ms)} | ${split(local.byHost)} |`);
-  }
-  console.log(`\n(bench:fleet took ${f(Date.now() - started)} s)`);
+async function fifty(all: readonly Host[], nodeHosts: readonly Host[]): Promise<void> {
+  const fleet = await fiftyJoined(nodeHosts);
+  const local = await fiftyLocal();
+  const split = (m: Map<string, number>) => [...m].sort().map(([ip, n]) => `${all.find((h) => h.ip === ip)?.name.split('-').pop() ?? (ip === '127.0.0.1' ? 'this machine' : ip)}: ${n}`).join(', ');
+  console.log(`\n50 instances, apply → serving (s from the \`app.apply\` event; per instance, the median from its creation)\n`);
+  console.log('| where | first serving | 25 serving | all 50 serving | per instance: agent up | deploy | start | per host |');
+  console.log('| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |');
+  const line = (name: string, r: Fifty) => `| ${name} | ${f(r.first)} | ${f(r.half)} | ${f(r.ms)} | ${f(r.up)} | ${f(r.deploy)} | ${f(r.start)} | ${split(r.byHost)} |`;
+  console.log(line(`5 namespaced hosts, ${NODES_PER_HOST} joined nodes each (joined in ${f(fleet.joinMs)} s, before the apply)`, fleet));
+  console.log(line('reference: the local provider, this machine', local));
 }
 
 try {
