@@ -11,7 +11,7 @@ import { pino, type Logger } from 'pino';
 import { systemClock, type Clock, type PlannerOptions } from '../core/index.js';
 import { DEFAULT_POOL_SIZE, deferredStore, FencedStore, MAX_POOL_SIZE, openPgliteStore, openPostgresStore, redactStoreUrl, StoreOpenError, StoreUnavailableError, StoreUrlError, type Store } from '../adapters/store/index.js';
 import {
-  CloudSettingError, loadSshHosts, LocalProvider, openStackFactory, providerFactories, ProviderRouter, SshConfigError, SshProvider, StaticProvider, type CloudKind, type Provider,
+  CloudSettingError, ec2Factory, loadSshHosts, LocalProvider, openStackFactory, providerFactories, ProviderRouter, SshConfigError, SshProvider, StaticProvider, type CloudKind, type Provider,
 } from '../adapters/providers/index.js';
 import { AmqpTransport, AmqpTransportError, EmbeddedTransport, redactUrl, withTransportProvisioning, type ControllerTransport } from '../adapters/transport/index.js';
 import { buildApi } from './api.js';
@@ -152,6 +152,8 @@ export const DEFAULT_PORT = 7420;
 
 // `--provider openstack`: servers on an OpenStack cloud, credentials from OS_* (docs/cloud.md).
 providerFactories.openstack = openStackFactory;
+// `--provider ec2`: EC2 instances, credentials from the AWS SDK's chain (docs/cloud.md).
+providerFactories.ec2 = ec2Factory;
 
 /** The token in the data folder, made on first start (0600). */
 export function loadOrCreateToken(dataDir: string): string {

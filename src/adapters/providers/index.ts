@@ -15,3 +15,4 @@ export { SshProvider, loadSshHosts, hostKeyFingerprint, HostKeyMismatchError, Ss
 export { OpenStackProvider, OpenStackClient, OpenStackError, credentialsFromEnv, openStackProviderFromEnv, openStackFactory, type OpenStackProviderOptions, type OpenStackCredentials, type OpenStackErrorKind, type OpenStackClientOptions } from './openstack.js';
 export { ProviderRouter, ProviderNotConfiguredError, DEFAULT_PROVIDER, type CloudKind, type ProviderRouterOptions } from './router.js';
 export { providerFactories, CloudSettingError, type CloudProviderContext } from './router-factories.js';
+export { Ec2Provider, Ec2Error, ec2Factory, clientToken, EC2_TAGS, EC2_PROVISION_TIMEOUT_MS, type Ec2ProviderOptions } from './ec2.js';

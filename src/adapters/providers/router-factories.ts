@@ -23,4 +23,5 @@ export class CloudSettingError extends Error {
   override readonly name = 'CloudSettingError';
 }
 
+/** Filled in by the controller (server.ts), one line per kind: `providerFactories.ec2 = ec2Factory`. */
 export const providerFactories: Partial<Record<CloudKind, (ctx: CloudProviderContext) => Provider>> = {};
