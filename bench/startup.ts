@@ -5,9 +5,9 @@
  *    running controller), as shipped (bin/drover.js: the bundle, each command loading what it
  *    needs) and, in the same run, with every module the CLI used to load up front (the
  *    controller, core, store, transport, providers, logger) loaded eagerly first — the before.
- * 2. `drover up` on a fresh data folder: time from the command's start to `app … applied`,
- *    with the store made from the build's template and with DROVER_STORE_TEMPLATE=off (initdb,
- *    as before the template).
+ * 2. `drover up` on a fresh data folder: time from the command's start to `app … applied`:
+ *    as shipped (bin/drover.js), from dist/'s modules without the bundles, and from dist/'s
+ *    modules with DROVER_STORE_TEMPLATE=off (initdb, as before the template).
  * 3. Time from `drover up --detach` to every role serving, for the three-tier example
  *    (4 instances) and the fifty variant (50 instances, created in parallel). The reference in
  *    the same run is what sequential creation would take: the 4-instance time per dependency
@@ -41,6 +41,11 @@ await import(${JSON.stringify(ROOT + 'node_modules/pino/pino.js')});
 const { main } = await import(${JSON.stringify(ROOT + 'dist/cli/main.js')});
 process.exitCode = await main(['node', 'drover', ...process.argv.slice(1).filter((a) => a !== '--')]);`;
 
+/** The CLI from dist/'s own modules (tsc's output, one file per module, no bundle, no code cache), as before the bundles. */
+const UNBUNDLED = `
+const { main } = await import(${JSON.stringify(ROOT + 'dist/cli/main.js')});
+process.exitCode = await main(['node', 'drover', ...process.argv.slice(1).filter((a) => a !== '--')]);`;
+
 async function cliTimes(): Promise<{ command: string; before: number; now: number }[]> {
   const cwd = mkdtempSync(join(tmpdir(), 'drover-bench-cli-'));
   const env = { ...process.env, DROVER_LOG_LEVEL: 'warn' };
@@ -69,13 +74,19 @@ async function cliTimes(): Promise<{ command: string; before: number; now: numbe
   }
 }
 
-/** `drover up FILE` (foreground) on a fresh data folder: ms until it printed `app … applied`. */
-async function upApplied(file: string, template: boolean): Promise<number> {
+/**
+ * `drover up FILE` (foreground) on a fresh data folder: ms until it printed `app … applied`.
+ * `initdb`: the store made by PGlite's initdb (DROVER_STORE_TEMPLATE=off) and the CLI from
+ * dist/'s modules, as before the template; `files`: the template, the CLI from dist/'s modules;
+ * `now`: bin/drover.js (the bundles with their code cache).
+ */
+async function upApplied(file: string, how: 'initdb' | 'files' | 'now'): Promise<number> {
   const cwd = mkdtempSync(join(tmpdir(), 'drover-bench-up-'));
   try {
-    const env = { ...process.env, DROVER_LOG_LEVEL: 'warn', ...(template ? {} : { DROVER_STORE_TEMPLATE: 'off' }) };
+    const env = { ...process.env, DROVER_LOG_LEVEL: 'warn', ...(how === 'initdb' ? { DROVER_STORE_TEMPLATE: 'off' } : {}) };
+    const cli = how === 'now' ? [BIN] : ['--input-type=module', '-e', UNBUNDLED, '--'];
     const t0 = performance.now();
-    const p = spawn(process.execPath, [BIN, 'up', join(ROOT, file), '--port', '0'], { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const p = spawn(process.execPath, [...cli, 'up', join(ROOT, file), '--port', '0'], { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     const ms = await new Promise<number>((resolve, reject) => {
       p.stdout.on('data', (d: Buffer) => {
@@ -133,15 +144,15 @@ const cli = await cliTimes();
 console.log('\n| command | before: all modules loaded up front (ms) | now (ms) |');
 console.log('| --- | ---: | ---: |');
 for (const r of cli) console.log(`| ${r.command} | ${Math.round(r.before)} | ${Math.round(r.now)} |`);
-const applied: { initdb: number[]; template: number[] } = { initdb: [], template: [] };
+const applied = { initdb: [] as number[], files: [] as number[], now: [] as number[] };
 for (let k = 0; k < runs; k++) {
-  applied.initdb.push(await upApplied('examples/three-tier/drover.yaml', false));
-  applied.template.push(await upApplied('examples/three-tier/drover.yaml', true));
+  for (const how of ['initdb', 'files', 'now'] as const) applied[how].push(await upApplied('examples/three-tier/drover.yaml', how));
 }
 console.log(`\n| \`drover up\` on a fresh data folder, until \`app … applied\` (median of ${runs}) | ms |`);
 console.log('| --- | ---: |');
-console.log(`| before: the store made by initdb (DROVER_STORE_TEMPLATE=off) | ${Math.round(median(applied.initdb))} |`);
-console.log(`| now: the store copied from the build's template | ${Math.round(median(applied.template))} |\n`);
+console.log(`| before: the store made by initdb (DROVER_STORE_TEMPLATE=off), the CLI and controller from dist/'s modules | ${Math.round(median(applied.initdb))} |`);
+console.log(`| the store from the build's template, the CLI and controller from dist/'s modules (no bundle, no code cache) | ${Math.round(median(applied.files))} |`);
+console.log(`| now: bin/drover.js (bundles with their code cache), the template copied while the controller loads, the API built while the store starts | ${Math.round(median(applied.now))} |\n`);
 const rows: Row[] = [];
 // BENCH_CONVERGE=0 stops here (the CLI and apply figures only).
 if (process.env.BENCH_CONVERGE === '0') process.exit(0);
