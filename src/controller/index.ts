@@ -16,3 +16,4 @@ export { VERSION } from './version.js';
 export { ControllerStartError, preparePrivateDataDir, privateUmask, type StartErrorCode } from './datadir.js';
 export { lockHolder, LockHeldError, type LockHolder } from './lock.js';
 export { DEFAULT_RETENTION, type RetentionOptions, type PruneResult } from './retention.js';
+export { cloudInitUserData, instanceJoinToken, readBootPlan, BOOT_PATHS, type BootPlan, type UserDataInput } from './bootstrap.js';
