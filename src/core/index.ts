@@ -236,6 +236,7 @@ export {
 } from './placement.js';
 
 export { MAX_TENANT_CAPACITY } from './spec.js';
+export { BILLING, paidLeftText, paidSecondsLeft, type Billing } from './billing.js';
 export {
   providerKindOf,
   providerSettingsOf,

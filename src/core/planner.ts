@@ -12,7 +12,9 @@
  * - A changed role spec rolls its instances one at a time: a new instance first, the old one
  *   stopped once the new one serves (surge 1, none unavailable).
  * - Scale-in chooses its victims in this order: instances running an old spec, then those not
- *   serving yet, then the fewest tenants, then the least busy (role CPU), then the newest. A
+ *   serving yet, then the fewest tenants, then — on a cloud that bills by the clock — the one
+ *   whose paid period ends soonest (core/billing.ts: an EC2 machine still inside its first
+ *   minute is paid for anyway), then the least busy (role CPU), then the newest. A
  *   serving victim is drained: it leaves its importers (the load balancer) first, and only once
  *   they have applied that change is the instance told to finish its in-flight work and stop.
  * - An instance whose agent stops heartbeating is `unresponsive`: it stops counting at once, its
@@ -29,6 +31,7 @@
 import { createHash } from 'node:crypto';
 import { dependents, importsVersion, resolveImports, stopOrder } from './imports.js';
 import { providerKindOf, providerSettingsOf, type ProviderKind } from './provider-settings.js';
+import { BILLING, paidLeftText, paidSecondsLeft } from './billing.js';
 import { own } from './limits.js';
 import { isLive, type InstanceState } from './states.js';
 import type { AppSpec, ImportedMember, ResolvedImports, RoleSpec } from './types.js';
@@ -219,11 +222,13 @@ export function roleHash(role: RoleSpec): string {
 }
 
 /** The role's instances ranked for scale-in, best victim first. See the module comment for the order. */
-export function rankVictims<T extends PlanInstance>(candidates: readonly T[], currentHash: string): T[] {
+export function rankVictims<T extends PlanInstance>(candidates: readonly T[], currentHash: string, paidLeft: (i: PlanInstance) => number = () => 0): T[] {
   const key = (i: PlanInstance) => [
     i.roleHash !== currentHash ? 0 : 1,
     i.state === 'serving' ? 1 : 0,
     i.tenants ?? 0,
+    // Whole seconds: two machines a few ms apart are equally good here, and CPU decides.
+    Math.ceil(paidLeft(i)),
     i.busy ?? 0,
     -i.createdAt,
   ];
@@ -236,11 +241,12 @@ export function rankVictims<T extends PlanInstance>(candidates: readonly T[], cu
 }
 
 /** Why `v` was chosen, for the event: `newest, no tenants`. */
-export function victimWhy(v: PlanInstance, currentHash: string): string {
+export function victimWhy(v: PlanInstance, currentHash: string, paidLeft?: number): string {
   if (v.roleHash !== currentHash) return 'runs an old spec';
   if (v.state !== 'serving') return `not serving yet, ${v.state}`;
   const t = v.tenants ? `${v.tenants} tenant(s)` : 'no tenants';
-  return `${t}, cpu ${(v.busy ?? 0).toFixed(2)}`;
+  const paid = paidLeft === undefined ? '' : paidLeft > 0 ? `, paid for ${paidLeftText(paidLeft)} more` : ', past its paid period';
+  return `${t}${paid}, cpu ${(v.busy ?? 0).toFixed(2)}`;
 }
 
 /** What the steps of one plan build together: the actions, when to look again, whether it is converged. */
@@ -481,7 +487,7 @@ function planRole(input: PlanInput, o: PlannerOptions, role: RoleSpec, sorted: S
 
   const slots = role.volumes?.length ? new Slots(sorted.present.filter((i) => i.role === role.name), desired) : undefined;
   const added = scaleOut(input, o, v, failures, degraded, sorted, spares, imp, b, slots);
-  scaleIn(v, added, b);
+  scaleIn(v, added, b, input.now);
   if (inPlace(role)) replaceInPlace(v, draining.length + leaving.length, b);
   assignAndImport(v, imp, b);
 
@@ -581,13 +587,15 @@ function scaleOut(
  * Scale in / finish the roll: the best victims first, never dropping below the serving count the
  * role needs. Serving victims drain; the others stop at once.
  */
-function scaleIn(v: RoleView, added: number, b: PlanBuilder): void {
+function scaleIn(v: RoleView, added: number, b: PlanBuilder, now: number): void {
   const { role, hash, desired, live } = v;
+  const billing = BILLING[providerKindOf(role.provider)];
+  const paidLeft = (i: PlanInstance) => paidSecondsLeft(billing, now - i.createdAt);
   let excess = live.length + added - desired;
   if (excess <= 0) return;
   let servingLeft = v.servingNow.length;
   let remaining = live.length + added;
-  for (const victim of rankVictims(live, hash)) {
+  for (const victim of rankVictims(live, hash, paidLeft)) {
     if (excess <= 0) break;
     const isServing = victim.state === 'serving';
     if (isServing && servingLeft - 1 < Math.min(desired, v.servingNow.length)) continue;
@@ -599,7 +607,7 @@ function scaleIn(v: RoleView, added: number, b: PlanBuilder): void {
     remaining--;
     excess--;
     const head = victim.roleHash !== hash ? `${role.name}: ${victim.id} runs an old spec` : `${role.name} ${remaining + 1}→${remaining}: ${desired} desired`;
-    const why = `${head}; victim ${victim.id} (${victimWhy(victim, hash)})`;
+    const why = `${head}; victim ${victim.id} (${victimWhy(victim, hash, billing ? paidLeft(victim) : undefined)})`;
     b.actions.push(isServing ? { kind: 'drain', instanceId: victim.id, role: role.name, reason: why } : { kind: 'stop', instanceId: victim.id, role: role.name, reason: why });
     b.ordered.add(victim.id);
   }
