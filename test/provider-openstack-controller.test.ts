@@ -3,8 +3,9 @@
  * a role whose `provider:` says openstack gets Nova servers tagged with its app, role, instance
  * and controller; a refusal of the cloud (over quota) is an event on the instance and the
  * instance is replaced; a server whose agent never says hello is failed after the provider's
- * timeout and deleted; deleting the app deletes every server. No agent joins here (the fake
- * boots no machine): what a joined agent does is the same on every provider.
+ * timeout and deleted; deleting the app deletes every server; a restarted controller finds its
+ * servers again. No agent joins here (the fake boots no machine): test/provider-openstack-boot.test.ts
+ * boots them.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
