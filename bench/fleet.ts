@@ -360,6 +360,19 @@ async function fiftyLocal(): Promise<Fifty> {
 
 let bridgeIp = '';
 
+/** Wall time of the parts of a run, for the record. */
+function timed(): { lap: (what: string) => void; text: () => string } {
+  let last = Date.now();
+  const laps: string[] = [];
+  return {
+    lap: (what) => {
+      laps.push(`${what} ${f(Date.now() - last)} s`);
+      last = Date.now();
+    },
+    text: () => laps.join(', '),
+  };
+}
+
 async function main(): Promise<void> {
   const started = Date.now();
   // Hosts 0–4: joined nodes; 5–6: ssh hosts.
@@ -379,8 +392,11 @@ async function main(): Promise<void> {
 }
 
 async function breaches(nodeHosts: readonly Host[], sshHosts: readonly Host[], statsUrl: string): Promise<void> {
+  const parts = timed();
   const joined = await breachJoined(nodeHosts, statsUrl);
+  parts.lap('joined');
   const ssh = await breachSsh(sshHosts, statsUrl);
+  parts.lap('ssh');
   const row = (name: string, bs: Breach[]) => {
     const m = (k: keyof Omit<Breach, 'host'>) => f(median(bs.map((b) => b[k])));
     return `| ${name} | ${m('total')} | ${range(bs.map((b) => b.total))} | ${m('decision')} | ${m('machine')} | ${m('assign')} | ${m('deploy')} | ${m('start')} | ${m('seen')} |`;
@@ -390,11 +406,15 @@ async function breaches(nodeHosts: readonly Host[], sshHosts: readonly Host[], s
   console.log('| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |');
   console.log(row('a joined node, idle on another host', joined));
   console.log(row('a cold ssh host (agent installed, started, bundle fetched)', ssh));
+  console.log(`\n(wall time: ${parts.text()})`);
 }
 
 async function fifty(all: readonly Host[], nodeHosts: readonly Host[]): Promise<void> {
+  const parts = timed();
   const fleet = await fiftyJoined(nodeHosts);
+  parts.lap('fleet');
   const local = await fiftyLocal();
+  parts.lap('local');
   const split = (m: Map<string, number>) => [...m].sort().map(([ip, n]) => `${all.find((h) => h.ip === ip)?.name.split('-').pop() ?? (ip === '127.0.0.1' ? 'this machine' : ip)}: ${n}`).join(', ');
   console.log(`\n50 instances, apply → serving (s from the \`app.apply\` event; per instance, the median from its creation)\n`);
   console.log('| where | first serving | 25 serving | all 50 serving | per instance: agent up | deploy | start | per host |');
@@ -402,6 +422,7 @@ async function fifty(all: readonly Host[], nodeHosts: readonly Host[]): Promise<
   const line = (name: string, r: Fifty) => `| ${name} | ${f(r.first)} | ${f(r.half)} | ${f(r.ms)} | ${f(r.up)} | ${f(r.deploy)} | ${f(r.start)} | ${split(r.byHost)} |`;
   console.log(line(`5 namespaced hosts, ${NODES_PER_HOST} joined nodes each (joined in ${f(fleet.joinMs)} s, before the apply)`, fleet));
   console.log(line('reference: the local provider, this machine', local));
+  console.log(`\n(wall time: ${parts.text()})`);
 }
 
 try {
