@@ -42,7 +42,7 @@ roles:
     health: { http: /, interval: 200ms }
 `;
 
-type Inst = { id: string; state: string; role: string | null; address: string | null };
+type Inst = { id: string; state: string; role: string | null; address: string | null; type?: string; ageSeconds?: number };
 type Ev = { kind: string; instance: string | null; role: string | null; message: string; at: string };
 type Tok = { id: string; instance: string | null; uses: number; maxUses: number | null; state: string };
 type NodeJ = { id: string; tokenId: string; state: string; instance: { id: string } | null };
@@ -117,6 +117,8 @@ test('a role on ec2 serves on machines that booted from their user data and join
   }, 90_000, 250);
   assert.deepEqual([...c.boot.failures], [], 'every machine booted');
   assert.deepEqual(c.fake.ops('RunInstances').map((o) => o.effect), ['created', 'created'], 'one machine per instance');
+  assert.deepEqual(serving.map((i) => i.type), ['t3.small', 't3.small'], 'the API names each instance\'s type');
+  assert.ok(serving.every((i) => typeof i.ageSeconds === 'number' && i.ageSeconds >= 0), 'and its age');
   for (const i of serving) {
     const rec = (await c.store.getInstance(i.id))!;
     const [m] = c.fake.machinesOf(i.id);

@@ -49,6 +49,9 @@ function packageVersion(): string {
 
 interface InstanceJson {
   id: string;
+  /** The EC2 instance type, the OpenStack flavor, or node / ssh / process. */
+  type?: string;
+  createdAt?: string;
   role: string;
   state: string;
   address: string | null;
@@ -187,7 +190,7 @@ function renderStatus(apps: AppJson[]): string {
     const flag = a.deleting ? 'deleting' : a.converged ? 'converged' : 'converging';
     const appSpares = a.spares['*'] ? `, ${a.spares['*']} warm spare(s)` : '';
     parts.push(`app ${a.name} (generation ${a.generation}, ${flag}${appSpares})`);
-    const rows: string[][] = [['ROLE', 'INSTANCE', 'STATE', 'ADDRESS', 'AGENT PID', 'UP', 'EXPORTS / NOTE']];
+    const rows: string[][] = [['ROLE', 'INSTANCE', 'STATE', 'ADDRESS', 'AGENT PID', 'UP', 'TYPE', 'AGE', 'EXPORTS / NOTE']];
     for (const r of a.roles) {
       const auto = r.defaultPolicy ? ' (auto: default policy)' : ' (auto)';
       const mode = r.policies.length ? (r.pinned ? ' (set by hand; policies paused)' : auto) : r.pinned ? ' (set by hand)' : '';
@@ -199,18 +202,18 @@ function renderStatus(apps: AppJson[]): string {
       if (r.missingImports.length) bits.push(`waiting for ${r.missingImports.join(', ')}`);
       if (r.staleImports?.length) bits.push(`imports not yet applied by ${r.staleImports.join(', ')}`);
       if (r.lastDecision && !r.pinned) bits.push(`last decision: ${r.lastDecision.reason}`);
-      rows.push([r.name, '', '', '', '', '', bits.join('; ')]);
+      rows.push([r.name, '', '', '', '', '', '', '', bits.join('; ')]);
       for (const i of r.instances) {
         const ex = Object.entries(i.exports).map(([k, v]) => `${k}=${v}`).join(' ');
         const note = i.state === 'serving' ? ex : (i.message ?? ex);
-        rows.push(['', i.id, i.state, i.address ?? '-', agentPid(i.agent), i.startedAt ? ago(i.startedAt, now) : '-', note]);
+        rows.push(['', i.id, i.state, i.address ?? '-', agentPid(i.agent), i.startedAt ? ago(i.startedAt, now) : '-', i.type ?? '-', i.createdAt ? ago(i.createdAt, now) : '-', note]);
         const held = [...(i.slot ? [`slot ${i.slot}`] : []), ...(i.ports ? [`ports ${Object.entries(i.ports).map(([k, v]) => `${k}=${v}`).join(' ')}`] : [])];
-        if (held.length) rows.push(['', '', '', '', '', '', held.join('; ')]);
+        if (held.length) rows.push(['', '', '', '', '', '', '', '', held.join('; ')]);
         if (i.balancer) {
-          rows.push(['', '', '', '', '', '', `balancer (${i.balancer.driver}) on ${i.balancer.listen}: ${i.balancer.members.length} member(s)`]);
+          rows.push(['', '', '', '', '', '', '', '', `balancer (${i.balancer.driver}) on ${i.balancer.listen}: ${i.balancer.members.length} member(s)`]);
           for (const m of i.balancer.members) {
             const st = m.ejected ? 'ejected' : m.removing ? 'leaving' : m.state;
-            rows.push(['', '', '', '', '', '', `  ${m.id} ${m.address} ${st}, ${m.activeConnections} conn`]);
+            rows.push(['', '', '', '', '', '', '', '', `  ${m.id} ${m.address} ${st}, ${m.activeConnections} conn`]);
           }
         }
       }

@@ -92,6 +92,8 @@ const instanceSchema = {
   additionalProperties: true,
   properties: {
     id: { type: 'string' },
+    type: { type: 'string', description: 'the EC2 instance type, the OpenStack flavor, or node (a joined host), ssh (an ssh host), process (this machine)' },
+    ageSeconds: { type: 'integer', description: 'seconds since the instance was asked for (what a cloud bills from, within a boot)' },
     app: { type: 'string' },
     role: { type: ['string', 'null'], description: 'null for a warm spare' },
     pool: { type: ['string', 'null'], description: "a spare's pool: the role it is kept for, or *" },
@@ -147,9 +149,24 @@ const eventSchema = {
 
 const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
 
+/**
+ * What kind of machine an instance is: the EC2 instance type, the OpenStack flavor, else `node`
+ * (a joined host), `ssh` (an ssh host) or `process` (this machine).
+ */
+export function machineType(ref: Readonly<Record<string, unknown>> | null): string {
+  if (typeof ref?.instanceType === 'string') return ref.instanceType;
+  if (typeof ref?.flavor === 'string') return ref.flavor;
+  if (typeof ref?.node === 'string') return 'node';
+  if (typeof ref?.host === 'string') return 'ssh';
+  return 'process';
+}
+
 export function instanceJson(i: InstanceView) {
+  const now = Date.now();
   return {
     id: i.id,
+    type: machineType(i.providerRef),
+    ageSeconds: Math.max(0, Math.round((now - i.createdAt) / 1000)),
     app: i.app,
     role: i.role,
     pool: i.pool,
