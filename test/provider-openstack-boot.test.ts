@@ -18,7 +18,7 @@ import { BootHook } from './fakes/boot.js';
 import { startFakeOpenStack } from './fakes/openstack.js';
 import { apiClient, killAll, processesWithEnv, ROOT, until } from './helpers.js';
 
-interface Inst { id: string; role: string | null; state: string; address: string | null }
+interface Inst { id: string; role: string | null; state: string; address: string | null; type: string }
 
 const NODE_BUNDLE = join(ROOT, 'dist/ssh-bundle/agent/cloud/node.js');
 const notBuilt = existsSync(NODE_BUNDLE) ? undefined : 'the agent bundle is not built (npm run build): the fake servers install it';
@@ -63,6 +63,7 @@ roles:
     const [s] = fake.serversOf(i.id);
     assert.ok(s, `a server tagged ${i.id}`);
     assert.ok(hook.booted.has(s.id), 'booted from its user data');
+    assert.equal(i.type, 'm1.small', 'its type is the flavor');
     assert.equal(await (await fetch(`http://${i.address}/`)).text(), `${i.id}\n`, 'the role answers on the server');
     assert.ok(!existsSync(join(hook.booted.get(s.id)!.dir, 'join-token')), 'the node removed the token file once read');
   }

@@ -66,6 +66,7 @@ test('openstack: a request repeated after a crash (a new provider, nothing in me
   const { fake, make } = await cloud(t);
   const first = await make().request(req('i-cafe0001'));
   assert.equal(first.state, 'pending');
+  assert.equal(first.providerRef?.flavor, 'm1.small', 'the flavor by name: the machine type drover status shows');
   // The controller stopped here, before recording the reference; the next one asks again.
   const again = await make().request(req('i-cafe0001'));
   assert.deepEqual(again.providerRef, first.providerRef, 'the same server');
@@ -94,7 +95,7 @@ test('openstack: a create whose answer was lost (the server made, the connection
   assert.equal(fake.count('server.create.dropped'), 1);
   assert.equal(fake.count('server.create'), 0, 'no second POST');
   assert.equal(fake.serversOf('i-cafe0002').length, 1);
-  assert.deepEqual(m.providerRef, { serverId: fake.serversOf('i-cafe0002')[0]!.id, region: 'RegionOne' });
+  assert.deepEqual(m.providerRef, { serverId: fake.serversOf('i-cafe0002')[0]!.id, region: 'RegionOne', flavor: 'm1.small' });
 });
 
 test('openstack: a duplicate server for one instance (two creates racing) is deleted at the next look, one kept', async (t) => {
@@ -108,7 +109,7 @@ test('openstack: a duplicate server for one instance (two creates racing) is del
   assert.notEqual(m!.state, 'gone');
   await until('the duplicate gone', async () => (fake.serversOf('i-cafe0003').length === 1 ? true : undefined), 5000, 20);
   // The one kept is the one described (Nova's `created` has whole seconds: a tie is broken by id, the same way by every controller).
-  assert.deepEqual(m!.providerRef, { serverId: fake.serversOf('i-cafe0003')[0]!.id, region: 'RegionOne' });
+  assert.deepEqual(m!.providerRef, { serverId: fake.serversOf('i-cafe0003')[0]!.id, region: 'RegionOne', flavor: 'm1.small' });
   assert.ok(first.providerRef);
 });
 

@@ -70,6 +70,8 @@ const serverSchema = z.object({
     .default({}),
   fault: z.object({ message: z.string().max(65_535), code: z.number().int().optional() }).nullish(),
   created: z.string().max(64).optional(),
+  /** `id` before microversion 2.47, `original_name` from it on. */
+  flavor: z.object({ id: z.string().max(255).optional(), original_name: z.string().max(255).optional() }).optional(),
   'OS-EXT-STS:task_state': z.string().max(64).nullish(),
 });
 type Server = z.output<typeof serverSchema>;
@@ -87,6 +89,8 @@ const refSchema = z.object({ serverId: id, region: z.string().max(255).optional(
 
 interface Resolved {
   readonly flavorId: string;
+  /** Its name, as `drover status` shows the machine's type (providerRef.flavor). */
+  readonly flavorName: string;
   readonly imageId: string;
   readonly networkId: string;
 }
@@ -103,6 +107,8 @@ export class OpenStackProvider implements Provider {
   private readonly requests = new Map<string, Promise<Machine>>();
   /** Names resolved to ids, by region and settings (a failure is forgotten, so asked again). */
   private readonly resolved = new Map<string, Promise<Resolved>>();
+  /** Each region's flavors (id and name), listed once; listed again when a name is not in it. */
+  private readonly flavorLists = new Map<string, Promise<{ id: string; name: string }[]>>();
   /** Regions `list` looks in (undefined: the default one). */
   private readonly regions = new Set<string | undefined>();
 
@@ -133,7 +139,7 @@ export class OpenStackProvider implements Provider {
     this.regions.add(region);
     // Made already (a request repeated after a crash, or by another controller process)?
     const existing = await this.find(req.instanceId, region);
-    if (existing) return this.machineOf(req.instanceId, existing, region);
+    if (existing) return await this.machineOf(req.instanceId, existing, region);
 
     const userData = req.userData ? Buffer.from(req.userData, 'utf8').toString('base64') : undefined;
     if (userData !== undefined && userData.length > MAX_USER_DATA) {
@@ -168,11 +174,11 @@ export class OpenStackProvider implements Provider {
       // The answer was lost, not the request: Nova may have made the server. Look before failing.
       if (err instanceof OpenStackError && (err.kind === 'network' || err.kind === 'server' || err.kind === 'malformed')) {
         const made = await this.find(req.instanceId, region).catch(() => undefined);
-        if (made) return this.machineOf(req.instanceId, made, region);
+        if (made) return await this.machineOf(req.instanceId, made, region);
       }
       throw err;
     }
-    return { id: req.instanceId, state: 'pending', providerRef: this.refOf(serverId, region) };
+    return { id: req.instanceId, state: 'pending', providerRef: this.refOf(serverId, region, r.flavorName) };
   }
 
   async describe(handles: readonly InstanceHandle[]): Promise<Machine[]> {
@@ -187,11 +193,11 @@ export class OpenStackProvider implements Provider {
     const region = ref.success ? ref.data.region : this.opts.credentials.region;
     if (ref.success) {
       const got = await this.client.call('compute', 'GET', `/servers/${encodeURIComponent(ref.data.serverId)}`, { region, schema: oneServer, notFoundOk: true, what: `look at server ${ref.data.serverId}` });
-      if (got && this.ours(got.server, h.id)) return this.machineOf(h.id, got.server, region);
+      if (got && this.ours(got.server, h.id)) return await this.machineOf(h.id, got.server, region);
     }
     // No reference (a controller that stopped before recording it), or it no longer names this instance's server.
     const found = await this.find(h.id, region);
-    if (found) return this.machineOf(h.id, found, region);
+    if (found) return await this.machineOf(h.id, found, region);
     return { id: h.id, state: 'gone', providerRef: h.providerRef, message: 'Nova has no server for it' };
   }
 
@@ -213,7 +219,7 @@ export class OpenStackProvider implements Provider {
       for (const [inst, list] of byInstance) {
         const s = await this.keepOldest(list, region);
         if (!s || s['OS-EXT-STS:task_state'] === 'deleting') continue;
-        out.push(this.machineOf(inst, s, region));
+        out.push(await this.machineOf(inst, s, region));
       }
     }
     return out;
@@ -286,12 +292,13 @@ export class OpenStackProvider implements Provider {
     await this.client.call('compute', 'DELETE', `/servers/${encodeURIComponent(serverId)}`, { region, notFoundOk: true, what: `delete server ${serverId}` });
   }
 
-  private refOf(serverId: string, region: string | undefined): Record<string, unknown> {
-    return { serverId, ...(region !== undefined ? { region } : {}) };
+  private refOf(serverId: string, region: string | undefined, flavor: string | undefined): Record<string, unknown> {
+    return { serverId, ...(region !== undefined ? { region } : {}), ...(flavor !== undefined ? { flavor } : {}) };
   }
 
-  private machineOf(instanceId: string, s: Server, region: string | undefined): Machine {
-    const providerRef = this.refOf(s.id, region);
+  private async machineOf(instanceId: string, s: Server, region: string | undefined): Promise<Machine> {
+    const flavor = s.flavor?.original_name ?? (s.flavor?.id !== undefined ? await this.flavorName(s.flavor.id, region) : undefined);
+    const providerRef = this.refOf(s.id, region, flavor);
     if (s['OS-EXT-STS:task_state'] === 'deleting') return { id: instanceId, state: 'gone', providerRef, message: `server ${s.id} is being deleted` };
     if (GONE_STATES.has(s.status)) {
       const fault = s.fault?.message ? `: ${s.fault.message.slice(0, 500)}` : '';
@@ -309,31 +316,53 @@ export class OpenStackProvider implements Provider {
     const key = JSON.stringify([region ?? null, s.flavor, s.image, s.network]);
     let p = this.resolved.get(key);
     if (!p) {
-      p = (async () => ({
-        flavorId: await this.flavorId(s.flavor, region),
-        imageId: await this.imageId(s.image, region),
-        networkId: await this.networkId(s.network, region),
-      }))();
+      p = (async () => {
+        const flavor = await this.flavorOf(s.flavor, region);
+        return { flavorId: flavor.id, flavorName: flavor.name, imageId: await this.imageId(s.image, region), networkId: await this.networkId(s.network, region) };
+      })();
       this.resolved.set(key, p);
       p.catch(() => this.resolved.delete(key));
     }
     return p;
   }
 
-  private async flavorId(want: string, region: string | undefined): Promise<string> {
-    const matches: { id: string; name: string }[] = [];
-    let marker: string | undefined;
-    for (let page = 0; page < 100; page++) {
-      const q = new URLSearchParams({ limit: '1000', ...(marker !== undefined ? { marker } : {}) });
-      const got = await this.client.call('compute', 'GET', `/flavors?${q.toString()}`, { region, schema: flavorPage, what: 'list flavors' });
-      const flavors = got?.flavors ?? [];
-      const byId = flavors.find((f) => f.id === want);
-      if (byId) return byId.id;
-      matches.push(...flavors.filter((f) => f.name === want));
-      if (flavors.length < 1000) break;
-      marker = flavors[flavors.length - 1]!.id;
+  /** The region's flavors, every page; `fresh` lists them again (one made since). */
+  private flavors(region: string | undefined, fresh = false): Promise<{ id: string; name: string }[]> {
+    const key = region ?? '';
+    let p = this.flavorLists.get(key);
+    if (!p || fresh) {
+      p = (async () => {
+        const all: { id: string; name: string }[] = [];
+        let marker: string | undefined;
+        for (let page = 0; page < 100; page++) {
+          const q = new URLSearchParams({ limit: '1000', ...(marker !== undefined ? { marker } : {}) });
+          const got = await this.client.call('compute', 'GET', `/flavors?${q.toString()}`, { region, schema: flavorPage, what: 'list flavors' });
+          const flavors = got?.flavors ?? [];
+          all.push(...flavors);
+          if (flavors.length < 1000) break;
+          marker = flavors[flavors.length - 1]!.id;
+        }
+        return all;
+      })();
+      this.flavorLists.set(key, p);
+      p.catch(() => this.flavorLists.delete(key));
     }
-    if (matches.length === 1) return matches[0]!.id;
+    return p;
+  }
+
+  /** A flavor's name for a server's flavor id (the id itself if it cannot be told now). */
+  private async flavorName(flavorId: string, region: string | undefined): Promise<string> {
+    const list = await this.flavors(region).catch(() => []);
+    return list.find((f) => f.id === flavorId)?.name ?? flavorId;
+  }
+
+  private async flavorOf(want: string, region: string | undefined): Promise<{ id: string; name: string }> {
+    let flavors = await this.flavors(region);
+    if (!flavors.some((f) => f.id === want || f.name === want)) flavors = await this.flavors(region, true);
+    const byId = flavors.find((f) => f.id === want);
+    if (byId) return byId;
+    const matches = flavors.filter((f) => f.name === want);
+    if (matches.length === 1) return matches[0]!;
     if (matches.length > 1) throw settingsError('flavor', `${matches.length} flavors are named ${JSON.stringify(want)}${regionText(region)} (${matches.map((f) => f.id).join(', ')}): give the id`);
     throw settingsError('flavor', `no flavor ${JSON.stringify(want)}${regionText(region)}`);
   }
