@@ -1,7 +1,8 @@
 /** The embedded store: PGlite (PostgreSQL compiled to WASM) in a folder, or in memory. */
 import { chmodSync, lstatSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { PGlite, type Transaction } from '@electric-sql/pglite';
+import type { PGlite, Transaction } from '@electric-sql/pglite';
+import { openPgliteThread } from './pglite-thread.js';
 import { seedFromTemplate } from './pglite-template.js';
 import type { SqlClient } from './sql.js';
 import { SqlStore } from './sql.js';
@@ -59,23 +60,24 @@ export interface PgliteStoreOptions {
 }
 
 /**
- * Opens (creating if needed) the embedded store. `dir` undefined → in memory. In a folder, its
- * files are made private (0600, folders 0700). Throws {@link StoreOpenError} if the files are
- * damaged.
+ * Opens (creating if needed) the embedded store. `dir` undefined → in memory, in this thread.
+ * In a folder, PGlite runs in a thread of its own, and the folder's files are made private
+ * (0600, folders 0700). Throws {@link StoreOpenError} if the files are damaged.
  */
 export async function openPgliteStore(dir?: string, opts: PgliteStoreOptions = {}): Promise<SqlStore> {
   if (dir === undefined) {
+    const { PGlite } = await import('@electric-sql/pglite');
     const mem = new PGlite();
     await mem.waitReady;
     return SqlStore.open(client(mem, mem));
   }
-  let db: PGlite | undefined;
+  let db: SqlClient | undefined;
   try {
     seedFromTemplate(dir, undefined, undefined, await opts.seed);
-    db = new PGlite(dir);
-    await db.waitReady;
+    // In a thread of its own (pglite-thread.ts says why).
+    db = await openPgliteThread(dir);
     makePrivate(dir);
-    return await SqlStore.open(client(db, db));
+    return await SqlStore.open(db);
   } catch (err) {
     await db?.close().catch(() => undefined);
     throw new StoreOpenError(dir, err);

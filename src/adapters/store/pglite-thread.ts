@@ -1,0 +1,132 @@
+/**
+ * The embedded store's PostgreSQL (PGlite, WebAssembly) in a thread of its own, reached by
+ * messages: starting it on a folder is about a second of CPU, which then runs on another core
+ * while the controller loads and builds its API; afterwards its statements no longer hold up
+ * the controller's event loop (heartbeats, the API).
+ *
+ * Statements run one at a time, in order. A transaction holds the database: statements from
+ * outside it wait until it ends, as with PGlite in the same thread.
+ */
+import { Worker } from 'node:worker_threads';
+import type { SqlClient } from './sql.js';
+
+export type ThreadRequest = { readonly id: number } & Work;
+type Work = { readonly op: 'query'; readonly sql: string; readonly params: readonly unknown[] } | { readonly op: 'exec' | 'close'; readonly sql: string };
+interface ErrorText {
+  readonly name: string;
+  readonly message: string;
+  readonly props: Record<string, unknown>;
+}
+export type ThreadAnswer =
+  | { readonly ready: true }
+  | { readonly failed: ErrorText }
+  | { readonly id: number; readonly rows: unknown[] }
+  | { readonly id: number; readonly error: ErrorText };
+
+const FROM_SOURCE = import.meta.url.endsWith('.ts');
+const ENTRY = new URL(FROM_SOURCE ? './pglite-worker.ts' : './pglite-worker.js', import.meta.url);
+
+/** An error of the thread, as a local one: its name, message and fields (a PostgreSQL error's code, detail, …). */
+function revive(e: ErrorText): Error {
+  const err = new Error(e.message);
+  Object.assign(err, e.props);
+  err.name = e.name;
+  return err;
+}
+
+/** PGlite in a thread on `dir`; resolves once the database is ready, rejects with PGlite's error if it cannot start. */
+export async function openPgliteThread(dir: string): Promise<SqlClient> {
+  const worker = FROM_SOURCE
+    ? // From source (tsx), a worker on Node 20 does not inherit the loader: it registers it first.
+      new Worker(`import('tsx/esm/api').then((api) => { api.register(); return import(${JSON.stringify(ENTRY.href)}); })`, { eval: true, workerData: { dir } })
+    : new Worker(ENTRY, { workerData: { dir } });
+  const pending = new Map<number, { resolve: (rows: unknown[]) => void; reject: (err: Error) => void }>();
+  let nextId = 1;
+  let stopped: Error | undefined;
+  // Alive while it has work: an idle store does not keep the process running (nor did PGlite in the same thread).
+  const refresh = () => (pending.size > 0 ? worker.ref() : worker.unref());
+  const ready = new Promise<void>((resolve, reject) => {
+    const onMessage = (a: ThreadAnswer) => {
+      if ('ready' in a) return resolve();
+      if ('failed' in a) return reject(revive(a.failed));
+      const p = pending.get(a.id);
+      if (!p) return;
+      pending.delete(a.id);
+      refresh();
+      if ('error' in a) p.reject(revive(a.error));
+      else p.resolve(a.rows);
+    };
+    worker.on('message', onMessage);
+    const stop = (why: string) => {
+      stopped ??= new Error(`the embedded store's thread stopped: ${why}`);
+      reject(stopped);
+      for (const p of pending.values()) p.reject(stopped);
+      pending.clear();
+    };
+    worker.on('error', (err) => stop(err.message));
+    worker.on('exit', (code) => stop(`exit code ${code}`));
+  });
+  const send = (r: Work): Promise<unknown[]> => {
+    if (stopped) return Promise.reject(stopped);
+    const id = nextId++;
+    return new Promise((resolve, reject) => {
+      pending.set(id, { resolve, reject });
+      refresh();
+      worker.postMessage({ ...r, id });
+    });
+  };
+  try {
+    await ready;
+  } catch (err) {
+    await worker.terminate();
+    throw err;
+  }
+  worker.unref();
+
+  // The transaction in progress: other statements wait for its end.
+  let held: Promise<void> = Promise.resolve();
+  const exclusive = async <T>(fn: () => Promise<T>): Promise<T> => {
+    const before = held;
+    let release!: () => void;
+    held = new Promise<void>((r) => (release = r));
+    await before;
+    try {
+      return await fn();
+    } finally {
+      release();
+    }
+  };
+  const direct = {
+    query: async <T>(sql: string, params: readonly unknown[] = []) => ({ rows: (await send({ op: 'query', sql, params })) as T[] }),
+    exec: async (sql: string) => {
+      await send({ op: 'exec', sql });
+    },
+  };
+  const inTx: SqlClient = {
+    ...direct,
+    transaction: (fn) => fn(inTx),
+    close: () => Promise.reject(new Error('close the store, not a transaction')),
+  };
+  return {
+    query: (sql, params) => exclusive(() => direct.query(sql, params)),
+    exec: (sql) => exclusive(() => direct.exec(sql)),
+    transaction: (fn) =>
+      exclusive(async () => {
+        await direct.exec('BEGIN');
+        try {
+          const r = await fn(inTx);
+          await direct.exec('COMMIT');
+          return r;
+        } catch (err) {
+          await direct.exec('ROLLBACK').catch(() => undefined);
+          throw err;
+        }
+      }),
+    close: () =>
+      exclusive(async () => {
+        if (stopped) return;
+        await send({ op: 'close', sql: '' });
+        await worker.terminate();
+      }),
+  };
+}
