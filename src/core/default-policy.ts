@@ -44,7 +44,7 @@ export const DEFAULT_KNOBS: DefaultPolicyKnobs = {
   holdPerHeadroom: 2,
   minHold: '1m',
   maxHold: '15m',
-  minHeadroom: 0.1,
+  minHeadroom: 0.15,
   forecast: true,
   window: '1h',
   maxHeadroom: 0.5,

@@ -182,7 +182,7 @@ export const POLICY_DEFAULTS = {
     drainWithinMs: 60_000,
     quantile: 0.9,
     windowMs: 3_600_000,
-    minHeadroom: 0.1,
+    minHeadroom: 0.15,
     maxHeadroom: 0.5,
     holdPerHeadroom: 2,
     minHoldMs: 60_000,
