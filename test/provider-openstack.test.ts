@@ -265,3 +265,16 @@ test('openstack: the controller\'s factory (--provider openstack) reads OS_* and
   assert.throws(() => openStackFactory({ env: {}, controllerId: 'c' }), (e: unknown) => e instanceof CloudSettingError && /^OS_AUTH_URL: required/.test(e.message));
   assert.throws(() => openStackFactory({ env: { ...fake.env, DROVER_OPENSTACK_PROVISION_TIMEOUT: '5' }, controllerId: 'c' }), /DROVER_OPENSTACK_PROVISION_TIMEOUT=5: expected whole seconds/);
 });
+
+test('openstack: a read the API refuses while loaded (503, 429) is tried twice more after its Retry-After; a third refusal is the error', async (t) => {
+  const { fake, make } = await cloud(t);
+  const p = make();
+  const a = await p.request(req('i-a0a0a0a1'));
+  fake.unavailable(2);
+  const [m] = await p.describe([{ id: a.id, providerRef: a.providerRef }]);
+  assert.notEqual(m!.state, 'gone');
+  assert.equal(fake.count('unavailable'), 2);
+  fake.unavailable(3);
+  await assert.rejects(p.describe([{ id: a.id, providerRef: a.providerRef }]), (err: unknown) => err instanceof OpenStackError && err.kind === 'server' && err.retryable && err.status === 503);
+  assert.equal(fake.count('unavailable'), 5);
+});

@@ -10,7 +10,7 @@
  * What it cannot prove: that a real Nova agrees on the details it does not model (microversions,
  * policies, scheduling), which only the live suite (test/provider-openstack-live.test.ts) shows.
  *
- * Error injection: rate limits (429 with Retry-After), quota exceeded (403), no valid host (the
+ * Error injection: rate limits (429 with Retry-After), a loaded API (503), quota exceeded (403), no valid host (the
  * server goes to ERROR), a server stuck in BUILD, a create whose answer is lost (the server is
  * made, the connection reset), a malformed answer, and every token expiring at once. Every call
  * lands in {@link FakeOpenStack.log}, which tests assert on.
@@ -136,7 +136,7 @@ export class FakeOpenStack {
   readonly password = randomBytes(12).toString('hex');
   private readonly tokens = new Map<string, number>();
   private readonly timers = new Set<NodeJS.Timeout>();
-  private readonly faults = { rateLimit: 0, retryAfterS: 1, quota: 0, noValidHost: 0, stuck: 0, dropCreate: 0, malformed: 0, serverError: 0 };
+  private readonly faults = { rateLimit: 0, retryAfterS: 1, quota: 0, noValidHost: 0, stuck: 0, dropCreate: 0, malformed: 0, serverError: 0, unavailable: 0 };
   private made = 0;
   private addressed = 0;
   private http?: HttpServer;
@@ -198,6 +198,10 @@ export class FakeOpenStack {
   /** The next `n` calls to Nova (other than create) answer HTML instead of JSON. */
   malformed(n = 1): void {
     this.faults.malformed = n;
+  }
+  /** The next `n` calls to Nova other than a create answer 503 with `Retry-After: 0` (a loaded API). */
+  unavailable(n = 1): void {
+    this.faults.unavailable = n;
   }
   /** The next `n` server creates fail with a 500 before doing anything. */
   serverError(n = 1): void {
@@ -362,6 +366,11 @@ export class FakeOpenStack {
 
   private async nova(req: IncomingMessage, res: ServerResponse, method: string, path: string, query: URLSearchParams): Promise<void> {
     if (method === 'POST' && path === '/servers') return this.createServer(req, res);
+    if (this.faults.unavailable > 0) {
+      this.faults.unavailable--;
+      this.record(req, 503, 'unavailable');
+      return this.json(res, 503, { computeFault: { code: 503, message: 'Service Unavailable' } }, { 'retry-after': '0' });
+    }
     if (this.faults.malformed > 0) {
       this.faults.malformed--;
       this.record(req, 200, 'malformed');

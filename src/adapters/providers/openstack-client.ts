@@ -205,6 +205,12 @@ export interface CallOptions<T> {
   readonly what: string;
 }
 
+/** The longest wait before trying an idempotent call again. */
+const RETRY_WAIT_MAX_MS = 5000;
+
+/** A service refused the token once: fetch a new one and try again (once). */
+class ReauthNeeded extends Error {}
+
 const errorText = (err: unknown) => (err instanceof Error ? err.message : String(err));
 
 /** `Retry-After` in seconds or as an HTTP date; bounded to an hour. */
@@ -323,23 +329,42 @@ export class OpenStackClient {
 
   /**
    * One JSON call to a service: `path` is relative to its catalog endpoint. A 401 fetches a new
-   * token and tries once more (a token revoked or expired early). Errors are {@link OpenStackError}s.
+   * token and tries once more (a token revoked or expired early). A GET or DELETE (idempotent)
+   * refused as rate limited or failed with a 5xx is tried twice more, after the `Retry-After` the
+   * cloud asked for (at most {@link RETRY_WAIT_MAX_MS}; 0.5 s, then 1 s without one); a POST never
+   * is, since it may have been carried out. Errors are {@link OpenStackError}s.
    */
   async call<T>(service: OpenStackService, method: 'GET' | 'POST' | 'PUT' | 'DELETE', path: string, opts: CallOptions<T>): Promise<T | undefined> {
-    for (let attempt = 0; ; attempt++) {
-      const token = await this.validToken();
-      const url = `${this.endpointIn(token, service, opts.region ?? this.credentials.region)}${path}`;
-      const res = await this.send(method, url, token.value, opts.body, opts.what);
-      const text = await this.read(res, opts.what);
-      if (res.status === 401 && attempt === 0) {
-        if (this.token === token) this.token = undefined;
-        continue;
+    let reauthed = false;
+    for (let retry = 0; ; retry++) {
+      try {
+        return await this.once(service, method, path, opts, reauthed);
+      } catch (err) {
+        if (err instanceof ReauthNeeded) {
+          reauthed = true;
+          retry--;
+          continue;
+        }
+        const again = (method === 'GET' || method === 'DELETE') && err instanceof OpenStackError && (err.kind === 'rate_limit' || err.kind === 'server') && retry < 2;
+        if (!again) throw err;
+        await new Promise((r) => setTimeout(r, Math.min(err.retryAfterMs ?? 500 * 2 ** retry, RETRY_WAIT_MAX_MS)));
       }
-      if (res.status === 404 && opts.notFoundOk) return undefined;
-      if (res.status < 200 || res.status >= 300) throw this.httpError(res, text, opts.what);
-      if (!opts.schema || text.trim() === '') return undefined;
-      return this.parse(text, opts.schema, opts.what);
     }
+  }
+
+  private async once<T>(service: OpenStackService, method: string, path: string, opts: CallOptions<T>, reauthed: boolean): Promise<T | undefined> {
+    const token = await this.validToken();
+    const url = `${this.endpointIn(token, service, opts.region ?? this.credentials.region)}${path}`;
+    const res = await this.send(method, url, token.value, opts.body, opts.what);
+    const text = await this.read(res, opts.what);
+    if (res.status === 401 && !reauthed) {
+      if (this.token === token) this.token = undefined;
+      throw new ReauthNeeded();
+    }
+    if (res.status === 404 && opts.notFoundOk) return undefined;
+    if (res.status < 200 || res.status >= 300) throw this.httpError(res, text, opts.what);
+    if (!opts.schema || text.trim() === '') return undefined;
+    return this.parse(text, opts.schema, opts.what);
   }
 
   private async send(method: string, url: string, token: string | undefined, body: unknown, what: string): Promise<Response> {
