@@ -67,3 +67,41 @@ test('scale-in on openstack (hourly): the machine whose paid hour ends soonest g
   const l = spec('{ kind: local }');
   assert.equal(victim('{ kind: local }', serving(l, 'i-busy', now - 60_000, 0.9), serving(l, 'i-idle', now - 3_000_000, 0.1), now).id, 'i-idle');
 });
+
+test('a role on another provider than the app\'s never claims an app-wide spare (that spare is the wrong machine); a role on the app\'s does', () => {
+  const s = parseAppFile(`
+app: shop
+spares: 1
+provider: ${EC2}
+roles:
+  db: { count: 1, start: db, provider: { kind: local } }
+  api: { count: 1, start: api }
+`);
+  const now = 100_000_000;
+  const spare: PlanInstance = {
+    id: 'i-spare', role: null, pool: '*', state: 'spare', goal: 'run', roleHash: '', exports: null, importsSent: null, assignOrderId: null, stopOrderId: null,
+    drainOrderId: null, importsApplied: null, createdAt: now - 600_000, stateSince: now - 600_000, stopRequestedAt: null, drainRequestedAt: null, destroyedAt: null, lastSeenAt: now,
+  };
+  const p = plan({ app: { name: 'shop', spec: s, deleting: false }, desired: { api: 1, db: 1 }, instances: [spare], now, controllerStartedAt: 0, options: DEFAULT_PLANNER_OPTIONS });
+  const claims = p.actions.filter((a) => a.kind === 'assign').map((a) => ('role' in a ? a.role : ''));
+  const creates = p.actions.filter((a) => a.kind === 'create' && a.role !== null).map((a) => a.role);
+  assert.deepEqual(claims, ['api'], 'api (ec2, as the app) takes the ec2 spare');
+  assert.deepEqual(creates, ['db'], 'db (local) gets a machine of its own');
+});
+
+test('surplus spares on ec2: the one past its paid minute is released before one inside it', () => {
+  const s = parseAppFile(`
+app: shop
+spares: 1
+provider: ${EC2}
+roles:
+  api: { count: 0, start: api }
+`);
+  const now = 100_000_000;
+  const mk = (id: string, age: number): PlanInstance => ({
+    id, role: null, pool: '*', state: 'spare', goal: 'run', roleHash: '', exports: null, importsSent: null, assignOrderId: null, stopOrderId: null,
+    drainOrderId: null, importsApplied: null, createdAt: now - age, stateSince: now - age, stopRequestedAt: null, drainRequestedAt: null, destroyedAt: null, lastSeenAt: now,
+  });
+  const p = plan({ app: { name: 'shop', spec: s, deleting: false }, desired: { api: 0 }, instances: [mk('i-young', 10_000), mk('i-old', 3_600_000)], now, controllerStartedAt: 0, options: DEFAULT_PLANNER_OPTIONS });
+  assert.deepEqual(p.actions.filter((a) => a.kind === 'stop').map((a) => ('instanceId' in a ? a.instanceId : '')), ['i-old']);
+});

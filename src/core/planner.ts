@@ -30,7 +30,7 @@
  */
 import { createHash } from 'node:crypto';
 import { dependents, importsVersion, resolveImports, stopOrder } from './imports.js';
-import { providerKindOf, providerSettingsOf, type ProviderKind } from './provider-settings.js';
+import { providerKindOf, providerSettingsOf, type ProviderKind, type ProviderSettings } from './provider-settings.js';
 import { BILLING, paidLeftText, paidSecondsLeft } from './billing.js';
 import { own } from './limits.js';
 import { isLive, type InstanceState } from './states.js';
@@ -393,6 +393,12 @@ function stopRemovedRoles(input: PlanInput, { alive }: Sorted, b: PlanBuilder): 
   }
 }
 
+/** Whether two `provider:` blocks make the same machines (none and `kind: local` are both the default chain). */
+function sameMachines(a: ProviderSettings | undefined, b: ProviderSettings | undefined): boolean {
+  const norm = (p: ProviderSettings | undefined) => (p === undefined || p.kind === 'local' ? null : p);
+  return JSON.stringify(norm(a)) === JSON.stringify(norm(b));
+}
+
 /** Warm spares available to claim, by pool; claimed ones are taken out as the roles need them. */
 class SparePool {
   /** Every spare that is not leaving, ready or still booting. */
@@ -409,9 +415,12 @@ class SparePool {
     }
   }
 
-  /** A ready spare for `role`: its own pool first, then the app's; oldest first (surely warm). */
-  take(role: string): PlanInstance | undefined {
-    for (const pool of [role, '*']) {
+  /**
+   * A ready spare for `role`: its own pool first, then the app's (only when the role's machines are
+   * the app's: a spare booted on another provider is not the machine the role asked for); oldest first (surely warm).
+   */
+  take(role: string, appPool = true): PlanInstance | undefined {
+    for (const pool of appPool ? [role, '*'] : [role]) {
       const s = (this.ready.get(pool) ?? []).sort((x, y) => x.createdAt - y.createdAt).find((x) => !this.claimed.has(x.id));
       if (s) {
         this.claimed.add(s.id);
@@ -569,7 +578,7 @@ function scaleOut(
     }
     const at = slot !== undefined ? { slot } : {};
     const as = slot !== undefined ? ` as ${role.name}-${slot}` : '';
-    const spare = role.placement ? undefined : spares.take(role.name);
+    const spare = role.placement ? undefined : spares.take(role.name, sameMachines(role.provider, input.app.spec.provider));
     if (spare) {
       b.actions.push({
         kind: 'assign', instanceId: spare.id, role: role.name, claim: true, roleHash: hash, imports: imp.imports, importsVersion: imp.version, ...at,
@@ -745,7 +754,10 @@ function planSparePools(input: PlanInput, spares: SparePool, b: PlanBuilder): vo
         });
       }
     } else if (inPool.length > want) {
-      const extra = [...inPool].sort((x, y) => (x.state === 'provisioning' ? 0 : 1) - (y.state === 'provisioning' ? 0 : 1) || y.createdAt - x.createdAt);
+      // Still booting first, then (on a cloud billed by the clock) the one whose paid period ends soonest, then the newest.
+      const billing = BILLING[providerKindOf(providerSettingsOf(spec, pool))];
+      const paid = (i: PlanInstance) => Math.ceil(paidSecondsLeft(billing, input.now - i.createdAt));
+      const extra = [...inPool].sort((x, y) => (x.state === 'provisioning' ? 0 : 1) - (y.state === 'provisioning' ? 0 : 1) || paid(x) - paid(y) || y.createdAt - x.createdAt);
       for (const s of extra.slice(0, inPool.length - want)) {
         b.actions.push({ kind: 'stop', instanceId: s.id, role: null, reason: `spares${pool === '*' ? '' : ` for ${pool}`}: ${want} wanted; releasing ${s.id}` });
       }
