@@ -217,9 +217,9 @@ export class OpenStackProvider implements Provider {
         byInstance.set(inst, [...(byInstance.get(inst) ?? []), s]);
       }
       for (const [inst, list] of byInstance) {
-        const s = await this.keepOldest(list, region);
-        if (!s || s['OS-EXT-STS:task_state'] === 'deleting') continue;
-        out.push(await this.machineOf(inst, s, region));
+        // A server being deleted is on its way out: neither listed nor counted as the one to keep.
+        const s = await this.keepOldest(list.filter((x) => x['OS-EXT-STS:task_state'] !== 'deleting'), region);
+        if (s) out.push(await this.machineOf(inst, s, region));
       }
     }
     return out;
