@@ -84,7 +84,7 @@ roles:
   };
   const p = plan({ app: { name: 'shop', spec: s, deleting: false }, desired: { api: 1, db: 1 }, instances: [spare], now, controllerStartedAt: 0, options: DEFAULT_PLANNER_OPTIONS });
   const claims = p.actions.filter((a) => a.kind === 'assign').map((a) => ('role' in a ? a.role : ''));
-  const creates = p.actions.filter((a) => a.kind === 'create' && a.role !== null).map((a) => a.role);
+  const creates = p.actions.flatMap((a) => (a.kind === 'create' && a.role !== null ? [a.role] : []));
   assert.deepEqual(claims, ['api'], 'api (ec2, as the app) takes the ec2 spare');
   assert.deepEqual(creates, ['db'], 'db (local) gets a machine of its own');
 });
