@@ -5,7 +5,9 @@
  *
  * Names carry the test process's pid (`drv<pid>-…`), so a sweep at start removes what an earlier,
  * killed run left; `t.after` removes everything (the processes still inside a namespace killed
- * first, so their connections close), also when the test fails. Where namespaces
+ * first), also when the test fails. A test with a controller in its own process closes it before
+ * this clean-up runs (registers its own `t.after` first): connections to a namespace already
+ * removed make the controller's close wait 30 s. Where namespaces
  * cannot be made, {@link netnsUnavailable} says why: a suite fails with it under CI=true and
  * skips otherwise.
  */
@@ -50,11 +52,7 @@ export function netnsUnavailable(): string | undefined {
 /** Prefix of every name a test process makes. */
 const prefix = (pid: number) => `drv${pid}`;
 
-/**
- * Kills every process inside namespace `ns` and waits (up to 2 s) until they are gone, so their
- * connections close while the link still exists: a namespace removed under a live process leaves
- * the peer's end of its TCP connections open (a controller's close then waits 30 s for them).
- */
+/** Kills every process inside namespace `ns` and waits (up to 2 s) until they are gone. */
 function killInside(ns: string): void {
   let pids: number[] = [];
   try {
@@ -82,20 +80,23 @@ function zombie(pid: number): boolean {
   }
 }
 
+/** This prefix's namespaces. */
+function namespaces(pfx: string): string[] {
+  return ip('netns', 'list').split('\n').map((line) => line.split(' ')[0] ?? '').filter((name) => name.startsWith(pfx));
+}
+
 /**
  * Removes namespaces and links with this prefix (leftovers of a killed run of the same pid, or of
- * ours), the processes still inside a namespace first.
+ * ours). The processes still inside a namespace are killed first: `ip netns del` only removes
+ * the name, and they would live on in a namespace nobody can name.
  */
 export function sweep(pfx: string): void {
-  for (const line of ip('netns', 'list').split('\n')) {
-    const name = line.split(' ')[0];
-    if (name?.startsWith(pfx)) {
-      killInside(name);
-      try {
-        ip('netns', 'del', name);
-      } catch {
-        // already gone
-      }
+  for (const name of namespaces(pfx)) {
+    killInside(name);
+    try {
+      ip('netns', 'del', name);
+    } catch {
+      // already gone
     }
   }
   for (const line of ip('-o', 'link', 'show').split('\n')) {
