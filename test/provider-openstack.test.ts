@@ -109,7 +109,7 @@ test('openstack: a duplicate server for one instance (two creates racing) is del
   assert.notEqual(m!.state, 'gone');
   await until('the duplicate gone', async () => (fake.serversOf('i-cafe0003').length === 1 ? true : undefined), 5000, 20);
   // The one kept is the one described (Nova's `created` has whole seconds: a tie is broken by id, the same way by every controller).
-  assert.deepEqual(m!.providerRef, { serverId: fake.serversOf('i-cafe0003')[0]!.id, region: 'RegionOne', flavor: 'm1.small' });
+  assert.equal(m!.providerRef?.serverId, fake.serversOf('i-cafe0003')[0]!.id);
   assert.ok(first.providerRef);
 });
 
