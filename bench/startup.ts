@@ -41,10 +41,14 @@ await import(${JSON.stringify(ROOT + 'node_modules/pino/pino.js')});
 const { main } = await import(${JSON.stringify(ROOT + 'dist/cli/main.js')});
 process.exitCode = await main(['node', 'drover', ...process.argv.slice(1).filter((a) => a !== '--')]);`;
 
-/** The CLI from dist/'s own modules (tsc's output, one file per module, no bundle, no code cache), as before the bundles. */
+/**
+ * The CLI from dist/'s own modules (tsc's output, one file per module, no bundle, no code cache),
+ * as before the bundles. Without --input-type, which the controller's worker threads would inherit.
+ */
 const UNBUNDLED = `
-const { main } = await import(${JSON.stringify(ROOT + 'dist/cli/main.js')});
-process.exitCode = await main(['node', 'drover', ...process.argv.slice(1).filter((a) => a !== '--')]);`;
+import(${JSON.stringify(ROOT + 'dist/cli/main.js')}).then(async ({ main }) => {
+  process.exitCode = await main(['node', 'drover', ...process.argv.slice(1).filter((a) => a !== '--')]);
+});`;
 
 async function cliTimes(): Promise<{ command: string; before: number; now: number }[]> {
   const cwd = mkdtempSync(join(tmpdir(), 'drover-bench-cli-'));
@@ -84,7 +88,7 @@ async function upApplied(file: string, how: 'initdb' | 'files' | 'now'): Promise
   const cwd = mkdtempSync(join(tmpdir(), 'drover-bench-up-'));
   try {
     const env = { ...process.env, DROVER_LOG_LEVEL: 'warn', ...(how === 'initdb' ? { DROVER_STORE_TEMPLATE: 'off' } : {}) };
-    const cli = how === 'now' ? [BIN] : ['--input-type=module', '-e', UNBUNDLED, '--'];
+    const cli = how === 'now' ? [BIN] : ['-e', UNBUNDLED, '--'];
     const t0 = performance.now();
     const p = spawn(process.execPath, [...cli, 'up', join(ROOT, file), '--port', '0'], { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';

@@ -79,7 +79,7 @@ export function startStoreSeed(dir: string, template = STORE_TEMPLATE_DIR, env: 
     };
     let worker: Worker;
     try {
-      worker = new Worker(COPY, { eval: true, workerData: { from: template, to: seed } });
+      worker = new Worker(COPY, { eval: true, workerData: { from: template, to: seed }, execArgv: [] });
     } catch {
       return done(false);
     }

@@ -39,7 +39,8 @@ export async function openPgliteThread(dir: string): Promise<SqlClient> {
   const worker = FROM_SOURCE
     ? // From source (tsx), a worker on Node 20 does not inherit the loader: it registers it first.
       new Worker(`import('tsx/esm/api').then((api) => { api.register(); return import(${JSON.stringify(ENTRY.href)}); })`, { eval: true, workerData: { dir } })
-    : new Worker(ENTRY, { workerData: { dir } });
+    : // The process's flags but --input-type (for `node -e`), which a file's worker refuses.
+      new Worker(ENTRY, { workerData: { dir }, execArgv: process.execArgv.filter((a) => !a.startsWith('--input-type')) });
   const pending = new Map<number, { resolve: (rows: unknown[]) => void; reject: (err: Error) => void }>();
   let nextId = 1;
   let stopped: Error | undefined;
