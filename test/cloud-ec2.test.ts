@@ -55,7 +55,7 @@ interface Cloud {
   fake: FakeEc2;
   boot: BootHook;
   store: Store;
-  start(o?: { provider?: (inner: Ec2Provider) => Provider; port?: number; planner?: Record<string, number>; clouds?: boolean }): Promise<RunningController>;
+  start(o?: { provider?: (inner: Ec2Provider) => Provider; port?: number; planner?: Record<string, number>; clouds?: boolean; timeoutMs?: number }): Promise<RunningController>;
   api<T>(server: RunningController, method: string, path: string, body?: unknown): Promise<T>;
 }
 
@@ -83,7 +83,7 @@ async function cloud(t: { after: (fn: () => Promise<void>) => void }, bootMs = 3
         store = await openPgliteStore(join(dir, 'db'));
         c.store = store;
       }
-      const ec2 = new Ec2Provider({ controllerId: 'ctl-e2e', endpoint: fake.url, regions: ['eu-west-1'], provisionTimeoutMs: 60_000 });
+      const ec2 = new Ec2Provider({ controllerId: 'ctl-e2e', endpoint: fake.url, regions: ['eu-west-1'], provisionTimeoutMs: o.timeoutMs ?? 60_000 });
       const s = await startServer({
         dataDir, port: o.port ?? 0, logger: pino({ level: 'silent' }), heartbeatMs: 500, store,
         ...(o.clouds === false ? {} : { cloudProviders: { ec2: o.provider ? o.provider(ec2) : ec2 } }),
@@ -216,6 +216,23 @@ test('cloud errors become events on the role and are retried with backoff (growi
   c.fake.clearInjected();
   await api('POST', '/v1/apps/shop/roles/web/retry', {});
   await until('web serving', async () => ((await api<{ instances: Inst[] }>('GET', '/v1/instances')).instances.some((i) => i.state === 'serving') ? true : undefined), 90_000, 250);
+});
+
+test("a machine that never leaves pending is failed after the ec2 provider's own timeout, terminated, and replaced", { timeout: 60_000, ...skip }, async (t) => {
+  const c = await cloud(t);
+  c.fake.stuckPending = true;
+  const server = await c.start({ timeoutMs: 3000 });
+  const api = <T>(m: string, p: string, b?: unknown) => c.api<T>(server, m, p, b);
+  await api('PUT', '/v1/apps/shop', { yaml: appFile(1), appDir: FIXTURES });
+  const first = await until('asked for', async () => c.fake.ops('RunInstances')[0], 20_000, 50);
+  const told = await until('failed after 3 s', async () => (await api<{ events: Ev[] }>('GET', '/v1/events?limit=200')).events.find((e) => e.kind === 'instance.destroy' && /did not register within 3s/.test(e.message)), 20_000, 100);
+  const { instances } = await api<{ instances: (Inst & { createdAt: string })[] }>('GET', '/v1/instances?all=true');
+  const made = instances.find((i) => i.id === first.params.ClientToken)!;
+  const after = Date.parse(told.at) - Date.parse(made.createdAt);
+  assert.ok(after >= 3000 && after < 10_000, `failed ${after} ms after it was asked for: the ec2 provider's 3 s, not the default 60 s`);
+  await until('terminated and asked for again', async () => (c.fake.ops('TerminateInstances').length >= 1 && c.fake.ops('RunInstances').length >= 2 ? true : undefined), 20_000, 100);
+  const stuck = [...c.fake.machines.values()][0]!;
+  await until('the stuck machine terminated', async () => (stuck.state === 'terminated' ? true : undefined), 10_000, 100);
 });
 
 test('a role asking for a provider the controller does not run is refused at apply, the field named; nothing is applied', { timeout: 60_000 }, async (t) => {
