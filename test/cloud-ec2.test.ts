@@ -260,5 +260,18 @@ test('a role asking for a provider the controller does not run is refused at app
   const badBody = (await bad.json()) as { error: { details: { path: string; message: string }[] } };
   assert.equal(bad.status, 422);
   assert.deepEqual(badBody.error.details, [{ path: 'roles.web.provider.subnet', message: 'required' }]);
+  // With ec2: placement (a choice among joined hosts) on a cloud role is refused.
+  const withEc2 = await startServer({
+    dataDir: join(dir, '.drover-ec2'), port: 0, logger: pino({ level: 'silent' }),
+    cloudProviders: { ec2: new Ec2Provider({ controllerId: 'ctl-refuse', endpoint: 'http://127.0.0.1:9', regions: [] }) },
+  });
+  t.after(() => withEc2.close());
+  const placed = await fetch(`${withEc2.url}/v1/apps/shop`, {
+    method: 'PUT', headers: { authorization: `Bearer ${withEc2.token}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ yaml: appFile(1).replace('    count: 1\n', '    count: 1\n    placement: { labels: { disk: ssd } }\n'), appDir: FIXTURES }),
+  });
+  assert.equal(placed.status, 422);
+  const placedBody = (await placed.json()) as { error: { details: { path: string; message: string }[] } };
+  assert.deepEqual(placedBody.error.details.map((d) => d.path), ['roles.web.placement']);
 });
 

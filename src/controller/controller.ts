@@ -327,6 +327,10 @@ export class Controller {
       if (role.provider && !kinds.has(role.provider.kind) && role.provider !== spec.provider && JSON.stringify(role.provider) !== JSON.stringify(spec.provider)) {
         issues.push({ path: `roles.${name}.provider.kind`, message: why(role.provider.kind) });
       }
+      // Placement picks among joined hosts and this machine; a cloud role's machines are made for it.
+      if (role.placement && role.provider && role.provider.kind !== 'local') {
+        issues.push({ path: `roles.${name}.placement`, message: `placement chooses among joined hosts; role ${name} runs on ${role.provider.kind} machines made for it: leave placement out` });
+      }
     }
     if (issues.length > 0) throw new ApiError('invalid_spec', issues.map((i) => `${i.path}: ${i.message}`).join('\n'), issues);
   }
