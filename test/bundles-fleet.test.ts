@@ -73,6 +73,10 @@ test('bundles and placement on namespaced hosts: labels choose the host, the bun
     t.skip(why);
     return;
   }
+  // Registered before the network's own clean-up, so it runs first: agents killed and the
+  // controller closed while the namespaces (and the connections into them) still exist.
+  const cleanUp: { run?: () => Promise<void> } = {};
+  t.after(async () => cleanUp.run?.());
   const net = makeNetwork(t, 3);
   const dir = mkdtempSync(join(tmpdir(), 'drover-bundles-'));
   const appDir = join(dir, 'shop');
@@ -87,7 +91,7 @@ test('bundles and placement on namespaced hosts: labels choose the host, the bun
     dataDir: join(dir, '.drover'), host: net.bridgeIp, port: 0, logger: pino({ level: 'silent' }), heartbeatMs: 500,
     planner: { heartbeatTimeoutMs: 2500, unresponsiveGraceMs: 4000 },
   });
-  t.after(async () => {
+  cleanUp.run = async () => {
     for (const c of children) {
       try {
         process.kill(-c.pid!, 'SIGKILL');
@@ -98,7 +102,7 @@ test('bundles and placement on namespaced hosts: labels choose the host, the bun
     await server.close();
     killAll(processesWithEnv(dir));
     rmSync(dir, { recursive: true, force: true });
-  });
+  };
   const api = apiClient(server);
   const events = async () => (await api<{ events: Ev[] }>('GET', '/v1/events?limit=1000&after=0')).events;
   const instances = async () => (await api<{ instances: Inst[] }>('GET', '/v1/instances')).instances;

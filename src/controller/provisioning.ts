@@ -10,6 +10,7 @@
  * one it does not (or knows as destroyed) is reaped.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
+import { setMaxListeners } from 'node:events';
 import { providerSettingsOf, type ProviderSettings } from '../core/index.js';
 import type { InstanceHandle, Machine } from '../adapters/providers/index.js';
 import type { InstancePatch, InstanceRecord } from '../adapters/store/index.js';
@@ -54,7 +55,12 @@ export class Provisioning {
   private readonly destroyTroubleTold = new Set<string>();
   private stopped = false;
   /** Ends every wait between two looks when the controller stops. */
-  private readonly stopping = new AbortController();
+  /** Aborts every watch's wait at stop; one listener per machine being watched, so no listener limit. */
+  private readonly stopping = (() => {
+    const c = new AbortController();
+    setMaxListeners(0, c.signal);
+    return c;
+  })();
 
   constructor(private readonly ctx: ControllerContext) {}
 
