@@ -189,8 +189,9 @@ const WHY: Record<string, string> = {
     'keeps the last burst\'s instances and sits on a better front here. Raising the cap buys minutes at more cost ' +
     '(50% → 100% on the tuning seeds: 1.8× → 2.4× the oracle, 370 → 100 violating minutes), not a win over both.',
   sawtooth:
-    'sawtooth: 2–4× bursts on the clock: the threshold rule\'s fewer violating minutes cost about 2.5× the oracle (it is ' +
-    'close to peak provisioning); Drover\'s front reaches its minutes only at a similar price (quantile 0.99 in the fronts).',
+    'sawtooth: 2–4× bursts on the clock, each steeper than a boot: the threshold rule\'s fewer violating minutes cost about ' +
+    '2.5× the oracle (it stays close to peak provisioning); Drover\'s front (quantile 0.8–0.99) spans about 1.3–1.6× the oracle ' +
+    'and 100–150 violating minutes, each burst\'s first minutes, and does not reach that corner.',
   weekly:
     'weekly: 12% minute-scale noise on a smooth week; single noisy minutes above the 15% least headroom are what is left, ' +
     'against the HPA\'s 25% margin at about 6% more cost.',
