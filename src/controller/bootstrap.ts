@@ -273,6 +273,7 @@ export class Bootstrap {
   /** Requests seen by this controller process: what the node is given when it joins. */
   readonly #requests = new Map<string, CreateInstanceRequest>();
   readonly #starts = new Map<string, BoundStart>();
+  #loopbackTold = false;
 
   constructor(private readonly o: BootstrapOptions) {}
 
@@ -343,7 +344,13 @@ export class Bootstrap {
   async #userData(req: CreateInstanceRequest, ttlMs: number): Promise<string> {
     const t = instanceJoinToken(req.key, req.instanceId);
     const bundle = await this.o.agentBundle();
-    const userData = cloudInitUserData({ controllerUrl: this.o.controllerUrl(), instanceId: req.instanceId, token: t.token, agentSha256: bundle.sha256 });
+    const controllerUrl = this.o.controllerUrl();
+    const userData = cloudInitUserData({ controllerUrl, instanceId: req.instanceId, token: t.token, agentSha256: bundle.sha256 });
+    if (!this.#loopbackTold && /^(127\.|\[::1\])/.test(new URL(controllerUrl).hostname)) {
+      // Right for a test cloud on this machine; a real VM never reaches it (and fails after the provider's timeout).
+      this.#loopbackTold = true;
+      this.o.log.warn({ controllerUrl }, 'cloud machines are told to reach the controller on a loopback address: set DROVER_CLOUD_URL (or --listen on an address the cloud reaches)');
+    }
     if (!(await this.o.store.getJoinToken(t.id))) {
       const now = this.o.clock.now();
       try {
