@@ -10,8 +10,8 @@ import { hostname } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import type { AppSpec, SpecIssue } from '../core/index.js';
-import { preparePrivateDataDir, type RunningController } from '../controller/index.js';
-import { dropStoreSeeds, startStoreSeed } from '../adapters/store/index.js';
+import { acquireLock, LockHeldError, preparePrivateDataDir, type DataDirLock, type RunningController } from '../controller/index.js';
+import { dropStoreSeeds, startEmbeddedDb, type SqlClient } from '../adapters/store/index.js';
 import { CliError, Client, findTarget, HttpError } from './client.js';
 import { ago, table } from './format.js';
 import { registerFleetCommands, renderByHost } from './fleet.js';
@@ -22,17 +22,27 @@ const core = () => import('../core/index.js');
 const controller = () => import('../controller/index.js');
 
 /**
- * For a controller on the embedded store (no store URL): its data folder made private, and, for
- * a new store, its files copied from the build's template while this process loads the
- * controller's code (another thread: both cores at work). Given to `startServer`, which renames
- * the copy into place; one it did not take (it did not start) is removed when this process exits
- * (half-made, by the next start).
+ * For a controller of this process on the embedded store (no store URL): its data folder made
+ * private and locked, and its store's database started (the template copied in if new, PGlite
+ * in its thread) while this process loads the controller's code — both cores at work. Given to
+ * `startServer`. A template copy not taken is removed when this process exits (half-made, by
+ * the next start).
  */
-function seedStore(dataDir: string, storeUrl: string | undefined): Promise<string | undefined> | undefined {
+async function startEarly(dataDir: string, storeUrl: string | undefined): Promise<{ lock: DataDirLock; db: Promise<SqlClient> } | undefined> {
   if (storeUrl?.trim()) return undefined;
-  const db = join(preparePrivateDataDir(dataDir), 'db');
+  const dir = preparePrivateDataDir(dataDir);
+  let lock: DataDirLock;
+  try {
+    lock = await acquireLock(dir);
+  } catch (err) {
+    if (err instanceof LockHeldError) throw new CliError(err.message);
+    throw err;
+  }
+  const db = join(dir, 'db');
   process.once('exit', () => dropStoreSeeds(db));
-  return startStoreSeed(db);
+  const started = startEmbeddedDb(db);
+  started.catch(() => undefined); // said by the controller's start, which waits for it
+  return { lock, db: started };
 }
 
 /** The controller's port when none is given: the controller's own DEFAULT_PORT (a test keeps them equal). */
@@ -410,10 +420,12 @@ export function buildProgram(): Command {
     .addOption(sshHostsOpt())
     .addOption(providerOpt())
     .action(async (file: string, o: { dataDir: string; port: number; listen?: { host: string; port: number }; detach?: boolean; timeout: number; store?: string; transport?: string; sshHosts?: string; provider?: string[] }, cmd: Command) => {
-      // The store's files are copied while the controller's modules load and the file is read.
-      const seed = o.detach ? undefined : seedStore(o.dataDir, o.store);
+      // A controller of this process: its data folder locked and its store started while the
+      // controller's modules load and the file is read.
+      const early = o.detach || (await runningController(o.dataDir)) ? undefined : await startEarly(o.dataDir, o.store);
       if (!o.detach) void controller().catch(() => undefined);
-      await readSpec(file); // refuse a bad file before starting anything
+      // A bad file is refused before the controller starts (its new store, if made, is kept for the next start).
+      await readSpec(file);
       const store = await storeUrl(o, cmd);
       const transport = await transportUrl(o, cmd);
       const existing = await runningController(o.dataDir);
@@ -457,7 +469,7 @@ export function buildProgram(): Command {
         return;
       }
       if (existing) throw new CliError(`a controller already runs for ${resolve(o.dataDir)}; use \`drover apply ${file}\` or \`drover down\` first`);
-      await runForeground(file, o.dataDir, o.listen ?? { host: '127.0.0.1', port: o.port }, store, transport, o.sshHosts, o.provider, seed);
+      await runForeground(file, o.dataDir, o.listen ?? { host: '127.0.0.1', port: o.port }, store, transport, o.sshHosts, o.provider, early);
     });
 
   program
@@ -471,13 +483,13 @@ export function buildProgram(): Command {
     .addOption(sshHostsOpt())
     .addOption(providerOpt())
     .action(async (o: { dataDir: string; port: number; listen?: { host: string; port: number }; store?: string; transport?: string; sshHosts?: string; provider?: string[] }, cmd: Command) => {
-      const seed = seedStore(o.dataDir, o.store);
+      const early = await startEarly(o.dataDir, o.store);
       const store = await storeUrl(o, cmd);
       const transport = await transportUrl(o, cmd);
       const { startServer } = await controller();
       const holder: { server?: RunningController } = {};
       const stop = () => void holder.server?.close().then(() => process.exit(0));
-      holder.server = await startServer({ dataDir: o.dataDir, host: o.listen?.host ?? '127.0.0.1', port: o.listen?.port ?? o.port, ...(store ? { storeUrl: store } : {}), ...(transport ? { transportUrl: transport } : {}), ...(o.sshHosts ? { sshHosts: o.sshHosts } : {}), ...(o.provider ? { providers: o.provider } : {}), ...(seed ? { storeSeed: seed } : {}), ...(process.env.DROVER_TOKEN ? { token: process.env.DROVER_TOKEN } : {}), onShutdown: stop });
+      holder.server = await startServer({ dataDir: o.dataDir, host: o.listen?.host ?? '127.0.0.1', port: o.listen?.port ?? o.port, ...(store ? { storeUrl: store } : {}), ...(transport ? { transportUrl: transport } : {}), ...(o.sshHosts ? { sshHosts: o.sshHosts } : {}), ...(o.provider ? { providers: o.provider } : {}), ...(early ? { early } : {}), ...(process.env.DROVER_TOKEN ? { token: process.env.DROVER_TOKEN } : {}), onShutdown: stop });
       process.once('SIGTERM', stop);
       process.once('SIGINT', stop);
       await new Promise(() => {});
@@ -1000,10 +1012,10 @@ async function forceDown(dataDir: string, graceMs: number): Promise<void> {
   if (failed) throw new CliError('some processes could not be stopped');
 }
 
-async function runForeground(file: string, dataDir: string, listen: { host: string; port: number }, storeUrl: string | undefined, transportUrl?: string, sshHosts?: string, providers?: string[], storeSeed?: Promise<string | undefined>): Promise<void> {
+async function runForeground(file: string, dataDir: string, listen: { host: string; port: number }, storeUrl: string | undefined, transportUrl?: string, sshHosts?: string, providers?: string[], early?: { lock: DataDirLock; db: Promise<SqlClient> }): Promise<void> {
   const [{ pino }, { startServer }] = await Promise.all([import('pino'), controller()]);
   const logger = pino({ level: process.env.DROVER_LOG_LEVEL ?? 'info', transport: { target: 'pino-pretty', options: { destination: 2, ignore: 'pid,hostname', translateTime: 'HH:MM:ss' } } });
-  const server = await startServer({ dataDir, host: listen.host, port: listen.port, logger, ...(storeUrl ? { storeUrl } : {}), ...(transportUrl ? { transportUrl } : {}), ...(sshHosts ? { sshHosts } : {}), ...(providers ? { providers } : {}), ...(storeSeed ? { storeSeed } : {}), ...(process.env.DROVER_TOKEN ? { token: process.env.DROVER_TOKEN } : {}) });
+  const server = await startServer({ dataDir, host: listen.host, port: listen.port, logger, ...(storeUrl ? { storeUrl } : {}), ...(transportUrl ? { transportUrl } : {}), ...(sshHosts ? { sshHosts } : {}), ...(providers ? { providers } : {}), ...(early ? { early } : {}), ...(process.env.DROVER_TOKEN ? { token: process.env.DROVER_TOKEN } : {}) });
   const client = new Client({ url: server.url, token: server.token });
   await applyFile(client, file);
   out(`controller at ${server.url}; Ctrl-C stops the app and the controller`);

@@ -14,6 +14,6 @@ export { ApiError, ERROR_CODES, type ErrorCode, type ErrorBody } from './errors.
 export { Runner, TerminalError, type ReconcileResult } from './runner.js';
 export { VERSION } from './version.js';
 export { ControllerStartError, preparePrivateDataDir, privateUmask, type StartErrorCode } from './datadir.js';
-export { lockHolder, LockHeldError, type LockHolder } from './lock.js';
+export { acquireLock, lockHolder, LockHeldError, type DataDirLock, type LockHolder } from './lock.js';
 export { DEFAULT_RETENTION, type RetentionOptions, type PruneResult } from './retention.js';
 export { cloudInitUserData, instanceJoinToken, readBootPlan, BOOT_PATHS, type BootPlan, type UserDataInput } from './bootstrap.js';

@@ -9,7 +9,7 @@ import { join, resolve } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { pino, type Logger } from 'pino';
 import { systemClock, type Clock, type PlannerOptions } from '../core/index.js';
-import { DEFAULT_POOL_SIZE, deferredStore, FencedStore, MAX_POOL_SIZE, openPgliteStore, openPostgresStore, redactStoreUrl, StoreOpenError, StoreUnavailableError, StoreUrlError, type Store } from '../adapters/store/index.js';
+import { DEFAULT_POOL_SIZE, deferredStore, FencedStore, MAX_POOL_SIZE, openPgliteStore, openPostgresStore, redactStoreUrl, StoreOpenError, StoreUnavailableError, StoreUrlError, type SqlClient, type Store } from '../adapters/store/index.js';
 import {
   CloudSettingError, ec2Factory, loadSshHosts, LocalProvider, openStackFactory, providerFactories, ProviderRouter, SshConfigError, SshProvider, StaticProvider, type CloudKind, type Provider,
 } from '../adapters/providers/index.js';
@@ -48,11 +48,11 @@ export interface ServerOptions {
    */
   readonly storeUrl?: string;
   /**
-   * A copy of the embedded store's template being made in the data folder (`startStoreSeed` of
-   * the store door: the CLI starts it before loading the controller's code), used for a new
-   * store instead of copying the template again.
+   * The data folder's lock, already taken by the caller (the CLI, before loading the
+   * controller's code), and the embedded store's database it started under it
+   * (`startEmbeddedDb` of the store door). The lock is released by `close()`.
    */
-  readonly storeSeed?: Promise<string | undefined>;
+  readonly early?: { readonly lock: DataDirLock; readonly db?: Promise<SqlClient> };
   /** Connections to PostgreSQL at most (env DROVER_STORE_POOL_SIZE). @default 10 */
   readonly storePoolSize?: number;
   readonly provider?: Provider;
@@ -238,7 +238,7 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningCont
   const dataDir = preparePrivateDataDir(opts.dataDir ?? '.drover');
   let lock: DataDirLock;
   try {
-    lock = await acquireLock(dataDir);
+    lock = opts.early?.lock ?? (await acquireLock(dataDir));
   } catch (err) {
     if (err instanceof LockHeldError) throw new ControllerStartError('data-dir-locked', err.message, { cause: err });
     throw err;
@@ -255,7 +255,7 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningCont
       rawStore = await openPostgres(opts.storeUrl, opts.storePoolSize ?? poolSizeFromEnv(process.env), logger);
       undo.push(() => rawStore.close());
     } else {
-      const opening = openPgliteStore(join(dataDir, 'db'), opts.storeSeed ? { seed: opts.storeSeed } : {}).catch((err: unknown) => {
+      const opening = openPgliteStore(join(dataDir, 'db'), opts.early?.db ? { started: opts.early.db } : {}).catch((err: unknown) => {
         if (err instanceof StoreOpenError) throw new ControllerStartError('store-unreadable', storeHelp(dataDir, err), { cause: err });
         throw err;
       });

@@ -12,6 +12,7 @@ export { SqlStore, type SqlClient } from './sql.js';
 export { openPgliteStore, StoreOpenError, type PgliteStoreOptions } from './pglite.js';
 export { dropStoreSeeds, startStoreSeed } from './pglite-template.js';
 export { deferredStore } from './deferred.js';
+export { startEmbeddedDb } from './pglite-thread.js';
 export {
   checkPostgresUrl, DEFAULT_POOL_SIZE, isPostgresUrl, MAX_POOL_SIZE, openPostgresStore, redactStoreUrl, StoreUnavailableError, StoreUrlError,
   type PostgresStoreOptions,

@@ -8,6 +8,7 @@
  * outside it wait until it ends, as with PGlite in the same thread.
  */
 import { Worker } from 'node:worker_threads';
+import { seedFromTemplate, startStoreSeed } from './pglite-template.js';
 import type { SqlClient } from './sql.js';
 
 export type ThreadRequest = { readonly id: number } & Work;
@@ -34,13 +35,17 @@ function revive(e: ErrorText): Error {
   return err;
 }
 
-/** PGlite in a thread on `dir`; resolves once the database is ready, rejects with PGlite's error if it cannot start. */
-export async function openPgliteThread(dir: string): Promise<SqlClient> {
+/**
+ * PGlite in a thread on `dir`; resolves once the database is ready, rejects with PGlite's error
+ * if it cannot start. The thread starts at once and loads PGlite while `dir` (a promise) is
+ * still being prepared; it opens the folder once `dir` resolves.
+ */
+export async function openPgliteThread(dir: string | Promise<string>): Promise<SqlClient> {
   const worker = FROM_SOURCE
     ? // From source (tsx), a worker on Node 20 does not inherit the loader: it registers it first.
-      new Worker(`import('tsx/esm/api').then((api) => { api.register(); return import(${JSON.stringify(ENTRY.href)}); })`, { eval: true, workerData: { dir } })
+      new Worker(`import('tsx/esm/api').then((api) => { api.register(); return import(${JSON.stringify(ENTRY.href)}); })`, { eval: true })
     : // The process's flags but --input-type (for `node -e`), which a file's worker refuses.
-      new Worker(ENTRY, { workerData: { dir }, execArgv: process.execArgv.filter((a) => !a.startsWith('--input-type')) });
+      new Worker(ENTRY, { execArgv: process.execArgv.filter((a) => !a.startsWith('--input-type')) });
   const pending = new Map<number, { resolve: (rows: unknown[]) => void; reject: (err: Error) => void }>();
   let nextId = 1;
   let stopped: Error | undefined;
@@ -77,6 +82,7 @@ export async function openPgliteThread(dir: string): Promise<SqlClient> {
     });
   };
   try {
+    worker.postMessage({ open: await dir });
     await ready;
   } catch (err) {
     await worker.terminate();
@@ -130,4 +136,15 @@ export async function openPgliteThread(dir: string): Promise<SqlClient> {
         await worker.terminate();
       }),
   };
+}
+
+/**
+ * Starts the embedded store's database in `dir` (a store folder in a private data folder whose
+ * lock the caller holds): the template copied in if it is new, then PGlite started in its
+ * thread. The CLI calls it before loading the controller, which finishes opening the store
+ * (`openPgliteStore` with `started`). Rejects with PGlite's error if the folder cannot be used.
+ */
+export function startEmbeddedDb(dir: string): Promise<SqlClient> {
+  // PGlite loads in its thread while the template is copied in another.
+  return openPgliteThread(startStoreSeed(dir).then((seeded) => (seedFromTemplate(dir, undefined, undefined, seeded), dir)));
 }

@@ -52,11 +52,8 @@ function makePrivate(dir: string): void {
 }
 
 export interface PgliteStoreOptions {
-  /**
-   * A copy of the store template being made beside `dir` (`startStoreSeed`, started before
-   * the controller's code loaded): renamed into place for a new store instead of copying again.
-   */
-  readonly seed?: Promise<string | undefined>;
+  /** The database, already being started in `dir` (`startEmbeddedDb`, by the CLI): opened as the store. */
+  readonly started?: Promise<SqlClient>;
 }
 
 /**
@@ -73,9 +70,12 @@ export async function openPgliteStore(dir?: string, opts: PgliteStoreOptions = {
   }
   let db: SqlClient | undefined;
   try {
-    seedFromTemplate(dir, undefined, undefined, await opts.seed);
-    // In a thread of its own (pglite-thread.ts says why).
-    db = await openPgliteThread(dir);
+    if (opts.started) db = await opts.started;
+    else {
+      seedFromTemplate(dir);
+      // In a thread of its own (pglite-thread.ts says why).
+      db = await openPgliteThread(dir);
+    }
     makePrivate(dir);
     return await SqlStore.open(db);
   } catch (err) {
