@@ -44,7 +44,7 @@ export const STORE_METHODS = {
   listRoles: true, setRoleCount: true, setPolicyState: true,
   insertInstance: true, updateInstance: true, getInstance: true, listInstances: true,
   putOrder: true, ackOrder: true, pendingOrders: true,
-  appendEvent: true, listEvents: true, pruneEvents: true, pruneOrders: true,
+  appendEvent: true, listEvents: true, pruneEvents: true, pruneOrders: true, pruneFleet: true,
   createTenant: true, getTenant: true, listTenants: true, updateTenant: true, reserveSeat: true, reserveMove: true, seatsUsed: true, listTenantSeats: true,
   appendNotification: true, listNotifications: true,
   acquireLease: true, renewLease: true, releaseLease: true, getLease: true, assertLease: true,
@@ -152,6 +152,42 @@ export function storeConformance(name: string, openFresh: OpenStore, opts: { man
       assert.ok(next.id > 10, 'ids are not reused after pruning');
       assert.equal(await store.pruneEvents({ keep: 0 }), 3);
       assert.deepEqual(await store.listEvents({}), []);
+    } finally {
+      await store.close();
+      await cleanup();
+    }
+  });
+
+  test(`${name}: retention prunes old fleet records: gone nodes, expired or revoked tokens, used-up instance tokens; never one a ready node holds`, async () => {
+    const { store, cleanup } = await open();
+    try {
+      const token = (id: string, o: { maxUses?: number | null; expiresAt?: number | null; instanceId?: string; createdAt?: number } = {}) =>
+        store.createJoinToken({ id, hash: `h-${id}`, app: 'shop', labels: null, maxUses: o.maxUses ?? null, expiresAt: o.expiresAt ?? null, createdAt: o.createdAt ?? 1, ...(o.instanceId ? { instanceId: o.instanceId } : {}) });
+      const node = (id: string, tokenId: string, state: 'ready' | 'gone' | 'revoked', lastSeenAt: number) =>
+        store.insertNode({ id, app: 'shop', tokenId, hostname: id, addresses: ['10.0.0.1'], labels: {}, nodeKey: 'k', state, joinedAt: 1, lastSeenAt });
+      await token('t-expired', { expiresAt: 50 });
+      await token('t-expired-held', { expiresAt: 50 });
+      await token('t-revoked');
+      await store.revokeJoinToken('t-revoked', 60);
+      await token('t-used-up-operator', { maxUses: 1 });
+      assert.ok(await store.useJoinToken('t-used-up-operator', 10));
+      await token('t-cloud-used', { maxUses: 1, expiresAt: 5000, instanceId: 'i-1' });
+      assert.ok(await store.useJoinToken('t-cloud-used', 10));
+      await token('t-cloud-unused', { maxUses: 1, expiresAt: 5000, instanceId: 'i-2' });
+      await token('t-young-revoked', { createdAt: 150 });
+      await store.revokeJoinToken('t-young-revoked', 160);
+      await node('n-gone-old', 't-cloud-used', 'gone', 40);
+      await node('n-gone-new', 't-cloud-used', 'gone', 150);
+      await node('n-revoked-old', 't-revoked', 'revoked', 70);
+      await node('n-ready', 't-expired-held', 'ready', 20);
+      assert.deepEqual(await store.pruneFleet({ before: 100 }), { tokens: 3, nodes: 2 });
+      assert.deepEqual((await store.listNodes()).map((n) => n.id).sort(), ['n-gone-new', 'n-ready']);
+      assert.deepEqual(
+        (await store.listJoinTokens()).map((t) => t.id).sort(),
+        ['t-cloud-unused', 't-expired-held', 't-used-up-operator', 't-young-revoked'],
+        'expired, revoked and used-up cloud tokens go; one a ready node holds, an unused or operator one, and a young one stay',
+      );
+      assert.deepEqual(await store.pruneFleet({ before: 100 }), { tokens: 0, nodes: 0 });
     } finally {
       await store.close();
       await cleanup();

@@ -1,7 +1,9 @@
 /**
  * Retention: events and acknowledged orders would otherwise grow without end. A timer deletes
  * events older than an age or beyond a count, and orders acknowledged longer ago than an age
- * (with orders to instances destroyed that long ago, which no agent will ever take).
+ * (with orders to instances destroyed that long ago, which no agent will ever take); nodes gone
+ * and join tokens expired, revoked or (made for one cloud machine) used up go after the events'
+ * age — each cloud machine leaves one of each.
  */
 import type { Logger } from 'pino';
 import type { Clock } from '../core/index.js';
@@ -67,6 +69,9 @@ export function compileRetention(...layers: (RetentionOptions | undefined)[]): C
 export interface PruneResult {
   readonly events: number;
   readonly orders: number;
+  /** Join tokens and node records of the fleet, kept as long as events are (by age). */
+  readonly tokens: number;
+  readonly nodes: number;
 }
 
 /** One pass: what retention deletes now. */
@@ -79,7 +84,9 @@ export async function prune(store: Store, now: number, r: CompiledRetention): Pr
         })
       : 0;
   const orders = r.ordersMaxAgeMs > 0 ? await store.pruneOrders({ ackedBefore: now - r.ordersMaxAgeMs }) : 0;
-  return { events, orders };
+  // A node gone or a token expired is kept as long as the events that tell of it.
+  const fleet = r.eventsMaxAgeMs > 0 ? await store.pruneFleet({ before: now - r.eventsMaxAgeMs }) : { tokens: 0, nodes: 0 };
+  return { events, orders, ...fleet };
 }
 
 export interface RetentionTask {
@@ -96,7 +103,7 @@ export function startRetention(store: Store, clock: Clock, logger: Logger, r: Co
   const runOnce = (): Promise<PruneResult> =>
     (running ??= prune(store, clock.now(), r)
       .then((res) => {
-        if (res.events || res.orders) logger.info(res, 'retention: pruned old events and orders');
+        if (res.events || res.orders || res.tokens || res.nodes) logger.info(res, 'retention: pruned old events, orders and fleet records');
         return res;
       })
       .finally(() => (running = undefined)));

@@ -449,7 +449,7 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningCont
     return {
       url, token, dataDir, controller, http,
       webhookSecrets: (app) => secrets.for(app),
-      pruneNow: () => (pruner ? pruner.runOnce() : Promise.resolve({ events: 0, orders: 0 })),
+      pruneNow: () => (pruner ? pruner.runOnce() : Promise.resolve({ events: 0, orders: 0, tokens: 0, nodes: 0 })),
       close: () =>
         (closing ??= (async () => {
           closingAll = true;

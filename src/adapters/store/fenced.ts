@@ -71,6 +71,7 @@ export class FencedStore implements Store {
   appendEvent(...a: Args<'appendEvent'>) { return this.write('appendEvent', ...a); }
   pruneEvents(...a: Args<'pruneEvents'>) { return this.write('pruneEvents', ...a); }
   pruneOrders(...a: Args<'pruneOrders'>) { return this.write('pruneOrders', ...a); }
+  pruneFleet(...a: Args<'pruneFleet'>) { return this.write('pruneFleet', ...a); }
   createTenant(...a: Args<'createTenant'>) { return this.write('createTenant', ...a); }
   updateTenant(...a: Args<'updateTenant'>) { return this.write('updateTenant', ...a); }
   reserveSeat(...a: Args<'reserveSeat'>) { return this.write('reserveSeat', ...a); }

@@ -516,6 +516,24 @@ export class SqlStore implements Store {
     );
     return num(r.rows[0]?.n ?? 0);
   }
+  async pruneFleet(q: { before: number }): Promise<{ tokens: number; nodes: number }> {
+    const nodes = await this.db.query<Row>(
+      `with d as (delete from nodes where state in ('gone', 'revoked') and last_seen_at < $1 returning 1) select count(*) as n from d`,
+      [q.before],
+    );
+    const tokens = await this.db.query<Row>(
+      `with d as (
+         delete from join_tokens t
+          where t.created_at < $1
+            and (t.revoked_at < $1 or t.expires_at < $1 or (t.instance_id is not null and t.max_uses is not null and t.uses >= t.max_uses))
+            and not exists (select 1 from nodes n where n.token_id = t.id and n.state = 'ready')
+         returning 1)
+       select count(*) as n from d`,
+      [q.before],
+    );
+    return { tokens: num(tokens.rows[0]?.n ?? 0), nodes: num(nodes.rows[0]?.n ?? 0) };
+  }
+
   // -------------------------------------------------------------------------------------------
   // Tenants
 

@@ -345,6 +345,12 @@ export interface Store {
    */
   pruneOrders(q: { ackedBefore: number }): Promise<number>;
   /**
+   * Retention of fleet records: nodes gone or revoked (last seen) before `before`, then join
+   * tokens expired or revoked before it — and used-up tokens made for one cloud instance — that
+   * no ready node still holds. Operator tokens that are only used up stay until they expire.
+   */
+  pruneFleet(q: { before: number }): Promise<{ tokens: number; nodes: number }>;
+  /**
    * Signs a tenant up, `pending`. With `idempotencyKey`, a second call with the same key (in the
    * same app) returns the tenant the first made, `created: false`, whatever else it carries —
    * never a second tenant, also when the calls race. Throws {@link TenantConflictError} when
