@@ -368,6 +368,8 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningCont
     undo.push(() => http.close());
     const host = opts.host ?? '127.0.0.1';
     const wanted = opts.port ?? DEFAULT_PORT;
+    // Fastify compiles every route's schemas when ready: done while the store may still be starting.
+    await http.ready();
     await storeOpened;
     try {
       // A burst of sign-ups or clients must queue, not be reset: the kernel caps it at somaxconn.
