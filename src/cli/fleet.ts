@@ -24,6 +24,8 @@ interface TokenJson {
   revokedAt: string | null;
   createdAt: string;
   state: string;
+  /** The cloud instance a token was made for (docs/cloud.md); null for `drover token create`'s. */
+  instance?: string | null;
   token?: string;
 }
 
@@ -109,8 +111,8 @@ export function registerFleetCommands(program: Command, h: FleetCliHelpers): voi
     .action(async (o: { dataDir: string; json?: boolean }) => {
       const { tokens } = await clientFor(o.dataDir).request<{ tokens: TokenJson[] }>('GET', '/v1/tokens');
       if (o.json) return out(JSON.stringify({ tokens }, null, 2));
-      out(table([['ID', 'APP', 'STATE', 'USES', 'EXPIRES', 'LABELS'], ...tokens.map((t) => [
-        t.id, t.app, t.state, `${t.uses}/${t.maxUses ?? '∞'}`, t.expiresAt ?? 'never', Object.entries(t.labels).map(([k, v]) => `${k}=${v}`).join(',') || '-',
+      out(table([['ID', 'APP', 'STATE', 'USES', 'EXPIRES', 'INSTANCE', 'LABELS'], ...tokens.map((t) => [
+        t.id, t.app, t.state, `${t.uses}/${t.maxUses ?? '∞'}`, t.expiresAt ?? 'never', t.instance ?? '-', Object.entries(t.labels).map(([k, v]) => `${k}=${v}`).join(',') || '-',
       ])]));
     });
   token
