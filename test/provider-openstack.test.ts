@@ -264,6 +264,15 @@ test('openstack: the controller\'s factory (--provider openstack) reads OS_* and
   assert.equal(providerFactories.openstack, openStackFactory);
   assert.throws(() => openStackFactory({ env: {}, controllerId: 'c' }), (e: unknown) => e instanceof CloudSettingError && /^OS_AUTH_URL: required/.test(e.message));
   assert.throws(() => openStackFactory({ env: { ...fake.env, DROVER_OPENSTACK_PROVISION_TIMEOUT: '5' }, controllerId: 'c' }), /DROVER_OPENSTACK_PROVISION_TIMEOUT=5: expected whole seconds/);
+  // The operator's billing: per started hour unless said otherwise; a wrong word is named.
+  assert.equal(p.billing, undefined);
+  const perMinute = openStackFactory({ env: { ...fake.env, DROVER_OPENSTACK_BILLING: 'minute' }, controllerId: 'ctl-m' });
+  t.after(() => perMinute.close());
+  assert.deepEqual(perMinute.billing, { granularitySeconds: 60, minimumSeconds: 60 });
+  assert.throws(
+    () => openStackFactory({ env: { ...fake.env, DROVER_OPENSTACK_BILLING: 'daily' }, controllerId: 'c' }),
+    (e: unknown) => e instanceof CloudSettingError && /^DROVER_OPENSTACK_BILLING=daily: expected hour, minute, second, none/.test(e.message),
+  );
 });
 
 test('openstack: a read the API refuses while loaded (503, 429) is tried twice more after its Retry-After; a third refusal is the error', async (t) => {

@@ -152,6 +152,7 @@ export class Controller {
     const planner: PlannerOptions = {
       ...DEFAULT_PLANNER_OPTIONS, heartbeatTimeoutMs: this.heartbeatMs * 3, provisionTimeoutMs: opts.provider.provisionTimeoutMs,
       provisionTimeoutsMs: Object.fromEntries((opts.providerKinds ?? []).map((k) => [k, opts.provider.provisionTimeoutFor?.(k) ?? opts.provider.provisionTimeoutMs])),
+      billing: opts.provider.billingOverrides?.() ?? {},
       ...opts.planner,
     };
     this.planner = planner;

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { BILLING, paidLeftText, paidSecondsLeft } from './billing.js';
+import { BILLING, billingOf, paidLeftText, paidSecondsLeft, parseBilling } from './billing.js';
 import { parseAppFile } from './spec.js';
 import { DEFAULT_PLANNER_OPTIONS, plan, roleHash, type PlanInstance } from './planner.js';
 
@@ -36,9 +36,9 @@ function serving(s: ReturnType<typeof spec>, id: string, createdAt: number, busy
   };
 }
 
-const victim = (provider: string, a: PlanInstance, b: PlanInstance, now: number) => {
+const victim = (provider: string, a: PlanInstance, b: PlanInstance, now: number, options = DEFAULT_PLANNER_OPTIONS) => {
   const s = spec(provider);
-  const p = plan({ app: { name: 'shop', spec: s, deleting: false }, desired: { api: 1 }, instances: [a, b], now, controllerStartedAt: 0, options: DEFAULT_PLANNER_OPTIONS });
+  const p = plan({ app: { name: 'shop', spec: s, deleting: false }, desired: { api: 1 }, instances: [a, b], now, controllerStartedAt: 0, options });
   const drain = p.actions.find((x) => x.kind === 'drain');
   return { id: drain && 'instanceId' in drain ? drain.instanceId : undefined, reason: drain?.reason ?? '' };
 };
@@ -104,4 +104,24 @@ roles:
   });
   const p = plan({ app: { name: 'shop', spec: s, deleting: false }, desired: { api: 0 }, instances: [mk('i-young', 10_000), mk('i-old', 3_600_000)], now, controllerStartedAt: 0, options: DEFAULT_PLANNER_OPTIONS });
   assert.deepEqual(p.actions.filter((a) => a.kind === 'stop').map((a) => ('instanceId' in a ? a.instanceId : '')), ['i-old']);
+});
+
+test('an operator\'s billing words (DROVER_OPENSTACK_BILLING), and the planner following them', () => {
+  assert.deepEqual(parseBilling('hour'), { granularitySeconds: 3600, minimumSeconds: 3600 });
+  assert.deepEqual(parseBilling(' Minute '), { granularitySeconds: 60, minimumSeconds: 60 });
+  assert.deepEqual(parseBilling('second'), { granularitySeconds: 1, minimumSeconds: 0 });
+  assert.equal(parseBilling('none'), null);
+  assert.equal(parseBilling('daily'), undefined);
+  assert.equal(parseBilling('constructor'), undefined);
+  assert.equal(billingOf('openstack', undefined), BILLING.openstack);
+  assert.equal(billingOf('openstack', { openstack: null }), null);
+  assert.equal(billingOf('ec2', { openstack: null }), BILLING.ec2);
+  // Per second on this OpenStack: nothing is paid ahead, so the least busy goes, not the one whose hour ends soonest.
+  const now = 100_000_000;
+  const s = spec(OPENSTACK);
+  const endsSoon = serving(s, 'i-soon', now - 55 * 60_000, 0.9);
+  const endsLate = serving(s, 'i-late', now - 10 * 60_000, 0.1);
+  assert.equal(victim(OPENSTACK, endsSoon, endsLate, now).id, 'i-soon');
+  const perSecond = { ...DEFAULT_PLANNER_OPTIONS, billing: { openstack: parseBilling('second') ?? null } };
+  assert.equal(victim(OPENSTACK, endsSoon, endsLate, now, perSecond).id, 'i-late');
 });

@@ -5,8 +5,8 @@
  * anyway until then).
  *
  * - ec2 (Linux, on-demand or spot): per second, with a 60 s minimum.
- * - openstack: what the operator's billing says; by default per hour (`DROVER_OPENSTACK_BILLING`
- *   on the controller is not read yet: docs/cloud.md says how to think about it).
+ * - openstack: what the operator's billing says; by default per started hour, else what
+ *   `DROVER_OPENSTACK_BILLING` on the controller says ({@link parseBilling}).
  * - local, ssh and joined nodes: not billed per machine by Drover's doing (none).
  */
 import type { ProviderKind } from './provider-settings.js';
@@ -23,6 +23,25 @@ export const BILLING: Readonly<Record<ProviderKind, Billing | null>> = {
   ec2: { granularitySeconds: 1, minimumSeconds: 60 },
   openstack: { granularitySeconds: 3600, minimumSeconds: 3600 },
 };
+
+/** The billing words an operator gives (`DROVER_OPENSTACK_BILLING`): per started hour or minute, per second, or none. */
+export const BILLING_WORDS = {
+  hour: { granularitySeconds: 3600, minimumSeconds: 3600 },
+  minute: { granularitySeconds: 60, minimumSeconds: 60 },
+  second: { granularitySeconds: 1, minimumSeconds: 0 },
+  none: null,
+} as const satisfies Record<string, Billing | null>;
+
+/** `hour`, `minute`, `second` or `none` → the billing; undefined for anything else. */
+export function parseBilling(text: string): Billing | null | undefined {
+  const w = text.trim().toLowerCase();
+  return Object.hasOwn(BILLING_WORDS, w) ? BILLING_WORDS[w as keyof typeof BILLING_WORDS] : undefined;
+}
+
+/** The billing of a provider kind: the controller's setting for it where it has one, else the kind's usual. */
+export function billingOf(kind: ProviderKind, overrides: Readonly<Partial<Record<ProviderKind, Billing | null>>> | undefined): Billing | null {
+  return overrides && Object.hasOwn(overrides, kind) ? (overrides[kind] ?? null) : BILLING[kind];
+}
 
 /**
  * Seconds of already-paid time a machine of this age still has (0: ending it now wastes

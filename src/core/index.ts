@@ -236,7 +236,7 @@ export {
 } from './placement.js';
 
 export { MAX_TENANT_CAPACITY } from './spec.js';
-export { BILLING, paidLeftText, paidSecondsLeft, type Billing } from './billing.js';
+export { BILLING, BILLING_WORDS, billingOf, paidLeftText, paidSecondsLeft, parseBilling, type Billing } from './billing.js';
 export {
   providerKindOf,
   providerSettingsOf,

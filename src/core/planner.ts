@@ -31,7 +31,7 @@
 import { createHash } from 'node:crypto';
 import { dependents, importsVersion, resolveImports, stopOrder } from './imports.js';
 import { providerKindOf, providerSettingsOf, type ProviderKind, type ProviderSettings } from './provider-settings.js';
-import { BILLING, paidLeftText, paidSecondsLeft } from './billing.js';
+import { billingOf, paidLeftText, paidSecondsLeft, type Billing } from './billing.js';
 import { own } from './limits.js';
 import { isLive, type InstanceState } from './states.js';
 import type { AppSpec, ImportedMember, ResolvedImports, RoleSpec } from './types.js';
@@ -52,6 +52,11 @@ export interface PlannerOptions {
    * differs from {@link provisionTimeoutMs}: each provider says how long its machines take.
    */
   readonly provisionTimeoutsMs?: Readonly<Partial<Record<ProviderKind, number>>>;
+  /**
+   * How machines of each provider kind are billed, where the controller knows better than the
+   * kind's usual (core/billing.ts BILLING): an OpenStack operator's own granularity.
+   */
+  readonly billing?: Readonly<Partial<Record<ProviderKind, Billing | null>>>;
   /** Extra time past a role's stop (or drain) timeout before the instance is destroyed anyway. @default 15000 */
   readonly stopGraceMs: number;
   /** An unresponsive instance is destroyed at the latest this long after it was declared so. @default 30000 */
@@ -299,7 +304,7 @@ export function plan(input: PlanInput): Plan {
   for (const role of Object.values(input.app.spec.roles)) planRole(input, o, role, sorted, spares, imports, b);
   planUnresponsive(input, o, sorted, b);
   planDrainOrders(input, o, sorted, b);
-  planSparePools(input, spares, b);
+  planSparePools(input, o, spares, b);
   return b.done();
 }
 
@@ -496,7 +501,7 @@ function planRole(input: PlanInput, o: PlannerOptions, role: RoleSpec, sorted: S
 
   const slots = role.volumes?.length ? new Slots(sorted.present.filter((i) => i.role === role.name), desired) : undefined;
   const added = scaleOut(input, o, v, failures, degraded, sorted, spares, imp, b, slots);
-  scaleIn(v, added, b, input.now);
+  scaleIn(v, added, b, input.now, o);
   if (inPlace(role)) replaceInPlace(v, draining.length + leaving.length, b);
   assignAndImport(v, imp, b);
 
@@ -596,9 +601,9 @@ function scaleOut(
  * Scale in / finish the roll: the best victims first, never dropping below the serving count the
  * role needs. Serving victims drain; the others stop at once.
  */
-function scaleIn(v: RoleView, added: number, b: PlanBuilder, now: number): void {
+function scaleIn(v: RoleView, added: number, b: PlanBuilder, now: number, o: PlannerOptions): void {
   const { role, hash, desired, live } = v;
-  const billing = BILLING[providerKindOf(role.provider)];
+  const billing = billingOf(providerKindOf(role.provider), o.billing);
   const paidLeft = (i: PlanInstance) => paidSecondsLeft(billing, now - i.createdAt);
   let excess = live.length + added - desired;
   if (excess <= 0) return;
@@ -739,7 +744,7 @@ function planDrainOrders(input: PlanInput, o: PlannerOptions, { alive }: Sorted,
 }
 
 /** 7. Spare pools: refill (after claims), trim when the file asks for fewer; release spares of removed roles. */
-function planSparePools(input: PlanInput, spares: SparePool, b: PlanBuilder): void {
+function planSparePools(input: PlanInput, o: PlannerOptions, spares: SparePool, b: PlanBuilder): void {
   const { spec } = input.app;
   const pools: [string, number][] = [['*', spec.spares], ...Object.values(spec.roles).map((r) => [r.name, r.spares] as [string, number])];
   for (const [pool, want] of pools) {
@@ -755,7 +760,7 @@ function planSparePools(input: PlanInput, spares: SparePool, b: PlanBuilder): vo
       }
     } else if (inPool.length > want) {
       // Still booting first, then (on a cloud billed by the clock) the one whose paid period ends soonest, then the newest.
-      const billing = BILLING[providerKindOf(providerSettingsOf(spec, pool))];
+      const billing = billingOf(providerKindOf(providerSettingsOf(spec, pool)), o.billing);
       const paid = (i: PlanInstance) => Math.ceil(paidSecondsLeft(billing, input.now - i.createdAt));
       const extra = [...inPool].sort((x, y) => (x.state === 'provisioning' ? 0 : 1) - (y.state === 'provisioning' ? 0 : 1) || paid(x) - paid(y) || y.createdAt - x.createdAt);
       for (const s of extra.slice(0, inPool.length - want)) {

@@ -22,7 +22,7 @@
  * whether it serves.
  */
 import { z } from 'zod';
-import type { OpenStackProviderSettings } from '../../core/index.js';
+import { BILLING_WORDS, parseBilling, type Billing, type OpenStackProviderSettings } from '../../core/index.js';
 import { CloudSettingError, type CloudProviderContext } from './router-factories.js';
 import { credentialsFromEnv, OpenStackClient, OpenStackError, type OpenStackClientOptions, type OpenStackCredentials } from './openstack-client.js';
 import type { CreateInstanceRequest, ExitInfo, InstanceHandle, Machine, Provider } from './types.js';
@@ -38,6 +38,8 @@ export interface OpenStackProviderOptions {
   readonly controllerId: string;
   /** From the request until the agent says hello: a VM boots and installs in minutes. @default 900000 (15 min) */
   readonly provisionTimeoutMs?: number;
+  /** How the operator bills servers, when not per started hour (DROVER_OPENSTACK_BILLING). */
+  readonly billing?: Billing | null;
   /** Regions `list` looks in besides the default one and those asked for since the start. */
   readonly regions?: readonly string[];
   /** Servers per page of a listing. @default 100 */
@@ -101,6 +103,7 @@ const regionText = (region: string | undefined) => (region !== undefined ? ` in 
 export class OpenStackProvider implements Provider {
   readonly name = 'openstack';
   readonly provisionTimeoutMs: number;
+  readonly billing?: Billing | null;
   readonly client: OpenStackClient;
   private readonly pageSize: number;
   /** Requests in flight, by instance id: a repeated request joins the first. */
@@ -115,6 +118,7 @@ export class OpenStackProvider implements Provider {
   constructor(private readonly opts: OpenStackProviderOptions) {
     if (!/^[\x21-\x7e]{1,255}$/.test(opts.controllerId)) throw new OpenStackError('config', `openstack: controllerId ${JSON.stringify(opts.controllerId)}: expected 1 to 255 printable characters without spaces`, { retryable: false });
     this.provisionTimeoutMs = opts.provisionTimeoutMs ?? 15 * 60_000;
+    if (opts.billing !== undefined) this.billing = opts.billing;
     this.pageSize = Math.max(1, Math.min(opts.pageSize ?? 100, 1000));
     this.client = new OpenStackClient(opts.credentials, opts.client);
     this.regions.add(opts.credentials.region);
@@ -414,7 +418,8 @@ export function openStackProviderFromEnv(env: NodeJS.ProcessEnv, opts: Omit<Open
 /**
  * The controller's factory (router-factories.ts, `--provider openstack`): credentials from the
  * OS_* variables; DROVER_OPENSTACK_PROVISION_TIMEOUT (seconds, default 900) for how long a server
- * may take until its agent says hello. A missing or wrong setting stops the controller's start
+ * may take until its agent says hello; DROVER_OPENSTACK_BILLING (hour, minute, second or none;
+ * default hour) for how the operator bills a server. A missing or wrong setting stops the controller's start
  * with the variable named.
  */
 export function openStackFactory(ctx: CloudProviderContext): OpenStackProvider {
@@ -423,8 +428,13 @@ export function openStackFactory(ctx: CloudProviderContext): OpenStackProvider {
   if (!Number.isInteger(seconds) || seconds < 60 || seconds > 86_400) {
     throw new CloudSettingError(`DROVER_OPENSTACK_PROVISION_TIMEOUT=${raw}: expected whole seconds from 60 to 86400`);
   }
+  const billingText = ctx.env.DROVER_OPENSTACK_BILLING?.trim();
+  const billing = billingText ? parseBilling(billingText) : undefined;
+  if (billingText && billing === undefined) {
+    throw new CloudSettingError(`DROVER_OPENSTACK_BILLING=${billingText}: expected ${Object.keys(BILLING_WORDS).join(', ')} (how the cloud's operator bills a server)`);
+  }
   try {
-    return openStackProviderFromEnv(ctx.env, { controllerId: ctx.controllerId, provisionTimeoutMs: seconds * 1000 });
+    return openStackProviderFromEnv(ctx.env, { controllerId: ctx.controllerId, provisionTimeoutMs: seconds * 1000, ...(billing !== undefined ? { billing } : {}) });
   } catch (err) {
     if (err instanceof OpenStackError && err.kind === 'config') throw new CloudSettingError(err.message.replace(/^openstack: /, ''), { cause: err });
     throw err;

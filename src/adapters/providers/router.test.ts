@@ -81,3 +81,12 @@ test('router: a kind the controller does not run is refused, naming the flag tha
   assert.equal(r.serves({ kind: 'local' }), true);
   assert.equal(r.serves(undefined), true);
 });
+
+test('router: each cloud\'s billing where its provider sets one, for the planner', () => {
+  const openstack = Object.assign(new MapProvider('openstack', 900_000), { billing: { granularitySeconds: 60, minimumSeconds: 60 } });
+  const none = Object.assign(new MapProvider('openstack', 900_000), { billing: null });
+  assert.deepEqual(new ProviderRouter({ fallback: new MapProvider('local', 5000), clouds: { ec2: new MapProvider('ec2', 600_000), openstack } }).billingOverrides(), {
+    openstack: { granularitySeconds: 60, minimumSeconds: 60 },
+  });
+  assert.deepEqual(new ProviderRouter({ fallback: new MapProvider('local', 5000), clouds: { openstack: none } }).billingOverrides(), { openstack: null });
+});

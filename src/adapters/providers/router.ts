@@ -10,7 +10,7 @@
  * between request and record) belongs to the default chain — and, for a handle with no reference,
  * to whichever provider has a machine of that id (each is asked: the id is every provider's key).
  */
-import type { ProviderKind, ProviderSettings } from '../../core/index.js';
+import type { Billing, ProviderKind, ProviderSettings } from '../../core/index.js';
 import type { CreateInstanceRequest, ExitInfo, InstanceHandle, Machine, Provider } from './types.js';
 
 /** The kinds a controller may be started with (`local` is always there: the default chain). */
@@ -68,6 +68,13 @@ export class ProviderRouter implements Provider {
   /** How long the provider of this kind lets a machine take to come up (the default chain's for an unknown kind). */
   provisionTimeoutFor(kind: string | undefined): number {
     return (kind === undefined ? undefined : this.byName(kind))?.provisionTimeoutMs ?? this.fallback.provisionTimeoutMs;
+  }
+
+  /** Each cloud's billing where its provider sets one (the planner's `billing`). */
+  billingOverrides(): Partial<Record<ProviderKind, Billing | null>> {
+    const out: Partial<Record<ProviderKind, Billing | null>> = {};
+    for (const [k, p] of this.clouds) if (p.billing !== undefined) out[k as ProviderKind] = p.billing;
+    return out;
   }
 
   /** Each kind's provisioning timeout, for the planner. */

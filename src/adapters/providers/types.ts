@@ -12,7 +12,7 @@
  * provider can find a machine by the id alone, without the reference the store may not have
  * kept yet (a controller that crashed between the request and its record).
  */
-import type { ProviderSettings } from '../../core/index.js';
+import type { Billing, ProviderKind, ProviderSettings } from '../../core/index.js';
 
 export interface CreateInstanceRequest {
   /** The instance id: also the idempotency key of the request. */
@@ -98,6 +98,13 @@ export interface Provider {
    * (`ec2`, `openstack`; undefined or `local`: the default chain's).
    */
   provisionTimeoutFor?(kind: string | undefined): number;
+  /**
+   * How its machines are billed, where it knows better than its kind's usual (core/billing.ts):
+   * an OpenStack operator's own granularity. Undefined: the usual.
+   */
+  readonly billing?: Billing | null;
+  /** A provider over several (the router): each kind's {@link billing} where one is set. */
+  billingOverrides?(): Partial<Record<ProviderKind, Billing | null>>;
   /**
    * Asks for a machine and answers promptly, without waiting for it to boot. Idempotent by
    * `req.instanceId`: asked again (even by another controller process), it answers with the
