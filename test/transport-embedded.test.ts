@@ -9,6 +9,7 @@ const servers = new WeakMap<ControllerTransport, { app: FastifyInstance; url: st
 
 transportConformance({
   name: 'embedded',
+  closeIsSeen: true,
   async controller(handlers, heartbeatMs) {
     const transport = new EmbeddedTransport(handlers, heartbeatMs);
     const app = Fastify();

@@ -30,6 +30,8 @@ export interface TransportFactory {
   addInstance?(t: ControllerTransport, instanceId: string): Promise<void>;
   /** The agent side of one instance. */
   agent(t: ControllerTransport, opts: AgentTransportOptions): AgentTransport;
+  /** The carrier has a connection per agent whose close `settle` waits for (embedded). */
+  readonly closeIsSeen?: boolean;
   /** Cuts every connection of the carrier (not the controller's state): agents must reconnect. */
   interrupt(t: ControllerTransport): Promise<void>;
 }
@@ -39,6 +41,7 @@ interface Recorded {
   readonly acks: { id: string; orderId: string }[];
   readonly suspicious: string[];
   readonly joins: { id: string; epoch: number; applied: readonly string[] }[];
+  readonly logs: { id: string; lines: readonly string[] }[];
 }
 
 /** A controller in miniature: keys, current epochs, pending orders re-sent on join. */
@@ -46,8 +49,10 @@ class MiniController {
   readonly keys = new Map<string, string>();
   readonly epochs = new Map<string, number>();
   readonly pending = new Map<string, Order[]>();
-  readonly rec: Recorded = { statuses: [], acks: [], suspicious: [], joins: [] };
+  readonly rec: Recorded = { statuses: [], acks: [], suspicious: [], joins: [], logs: [] };
   transport?: ControllerTransport;
+  /** How long handling a status takes (a busy store). */
+  statusDelayMs = 0;
 
   readonly handlers: TransportHandlers = {
     keyFor: async (id) => this.keys.get(id),
@@ -58,6 +63,7 @@ class MiniController {
       return { accept: true };
     },
     onStatus: async (id, status) => {
+      if (this.statusDelayMs > 0) await sleep(this.statusDelayMs);
       this.rec.statuses.push({ id, status });
     },
     onConnect: async (id) => {
@@ -67,7 +73,9 @@ class MiniController {
       this.rec.acks.push({ id, orderId });
       this.pending.set(id, (this.pending.get(id) ?? []).filter((o) => o.id !== orderId));
     },
-    onLog: () => undefined,
+    onLog: (id, lines) => {
+      this.rec.logs.push({ id, lines });
+    },
     onDisconnect: () => undefined,
     onSuspicious: ({ reason }) => {
       this.rec.suspicious.push(reason);
@@ -163,6 +171,31 @@ export function transportConformance(factory: TransportFactory): void {
     await until('absence once heartbeats stop', async () => !transport.isConnected(a.id), 3 * HEARTBEAT_MS + 3000, 50);
     assert.ok(!transport.connected().includes(a.id));
     assert.equal(transport.send(a.id, { type: 'order', order: { id: 'o-2', kind: 'undrain', reason: 'x' } }), false, 'nothing is sent to an absent agent');
+  });
+
+  test(`${factory.name}: what an agent sent before it closed is all handled, in order, even when handling is slow`, { skip: factory.skip ?? false, timeout: 60_000 }, async (t) => {
+    const { mini, instance } = await setup(t);
+    const a = await instance();
+    a.link.start();
+    await until('welcome', async () => a.link.welcomes() > 0, 15_000, 20);
+    // A stopping agent's last words: statuses, its role's last lines, its final status; then it
+    // goes, while the controller is still busy with the first of them.
+    mini.statusDelayMs = 150;
+    const before = mini.rec.statuses.length;
+    assert.ok(await a.link.send({ type: 'status', status: { state: 'draining', restarts: 0 } }));
+    assert.ok(await a.link.send({ type: 'status', status: { state: 'stopping', restarts: 0 } }));
+    assert.ok(await a.link.send({ type: 'log', lines: ['[agent] stopped', 'last line'] }));
+    assert.ok(await a.link.send({ type: 'status', status: { state: 'terminated', restarts: 0 } }));
+    await a.link.link.close('stopped');
+    if (factory.closeIsSeen) {
+      // settle: once it resolves, the connection's every frame is handled (the controller
+      // judges an agent's exit only then).
+      await mini.transport!.settle!(a.id, 10_000);
+      assert.equal(mini.rec.statuses.length, before + 3, 'settled only once the last frame is handled');
+    }
+    await until('the final status', async () => mini.rec.statuses.length >= before + 3, 10_000, 20);
+    assert.deepEqual(mini.rec.statuses.slice(before).map((s) => s.status.state), ['draining', 'stopping', 'terminated']);
+    assert.deepEqual(mini.rec.logs, [{ id: a.id, lines: ['[agent] stopped', 'last line'] }]);
   });
 
   test(`${factory.name}: orders to one instance arrive in the order sent`, { skip: factory.skip ?? false, timeout: 60_000 }, async (t) => {

@@ -18,6 +18,8 @@ export interface SampleSink {
 
 /** A repeated report is applied (its instance read) at least this often. */
 const RECHECK_MS = 10_000;
+/** How long an exited agent's connection may take to close and its last frames to be handled. */
+const SETTLE_MS = 2000;
 
 export class AgentReports {
   private readonly suspiciousSeen = new Map<string, number>();
@@ -203,6 +205,10 @@ export class AgentReports {
   }
 
   async onAgentExit(id: string, code: number | null, signal: string | null): Promise<void> {
+    if (this.stopped) return;
+    // Its last words first: a role that stopped sends its last lines and its final status just
+    // before the agent exits, and the exit can be seen before they are handled.
+    await this.ctx.transport()?.settle?.(id, SETTLE_MS);
     if (this.stopped) return;
     const inst = await this.ctx.store.getInstance(id);
     if (!inst || inst.destroyedAt !== null) return;

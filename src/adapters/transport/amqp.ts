@@ -303,6 +303,14 @@ export class AmqpTransport implements ControllerTransport {
       });
   }
 
+  async settle(instanceId: string, withinMs: number): Promise<void> {
+    const q = this.#chains.get(instanceId);
+    if (!q) return;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([q.chain, new Promise<void>((resolve) => (timer = setTimeout(resolve, withinMs)))]);
+    clearTimeout(timer);
+  }
+
   async #handle(id: string, kind: string, sid: string, text: string): Promise<void> {
     if (kind === 'hello') {
       const prev = this.#pending.get(id);

@@ -40,6 +40,8 @@ function text(raw: unknown): string {
 interface Conn {
   readonly socket: WebSocket;
   readonly session: ControllerSession;
+  /** Resolves once the connection is closed and every frame it brought is handled. */
+  readonly settled: Promise<void>;
 }
 
 export class EmbeddedTransport implements ControllerTransport {
@@ -87,6 +89,8 @@ export class EmbeddedTransport implements ControllerTransport {
   private accept(socket: WebSocket, remote: string | undefined): void {
     let queued = 0;
     let chain = Promise.resolve();
+    let markSettled = (): void => undefined;
+    const settled = new Promise<void>((resolve) => (markSettled = resolve));
     const helloTimer = setTimeout(() => socket.close(CLOSE.noHello, 'no hello'), HELLO_TIMEOUT_MS);
     const session: ControllerSession = new ControllerSession(
       this.handlers,
@@ -107,7 +111,7 @@ export class EmbeddedTransport implements ControllerTransport {
             prev.session.close();
             prev.socket.close(CLOSE.replaced, 'replaced by a newer connection');
           }
-          this.conns.set(id, { socket, session: s });
+          this.conns.set(id, { socket, session: s, settled });
         },
       },
       this.heartbeatMs,
@@ -139,13 +143,20 @@ export class EmbeddedTransport implements ControllerTransport {
         });
     });
     socket.on('close', () => {
-      session.close();
       clearTimeout(helloTimer);
-      const id = session.instanceId;
-      if (id && this.conns.get(id)?.socket === socket) {
-        this.conns.delete(id);
-        this.handlers.onDisconnect(id);
-      }
+      // What the agent sent before it closed is still its word (its last lines and its final
+      // status as it stops): those frames are handled first, in order, and only then is the
+      // session over. A session ended by the controller (fenced, replaced, flood) is already
+      // closed and skips them.
+      chain = chain.then(() => {
+        session.close();
+        const id = session.instanceId;
+        if (id && this.conns.get(id)?.socket === socket) {
+          this.conns.delete(id);
+          this.handlers.onDisconnect(id);
+        }
+        markSettled();
+      });
     });
     socket.on('error', () => socket.terminate());
   }
@@ -158,6 +169,14 @@ export class EmbeddedTransport implements ControllerTransport {
   isConnected(instanceId: string): boolean {
     const c = this.conns.get(instanceId);
     return c !== undefined && this.presence.present(c.session.lastHeardAt);
+  }
+
+  async settle(instanceId: string, withinMs: number): Promise<void> {
+    const c = this.conns.get(instanceId);
+    if (!c) return;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([c.settled, new Promise<void>((resolve) => (timer = setTimeout(resolve, withinMs)))]);
+    clearTimeout(timer);
   }
 
   fence(instanceId: string, reason: string): void {

@@ -58,6 +58,13 @@ export interface ControllerTransport {
   send(instanceId: string, msg: ControllerMessage): boolean;
   /** The agent is present: joined, and heard within three heartbeats (presence comes from heartbeats, not from a socket). */
   isConnected(instanceId: string): boolean;
+  /**
+   * Resolves once what the instance's agent sent before it went is handled (its last lines and
+   * final status), at most `withinMs` later: the embedded transport waits for the connection to
+   * close and its frames to be handled; the amqp one for the frames it has already received.
+   * The controller calls it before judging an agent process's exit. Absent: nothing to wait for.
+   */
+  settle?(instanceId: string, withinMs: number): Promise<void>;
   /** Refuses and disconnects an agent (fencing). */
   fence(instanceId: string, reason: string): void;
   /** The present agents. */
