@@ -10,7 +10,7 @@
 export type * from './types.js';
 export { SqlStore, type SqlClient } from './sql.js';
 export { openPgliteStore, StoreOpenError, type PgliteStoreOptions } from './pglite.js';
-export { dropStoreSeeds, startStoreSeed } from './pglite-template.js';
+export { dropStoreSeeds } from './pglite-template.js';
 export { deferredStore } from './deferred.js';
 export { startEmbeddedDb } from './pglite-thread.js';
 export {

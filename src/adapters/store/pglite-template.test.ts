@@ -1,39 +1,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openPgliteStore } from './index.js';
-import { dropStoreSeeds, seedFromTemplate, startStoreSeed, STORE_TEMPLATE_DIR } from './pglite-template.js';
+import { dropStoreSeeds, seedStore, storeTemplate, STORE_TEMPLATE_DIR } from './pglite-template.js';
+import { copyStoreTree, usedLength } from './pglite-copy.js';
 
-void test('a new data folder is seeded from the template; an existing store never is', (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'drover-tpl-'));
-  t.after(() => rmSync(dir, { recursive: true, force: true }));
-  const template = join(dir, 'template');
-  mkdirSync(join(template, 'base'), { recursive: true });
-  writeFileSync(join(template, 'PG_VERSION'), '17\n');
-  writeFileSync(join(template, 'base', 'x'), 'template');
-  assert.equal(seedFromTemplate(join(dir, 'new'), template), true);
-  assert.equal(readFileSync(join(dir, 'new', 'base', 'x'), 'utf8'), 'template');
-  // An empty folder (made by the data folder's setup) is new too.
-  mkdirSync(join(dir, 'empty'));
-  assert.equal(seedFromTemplate(join(dir, 'empty'), template), true);
-  // A store already there is left alone.
-  mkdirSync(join(dir, 'used'));
-  writeFileSync(join(dir, 'used', 'PG_VERSION'), 'mine');
-  assert.equal(seedFromTemplate(join(dir, 'used'), template), false);
-  assert.equal(readFileSync(join(dir, 'used', 'PG_VERSION'), 'utf8'), 'mine');
-  // No template, or turned off: PGlite makes the folder itself.
-  assert.equal(seedFromTemplate(join(dir, 'none'), join(dir, 'no-template')), false);
-  assert.equal(seedFromTemplate(join(dir, 'off'), template, { DROVER_STORE_TEMPLATE: 'off' }), false);
-  assert.equal(existsSync(join(dir, 'off')), false);
-  // A template that cannot be copied leaves nothing half-made behind: PGlite makes the store.
-  writeFileSync(join(dir, 'file'), '');
-  assert.equal(seedFromTemplate(join(dir, 'file', 'db'), template), false);
-  assert.equal(existsSync(join(dir, 'file', 'db')), false);
-});
-
-void test('a copy started early (another thread) is renamed into place; one not needed, or left by a dead process, is removed', async (t) => {
+void test('a new store folder is seeded from the template, whole or not at all; an existing store never is', (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'drover-tpl-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const template = join(dir, 'template');
@@ -44,29 +18,54 @@ void test('a copy started early (another thread) is renamed into place; one not 
   mkdirSync(data);
   // Left by a process killed while copying: gone at the next start.
   mkdirSync(join(data, 'db.seed-99999999-dead'));
-  const seeded = await startStoreSeed(join(data, 'db'), template);
-  assert.ok(seeded !== undefined && seeded.startsWith(join(data, `db.seed-${process.pid}-`)), 'copied beside the store');
-  assert.equal(readFileSync(join(seeded, 'base', 'x'), 'utf8'), 'template');
-  assert.ok(!existsSync(join(data, 'db.seed-99999999-dead')));
-  assert.equal(seedFromTemplate(join(data, 'db'), join(dir, 'no-template'), {}, seeded), true, 'renamed, not copied');
+  assert.equal(seedStore(join(data, 'db'), template), true);
   assert.equal(readFileSync(join(data, 'db', 'base', 'x'), 'utf8'), 'template');
-  assert.deepEqual(readdirSync(data), ['db']);
-  // A store there: nothing is copied, and a copy handed in anyway is removed.
-  assert.equal(await startStoreSeed(join(data, 'db'), template), undefined);
-  const spare = await startStoreSeed(join(data, 'other'), template);
-  assert.ok(spare);
-  assert.equal(seedFromTemplate(join(data, 'db'), template, {}, spare), false);
-  assert.deepEqual(readdirSync(data), ['db']);
-  // Off, or no template: no copy.
-  assert.equal(await startStoreSeed(join(data, 'new'), template, { DROVER_STORE_TEMPLATE: 'off' }), undefined);
-  assert.equal(await startStoreSeed(join(data, 'new'), join(dir, 'no-template')), undefined);
-  // A copy that fails leaves nothing behind.
-  writeFileSync(join(data, 'file'), '');
-  assert.equal(await startStoreSeed(join(data, 'file', 'db'), template), undefined);
-  // This process leaving without starting: its copies go.
-  await startStoreSeed(join(data, 'gone'), template);
+  assert.deepEqual(readdirSync(data), ['db'], 'the copy renamed into place, the dead one removed');
+  assert.equal(statSync(join(data, 'db')).mode & 0o777, 0o700);
+  assert.equal(statSync(join(data, 'db', 'base', 'x')).mode & 0o777, 0o600);
+  // An empty folder (made by the data folder's setup) is new too.
+  mkdirSync(join(data, 'empty'));
+  assert.equal(seedStore(join(data, 'empty'), template), true);
+  assert.equal(readFileSync(join(data, 'empty', 'base', 'x'), 'utf8'), 'template');
+  // A store already there is left alone.
+  mkdirSync(join(data, 'used'));
+  writeFileSync(join(data, 'used', 'PG_VERSION'), 'mine');
+  assert.equal(seedStore(join(data, 'used'), template), false);
+  assert.equal(readFileSync(join(data, 'used', 'PG_VERSION'), 'utf8'), 'mine');
+  // No template, or turned off: PGlite makes the folder itself.
+  assert.equal(seedStore(join(data, 'none'), join(dir, 'no-template')), false);
+  assert.equal(seedStore(join(data, 'off'), storeTemplate({ DROVER_STORE_TEMPLATE: 'off' })), false);
+  assert.equal(storeTemplate({}), STORE_TEMPLATE_DIR);
+  // A template that cannot be copied leaves nothing half-made behind.
+  symlinkSync('/etc/hostname', join(template, 'base', 'link'));
+  assert.equal(seedStore(join(data, 'bad'), template), false);
+  assert.deepEqual(readdirSync(data).sort(), ['db', 'empty', 'used']);
+  // This process leaving while its store's thread copies: its copies go.
+  mkdirSync(join(data, `gone.seed-${process.pid}-abcd`));
   dropStoreSeeds(join(data, 'gone'));
-  assert.deepEqual(readdirSync(data).sort(), ['db', 'file']);
+  assert.deepEqual(readdirSync(data).sort(), ['db', 'empty', 'used']);
+});
+
+void test('the copy is sparse where a file ends in zero pages, and reads the same', (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'drover-tpl-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const from = join(dir, 'from');
+  mkdirSync(join(from, 'pg_wal'), { recursive: true });
+  const wal = Buffer.alloc(16 << 20);
+  wal.write('a checkpoint record', 100);
+  wal[3 * 8192 + 5] = 7;
+  writeFileSync(join(from, 'pg_wal', 'seg'), wal);
+  writeFileSync(join(from, 'small'), 'x');
+  writeFileSync(join(from, 'empty'), '');
+  writeFileSync(join(from, 'zeros'), Buffer.alloc(10_000));
+  copyStoreTree(from, join(dir, 'to'));
+  for (const f of ['pg_wal/seg', 'small', 'empty', 'zeros']) assert.ok(readFileSync(join(dir, 'to', f)).equals(readFileSync(join(from, f))), f);
+  // Four pages written of 2048; the rest a hole (where the file system has holes).
+  assert.ok(statSync(join(dir, 'to', 'pg_wal', 'seg')).blocks * 512 < 1 << 20, 'the zero tail is not written');
+  assert.equal(usedLength(wal), 4 * 8192);
+  assert.equal(usedLength(Buffer.alloc(10_000)), 0);
+  assert.equal(usedLength(Buffer.from('abc')), 3);
+  assert.throws(() => copyStoreTree(from, join(dir, 'to')), /EEXIST/);
 });
 
 void test("the build's template opens as an empty, private store", { skip: !existsSync(join(STORE_TEMPLATE_DIR, 'PG_VERSION')) && !process.env.CI && 'no dist/store-template (run npm run build)' }, async (t) => {
@@ -76,6 +75,9 @@ void test("the build's template opens as an empty, private store", { skip: !exis
   try {
     assert.deepEqual(await store.listApps(), []);
     assert.equal(statSync(join(dir, 'db', 'PG_VERSION')).mode & 0o077, 0, 'files made private');
+    // Slimmed at build: one database ("postgres"), one log segment.
+    assert.deepEqual(readdirSync(join(STORE_TEMPLATE_DIR, 'base')), ['5']);
+    assert.equal(readdirSync(join(STORE_TEMPLATE_DIR, 'pg_wal')).filter((f) => /^[0-9A-F]{24}$/.test(f)).length, 1);
   } finally {
     await store.close();
   }

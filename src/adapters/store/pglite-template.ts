@@ -4,15 +4,15 @@
  * a new data folder copies it instead of running initdb, which takes seconds. Without a
  * template (a build that did not make one), PGlite creates the folder as before.
  *
- * The copy (39 MB, a few tenths of a second of disk work) can start before the controller's code
- * has even loaded ({@link startStoreSeed}: the CLI does so), into a folder of its own beside the
- * store; the controller, once it holds the data folder's lock, renames it into place.
+ * The copy (pglite-copy.ts: private, and sparse where the template is zeros; about 9 MB written
+ * of 25) is made by the store's thread itself while PGlite's WebAssembly compiles, so it waits
+ * for nothing the controller's thread does.
  */
-import { cpSync, existsSync, readdirSync, renameSync, rmSync, rmdirSync } from 'node:fs';
-import { Worker } from 'node:worker_threads';
+import { existsSync, readdirSync, renameSync, rmSync, rmdirSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { copyStoreTree } from './pglite-copy.js';
 
 /** The template's folder: `dist/store-template/` at the package root (this file is three levels below it, in src/ or dist/). */
 export const STORE_TEMPLATE_DIR = fileURLToPath(new URL('../../../dist/store-template/', import.meta.url));
@@ -20,81 +20,36 @@ export const STORE_TEMPLATE_DIR = fileURLToPath(new URL('../../../dist/store-tem
 const hasStore = (dir: string) => existsSync(dir) && readdirSync(dir).length > 0;
 const seedPrefix = (dir: string) => `${basename(dir)}.seed-`;
 
+/** The template a new store in this process is seeded from: none when `DROVER_STORE_TEMPLATE=off` (initdb runs, as without a build's template). */
+export function storeTemplate(env: NodeJS.ProcessEnv = process.env): string | undefined {
+  return env.DROVER_STORE_TEMPLATE === 'off' ? undefined : STORE_TEMPLATE_DIR;
+}
+
 /**
- * Copies the template into `dir` when `dir` holds no store yet; true when it did. `seeded`, a
- * whole copy made by {@link startStoreSeed}, is renamed into place instead of copying again
- * (and removed if not needed). `DROVER_STORE_TEMPLATE=off` turns it off (initdb runs, as
- * without a build's template).
+ * Copies the template into `dir` when `dir` holds no store yet; true when it did. The copy is
+ * made beside it (`<dir>.seed-<pid>-<random>`, in the data folder, which must be private and
+ * locked by the caller) and renamed into place once whole, so a process killed halfway leaves
+ * no half store (its copy is removed at the next start). Runs in the store's own thread
+ * (pglite-worker.ts), before PGlite opens the folder, so nothing else has to wait for it.
+ * False, with nothing left behind, when there is a store already, no template, or the copy
+ * fails (an unreadable template, a full disk): PGlite then makes the store itself.
  */
-export function seedFromTemplate(dir: string, template = STORE_TEMPLATE_DIR, env: NodeJS.ProcessEnv = process.env, seeded?: string): boolean {
+export function seedStore(dir: string, template: string | undefined): boolean {
+  removeDeadSeeds(dir);
+  if (template === undefined || hasStore(dir) || !existsSync(join(template, 'PG_VERSION'))) return false;
+  const seed = join(dirname(dir), `${seedPrefix(dir)}${process.pid}-${randomBytes(4).toString('hex')}`);
   try {
-    if (env.DROVER_STORE_TEMPLATE === 'off' || hasStore(dir)) return false;
-    if (seeded && existsSync(join(seeded, 'PG_VERSION'))) {
-      try {
-        if (existsSync(dir)) rmdirSync(dir); // empty: hasStore said so
-        renameSync(seeded, dir);
-        return true;
-      } catch {
-        // not renamed: copied below, as without a seed
-      }
-    }
-    if (!existsSync(`${template}/PG_VERSION`)) return false;
-    try {
-      // mode 0700/0600 follows in openPgliteStore (makePrivate).
-      cpSync(template, dir, { recursive: true, errorOnExist: true, force: false });
-      return true;
-    } catch {
-      // An unreadable template (installed by another user), a full disk: PGlite makes the store
-      // itself, as without a template, from an empty folder.
-      try {
-        rmSync(dir, { recursive: true, force: true });
-      } catch {
-        // nothing was made there (its parent is not a folder)
-      }
-      return false;
-    }
-  } finally {
-    if (seeded) remove(seeded);
+    copyStoreTree(template, seed);
+    if (existsSync(dir)) rmdirSync(dir); // empty: hasStore said so
+    renameSync(seed, dir);
+    return true;
+  } catch {
+    remove(seed);
+    return false;
   }
 }
 
-/**
- * Starts copying the template beside the store folder `dir` (into `<dir>.seed-<pid>-<random>`,
- * in the data folder, which must already be private) when `dir` holds no store: the copy runs
- * in a thread of its own while this process loads the controller. Resolves to the copy's folder,
- * whole, or undefined (no store to make, no template, or the copy failed: nothing is left).
- * Copies left by a process that died meanwhile are removed first.
- */
-export function startStoreSeed(dir: string, template = STORE_TEMPLATE_DIR, env: NodeJS.ProcessEnv = process.env): Promise<string | undefined> {
-  removeDeadSeeds(dir);
-  if (env.DROVER_STORE_TEMPLATE === 'off' || hasStore(dir) || !existsSync(`${template}/PG_VERSION`)) return Promise.resolve(undefined);
-  const seed = join(dirname(dir), `${seedPrefix(dir)}${process.pid}-${randomBytes(4).toString('hex')}`);
-  // In a thread of its own: fs.promises.cp would wait for this thread between files, and this
-  // thread is about to be busy loading the controller.
-  return new Promise((resolve) => {
-    const done = (ok: boolean) => {
-      if (ok) return resolve(seed);
-      remove(seed);
-      resolve(undefined);
-    };
-    let worker: Worker;
-    try {
-      worker = new Worker(COPY, { eval: true, workerData: { from: template, to: seed }, execArgv: [] });
-    } catch {
-      return done(false);
-    }
-    worker.once('error', () => undefined);
-    worker.once('exit', (code) => done(code === 0));
-  });
-}
-
-/** The copying thread: exit code 0 once the copy is whole. */
-const COPY = `const { cpSync } = require('node:fs'); const { workerData: w } = require('node:worker_threads'); cpSync(w.from, w.to, { recursive: true, errorOnExist: true, force: false });`;
-
-/**
- * Removes this process's copies beside `dir` that were not taken, whole or half-made: for when
- * it leaves without starting a controller (a bad app file, a data folder in use).
- */
+/** Removes this process's copies beside `dir` that were not taken: for when it exits while its store's thread is still copying. */
 export function dropStoreSeeds(dir: string): void {
   removeDeadSeeds(dir, true);
 }

@@ -8,9 +8,14 @@
  * outside it wait until it ends, as with PGlite in the same thread.
  */
 import { Worker } from 'node:worker_threads';
-import { seedFromTemplate, startStoreSeed } from './pglite-template.js';
+import { storeTemplate } from './pglite-template.js';
 import type { SqlClient } from './sql.js';
 
+/** The thread's first message: the folder to open, and the template to seed it from if it is new. */
+export interface OpenRequest {
+  readonly open: string;
+  readonly template: string | null;
+}
 export type ThreadRequest = { readonly id: number } & Work;
 type Work = { readonly op: 'query'; readonly sql: string; readonly params: readonly unknown[] } | { readonly op: 'exec' | 'close'; readonly sql: string };
 interface ErrorText {
@@ -37,10 +42,10 @@ function revive(e: ErrorText): Error {
 
 /**
  * PGlite in a thread on `dir`; resolves once the database is ready, rejects with PGlite's error
- * if it cannot start. The thread starts at once and loads PGlite while `dir` (a promise) is
- * still being prepared; it opens the folder once `dir` resolves.
+ * if it cannot start. A new store is first seeded from `template` (pglite-template.ts) by the
+ * thread itself, while PGlite's WebAssembly compiles.
  */
-export async function openPgliteThread(dir: string | Promise<string>): Promise<SqlClient> {
+export async function openPgliteThread(dir: string, template?: string): Promise<SqlClient> {
   const worker = FROM_SOURCE
     ? // From source (tsx), a worker on Node 20 does not inherit the loader: it registers it first.
       new Worker(`import('tsx/esm/api').then((api) => { api.register(); return import(${JSON.stringify(ENTRY.href)}); })`, { eval: true })
@@ -82,7 +87,7 @@ export async function openPgliteThread(dir: string | Promise<string>): Promise<S
     });
   };
   try {
-    worker.postMessage({ open: await dir });
+    worker.postMessage({ open: dir, template: template ?? null } satisfies OpenRequest);
     await ready;
   } catch (err) {
     await worker.terminate();
@@ -145,6 +150,5 @@ export async function openPgliteThread(dir: string | Promise<string>): Promise<S
  * (`openPgliteStore` with `started`). Rejects with PGlite's error if the folder cannot be used.
  */
 export function startEmbeddedDb(dir: string): Promise<SqlClient> {
-  // PGlite loads in its thread while the template is copied in another.
-  return openPgliteThread(startStoreSeed(dir).then((seeded) => (seedFromTemplate(dir, undefined, undefined, seeded), dir)));
+  return openPgliteThread(dir, storeTemplate());
 }

@@ -6,23 +6,19 @@
 import { readFile } from 'node:fs/promises';
 import { parentPort } from 'node:worker_threads';
 import { PGlite, type PGliteOptions } from '@electric-sql/pglite';
-import type { ThreadAnswer, ThreadRequest } from './pglite-thread.js';
+import type { OpenRequest, ThreadAnswer, ThreadRequest } from './pglite-thread.js';
+import { seedStore } from './pglite-template.js';
 
 const port = parentPort;
 const describe = (err: unknown) =>
   err instanceof Error ? { name: err.name, message: err.message, props: { ...(err as unknown as Record<string, unknown>) } } : { name: 'Error', message: String(err), props: {} };
 
-/**
- * What PGlite loads before it opens a folder — its WebAssembly, compiled, and its files — made
- * ready while the folder is still being prepared (the template copied in). Undefined if they
- * are not where PGlite keeps them: PGlite then loads them itself.
- */
-async function prepared(): Promise<PGliteOptions | undefined> {
+/** PGlite's WebAssembly and files, read from where PGlite keeps them; undefined if they are not there (PGlite then loads them itself). */
+async function readArtifacts(): Promise<{ wasm: Buffer; data: Buffer } | undefined> {
   try {
     const base = import.meta.resolve('@electric-sql/pglite');
     const [wasm, data] = await Promise.all([readFile(new URL('./pglite.wasm', base)), readFile(new URL('./pglite.data', base))]);
-    const compiled: unknown = await wasmApi.compile(wasm);
-    return { pgliteWasmModule: compiled, fsBundle: new Blob([data]) };
+    return { wasm, data };
   } catch {
     return undefined;
   }
@@ -33,11 +29,18 @@ const wasmApi = (globalThis as unknown as { WebAssembly: { compile(bytes: Uint8A
 
 if (port) {
   const send = (a: ThreadAnswer) => port.postMessage(a);
-  const ready = prepared();
-  const dir = await new Promise<string>((resolve) => port.once('message', (m: { open: string }) => resolve(m.open)));
+  const artifacts = readArtifacts();
+  const { open: dir, template } = await new Promise<OpenRequest>((resolve) => port.once('message', resolve));
   let db: PGlite;
   try {
-    db = new PGlite(dir, (await ready) ?? {});
+    const a = await artifacts;
+    // Compiled in V8's threads while this one copies a new store's files from the template.
+    const compiled = a ? wasmApi.compile(a.wasm).catch(() => undefined) : undefined;
+    if (template !== null) seedStore(dir, template);
+    const module = await compiled;
+    // Without them, PGlite loads its files itself.
+    const options: PGliteOptions = a && module ? { pgliteWasmModule: module, fsBundle: new Blob([a.data]) } : {};
+    db = new PGlite(dir, options);
     await db.waitReady;
   } catch (err) {
     send({ failed: describe(err) });

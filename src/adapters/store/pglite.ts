@@ -3,7 +3,7 @@ import { chmodSync, lstatSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { PGlite, Transaction } from '@electric-sql/pglite';
 import { openPgliteThread } from './pglite-thread.js';
-import { seedFromTemplate } from './pglite-template.js';
+import { storeTemplate } from './pglite-template.js';
 import type { SqlClient } from './sql.js';
 import { SqlStore } from './sql.js';
 
@@ -72,9 +72,8 @@ export async function openPgliteStore(dir?: string, opts: PgliteStoreOptions = {
   try {
     if (opts.started) db = await opts.started;
     else {
-      seedFromTemplate(dir);
-      // In a thread of its own (pglite-thread.ts says why).
-      db = await openPgliteThread(dir);
+      // In a thread of its own (pglite-thread.ts says why), which seeds a new store first.
+      db = await openPgliteThread(dir, storeTemplate());
     }
     makePrivate(dir);
     return await SqlStore.open(db);
