@@ -12,6 +12,7 @@ import swagger from '@fastify/swagger';
 import { APP_FILE_LIMITS, apiProof, appFileWarnings, own, SpecError, startOrder, type AppSpec } from '../core/index.js';
 import { LeaseLostError, type EventRecord } from '../adapters/store/index.js';
 import type { ControllerTransport } from '../adapters/transport/index.js';
+import { lazySchemas } from './lazy-schemas.js';
 import { AppFileParser, type AppFileParserOptions } from './app-file-parser.js';
 import { ApiError, ERROR_CODES, type ErrorCode } from './errors.js';
 import type { Controller, InstanceView } from './controller.js';
@@ -215,7 +216,10 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
     return m?.[1] !== undefined && sameToken(m[1], opts.token);
   };
   const send = (reply: FastifyReply, e: ApiError) => reply.status(e.status).send(e.body());
+  // Each route's schemas compiled on first use, the rest once the API is up (lazy-schemas.ts).
+  const schemas = lazySchemas();
   const app = Fastify({
+    schemaController: { compilersFactory: schemas.compilersFactory },
     // Per-request logs would drown the events; errors still get through at warn.
     ...(opts.logger === false ? { logger: false } : { loggerInstance: opts.logger.child({}, { level: 'warn' }) }),
     bodyLimit,
@@ -254,6 +258,8 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
   });
   const parser = new AppFileParser(opts.appFile);
   parser.warm();
+  // Ready: the rest compiled one route at a time between other work (a start waits for its store meanwhile).
+  app.addHook('onReady', async () => schemas.warm((err) => app.log.error({ err }, 'a route schema does not compile')));
   app.addHook('onClose', async () => parser.close());
   // JSON only: without this, Fastify would hand a text/plain body to the routes as a string.
   app.removeContentTypeParser('text/plain');

@@ -2,7 +2,7 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { SpecError } from '../core/index.js';
-import { AppFileParser } from './app-file-parser.js';
+import { AppFileParser, WARM_UP_FILE } from './app-file-parser.js';
 
 const parser = new AppFileParser();
 after(() => parser.close());
@@ -17,6 +17,11 @@ test('a file is parsed in the worker into the same spec as in-process', async ()
   assert.equal(typeof parser.threadId, 'number');
   const fromJson = await parser.compile({ app: 'x', roles: { a: { start: 'node a.mjs' } } });
   assert.deepEqual(fromJson, spec);
+});
+
+test('the warm-up file is a valid app file, so warming runs the whole parse and compile, errors aside', async () => {
+  const spec = await parser.parseYaml(WARM_UP_FILE);
+  assert.deepEqual(Object.keys(spec.roles).sort(), ['api', 'db', 'front']);
 });
 
 test('a bad file is a SpecError with every issue, as from parseAppFile', async () => {

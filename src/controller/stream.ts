@@ -154,6 +154,7 @@ export class StreamHub {
   /** Ticks and new clients take turns: a client's opening frames and the broadcasts never interleave. */
   private turn: Promise<unknown> = Promise.resolve();
   private closed = false;
+  private started = false;
   /** The last state sent, serialised per item, to send only what changed. */
   private instances = new Map<string, { json: string; value: StreamInstance }>();
   private roles = new Map<string, string>();
@@ -179,16 +180,29 @@ export class StreamHub {
   }
 
   /** Starts sampling (charts cover the time before anyone looks) and listening for events. */
+  /**
+   * Starts the hub in the background, after the API is ready: a controller's start does not
+   * wait for it (it reads the store, which may still be opening, and its reads would queue
+   * before the first apply's). The first stream opened starts it if it has not started yet,
+   * or failed to.
+   */
+  begin(): Promise<void> {
+    return this.exclusive(() => this.start());
+  }
+
   async start(): Promise<void> {
+    if (this.started || this.closed) return;
     const last = await this.c.listEvents({ after: 0, limit: 1 });
     // The newest id: events are listed oldest first, so read the tail.
     this.cursor = await this.newestEventId(last[0]?.id ?? 0);
     const recent = await this.c.listEvents({ after: Math.max(0, this.cursor - 2000), limit: 1000 });
     const since = Date.now() - this.o.historyMs;
     this.decisions = recent.filter((e) => SCALING_EVENT_KINDS.includes(e.kind) && e.at >= since).map(streamEvent);
+    this.c.events.off('event', this.onEvent);
     this.c.events.on('event', this.onEvent);
     this.lastStateAt = Date.now();
     await this.refreshState(false);
+    this.started = true;
     this.schedule();
   }
 
@@ -368,6 +382,7 @@ export class StreamHub {
 
   private async open(res: ServerResponse, lastEventId: number | undefined): Promise<'ok' | 'busy'> {
     if (this.clients.size >= this.o.maxClients) return 'busy';
+    await this.start();
     // Events already stored but not broadcast yet, and a state an event made stale, go out to
     // everyone first: then this client's opening frames are as new as anyone's.
     await this.step();
@@ -434,10 +449,19 @@ export function streamEvent(e: EventRecord) {
   return { ...e, at: new Date(e.at).toISOString(), atMs: e.at };
 }
 
+/** How long after the API is ready the hub starts by itself (without a stream opened first). */
+const START_DELAY_MS = 2000;
+
 /** Registers `GET /v1/stream` on the API; the hub lives as long as the server. */
 export function registerStream(app: FastifyInstance, src: StreamSource, opts: Partial<StreamOptions> = {}): StreamHub {
   const hub = new StreamHub(src, opts);
-  app.addHook('onReady', async () => hub.start());
+  app.addHook('onReady', async () => {
+    // Not on the way of a start's first apply, which shares the store with it: a little later,
+    // or with the first stream opened.
+    setTimeout(() => {
+      hub.begin().catch((err: unknown) => app.log.error({ err }, 'the live stream could not start; the first stream opened tries again'));
+    }, START_DELAY_MS).unref();
+  });
   app.addHook('preClose', async () => hub.close());
   app.get<{ Querystring: { lastEventId?: string } }>(
     '/v1/stream',
