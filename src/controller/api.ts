@@ -9,7 +9,7 @@ import { STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
 import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import swagger from '@fastify/swagger';
-import { APP_FILE_LIMITS, apiProof, appFileWarnings, own, SpecError, startOrder, type AppSpec } from '../core/index.js';
+import { APP_FILE_LIMITS, apiProof, appFileWarnings, learnedCapacities, own, SpecError, startOrder, type AppSpec } from '../core/index.js';
 import { LeaseLostError, type EventRecord } from '../adapters/store/index.js';
 import type { ControllerTransport } from '../adapters/transport/index.js';
 import { lazySchemas } from './lazy-schemas.js';
@@ -388,14 +388,10 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
         metric: r.scale[0]?.metric ?? null,
         ...(() => {
           const d = c.decisionFor(name, r.name);
-          // What an adaptive policy learned one instance serves (requests/s), by its rate metric.
-          const learned = Object.entries(d?.inputs ?? {}).flatMap(([k, v]) => {
-            const m = /^adaptive\.(.+)\.capacity$/.exec(k);
-            return m && Number.isFinite(v) ? [[m[1]!, v] as const] : [];
-          });
+          const learned = learnedCapacities(d?.inputs ?? {});
           return {
             lastDecision: d ? { at: iso(d.at), desired: d.desired, reason: d.reason } : null,
-            learnedCapacity: learned.length ? Object.fromEntries(learned) : null,
+            learnedCapacity: Object.keys(learned).length ? learned : null,
           };
         })(),
         imports: r.imports.map((i) => i.raw),

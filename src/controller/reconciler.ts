@@ -3,7 +3,7 @@
  * core/decide.ts, the same code the simulator runs), store the new counts with their reasons,
  * and hand the actions to the executor.
  */
-import { decide, recordAction, type Decision, type DecideOutput, type Plan, type PlannerOptions, type PolicyState } from '../core/index.js';
+import { decide, learnedCapacities, recordAction, type Decision, type DecideOutput, type Plan, type PlannerOptions, type PolicyState } from '../core/index.js';
 import type { InstanceRecord, StoredApp, StoredRole } from '../adapters/store/index.js';
 import type { ControllerContext } from './context.js';
 import type { ActionExecutor } from './executor.js';
@@ -129,10 +129,7 @@ export class Reconciler {
     for (const [role, d] of Object.entries(out.decisions)) {
       this.policyStates.set(`${app.name}/${role}`, d.state);
       this.lastDecision.set(`${app.name}/${role}`, { ...d, at: now });
-      for (const [k, v] of Object.entries(d.inputs)) {
-        const m = /^adaptive\.(.+)\.capacity$/.exec(k);
-        if (m && Number.isFinite(v)) this.ctx.metrics.learnedCapacity.set({ app: app.name, role, metric: m[1]! }, v);
-      }
+      for (const [metric, v] of Object.entries(learnedCapacities(d.inputs))) this.ctx.metrics.learnedCapacity.set({ app: app.name, role, metric }, v);
     }
     for (const c of out.changes) {
       // Only if nobody (an operator's `drover scale`) changed the role since the snapshot: a

@@ -182,6 +182,7 @@ export {
   EMPTY_POLICY_STATE,
   evaluate,
   historyNeededMs,
+  learnedCapacities,
   POLICY_DEFAULTS,
   queuePolicy,
   recordAction,

@@ -11,6 +11,7 @@ import {
   adaptivePolicy,
   evaluate,
   historyNeededMs,
+  learnedCapacities,
   POLICY_DEFAULTS,
   queuePolicy,
   recordAction,
@@ -738,6 +739,7 @@ describe('adaptive: learned capacity, volatility headroom, backlog, forecast gat
         const r = adaptiveRole({ capacity, prior: capacity * off, demand: () => 4 * capacity * load, noise: 0.05, seed });
         const last = r.decisions.at(-1)?.d;
         const learned = last?.inputs['adaptive.demand.capacity'] ?? NaN;
+        assert.deepEqual(learnedCapacities(last?.inputs ?? {}), { demand: learned }, 'what the API and /metrics show');
         assert.ok(Math.abs(learned / capacity - 1) < 0.03, `learned ${learned} for a true ${capacity} (prior ${capacity * off})`);
         // The reason names it.
         assert.match(last?.reason ?? '', /learned capacity/);

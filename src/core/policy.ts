@@ -753,6 +753,20 @@ function evalQueue(p: QueuePolicy, ctx: PolicyContext, view: View, history: read
 
 /** A gap in the rate longer than this (the controller was away) restarts the minute history. */
 const MAX_GAP_MIN = 5;
+/**
+ * What the role's adaptive policies learned one instance serves (requests/s), by their rate
+ * metric, from a decision's inputs: each adaptive policy's `capacity` is kept there as
+ * `adaptive.<metric>.capacity`. Empty when the role has none.
+ */
+export function learnedCapacities(inputs: Readonly<Record<string, number>>): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [k, v] of Object.entries(inputs)) {
+    const m = /^adaptive\.(.+)\.capacity$/.exec(k);
+    if (m?.[1] !== undefined && Number.isFinite(v)) out[m[1]] = v;
+  }
+  return out;
+}
+
 /** A queue longer than this many seconds of arrivals means the instances are saturated. */
 const SATURATED_QUEUE_S = 1;
 
