@@ -4,9 +4,9 @@
 //
 // Unit suites (beside the code in src/) run in one runner, two files at a time. Integration suites
 // (test/, examples/) start real controllers, agents, HAProxy, RabbitMQ, PostgreSQL and Chromium;
-// each file runs in a runner of its own, TEST_CONCURRENCY (default 1) at a time — except a file
+// each file runs in a runner of its own, TEST_CONCURRENCY (default 2) at a time — except a file
 // that says `// drover-test: alone` in its first lines (it measures timings or loads the CPU), which
-// always runs with nothing beside it. The end prints each integration file's wall time, slowest
+// runs after the others, with nothing beside it. The end prints each integration file's wall time, slowest
 // first, so the suite's budget (about 20 minutes on 2 cores) can be watched.
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
@@ -38,7 +38,7 @@ const runnerArgs = (list, concurrency) => ['--import', 'tsx', '--test', `--test-
 const unitStatus = unit.length ? (spawnSync(process.execPath, runnerArgs(unit, process.env.TEST_CONCURRENCY ?? '2'), { stdio: 'inherit' }).status ?? 1) : 0;
 
 const alone = (f) => /\/\/ drover-test: alone\b/.test(readFileSync(f, 'utf8').split('\n').slice(0, 15).join('\n'));
-const width = Math.max(1, Number(process.env.TEST_CONCURRENCY ?? '1'));
+const width = Math.max(1, Number(process.env.TEST_CONCURRENCY ?? '2'));
 const timings = [];
 const failed = [];
 

@@ -1,3 +1,4 @@
+// drover-test: alone (drives load and times scaling)
 /**
  * The README's main job, end to end: `npm run demo` with 30 tasks and a worker killed midway.
  * Every task completes, the work is spread over more than one worker, and nothing is left running.

@@ -1,3 +1,4 @@
+// drover-test: alone (scales on measured CPU and request rates)
 /**
  * Elasticity on real processes: warm spares, fencing a frozen agent, draining, and a CPU-bound
  * role scaled by its policy. The controller runs in this process (startServer); agents and roles

@@ -1,3 +1,4 @@
+// drover-test: alone (times a standby's take-over)
 /**
  * kill -9 of the *leader* at random points of a scale-out, a spare claim, a drain and a burst of
  * tenant sign-ups, with a standby running: after each takeover (the killed controller comes back

@@ -1,3 +1,4 @@
+// drover-test: alone (kills processes and times the recovery)
 /**
  * Kill the controller (SIGKILL) at random points of a scale-out, a drain and a rolling update,
  * start it again, and check it converges with no duplicate instance and no orphan process.

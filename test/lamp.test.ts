@@ -1,3 +1,4 @@
+// drover-test: alone (loads Apache and MariaDB while rolling)
 /**
  * examples/lamp end to end, on Debian's own MariaDB and Apache httpd: the app tier scales 1→3→1
  * and the Apache role rolls to a new release under load, with no failed or refused request (the

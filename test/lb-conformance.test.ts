@@ -1,3 +1,4 @@
+// drover-test: alone (loads the balancers)
 /**
  * One conformance suite for every load-balancer driver: real member HTTP servers on 127.0.0.1,
  * a real balancer (the builtin Node proxy, or HAProxy started by the driver in a temp folder),

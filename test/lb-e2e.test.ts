@@ -1,3 +1,4 @@
+// drover-test: alone (loads the balancers under a roll)
 /**
  * Load balancing end to end: a balancer role in front of api, steady bounded load from a client
  * on 127.0.0.1, while api goes 2 → 5 → 1. The load runs until the scale-in has completed (every

@@ -1,3 +1,4 @@
+// drover-test: alone (times drains and replacements)
 /**
  * The controller process's life on a data folder: one controller per folder (a lock the kernel
  * frees when its holder dies), a controller that cannot start exits and says why, a damaged

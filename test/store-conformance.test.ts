@@ -1,3 +1,4 @@
+// drover-test: alone (runs PostgreSQL clusters under the store's whole conformance load)
 /**
  * The store conformance suite against embedded PGlite (in memory). The same suite runs against
  * PostgreSQL in test/store-postgres.test.ts.

@@ -1,3 +1,4 @@
+// drover-test: alone (runs a PostgreSQL cluster and several controllers)
 /**
  * A controller on PostgreSQL, run as users run it (`drover controller --store postgres://…`)
  * against a private server: it applies an app, is killed with SIGKILL, starts again on the same

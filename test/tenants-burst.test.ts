@@ -1,3 +1,4 @@
+// drover-test: alone (times a burst of sign-ups)
 /**
  * A thousand concurrent sign-ups against a running controller (real agents, real role
  * processes), capacity 20 and no instance at first: exactly ⌈1000 / 20⌉ = 50 instances are
