@@ -71,6 +71,8 @@ const DIGITS = '^[0-9]{1,15}$';
 const MAX_HEADER_BYTES = 16 * 1024;
 /** Longest path parameter: an app or role name is at most 63 characters, an instance id 34. Past it, 414. */
 const MAX_PARAM_LENGTH = 100;
+/** After the API is ready, when the routes' schemas not used yet are compiled. */
+const SCHEMA_WARM_DELAY_MS = 5000;
 const errorSchema = {
   type: 'object',
   properties: {
@@ -258,8 +260,11 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
   });
   const parser = new AppFileParser(opts.appFile);
   parser.warm();
-  // Ready: the rest compiled one route at a time between other work (a start waits for its store meanwhile).
-  app.addHook('onReady', async () => schemas.warm((err) => app.log.error({ err }, 'a route schema does not compile')));
+  // The rest compiled a few seconds after ready, one route at a time between other work: not
+  // while a start's store, first apply and first instances want the CPU.
+  app.addHook('onReady', async () => {
+    setTimeout(() => schemas.warm((err) => app.log.error({ err }, 'a route schema does not compile')), SCHEMA_WARM_DELAY_MS).unref();
+  });
   app.addHook('onClose', async () => parser.close());
   // JSON only: without this, Fastify would hand a text/plain body to the routes as a string.
   app.removeContentTypeParser('text/plain');

@@ -5,9 +5,8 @@
  * Compiling every route of the API at start costs about 0.3 s of the controller's one thread,
  * on the path from `drover up` to the app applied. Lazily, a route's first request pays for its
  * own (a few milliseconds), and {@link LazySchemas.warm} compiles the rest one at a time
- * between other work (the controller calls it once Fastify is ready, while its store may still
- * be starting), so a schema that does not compile still shows up at start (logged), not at a
- * user's first call. What each compiled function does is unchanged: Fastify's compilers with
+ * between other work (the controller calls it a few seconds after Fastify is ready), so a
+ * schema that does not compile still shows up at start (logged), not at a user's first call. What each compiled function does is unchanged: Fastify's compilers with
  * the same options, called with the same route.
  */
 import AjvCompiler from '@fastify/ajv-compiler';

@@ -19,19 +19,15 @@
  * the controller's provisioning turns it into an event and retries with backoff.
  */
 import { createHash } from 'node:crypto';
-import {
-  DescribeInstancesCommand,
-  EC2Client,
-  EC2ServiceException,
-  RunInstancesCommand,
-  TerminateInstancesCommand,
-  type Filter,
-  type Instance,
-  type RunInstancesCommandInput,
-} from '@aws-sdk/client-ec2';
+import type { EC2Client, Filter, Instance, RunInstancesCommandInput } from '@aws-sdk/client-ec2';
 import { RESERVED_TAG_PREFIX, type Ec2ProviderSettings } from '../../core/index.js';
 import { CloudSettingError, type CloudProviderContext } from './router-factories.js';
 import type { CreateInstanceRequest, ExitInfo, InstanceHandle, Machine, Provider } from './types.js';
+
+/** The AWS SDK, loaded when an EC2 provider first calls EC2: a controller without one never pays for loading it. */
+type Sdk = typeof import('@aws-sdk/client-ec2');
+let sdkLoading: Promise<Sdk> | undefined;
+const sdk = (): Promise<Sdk> => (sdkLoading ??= import('@aws-sdk/client-ec2'));
 
 /** @default 10 minutes: an EC2 machine boots in about a minute; Node and the agent take one or two more on a bare image. */
 export const EC2_PROVISION_TIMEOUT_MS = 10 * 60_000;
@@ -96,10 +92,12 @@ export class Ec2Provider implements Provider {
     this.regions = new Set(o.regions ?? []);
   }
 
-  private client(region: string): EC2Client {
+  private async client(region: string): Promise<EC2Client> {
     let c = this.clients.get(region);
     if (!c) {
-      c = new EC2Client({ region, maxAttempts: this.o.maxAttempts ?? 4, retryMode: 'standard', ...(this.o.endpoint ? { endpoint: this.o.endpoint } : {}) });
+      const { EC2Client } = await sdk();
+      // Another call may have made it while the SDK loaded.
+      c = this.clients.get(region) ?? new EC2Client({ region, maxAttempts: this.o.maxAttempts ?? 4, retryMode: 'standard', ...(this.o.endpoint ? { endpoint: this.o.endpoint } : {}) });
       this.clients.set(region, c);
     }
     this.regions.add(region);
@@ -129,7 +127,7 @@ export class Ec2Provider implements Provider {
     if (!s || s.kind !== 'ec2') throw new Ec2Error('InvalidSettings', `instance ${req.instanceId}: the ec2 provider needs a provider: block of kind ec2`, false);
     if (!req.userData) throw new Ec2Error('InvalidSettings', `instance ${req.instanceId}: no user data to boot it with`, false);
     const input = runInput(req, s, this.o.controllerId);
-    const out = await this.call(`RunInstances in ${s.region} (${s.instanceType}, ${s.image})`, () => this.client(s.region).send(new RunInstancesCommand(input)));
+    const out = await this.call(`RunInstances in ${s.region} (${s.instanceType}, ${s.image})`, async () => (await this.client(s.region)).send(new (await sdk()).RunInstancesCommand(input)));
     const inst = out.Instances?.[0];
     if (!inst?.InstanceId) throw new Ec2Error('InvalidResponse', `RunInstances in ${s.region} answered without an instance`, true);
     return this.machine(req.instanceId, s.region, inst);
@@ -192,9 +190,9 @@ export class Ec2Provider implements Provider {
     }
     const { region, ec2Id } = ref;
     try {
-      await this.client(region).send(new TerminateInstancesCommand({ InstanceIds: [ec2Id] }));
+      await (await this.client(region)).send(new (await sdk()).TerminateInstancesCommand({ InstanceIds: [ec2Id] }));
     } catch (err) {
-      if (err instanceof EC2ServiceException && err.name.startsWith('InvalidInstanceID.')) return; // never made, or long gone: fine
+      if (isServiceError(err) && err.name.startsWith('InvalidInstanceID.')) return; // never made, or long gone: fine
       throw ec2Error(`TerminateInstances ${ec2Id} in ${region}`, err);
     }
   }
@@ -213,8 +211,8 @@ export class Ec2Provider implements Provider {
     const out: Instance[] = [];
     let token: string | undefined;
     do {
-      const page = await this.call(`DescribeInstances in ${region}`, () =>
-        this.client(region).send(new DescribeInstancesCommand({ Filters: filters, MaxResults: 1000, ...(token ? { NextToken: token } : {}) })),
+      const page = await this.call(`DescribeInstances in ${region}`, async () =>
+        (await this.client(region)).send(new (await sdk()).DescribeInstancesCommand({ Filters: filters, MaxResults: 1000, ...(token ? { NextToken: token } : {}) })),
       );
       for (const r of page.Reservations ?? []) out.push(...(r.Instances ?? []));
       token = page.NextToken;
@@ -272,10 +270,15 @@ function tagOf(i: Instance, key: string): string | undefined {
   return i.Tags?.find((t) => t.Key === key)?.Value;
 }
 
+/** An answer of EC2 itself (the SDK's service exceptions carry the request's `$metadata`), not a network failure. */
+function isServiceError(err: unknown): err is Error {
+  return err instanceof Error && typeof (err as { $metadata?: unknown }).$metadata === 'object';
+}
+
 /** An SDK failure as an {@link Ec2Error}: EC2's code and message, what was asked, whether it may pass. */
 export function ec2Error(what: string, err: unknown): Ec2Error {
   if (err instanceof Ec2Error) return err;
-  if (err instanceof EC2ServiceException || (err instanceof Error && typeof (err as { $metadata?: unknown }).$metadata === 'object')) {
+  if (isServiceError(err)) {
     const e = err as Error & { $retryable?: unknown; $fault?: string };
     const code = e.name;
     const lasting = LASTING.test(code);
