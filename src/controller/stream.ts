@@ -179,7 +179,6 @@ export class StreamHub {
     this.c = src.controller;
   }
 
-  /** Starts sampling (charts cover the time before anyone looks) and listening for events. */
   /**
    * Starts the hub in the background, after the API is ready: a controller's start does not
    * wait for it (it reads the store, which may still be opening, and its reads would queue
@@ -190,6 +189,7 @@ export class StreamHub {
     return this.exclusive(() => this.start());
   }
 
+  /** Starts sampling (charts cover the time before anyone looks) and listening for events; once. */
   async start(): Promise<void> {
     if (this.started || this.closed) return;
     const last = await this.c.listEvents({ after: 0, limit: 1 });
@@ -477,7 +477,19 @@ export function registerStream(app: FastifyInstance, src: StreamSource, opts: Pa
       const text = typeof header === 'string' && /^[0-9]{1,15}$/.test(header) ? header : req.query.lastEventId;
       const last = text !== undefined ? Number(text) : undefined;
       reply.hijack();
-      const r = await hub.attach(reply.raw, last);
+      let r: 'ok' | 'busy';
+      try {
+        r = await hub.attach(reply.raw, last);
+      } catch (err) {
+        // Fastify no longer answers for a hijacked reply: said here, in the API's error format.
+        req.log.error({ err }, 'opening a live stream failed');
+        if (reply.raw.headersSent) reply.raw.end();
+        else {
+          reply.raw.writeHead(500, { 'content-type': 'application/json; charset=utf-8' });
+          reply.raw.end(JSON.stringify(new ApiError('internal', 'stream: the controller could not open the stream; try again').body()));
+        }
+        return;
+      }
       if (r === 'busy') {
         reply.raw.writeHead(503, { 'content-type': 'application/json; charset=utf-8', 'retry-after': '5' });
         reply.raw.end(JSON.stringify(new ApiError('busy', `stream: ${hub.o.maxClients} live streams are open already; try again shortly`).body()));
