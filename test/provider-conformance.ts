@@ -71,6 +71,8 @@ export function providerConformance(name: string, target: ConformanceTarget): vo
     provider.onExit((id) => exits.push(id));
     const names = ['i-c0ffee01', 'i-c0ffee02', 'i-c0ffee03'];
     made.push(...names);
+    // A provider that loads its cloud's client library in the background says when it has.
+    await provider.ready?.();
     const t0 = Date.now();
     const asked = await Promise.all(names.map((id) => provider.request(req(id))));
     // An agent takes a second or more to boot; the request must not wait for it.

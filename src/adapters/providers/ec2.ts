@@ -24,10 +24,14 @@ import { RESERVED_TAG_PREFIX, type Ec2ProviderSettings } from '../../core/index.
 import { CloudSettingError, type CloudProviderContext } from './router-factories.js';
 import type { CreateInstanceRequest, ExitInfo, InstanceHandle, Machine, Provider } from './types.js';
 
-/** The AWS SDK, loaded when an EC2 provider first calls EC2: a controller without one never pays for loading it. */
+/** The AWS SDK, loaded when an EC2 provider is made: a controller without one never pays for loading it. */
 type Sdk = typeof import('@aws-sdk/client-ec2');
 let sdkLoading: Promise<Sdk> | undefined;
-const sdk = (): Promise<Sdk> => (sdkLoading ??= import('@aws-sdk/client-ec2'));
+const sdk = (): Promise<Sdk> =>
+  (sdkLoading ??= import('@aws-sdk/client-ec2').catch((err: unknown) => {
+    sdkLoading = undefined; // tried again by the next call
+    throw err;
+  }));
 
 /** @default 10 minutes: an EC2 machine boots in about a minute; Node and the agent take one or two more on a bare image. */
 export const EC2_PROVISION_TIMEOUT_MS = 10 * 60_000;
@@ -90,6 +94,12 @@ export class Ec2Provider implements Provider {
   constructor(private readonly o: Ec2ProviderOptions) {
     this.provisionTimeoutMs = o.provisionTimeoutMs ?? EC2_PROVISION_TIMEOUT_MS;
     this.regions = new Set(o.regions ?? []);
+    // Loaded now, in the background, so a first request does not wait for it; a failure is the first call's to report.
+    sdk().catch(() => undefined);
+  }
+
+  async ready(): Promise<void> {
+    await sdk();
   }
 
   private async client(region: string): Promise<EC2Client> {

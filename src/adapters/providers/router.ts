@@ -148,6 +148,10 @@ export class ProviderRouter implements Provider {
     for (const [, p] of this.all()) p.onExit(listener);
   }
 
+  async ready(): Promise<void> {
+    await Promise.all(this.all().map(async ([, p]) => p.ready?.()));
+  }
+
   async close(): Promise<void> {
     await Promise.all(this.all().map(([, p]) => p.close()));
   }

@@ -106,6 +106,12 @@ export interface Provider {
   /** A provider over several (the router): each kind's {@link billing} where one is set. */
   billingOverrides?(): Partial<Record<ProviderKind, Billing | null>>;
   /**
+   * Resolves once requests answer at once: a provider that loads its cloud's client library in
+   * the background (ec2) is ready when it has. Absent: always ready. Requests made before simply
+   * wait for it.
+   */
+  ready?(): Promise<void>;
+  /**
    * Asks for a machine and answers promptly, without waiting for it to boot. Idempotent by
    * `req.instanceId`: asked again (even by another controller process), it answers with the
    * machine it already made. Rejects if the provider refused outright (no capacity, a bad setting).
