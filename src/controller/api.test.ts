@@ -488,3 +488,22 @@ test('fuzz: every route, random bodies, paths and queries: never a 5xx, errors i
     { numRuns: 300 },
   );
 });
+
+test('an app forgotten between a list and its summary (its deletion just done) is not a 404 of the list or the status', async () => {
+  const listApps = controller.listApps.bind(controller);
+  for (const url of ['/v1/apps', '/v1/status']) {
+    const put = await app.inject({ method: 'PUT', url: '/v1/apps/going', headers: auth, payload: { yaml: 'app: going\nroles:\n  w: { count: 0, start: sleep 100 }\n' } });
+    assert.equal(put.statusCode, 201, put.body);
+    // The reconciler forgets the app right after the list read it (as it does once a deleted app's
+    // last instance is gone).
+    controller.listApps = async () => {
+      const list = await listApps();
+      controller.listApps = listApps;
+      await store.deleteApp('going');
+      return list;
+    };
+    const r = await app.inject({ method: 'GET', url, headers: auth });
+    controller.listApps = listApps;
+    assert.equal(r.statusCode, 200, `${url}: ${r.body}`);
+  }
+});

@@ -10,7 +10,7 @@ import type { Socket } from 'node:net';
 import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import swagger from '@fastify/swagger';
 import { APP_FILE_LIMITS, apiProof, appFileWarnings, learnedCapacities, own, SpecError, startOrder, type AppSpec } from '../core/index.js';
-import { LeaseLostError, type EventRecord } from '../adapters/store/index.js';
+import { LeaseLostError, type EventRecord, type StoredApp } from '../adapters/store/index.js';
 import type { ControllerTransport } from '../adapters/transport/index.js';
 import { lazySchemas } from './lazy-schemas.js';
 import { AppFileParser, type AppFileParserOptions } from './app-file-parser.js';
@@ -344,8 +344,10 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
     async (req) => ({ proof: apiProof(opts.token, req.query.challenge) }),
   );
 
-  const appSummary = async (name: string) => {
-    const stored = await storeApp(name);
+  // A list is summarised from what it read: an app forgotten meanwhile (its deletion done) is not
+  // looked up again, which would answer 404 to a list or a status that found it.
+  const summaryOf = async (stored: StoredApp) => {
+    const name = stored.name;
     const p = await c.preview(name);
     return {
       name: stored.name,
@@ -365,8 +367,11 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
     return list.find((a) => a.name === name) ?? fail('not_found', `no app "${name}"`);
   };
 
-  const rolesOf = async (name: string) => {
-    const stored = await storeApp(name);
+  const appSummary = async (name: string) => summaryOf(await storeApp(name));
+  const rolesOf = async (name: string) => rolesFor(await storeApp(name));
+
+  const rolesFor = async (stored: StoredApp) => {
+    const name = stored.name;
     const p = await c.preview(name);
     const desired = await c.roleCounts(name);
     const instances = await c.listInstances({ app: name });
@@ -411,7 +416,7 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
 
   app.get('/v1/apps', { schema: { tags: ['apps'], response: { 200: { type: 'object', properties: { apps: { type: 'array', items: { type: 'object', additionalProperties: true } } } }, 401: errorSchema } } }, async () => {
     const apps = await c.listApps();
-    return { apps: await Promise.all(apps.map((a) => appSummary(a.name))) };
+    return { apps: await Promise.all(apps.map(summaryOf)) };
   });
 
   app.put<{ Params: { name: string }; Body: { yaml?: string; spec?: unknown; appDir?: string } }>(
@@ -613,7 +618,7 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
     {
       controller: c,
       version: opts.version,
-      apps: async () => (await Promise.all((await c.listApps()).map((a) => appSummary(a.name)))).map(({ spec: _spec, ...rest }) => rest),
+      apps: async () => (await Promise.all((await c.listApps()).map(summaryOf))).map(({ spec: _spec, ...rest }) => rest),
       roles: async (name) => (await rolesOf(name)).map(({ instances: _instances, ...rest }) => rest),
       onError: (err) => app.log.warn({ err }, 'stream tick failed'),
     },
@@ -645,7 +650,7 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
     },
   }, async () => {
     const [leadership, apps] = await Promise.all([c.leadership(), c.listApps()]);
-    return { controller: leadership, apps: await Promise.all(apps.map(async (a) => ({ ...(await appSummary(a.name)), roles: await rolesOf(a.name) }))) };
+    return { controller: leadership, apps: await Promise.all(apps.map(async (a) => ({ ...(await summaryOf(a)), roles: await rolesFor(a) }))) };
   });
 
   app.post('/v1/shutdown', { schema: { tags: ['controller'], summary: 'Stop the controller (apps keep running unless deleted first)', response: { 202: { type: 'object', additionalProperties: true }, 401: errorSchema } } }, async (_req, reply) => {
