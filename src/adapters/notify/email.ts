@@ -3,7 +3,7 @@
  * (`DROVER_SMTP_URL`, `DROVER_SMTP_FROM`), one plain-text and HTML message per notification.
  */
 import { isIP } from 'node:net';
-import nodemailer, { type SMTPPoolOptions } from 'nodemailer';
+import type { SMTPPoolOptions } from 'nodemailer';
 import { errorText, type AttemptContext, type AttemptOutcome } from './channel.js';
 import { checkEmailAddress, NOTIFY_LIMITS, oneLine } from './validate.js';
 import { NotifyInputError, type Notification, type SmtpSettings } from './types.js';
@@ -177,10 +177,15 @@ export function createMailer(settings: SmtpSettings, timeoutMs: number, connecti
     disableUrlAccess: true,
     logger: false,
   };
-  const transport = nodemailer.createTransport(options);
-  // A pooled connection that fails with no message in flight is reported here, not to a send:
-  // without a listener it would be an uncaught 'error' event.
-  transport.on('error', onError);
+  // nodemailer loads with the first mailer: a controller that sends no e-mail never loads it.
+  const transport = import('nodemailer').then(({ default: nodemailer }) => {
+    const t = nodemailer.createTransport(options);
+    // A pooled connection that fails with no message in flight is reported here, not to a send:
+    // without a listener it would be an uncaught 'error' event.
+    t.on('error', onError);
+    return t;
+  });
+  transport.catch(onError);
   const domain = s.from.address.slice(s.from.address.indexOf('@') + 1);
   return {
     send(n, to, ctx) {
@@ -199,16 +204,18 @@ export function createMailer(settings: SmtpSettings, timeoutMs: number, connecti
         const timer = ctx.timers.setTimeout(() => finish({ ok: false, error: `no answer within ${ctx.timeoutMs} ms` }), ctx.timeoutMs);
         ctx.signal.addEventListener('abort', onAbort);
         transport
-          .sendMail({
-            from: s.from.name === '' ? s.from.address : { name: s.from.name, address: s.from.address },
-            to: address,
-            subject: m.subject,
-            text: m.text,
-            html: m.html,
-            // The same notification gives the same Message-ID on every attempt: mail clients de-duplicate on it.
-            messageId: `<${n.id.replace(/[^A-Za-z0-9_.-]/g, '-')}.drover@${domain}>`,
-            headers: { 'Auto-Submitted': 'auto-generated', 'X-Drover-Event': n.kind },
-          })
+          .then((t) =>
+            t.sendMail({
+              from: s.from.name === '' ? s.from.address : { name: s.from.name, address: s.from.address },
+              to: address,
+              subject: m.subject,
+              text: m.text,
+              html: m.html,
+              // The same notification gives the same Message-ID on every attempt: mail clients de-duplicate on it.
+              messageId: `<${n.id.replace(/[^A-Za-z0-9_.-]/g, '-')}.drover@${domain}>`,
+              headers: { 'Auto-Submitted': 'auto-generated', 'X-Drover-Event': n.kind },
+            }),
+          )
           .then(
             (info) => finish({ ok: true, status: Number(/^\d{3}/.exec(info.response)?.[0] ?? 250) }),
             (e: unknown) => {
@@ -223,7 +230,7 @@ export function createMailer(settings: SmtpSettings, timeoutMs: number, connecti
       });
     },
     close() {
-      transport.close();
+      transport.then((t) => t.close()).catch(() => undefined);
     },
   };
 }

@@ -2,7 +2,7 @@
  * The production store: a PostgreSQL server reached through `pg` (node-postgres), with a pool of
  * connections. The schema, migrations and SQL are {@link SqlStore}'s, the same as PGlite's.
  */
-import pg from 'pg';
+import type { Pool, PoolClient } from 'pg';
 import type { SqlClient } from './sql.js';
 import { SqlStore } from './sql.js';
 
@@ -107,18 +107,24 @@ function parseInt8(text: string): number {
   return n;
 }
 
+/** node-postgres, loaded by the first PostgreSQL store: a controller on its embedded store never loads it. */
+type Pg = (typeof import('pg'))['default'];
+const loadPg = async (): Promise<Pg> => (await import('pg')).default;
+
 /** pg's own parsers, but int8 as a number: per pool, so other users of `pg` in the process keep theirs. */
-const types = {
-  getTypeParser: ((oid: number, format?: 'text' | 'binary'): unknown => {
-    if (oid === INT8_OID && format !== 'binary') return parseInt8;
-    const parser: unknown = pg.types.getTypeParser(oid, format);
-    return parser;
-  }) as typeof pg.types.getTypeParser,
-};
+function typesOf(pg: Pg): { getTypeParser: Pg['types']['getTypeParser'] } {
+  return {
+    getTypeParser: ((oid: number, format?: 'text' | 'binary'): unknown => {
+      if (oid === INT8_OID && format !== 'binary') return parseInt8;
+      const parser: unknown = pg.types.getTypeParser(oid, format);
+      return parser;
+    }) as Pg['types']['getTypeParser'],
+  };
+}
 
-type Queryable = Pick<pg.PoolClient, 'query'>;
+type Queryable = Pick<PoolClient, 'query'>;
 
-function client(db: Queryable, pool: pg.Pool): SqlClient {
+function client(db: Queryable, pool: Pool): SqlClient {
   return {
     async query<T>(sql: string, params: readonly unknown[] = []) {
       const r = await db.query(sql, params as unknown[]);
@@ -177,7 +183,8 @@ export async function openPostgresStore(opts: PostgresStoreOptions | string): Pr
     throw new StoreUrlError(`pool size ${poolSize}: expected a whole number from 1 to ${MAX_POOL_SIZE}`);
   }
   const shown = redactStoreUrl(o.url);
-  let pool: pg.Pool;
+  const pg = await loadPg();
+  let pool: Pool;
   try {
     pool = new pg.Pool({
       connectionString: o.url,
@@ -186,7 +193,7 @@ export async function openPostgresStore(opts: PostgresStoreOptions | string): Pr
       idleTimeoutMillis: 30_000,
       keepAlive: true,
       application_name: o.applicationName ?? 'drover',
-      types,
+      types: typesOf(pg),
     });
   } catch (err) {
     // pg-connection-string reads sslrootcert/sslcert/sslkey files while parsing.
