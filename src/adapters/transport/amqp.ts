@@ -29,7 +29,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import amqp, { type ChannelModel, type ConfirmChannel, type ConsumeMessage } from 'amqplib';
 import { pino, type Logger } from 'pino';
 import { AMQP_NAMES, type ControllerMessage, type PlainControllerMessage } from '../../core/index.js';
-import { ControllerSession, Presence, type SessionCarrier } from './session.js';
+import { ControllerSession, Presence, settleWithin, type SessionCarrier } from './session.js';
 import type { ControllerTransport, TransportHandlers } from './types.js';
 
 export interface AmqpTransportOptions {
@@ -306,9 +306,7 @@ export class AmqpTransport implements ControllerTransport {
   async settle(instanceId: string, withinMs: number): Promise<void> {
     const q = this.#chains.get(instanceId);
     if (!q) return;
-    let timer: NodeJS.Timeout | undefined;
-    await Promise.race([q.chain, new Promise<void>((resolve) => (timer = setTimeout(resolve, withinMs)))]);
-    clearTimeout(timer);
+    await settleWithin(q.chain, withinMs);
   }
 
   async #handle(id: string, kind: string, sid: string, text: string): Promise<void> {

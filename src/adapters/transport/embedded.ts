@@ -12,7 +12,7 @@ import websocket from '@fastify/websocket';
 import type { FastifyInstance } from 'fastify';
 import type { WebSocket } from 'ws';
 import type { ControllerMessage } from '../../core/index.js';
-import { ControllerSession, Presence, type SessionEnd } from './session.js';
+import { ControllerSession, Presence, settleWithin, type SessionEnd } from './session.js';
 import type { ControllerTransport, TransportHandlers } from './types.js';
 
 const HELLO_TIMEOUT_MS = 10_000;
@@ -174,9 +174,7 @@ export class EmbeddedTransport implements ControllerTransport {
   async settle(instanceId: string, withinMs: number): Promise<void> {
     const c = this.conns.get(instanceId);
     if (!c) return;
-    let timer: NodeJS.Timeout | undefined;
-    await Promise.race([c.settled, new Promise<void>((resolve) => (timer = setTimeout(resolve, withinMs)))]);
-    clearTimeout(timer);
+    await settleWithin(c.settled, withinMs);
   }
 
   fence(instanceId: string, reason: string): void {

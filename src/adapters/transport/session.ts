@@ -236,3 +236,10 @@ export class Presence {
     clearInterval(this.#timer);
   }
 }
+
+/** Waits for `p`, or `ms` at most (a transport's `settle`: an agent's last frames get that long). */
+export async function settleWithin(p: Promise<unknown>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([p, new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)))]);
+  clearTimeout(timer);
+}
