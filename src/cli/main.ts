@@ -1015,9 +1015,21 @@ async function forceDown(dataDir: string, graceMs: number): Promise<void> {
 async function runForeground(file: string, dataDir: string, listen: { host: string; port: number }, storeUrl: string | undefined, transportUrl?: string, sshHosts?: string, providers?: string[], early?: { lock: DataDirLock; db: Promise<SqlClient> }): Promise<void> {
   const [{ pino }, { startServer }] = await Promise.all([import('pino'), controller()]);
   const logger = pino({ level: process.env.DROVER_LOG_LEVEL ?? 'info', transport: { target: 'pino-pretty', options: { destination: 2, ignore: 'pid,hostname', translateTime: 'HH:MM:ss' } } });
-  const server = await startServer({ dataDir, host: listen.host, port: listen.port, logger, ...(storeUrl ? { storeUrl } : {}), ...(transportUrl ? { transportUrl } : {}), ...(sshHosts ? { sshHosts } : {}), ...(providers ? { providers } : {}), ...(early ? { early } : {}), ...(process.env.DROVER_TOKEN ? { token: process.env.DROVER_TOKEN } : {}) });
+  // The app is sent as soon as the controller listens: read and checked here, received and
+  // parsed there while the store opens; it is applied once the controller is ready.
+  let applying: Promise<string> | undefined;
+  const onListening = (url: string, token: string) => {
+    applying = applyFile(new Client({ url, token }), file);
+    applying.catch(() => undefined); // awaited below, once the start is known to have succeeded
+  };
+  const server = await startServer({ dataDir, host: listen.host, port: listen.port, logger, onListening, ...(storeUrl ? { storeUrl } : {}), ...(transportUrl ? { transportUrl } : {}), ...(sshHosts ? { sshHosts } : {}), ...(providers ? { providers } : {}), ...(early ? { early } : {}), ...(process.env.DROVER_TOKEN ? { token: process.env.DROVER_TOKEN } : {}) });
   const client = new Client({ url: server.url, token: server.token });
-  await applyFile(client, file);
+  try {
+    await (applying ?? applyFile(client, file));
+  } catch (err) {
+    await server.close();
+    throw err;
+  }
   out(`controller at ${server.url}; Ctrl-C stops the app and the controller`);
   out(`dashboard at ${server.url}/ui/ (sign in with the token in ${process.env.DROVER_TOKEN ? '$DROVER_TOKEN' : join(resolve(dataDir), 'token')})`);
   await new Promise<void>((resolveDone) => {

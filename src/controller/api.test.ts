@@ -507,3 +507,60 @@ test('an app forgotten between a list and its summary (its deletion just done) i
     assert.equal(r.statusCode, 200, `${url}: ${r.body}`);
   }
 });
+
+/** An API over the shared controller whose start is not over until the test says so. */
+async function startingApi(startWaitMs?: number) {
+  let open!: () => void;
+  let fail!: () => void;
+  const gate: { state: 'starting' | 'ready' | 'failed'; ready: Promise<void> } = { state: 'starting', ready: new Promise<void>((res, rej) => ((open = res), (fail = () => rej(new Error('no store'))))) };
+  gate.ready.catch(() => undefined);
+  const api = await buildApi({ controller, token: TOKEN, logger: false, defaultAppDir: dir, version: 'test', starting: gate, ...(startWaitMs !== undefined ? { startWaitMs } : {}) });
+  return {
+    api,
+    open: () => ((gate.state = 'ready'), open()),
+    fail: () => ((gate.state = 'failed'), fail()),
+  };
+}
+
+test('while the controller starts, health says so and answers; other requests wait for the start, then are handled', async (t) => {
+  const s = await startingApi();
+  t.after(() => s.api.close());
+  const h = await s.api.inject({ method: 'GET', url: '/v1/health' });
+  assert.equal(h.statusCode, 200);
+  assert.equal(h.json<{ status: string }>().status, 'starting');
+  const id = await s.api.inject({ method: 'GET', url: '/v1/identity?challenge=abcdefghijklmnop' });
+  assert.equal(id.statusCode, 200, 'the identity proof needs no store');
+  // A bad token is refused at once, not after the start.
+  const denied = await s.api.inject({ method: 'GET', url: '/v1/apps', headers: { authorization: 'Bearer wrong' } });
+  assert.equal(denied.statusCode, 401);
+  let answered = false;
+  const list = s.api.inject({ method: 'GET', url: '/v1/apps', headers: auth }).then((r) => ((answered = true), r));
+  const change = s.api.inject({ method: 'PUT', url: '/v1/apps/shop', headers: auth, payload: { yaml } });
+  await new Promise((r) => setTimeout(r, 150));
+  assert.equal(answered, false, 'waits for the start');
+  s.open();
+  assert.equal((await list).statusCode, 200);
+  const applied = await change;
+  assert.ok([200, 201].includes(applied.statusCode), applied.body);
+  assert.equal((await s.api.inject({ method: 'GET', url: '/v1/health' })).json<{ status: string }>().status, 'ok');
+});
+
+test('a start that fails, or does not end in time, answers waiting requests 503 starting', async (t) => {
+  const failing = await startingApi();
+  t.after(() => failing.api.close());
+  const waiting = failing.api.inject({ method: 'GET', url: '/v1/apps', headers: auth });
+  await new Promise((r) => setTimeout(r, 50));
+  failing.fail();
+  for (const r of [await waiting, await failing.api.inject({ method: 'GET', url: '/v1/apps', headers: auth })]) {
+    assert.equal(r.statusCode, 503, 'waiting, and coming after the failure');
+    assert.equal(r.json<{ error: { code: string } }>().error.code, 'starting');
+    assert.match(r.json<{ error: { message: string } }>().error.message, /could not start/);
+  }
+  assert.equal((await failing.api.inject({ method: 'GET', url: '/v1/health' })).json<{ status: string }>().status, 'failed');
+
+  const slow = await startingApi(100);
+  t.after(() => slow.api.close());
+  const late = await slow.api.inject({ method: 'POST', url: '/v1/apps/shop/roles/db/count', headers: auth, payload: { count: 1 } });
+  assert.equal(late.statusCode, 503);
+  assert.match(late.json<{ error: { message: string } }>().error.message, /still starting .* after 0\.1s/);
+});

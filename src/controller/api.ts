@@ -45,7 +45,25 @@ export interface ApiOptions {
   readonly ui?: { readonly dir?: string; readonly sessionMs?: number };
   /** The live stream (`/v1/stream`): coalescing and per-client bounds. */
   readonly stream?: Partial<StreamOptions>;
+  /**
+   * The controller's start, when the API listens before it is over (server.ts: the port opens
+   * while the embedded store is still opening). Until then a request waits (at most a minute)
+   * before it is handled; `/v1/health` answers at once with `status: starting`.
+   */
+  readonly starting?: StartGate;
+  /** How long a request waits for the start before it is answered `503 starting`. @default 60000 */
+  readonly startWaitMs?: number;
 }
+
+/** A controller's start: its state now, and `ready`, resolving when it succeeded, rejecting when it failed. */
+export interface StartGate {
+  readonly state: 'starting' | 'ready' | 'failed';
+  readonly ready: Promise<void>;
+}
+
+const START_WAIT_MS = 60_000;
+/** The routes a client calls first (the CLI's `up`, `apply`, `status`): compiled while the store opens. */
+const FIRST_ROUTES = new Set(['GET /v1/identity', 'PUT /v1/apps/:name', 'GET /v1/apps/:name', 'GET /v1/apps', 'GET /v1/status', 'GET /v1/events']);
 
 /**
  * How long a client may take. A request whose headers, or whole body, do not arrive in time is
@@ -263,6 +281,7 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
   // The rest compiled a few seconds after ready, one route at a time between other work: not
   // while a start's store, first apply and first instances want the CPU.
   app.addHook('onReady', async () => {
+    schemas.warmNow((method, url) => FIRST_ROUTES.has(`${method} ${url}`), (err) => app.log.error({ err }, 'a route schema does not compile'));
     setTimeout(() => schemas.warm((err) => app.log.error({ err }, 'a route schema does not compile')), SCHEMA_WARM_DELAY_MS).unref();
   });
   app.addHook('onClose', async () => parser.close());
@@ -279,16 +298,34 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
   });
 
   const ui = new UiSessions({ token: opts.token, ...opts.ui });
+  /** Waits for the controller's start, if it is not over (see {@link ApiOptions.starting}). */
+  const untilStarted = async (): Promise<void> => {
+    const gate = opts.starting;
+    if (!gate || gate.state === 'ready') return;
+    const waitMs = opts.startWaitMs ?? START_WAIT_MS;
+    let timer: NodeJS.Timeout | undefined;
+    const outcome = await Promise.race([
+      gate.ready.then(() => 'ready' as const, () => 'failed' as const),
+      new Promise<'late'>((r) => (timer = setTimeout(() => r('late'), waitMs))),
+    ]);
+    clearTimeout(timer);
+    if (outcome === 'failed') throw new ApiError('starting', 'the controller could not start (its log says why); it is stopping');
+    if (outcome === 'late') throw new ApiError('starting', `the controller is still starting (opening its store) after ${waitMs / 1000}s; try again shortly`);
+  };
   app.addHook('onRequest', async (req) => {
     const path = req.url.split('?')[0] ?? '';
-    if (path === '/v1/health' || path === '/v1/agent' || path === '/v1/node' || path === '/v1/identity') return;
+    // Neither needs the store: they answer while the controller starts.
+    if (path === '/v1/health' || path === '/v1/identity') return;
+    // Agents and hosts authenticate in their own protocol; the controller must be running to take them.
+    if (path === '/v1/agent' || path === '/v1/node') return untilStarted();
     // Agents prove their instance key to the bundle route itself (bundle.ts), not the admin token.
-    if (req.method === 'GET' && /^\/v1\/bundles\/[a-z][a-z0-9-]{0,62}\/[0-9a-f]{64}$/.test(path)) return;
+    if (req.method === 'GET' && /^\/v1\/bundles\/[a-z][a-z0-9-]{0,62}\/[0-9a-f]{64}$/.test(path)) return untilStarted();
     // The agent bundle cloud machines install at boot: public code; they check its sha256 (bootstrap.ts).
     if (req.method === 'GET' && /^\/v1\/agent-bundle\/[0-9a-f]{64}$/.test(path)) return;
     if (ui.isPublic(req.method, path)) return;
     // The bearer token (CLI, scripts), or a dashboard session cookie with its CSRF token on changes (ui.ts).
     if (!authorized(req.headers.authorization) && !ui.allows(req)) throw new ApiError('unauthorized', 'missing or invalid bearer token');
+    await untilStarted();
     // A standby serves reads; changes go to the leader (its writes would be refused anyway).
     if (!c.isLeader && req.method !== 'GET' && req.method !== 'HEAD' && path !== '/v1/shutdown') throw await notLeader();
   });
@@ -322,7 +359,7 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
   await opts.transport?.register?.(app);
 
   app.get('/v1/health', { schema: { security: [], response: { 200: { type: 'object', properties: { status: { type: 'string' }, version: { type: 'string' }, uptimeMs: { type: 'number' } } } } } }, async () => ({
-    status: 'ok',
+    status: opts.starting && opts.starting.state !== 'ready' ? opts.starting.state : 'ok',
     version: opts.version,
     uptimeMs: Date.now() - c.startedAt,
   }));

@@ -23,6 +23,7 @@ export const ERROR_CODES = {
   tenant_exists: { status: 409, description: 'Another tenant of the app has this name or host; `details` names the field.' },
   tenant_failed: { status: 422, description: "The tenant's `add` failed on every attempt; the tenant's status (Location) has the reason and the last output lines." },
   busy: { status: 503, description: 'The controller has as many live streams open as it serves (64), or 20,000 sign-ups already waiting; try again shortly.' },
+  starting: { status: 503, description: 'The controller is still starting (opening its store) after a minute of waiting, or its start failed; try again shortly. A request that comes while it starts waits for it.' },
   not_leader: { status: 503, description: 'This controller is a standby (another one leads; the message names it) or has just stepped down: it serves reads only. Send changes to the leader (`GET /v1/controller`).' },
   volume_in_use: { status: 409, description: 'The volume belongs to a member slot an instance holds now; scale the role down (or remove it) first.' },
   bundle_refused: { status: 422, description: 'The app folder could not be packed into a bundle for joined hosts: larger than the limit (the message names its size, the limit and the largest files), a symlink pointing out of it or to an absolute path, or a file that cannot be read. Nothing was applied.' },

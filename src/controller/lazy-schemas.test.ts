@@ -31,3 +31,26 @@ void test('schemas compiled lazily validate and serialize as Fastify does; warm 
   assert.equal(b.statusCode, 400);
   assert.match(b.json<{ message: string }>().message, /^body\/count must be >= 0$/);
 });
+
+void test('warmNow compiles the schemas of the routes asked for, and only those', async (t) => {
+  const schemas = lazySchemas();
+  const app = Fastify({ schemaController: { compilersFactory: schemas.compilersFactory }, ajv: { customOptions: { coerceTypes: false } } });
+  t.after(() => app.close());
+  const body = { type: 'object', required: ['n'], properties: { n: { type: 'integer' } } };
+  const answer = { 200: { type: 'object', properties: { n: { type: 'integer' } } } };
+  app.put('/a/:id', { schema: { body, response: answer } }, async (req) => req.body);
+  app.put('/b', { schema: { body, response: answer } }, async (req) => req.body);
+  app.get('/b', { schema: { response: answer } }, async () => ({ n: 1 }));
+  await app.ready();
+  const before = schemas.pending;
+  const asked: string[] = [];
+  schemas.warmNow((method, url) => {
+    asked.push(`${method} ${url}`);
+    return method === 'PUT' && url === '/a/:id';
+  }, (err) => assert.fail(String(err)));
+  assert.equal(schemas.pending, before - 2, "/a/:id's body validator and answer serializer");
+  assert.ok(asked.includes('PUT /b') && asked.includes('GET /b') && asked.includes('PUT /a/:id'), asked.join(', '));
+  const bad = await app.inject({ method: 'PUT', url: '/a/x', payload: { n: 'one' } });
+  assert.equal(bad.statusCode, 400, 'the compiled validator is the one used');
+  assert.equal(schemas.pending, before - 2, 'nothing compiled again');
+});

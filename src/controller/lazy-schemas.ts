@@ -19,21 +19,34 @@ export interface LazySchemas {
   readonly compilersFactory: { buildValidator: ValidatorFactory; buildSerializer: SerializerFactory };
   /** Compiles what is not yet, a few at a time between other work; `onError` gets a schema that fails. */
   warm(onError: (err: unknown) => void): void;
+  /**
+   * Compiles now the schemas of the routes `wanted` picks (by method and URL pattern, e.g.
+   * `PUT /v1/apps/:name`): those a client is about to call, compiled while the controller waits
+   * for something else (its store) rather than on the client's first request.
+   */
+  warmNow(wanted: (method: string, url: string) => boolean, onError: (err: unknown) => void): void;
   /** Routes not compiled yet (for tests). */
   readonly pending: number;
 }
 
+/** The method and URL of the route a schema belongs to, from what Fastify gives its compilers. */
+function routeOf(route: unknown): { method: string; url: string } {
+  const r = typeof route === 'object' && route !== null ? (route as { method?: unknown; url?: unknown }) : {};
+  return { method: typeof r.method === 'string' ? r.method : '', url: typeof r.url === 'string' ? r.url : '' };
+}
+
 export function lazySchemas(): LazySchemas {
-  const pending = new Set<() => void>();
+  /** Each schema not compiled yet, with its route's method and URL. */
+  const pending = new Map<() => void, { method: string; url: string }>();
   /** `make` called once, on first use or by warm; what it made is called with the same arguments. */
-  const lazy = <F extends (data: unknown) => unknown>(make: () => F, copyErrors: boolean): F => {
+  const lazy = <F extends (data: unknown) => unknown>(route: unknown, make: () => F, copyErrors: boolean): F => {
     let fn: F | undefined;
     const compile = (): F => {
       pending.delete(compile);
       fn ??= make();
       return fn;
     };
-    pending.add(compile);
+    pending.set(compile, routeOf(route));
     const wrapper = (data: unknown): unknown => {
       const f = fn ?? compile();
       const r = f(data);
@@ -45,20 +58,30 @@ export function lazySchemas(): LazySchemas {
   };
   const buildValidator: ValidatorFactory = (externalSchemas, options) => {
     const compiler = AjvCompiler()(externalSchemas, options);
-    return (route) => lazy(() => compiler(route), true);
+    return (route) => lazy(route, () => compiler(route), true);
   };
   const buildSerializer: SerializerFactory = (externalSchemas?: unknown, options?: Parameters<SerializerFactory>[1]) => {
     const compiler = SerializerSelector()(externalSchemas, options);
-    return (route) => lazy(() => compiler(route), false);
+    return (route) => lazy(route, () => compiler(route), false);
   };
   return {
     compilersFactory: { buildValidator, buildSerializer },
     get pending() {
       return pending.size;
     },
+    warmNow(wanted, onError) {
+      for (const [compile, route] of [...pending]) {
+        if (!wanted(route.method, route.url)) continue;
+        try {
+          compile();
+        } catch (err) {
+          onError(err);
+        }
+      }
+    },
     warm(onError) {
       const step = () => {
-        const next = pending.values().next();
+        const next = pending.keys().next();
         if (next.done) return;
         try {
           next.value();

@@ -14,7 +14,7 @@ import {
   CloudSettingError, ec2Factory, loadSshHosts, LocalProvider, openStackFactory, providerFactories, ProviderRouter, SshConfigError, SshProvider, StaticProvider, type CloudKind, type Provider,
 } from '../adapters/providers/index.js';
 import { AmqpTransport, AmqpTransportError, EmbeddedTransport, redactUrl, withTransportProvisioning, type ControllerTransport } from '../adapters/transport/index.js';
-import { buildApi } from './api.js';
+import { buildApi, type StartGate } from './api.js';
 import { registerFleetRoutes } from './join-routes.js';
 import { agentBundleLoader, Bootstrap, registerAgentBundleRoute } from './bootstrap.js';
 import { registerVolumeRoutes } from './volumes.js';
@@ -53,6 +53,12 @@ export interface ServerOptions {
    * (`startEmbeddedDb` of the store door). The lock is released by `close()`.
    */
   readonly early?: { readonly lock: DataDirLock; readonly db?: Promise<SqlClient> };
+  /**
+   * Called once the API listens, which it does before the start is over (the embedded store may
+   * still be opening): a request sent now waits until the controller is ready. The CLI's `up`
+   * sends its app from here. Not called if the start fails before it listens.
+   */
+  readonly onListening?: (url: string, token: string) => void;
   /** Connections to PostgreSQL at most (env DROVER_STORE_POOL_SIZE). @default 10 */
   readonly storePoolSize?: number;
   readonly provider?: Provider;
@@ -354,8 +360,10 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningCont
     const started = transport;
     if (!transportUndone) undo.push(() => started.close());
     let closing: Promise<void> | undefined;
+    // The port opens before the store is open; requests wait for the start to be over (api.ts).
+    const gate = startGate();
     const http = await buildApi({
-      controller, token, logger, defaultAppDir: process.cwd(), version: VERSION, transport: started,
+      controller, token, logger, defaultAppDir: process.cwd(), version: VERSION, transport: started, starting: gate,
       onShutdown: () => opts.onShutdown?.(),
       routes: async (app, errors) => {
         await nodes.register(app);
@@ -366,11 +374,11 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningCont
       },
     });
     undo.push(() => http.close());
+    // Undone first: requests waiting for the start are answered (503) before the server closes.
+    undo.push(async () => gate.fail());
     const host = opts.host ?? '127.0.0.1';
     const wanted = opts.port ?? DEFAULT_PORT;
-    // Fastify compiles every route's schemas when ready: done while the store may still be starting.
     await http.ready();
-    await storeOpened;
     try {
       // A burst of sign-ups or clients must queue, not be reset: the kernel caps it at somaxconn.
       await http.listen({ host, port: wanted, backlog: 4096 });
@@ -385,6 +393,9 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningCont
     const infoFile = join(dataDir, 'controller.json');
     const info: ControllerInfo = { url, pid: process.pid, startedAt: new Date().toISOString() };
     writePrivateAtomically(infoFile, JSON.stringify(info, null, 2) + '\n');
+    opts.onListening?.(url, token);
+    // A client's first requests (its identity check, an app sent) arrive while the store opens.
+    await storeOpened;
     const envSecrets = process.env.DROVER_WEBHOOK_SECRETS?.split(',').map((x) => x.trim()).filter(Boolean);
     const secrets = new WebhookSecrets(dataDir, envSecrets);
     const clock = opts.clock ?? systemClock;
@@ -447,6 +458,7 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningCont
       if (!lease) throw new ControllerStartError('store-unreadable', 'the embedded store\'s leader lease is held by another holder');
       await act(lease.epoch, lease.acquiredAt);
     }
+    gate.open();
     logger.info({ url, dataDir, transport: transportUrl ? redactUrl(transportUrl) : 'embedded', store: opts.store ? 'given' : opts.storeUrl ? redactStoreUrl(opts.storeUrl) : join(dataDir, 'db') }, 'controller listening');
     return {
       url, token, dataDir, controller, http,
@@ -477,6 +489,31 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningCont
     for (const fn of undo.reverse()) await fn().catch(() => undefined);
     throw err;
   }
+}
+
+/** The controller's start as the API waits for it: opened once it is over, failed if it is undone. */
+function startGate(): StartGate & { open(): void; fail(): void } {
+  let resolve!: () => void;
+  let reject!: (err: Error) => void;
+  const ready = new Promise<void>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  ready.catch(() => undefined); // said to each waiting request
+  const gate: StartGate & { open(): void; fail(): void; state: StartGate['state'] } = {
+    state: 'starting',
+    ready,
+    open: () => {
+      gate.state = 'ready';
+      resolve();
+    },
+    fail: () => {
+      if (gate.state !== 'starting') return;
+      gate.state = 'failed';
+      reject(new Error('the controller could not start'));
+    },
+  };
+  return gate;
 }
 
 /** The cloud kinds asked for (`--provider`, DROVER_PROVIDERS), checked. */
