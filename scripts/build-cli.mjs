@@ -1,4 +1,4 @@
-// Bundles what bin/drover.js runs, as two CommonJS files loaded with a V8 code cache
+// Bundles what bin/drover.js runs, as CommonJS files loaded with a V8 code cache
 // (bin/bundle.js says why and how):
 //
 // - dist/cli/drover.cjs: the CLI (src/cli) with commander and the token proof of the core —
@@ -6,6 +6,8 @@
 // - dist/cli/controller.cjs: the controller with the doors the CLI loads on demand (core,
 //   store, transport, providers) and their packages, loaded by `up`, `controller`, `apply`
 //   (which reads the app file) and the like. One file instead of ~600 modules.
+// - dist/cli/parse-worker.cjs: the app-file parser's worker thread (core's parser, yaml, zod),
+//   started by the controller's API at every start.
 //
 // Each file ends with its build id; FILE.cache (made by running the bundles once in a child
 // process with no flags, as `drover` runs) begins with the same id.
@@ -26,6 +28,7 @@ const cliDir = resolve(src, 'cli');
 const outDir = resolve(root, 'dist/cli');
 const CLI = resolve(outDir, 'drover.cjs');
 const CONTROLLER = resolve(outDir, 'controller.cjs');
+const PARSER = resolve(outDir, 'parse-worker.cjs');
 
 /** Doors in controller.cjs, by the name the CLI's `import()` uses, and the export that holds each. */
 const HEAVY = {
@@ -103,7 +106,7 @@ const common = {
   write: false,
 };
 
-const [cli, heavy] = await Promise.all([
+const [cli, heavy, parser] = await Promise.all([
   build({ ...common, entryPoints: [resolve(cliDir, 'main.ts')], outfile: CLI, plugins: [cliSplit, metaUrl] }),
   build({
     ...common,
@@ -117,11 +120,13 @@ const [cli, heavy] = await Promise.all([
     external: EXTERNAL,
     plugins: [metaUrl],
   }),
+  // The app-file parser's worker thread (src/controller/app-file-parser.ts loads it).
+  build({ ...common, entryPoints: [resolve(src, 'controller/parse-worker.ts')], outfile: PARSER, external: EXTERNAL, plugins: [metaUrl] }),
 ]);
 
 // `import()` inside a node:vm script needs a flag on Node 20: the launcher passes its own.
 // esbuild writes each import() it leaves as `import("specifier")`.
-for (const [file, result] of [[CLI, cli], [CONTROLLER, heavy]]) {
+for (const [file, result] of [[CLI, cli], [CONTROLLER, heavy], [PARSER, parser]]) {
   const code = result.outputFiles[0].text.replace(/(?<![\w$.])import\("/g, '__droverImport("');
   const id = createHash('sha256').update(code).digest('hex');
   rmSync(`${file}.cache`, { force: true });
@@ -140,6 +145,9 @@ const keep = (file) => (script) => caches.push([file, script]);
 const cli = loadBundle(${JSON.stringify(CLI)}, keep(${JSON.stringify(CLI)}));
 cli.buildProgram();
 loadBundle(${JSON.stringify(CONTROLLER)}, keep(${JSON.stringify(CONTROLLER)}));
+// The parser's cache holds its code compiled by a parse, as in the worker.
+const parser = loadBundle(${JSON.stringify(PARSER)}, keep(${JSON.stringify(PARSER)}));
+if (!parser.handle({ id: 0, kind: 'yaml', text: parser.WARM_UP_FILE }).ok) throw new Error('the parser bundle did not parse its warm-up file');
 for (const [file, script] of caches) {
   const id = /drover-build=([0-9a-f]{64})/.exec(readFileSync(file, 'latin1').slice(-100))[1];
   writeFileSync(file + '.cache', Buffer.concat([Buffer.from(id, 'latin1'), script.createCachedData()]));

@@ -70,3 +70,13 @@ test('the event loop stays free while a large file is parsed', async () => {
   h.disable();
   assert.ok(h.max / 1e6 < 200, `event loop blocked for ${Math.round(h.max / 1e6)} ms`);
 });
+
+void test('a parser closed while its worker starts leaves no timer behind to hold the process', async () => {
+  const timers = () => process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length;
+  const before = timers();
+  const p = new AppFileParser({ startLimitMs: 20_000 });
+  p.warm();
+  await p.close();
+  for (let i = 0; i < 100 && timers() > before; i++) await new Promise((r) => setTimeout(r, 20));
+  assert.equal(timers(), before, 'the start limit timer is cleared');
+});
