@@ -254,6 +254,19 @@ function toNotification(r: Row): NotificationRecord {
   };
 }
 
+/** True when every migration this version knows is applied; false when some is not (or there is no migration table yet). */
+async function migrated(db: SqlClient): Promise<boolean> {
+  let rows: { id: number }[];
+  try {
+    rows = (await db.query<{ id: number }>('select id from drover_migrations')).rows;
+  } catch (err) {
+    if ((err as { code?: unknown }).code === '42P01') return false; // undefined_table: a new database
+    throw err;
+  }
+  const done = new Set(rows.map((r) => num(r.id)));
+  return MIGRATIONS.every((m) => done.has(m.id));
+}
+
 export class SqlStore implements Store {
   private constructor(
     private readonly db: SqlClient,
@@ -266,6 +279,9 @@ export class SqlStore implements Store {
    * finds the work done. A migration that fails leaves the schema as it was.
    */
   static async open(db: SqlClient): Promise<SqlStore> {
+    // Most opens find every migration applied (a store made from the build's template is): one
+    // read says so, without the lock and the transaction that applying one needs.
+    if (await migrated(db)) return new SqlStore(db, false);
     await db.transaction(async (tx) => {
       await tx.query('select pg_advisory_xact_lock($1, $2)', [LOCK_CLASS, LOCK_MIGRATIONS]);
       await tx.exec(`create table if not exists drover_migrations (id integer primary key, name text not null, applied_at bigint not null)`);

@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { parseAppFile } from '../../core/index.js';
 import { openPgliteStore, StoreOpenError } from './pglite.js';
 import type { NewInstance } from './types.js';
+import type { SqlClient } from './sql.js';
 
 const spec = parseAppFile(`
 app: shop
@@ -85,5 +86,47 @@ test('pglite (folder): damaged files give a StoreOpenError naming the folder', a
     });
   } finally {
     rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('opening a store whose migrations are all applied is one read; a missing one takes the lock and applies it', async () => {
+  const { PGlite } = await import('@electric-sql/pglite');
+  const { SqlStore } = await import('./sql.js');
+  const pg = new PGlite();
+  const seen: string[] = [];
+  let hide: number | undefined;
+  /** A client over `db` that records each statement, and hides one migration from the table's next read. */
+  const recording = (db: Pick<typeof pg, 'query' | 'exec'>): SqlClient => ({
+    async query<T>(sql: string, params: readonly unknown[] = []) {
+      seen.push(sql);
+      const rows = (await db.query<T>(sql, params as unknown[])).rows;
+      if (sql !== 'select id from drover_migrations' || hide === undefined) return { rows };
+      const hidden = hide;
+      hide = undefined; // once: the locked path reads the table as it is
+      return { rows: rows.filter((r) => (r as { id: number }).id !== hidden) };
+    },
+    async exec(sql: string) {
+      seen.push(sql);
+      await db.exec(sql);
+    },
+    transaction: (fn) => pg.transaction((tx) => fn(recording(tx))),
+    close: () => pg.close(),
+  });
+  const db = recording(pg);
+  try {
+    await SqlStore.open(db);
+    assert.ok(seen.some((s) => s.startsWith('select pg_advisory_xact_lock')), 'a new database is migrated under the lock');
+    const ids = (await pg.query<{ id: number }>('select id from drover_migrations order by id')).rows.map((r) => r.id);
+    assert.ok(ids.length > 5);
+    seen.length = 0;
+    await SqlStore.open(db);
+    assert.deepEqual(seen, ['select id from drover_migrations'], 'migrated: one read');
+    seen.length = 0;
+    hide = ids[ids.length - 1];
+    await SqlStore.open(db);
+    assert.ok(seen.some((s) => s.startsWith('select pg_advisory_xact_lock')), 'a migration missing: the locked path');
+    assert.equal(seen.filter((s) => s === 'select id from drover_migrations').length, 2, 'read again under the lock');
+  } finally {
+    await pg.close();
   }
 });
