@@ -8,6 +8,7 @@ import { parentPort } from 'node:worker_threads';
 import { PGlite, type PGliteOptions } from '@electric-sql/pglite';
 import type { OpenRequest, ThreadAnswer, ThreadRequest } from './pglite-thread.js';
 import { seedStore } from './pglite-template.js';
+import { DURABLE_START_PARAMS, DurableNodeFS, syncTree } from './pglite-durable.js';
 
 const port = parentPort;
 const describe = (err: unknown) =>
@@ -27,13 +28,6 @@ async function readArtifacts(): Promise<{ wasm: Buffer; data: Buffer } | undefin
 /** Node's WebAssembly (this project's TypeScript setup has no DOM types). */
 const wasmApi = (globalThis as unknown as { WebAssembly: { compile(bytes: Uint8Array): Promise<unknown> } }).WebAssembly;
 
-/**
- * PGlite's start parameters, and a smaller buffer pool: 32 MB, not 128. PostgreSQL clears its
- * whole pool at every start (about 70 ms of this thread for 128 MB); the controller's state is
- * a few megabytes, and what does not fit is read from the operating system's cache.
- */
-const START_PARAMS = [...PGlite.defaultStartParams, '-c', 'shared_buffers=32MB'];
-
 if (port) {
   const send = (a: ThreadAnswer) => port.postMessage(a);
   const artifacts = readArtifacts();
@@ -43,12 +37,20 @@ if (port) {
     const a = await artifacts;
     // Compiled in V8's threads while this one copies a new store's files from the template.
     const compiled = a ? wasmApi.compile(a.wasm).catch(() => undefined) : undefined;
-    if (template !== null) seedStore(dir, template);
+    const seeded = template !== null && seedStore(dir, template);
+    // A new copy reaches the disk (libuv's threads) while PostgreSQL starts on it (this one).
+    const synced = seeded ? syncTree(dir) : Promise.resolve();
+    synced.catch(() => undefined); // said below
     const module = await compiled;
     // Without them, PGlite loads its files itself.
-    const options: PGliteOptions = { startParams: START_PARAMS, ...(a && module ? { pgliteWasmModule: module, fsBundle: new Blob([a.data]) } : {}) };
-    db = new PGlite(dir, options);
+    const options: PGliteOptions = {
+      fs: new DurableNodeFS(dir),
+      startParams: [...DURABLE_START_PARAMS],
+      ...(a && module ? { pgliteWasmModule: module, fsBundle: new Blob([a.data]) } : {}),
+    };
+    db = new PGlite(options);
     await db.waitReady;
+    await synced;
   } catch (err) {
     send({ failed: describe(err) });
     throw err;
