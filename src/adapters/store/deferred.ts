@@ -1,7 +1,7 @@
 /**
  * A store that is still opening, usable at once: each call waits for the store, then runs on
- * it. The controller builds its API (compiling every route's schemas: a few tenths of a second)
- * while the embedded store starts, instead of after; it waits for the store before it listens.
+ * it. The controller builds its API and listens while the embedded store starts, instead of
+ * after; requests that come meanwhile wait for the whole start (server.ts, api.ts).
  */
 import type { Store } from './types.js';
 
