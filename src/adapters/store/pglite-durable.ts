@@ -95,7 +95,7 @@ export async function syncTree(dir: string): Promise<void> {
     }
   };
   await walk(dir);
-  // A few at a time: libuv has four threads, PGlite's reads use them too.
+  // Four at a time: libuv's threads (PGlite itself reads and writes on the store's thread).
   const queue = [...files, ...folders.reverse(), dirname(dir)];
   await Promise.all(Array.from({ length: 4 }, async () => {
     for (let p = queue.shift(); p !== undefined; p = queue.shift()) await syncOne(p);
