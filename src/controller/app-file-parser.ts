@@ -20,7 +20,8 @@
  */
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
+import { startWorker } from '../adapters/threads/index.js';
 import { APP_FILE_LIMITS, shapeIssues, SpecError, type AppSpec, type SpecIssue } from '../core/index.js';
 
 export interface AppFileParserOptions {
@@ -166,11 +167,10 @@ export class AppFileParser {
 
   #start(): Running {
     const entry = workerCode();
-    const worker = new Worker(entry.code, {
+    // The process's options, but those a thread refuses (adapters/threads).
+    const worker = startWorker(entry.code, {
       eval: entry.eval,
       resourceLimits: { maxOldGenerationSizeMb: this.#memoryLimitMb, stackSizeMb: 4 },
-      // The process's flags but --input-type (for `node -e`), which a file's worker refuses.
-      execArgv: process.execArgv.filter((a) => !a.startsWith('--input-type')),
     });
     // An idle parser must not keep the controller's process alive.
     worker.unref();

@@ -9,6 +9,7 @@
  */
 import { Worker } from 'node:worker_threads';
 import { storeTemplate } from './pglite-template.js';
+import { startWorker } from '../threads/index.js';
 import type { SqlClient } from './sql.js';
 
 /** The thread's first message: the folder to open, and the template to seed it from if it is new. */
@@ -49,8 +50,8 @@ export async function openPgliteThread(dir: string, template?: string): Promise<
   const worker = FROM_SOURCE
     ? // From source (tsx), a worker on Node 20 does not inherit the loader: it registers it first.
       new Worker(`import('tsx/esm/api').then((api) => { api.register(); return import(${JSON.stringify(ENTRY.href)}); })`, { eval: true })
-    : // The process's flags but --input-type (for `node -e`), which a file's worker refuses.
-      new Worker(ENTRY, { execArgv: process.execArgv.filter((a) => !a.startsWith('--input-type')) });
+    : // The process's options, but those a thread refuses (adapters/threads).
+      startWorker(ENTRY);
   const pending = new Map<number, { resolve: (rows: unknown[]) => void; reject: (err: Error) => void }>();
   let nextId = 1;
   let stopped: Error | undefined;
