@@ -2,7 +2,7 @@
 // migrations applied, copied by a controller's first start on a new data folder instead of
 // running initdb there (seconds). Run by `npm run build`, after tsc (it opens the store through
 // dist/, so the template has exactly the migrations of this build).
-import { chmodSync, cpSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { chmodSync, cpSync, mkdtempSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { PGlite } from '@electric-sql/pglite';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -18,12 +18,12 @@ try {
   const dir = join(work, 'db');
   const store = await openPgliteStore(dir);
   await store.close();
+  await writeArrayTypes(dir);
   await slim(dir);
   cpSync(dir, `${out}.tmp`, { recursive: true });
   // An empty database, nothing secret: readable by whoever runs drover (a copy is made private).
   readable(`${out}.tmp`);
   // Whole or not at all: a build stopped halfway leaves no half template behind.
-  const { renameSync } = await import('node:fs');
   // Another build may have made one meanwhile (the same content): this one replaces it.
   rmSync(out, { recursive: true, force: true });
   renameSync(`${out}.tmp`, out);
@@ -39,6 +39,12 @@ try {
  * switch to a new segment and a clean shutdown, the segment holding the last checkpoint is all
  * PostgreSQL reads; the others are deleted (it makes new ones as it needs them). That segment is
  * nearly all zeros, which the copy leaves as a hole (src/adapters/store/pglite-copy.ts).
+ *
+ * Nor the free space maps and visibility maps of the database's tables (`<relfilenode>_fsm`,
+ * `_vm`: 84 of its 431 files; a new store's copy makes every file, which costs more than their
+ * bytes). PostgreSQL treats a missing map as an empty one and makes it when it first needs it,
+ * as for any new table: the only difference is that a page already all-visible is not known as
+ * such until the next VACUUM, so an index-only scan reads that page.
  */
 async function slim(dir) {
   const db = await PGlite.create(dir);
@@ -54,6 +60,30 @@ async function slim(dir) {
     await db.close();
   }
   for (const f of readdirSync(join(dir, 'pg_wal'))) if (/^[0-9A-F]{24}$/.test(f) && f !== current) rmSync(join(dir, 'pg_wal', f));
+  for (const top of ['base', 'global']) for (const f of readdirSync(join(dir, top), { recursive: true })) if (/_(fsm|vm)$/.test(f)) rmSync(join(dir, top, f));
+}
+
+/**
+ * dist/store-array-types.json: PostgreSQL's own array types, which PGlite otherwise queries at
+ * every start (src/adapters/store/pglite-array-types.ts), with the sizes of the PGlite files they
+ * were read with.
+ */
+async function writeArrayTypes(dir) {
+  const { ARRAY_TYPES_FILE, ARRAY_TYPES_SQL, parseArrayTypes } = await import(join(root, 'dist/adapters/store/pglite-array-types.js'));
+  const base = import.meta.resolve('@electric-sql/pglite');
+  const size = (name) => statSync(fileURLToPath(new URL(name, base))).size;
+  const db = await PGlite.create(dir);
+  let pairs;
+  try {
+    pairs = (await db.query(ARRAY_TYPES_SQL)).rows.map((r) => [r.elem, r.arr]);
+  } finally {
+    await db.close();
+  }
+  const text = JSON.stringify({ wasmBytes: size('./pglite.wasm'), dataBytes: size('./pglite.data'), pairs });
+  if (!parseArrayTypes(text)) throw new Error('the array types read from PGlite are not well-formed');
+  writeFileSync(`${ARRAY_TYPES_FILE}.tmp`, text);
+  chmodSync(`${ARRAY_TYPES_FILE}.tmp`, 0o644);
+  renameSync(`${ARRAY_TYPES_FILE}.tmp`, ARRAY_TYPES_FILE);
 }
 
 function readable(path) {

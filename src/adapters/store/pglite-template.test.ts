@@ -78,7 +78,24 @@ void test("the build's template opens as an empty, private store", { skip: !exis
     // Slimmed at build: one database ("postgres"), one log segment.
     assert.deepEqual(readdirSync(join(STORE_TEMPLATE_DIR, 'base')), ['5']);
     assert.equal(readdirSync(join(STORE_TEMPLATE_DIR, 'pg_wal')).filter((f) => /^[0-9A-F]{24}$/.test(f)).length, 1);
+    // No free space or visibility maps (PostgreSQL makes them when it needs them).
+    assert.deepEqual(readdirSync(join(STORE_TEMPLATE_DIR, 'base', '5')).filter((f) => /_(fsm|vm)$/.test(f)), []);
   } finally {
     await store.close();
+  }
+  // Which it does: a table of the store filled, thinned and vacuumed has both maps, and so does a catalog.
+  const { PGlite } = await import('@electric-sql/pglite');
+  const db = await PGlite.create(join(dir, 'db'));
+  try {
+    await db.exec("insert into events (at, kind, message) select g, 'test', repeat('x', 200) from generate_series(1, 400) g");
+    await db.exec('delete from events where at % 2 = 0');
+    await db.exec('vacuum events');
+    await db.exec('vacuum pg_class');
+    for (const rel of ['events', 'pg_class']) {
+      const path = (await db.query<{ p: string }>(`select pg_relation_filepath('${rel}') as p`)).rows[0]!.p;
+      assert.ok(existsSync(join(dir, 'db', `${path}_fsm`)) && existsSync(join(dir, 'db', `${path}_vm`)), `${rel}: maps made again`);
+    }
+  } finally {
+    await db.close();
   }
 });

@@ -50,6 +50,9 @@ void test('PGlite in its own thread: a transaction holds the database until it e
 
     // A PostgreSQL error, with its SQLSTATE.
     await assert.rejects(db.query('INSERT INTO t (k) VALUES (1)'), (err: Error & { code?: string }) => err.code === '23505' && /duplicate key/.test(err.message));
+    // Arrays both ways: their types are known without PGlite's start-up query (pglite-array-types.ts).
+    const arrays = await db.query<{ t: string[]; i: number[]; n: number }>("SELECT $1::text[] AS t, '{1,2,3}'::int[] AS i, cardinality($1::text[]) AS n", [['a', 'b,c', 'd"e', '']]);
+    assert.deepEqual(arrays.rows, [{ t: ['a', 'b,c', 'd"e', ''], i: [1, 2, 3], n: 4 }]);
     // Many at once, in order.
     const many = await Promise.all(Array.from({ length: 50 }, (_, i) => db.query<{ v: number }>('SELECT $1::int AS v', [i])));
     assert.deepEqual(many.map((r) => r.rows[0]!.v), Array.from({ length: 50 }, (_, i) => i));

@@ -5,10 +5,10 @@
  */
 import { readFile } from 'node:fs/promises';
 import { parentPort } from 'node:worker_threads';
-import { PGlite, type PGliteOptions } from '@electric-sql/pglite';
+import type { PGlite, PGliteOptions } from '@electric-sql/pglite';
 import type { OpenRequest, ThreadAnswer, ThreadRequest } from './pglite-thread.js';
 import { seedStore } from './pglite-template.js';
-import { DURABLE_START_PARAMS, DurableNodeFS, syncTree } from './pglite-durable.js';
+import { compileInput, lazyCompilation } from './pglite-hints.js';
 
 const port = parentPort;
 const describe = (err: unknown) =>
@@ -28,6 +28,18 @@ async function readArtifacts(): Promise<{ wasm: Buffer; data: Buffer } | undefin
 /** Node's WebAssembly (this project's TypeScript setup has no DOM types). */
 const wasmApi = (globalThis as unknown as { WebAssembly: { compile(bytes: Uint8Array): Promise<unknown> } }).WebAssembly;
 
+/** PGlite's module, hinted if it can be; undefined if it cannot be compiled here (PGlite then compiles it itself). */
+async function compile(wasm: Buffer): Promise<unknown> {
+  const input = compileInput(wasm);
+  try {
+    return await wasmApi.compile(input.bytes);
+  } catch {
+    if (!input.hinted) return undefined;
+    lazyCompilation();
+    return wasmApi.compile(wasm).catch(() => undefined);
+  }
+}
+
 if (port) {
   const send = (a: ThreadAnswer) => port.postMessage(a);
   const artifacts = readArtifacts();
@@ -35,9 +47,13 @@ if (port) {
   let db: PGlite;
   try {
     const a = await artifacts;
-    // Compiled in V8's threads while this one copies a new store's files from the template.
-    const compiled = a ? wasmApi.compile(a.wasm).catch(() => undefined) : undefined;
+    // Compiled on V8's threads while this one copies a new store's files from the template and
+    // loads PGlite's JavaScript: the functions a start uses ahead if V8 takes hints
+    // (pglite-hints.ts), the others when they are first called.
+    const compiled = a ? compile(a.wasm) : undefined;
     const seeded = template !== null && seedStore(dir, template);
+    // PGlite's JavaScript, loaded after the copy (one thread): a tenth of a second that the compile outlasts.
+    const [{ DURABLE_START_PARAMS, DurableNodeFS, syncTree }, { KnownTypesPGlite, readArrayTypes }] = await Promise.all([import('./pglite-durable.js'), import('./pglite-array-types.js')]);
     // A new copy reaches the disk (libuv's threads) while PostgreSQL starts on it (this one).
     const synced = seeded ? syncTree(dir) : Promise.resolve();
     synced.catch(() => undefined); // said below
@@ -48,7 +64,7 @@ if (port) {
       startParams: [...DURABLE_START_PARAMS],
       ...(a && module ? { pgliteWasmModule: module, fsBundle: new Blob([a.data]) } : {}),
     };
-    db = new PGlite(options);
+    db = new KnownTypesPGlite(options, a ? readArrayTypes(a.wasm.length, a.data.length) : undefined);
     await db.waitReady;
     await synced;
   } catch (err) {
