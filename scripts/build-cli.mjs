@@ -12,9 +12,10 @@
 // Each file ends with its build id; FILE.cache (made by running the bundles once in a child
 // process with no flags, as `drover` runs) begins with the same id.
 //
-// Left outside, as packages: PGlite (finds its .wasm and .data beside its own module), pino
-// (its transports run its files in worker threads), ssh2 (native parts), optional native
-// packages. The agent and the simulator stay dist/'s own modules (`import()`ed when used).
+// Left outside, as packages: PGlite (finds its .wasm and .data beside its own module),
+// thread-stream (a pino transport runs its files in a worker thread; Drover uses none: its
+// foreground logger formats in the controller's thread, src/controller/console-log.ts), ssh2
+// (native parts), optional native packages. The agent and the simulator stay dist/'s own modules (`import()`ed when used).
 import { build } from 'esbuild';
 import { createHash } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
@@ -39,7 +40,7 @@ const HEAVY = {
   'adapters/providers/index.ts': 'providers',
 };
 
-const EXTERNAL = ['pino', 'pino-pretty', 'thread-stream', '@electric-sql/pglite', '@electric-sql/pglite/*', 'ssh2', 'cpu-features', 'pg-native', 'bufferutil', 'utf-8-validate', 'tsx', 'tsx/*'];
+const EXTERNAL = ['thread-stream', '@electric-sql/pglite', '@electric-sql/pglite/*', 'ssh2', 'cpu-features', 'pg-native', 'bufferutil', 'utf-8-validate', 'tsx', 'tsx/*'];
 
 /**
  * `import.meta.url` of a bundled source file is its own dist/ module's URL, as if unbundled:

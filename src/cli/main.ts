@@ -1013,8 +1013,8 @@ async function forceDown(dataDir: string, graceMs: number): Promise<void> {
 }
 
 async function runForeground(file: string, dataDir: string, listen: { host: string; port: number }, storeUrl: string | undefined, transportUrl?: string, sshHosts?: string, providers?: string[], early?: { lock: DataDirLock; db: Promise<SqlClient> }): Promise<void> {
-  const [{ pino }, { startServer }] = await Promise.all([import('pino'), controller()]);
-  const logger = pino({ level: process.env.DROVER_LOG_LEVEL ?? 'info', transport: { target: 'pino-pretty', options: { destination: 2, ignore: 'pid,hostname', translateTime: 'HH:MM:ss' } } });
+  const { startServer, consoleLogger } = await controller();
+  const logger = consoleLogger(process.env.DROVER_LOG_LEVEL ?? 'info');
   // The app is sent as soon as the controller listens: read and checked here, received and
   // parsed there while the store opens; it is applied once the controller is ready.
   let applying: Promise<string> | undefined;

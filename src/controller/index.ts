@@ -17,3 +17,4 @@ export { ControllerStartError, preparePrivateDataDir, privateUmask, type StartEr
 export { acquireLock, lockHolder, LockHeldError, type DataDirLock, type LockHolder } from './lock.js';
 export { DEFAULT_RETENTION, type RetentionOptions, type PruneResult } from './retention.js';
 export { cloudInitUserData, instanceJoinToken, readBootPlan, BOOT_PATHS, type BootPlan, type UserDataInput } from './bootstrap.js';
+export { consoleLogger } from './console-log.js';
