@@ -10,7 +10,8 @@
 //   started by the controller's API at every start.
 //
 // Each file ends with its build id; FILE.cache (made by running the bundles once in a child
-// process with no flags, as `drover` runs) begins with the same id.
+// process with the flags bin/drover.js sets, as `drover` runs: after the store's template, which
+// the controller's training start uses) begins with the same id.
 //
 // Left outside, as packages: PGlite (finds its .wasm and .data beside its own module),
 // thread-stream (a pino transport runs its files in a worker thread; Drover uses none: its
@@ -136,22 +137,50 @@ for (const [file, result] of [[CLI, cli], [CONTROLLER, heavy], [PARSER, parser]]
 // The bundle of earlier builds (an ES module): gone, so nothing runs it by mistake.
 rmSync(resolve(outDir, 'drover.js'), { force: true });
 
-// The code caches: made by a `node` with no flags (V8 refuses a cache made under other flags),
-// after running what `drover` runs first, so the functions it compiles are in the cache.
+// The code caches: made by a `node` with no flags but those bin/drover.js sets (V8 refuses a
+// cache made under other flags), after running what `drover` runs first, so the functions it
+// compiles are in the cache: for the controller's, a start on a new embedded store and an app
+// applied, read and deleted through the API (what `drover up` does before it says "applied"; a
+// function first run after the cache was made is compiled at every start, on the controller's
+// thread).
 const made = spawnSync(process.execPath, ['--input-type=module', '-e', `
-import { readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { loadBundle } from ${JSON.stringify(resolve(root, 'bin/bundle.js'))};
+import { applyWasmFlags } from ${JSON.stringify(resolve(root, 'bin/wasm-flags.js'))};
+// Under the flags bin/drover.js sets, before anything is compiled.
+applyWasmFlags();
 const caches = [];
 const keep = (file) => (script) => caches.push([file, script]);
 const cli = loadBundle(${JSON.stringify(CLI)}, keep(${JSON.stringify(CLI)}));
 cli.buildProgram();
-loadBundle(${JSON.stringify(CONTROLLER)}, keep(${JSON.stringify(CONTROLLER)}));
+const heavy = loadBundle(${JSON.stringify(CONTROLLER)}, keep(${JSON.stringify(CONTROLLER)}));
+const dataDir = mkdtempSync(join(tmpdir(), 'drover-code-cache-'));
+try {
+  const server = await heavy.controller.startServer({ dataDir, host: '127.0.0.1', port: 0, logger: heavy.controller.consoleLogger('silent') });
+  const call = async (method, path, body) => {
+    const res = await fetch(server.url + path, { method, headers: { authorization: 'Bearer ' + server.token, ...(body ? { 'content-type': 'application/json' } : {}) }, body: body ? JSON.stringify(body) : undefined });
+    if (!res.ok) throw new Error(method + ' ' + path + ': ' + res.status + ' ' + (await res.text()));
+    return res.json();
+  };
+  const yaml = ['app: warm', 'roles:', '  db:', '    count: 0', '    start: node db.mjs', '    exports: { url: "http://\${ip}:\${port}" }', '    health: { http: /health, interval: 500ms }', '  api:', '    count: 0', '    imports: [db.url]', '    start: node api.mjs', '    exports: { endpoint: "http://\${ip}:\${port}" }', ''].join('\\n');
+  await call('GET', '/v1/health');
+  await call('PUT', '/v1/apps/warm', { yaml, appDir: dataDir });
+  await call('GET', '/v1/apps');
+  await call('DELETE', '/v1/apps/warm');
+  await server.close();
+} finally {
+  rmSync(dataDir, { recursive: true, force: true });
+}
 // The parser's cache holds its code compiled by a parse, as in the worker.
 const parser = loadBundle(${JSON.stringify(PARSER)}, keep(${JSON.stringify(PARSER)}));
 if (!parser.handle({ id: 0, kind: 'yaml', text: parser.WARM_UP_FILE }).ok) throw new Error('the parser bundle did not parse its warm-up file');
 for (const [file, script] of caches) {
   const id = /drover-build=([0-9a-f]{64})/.exec(readFileSync(file, 'latin1').slice(-100))[1];
   writeFileSync(file + '.cache', Buffer.concat([Buffer.from(id, 'latin1'), script.createCachedData()]));
+  // Readable as the bundles are (the controller's start above set a private umask in this process).
+  chmodSync(file + '.cache', 0o644);
 }
 `], { cwd: root, env: { ...process.env, NODE_OPTIONS: '' }, stdio: 'inherit' });
 if (made.status !== 0) throw new Error(`making the code caches failed (exit ${made.status})`);

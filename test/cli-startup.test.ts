@@ -21,7 +21,7 @@ const unbuilt = !existsSync(CLI) && !process.env.CI && 'no dist/cli/drover.cjs (
 
 test('the CLI bundle holds the client and commander; the controller, the logger, the agent and the simulator load on demand', { skip: unbuilt }, () => {
   const code = readFileSync(CLI, 'utf8');
-  // No package is required (commander is bundled); pino is imported by `up` and `agent` when they run.
+  // No package is required (commander is bundled); pino is imported by `drover node` when it runs (`up` logs through the controller bundle).
   const packages = new Set([...code.matchAll(/\brequire\("([^".][^"]*)"\)/g)].map((m) => m[1]!).filter((s) => !s.startsWith('node:')));
   assert.deepEqual([...packages], []);
   assert.match(code, /require\("\.\/controller\.cjs"\)\.controller/);
@@ -41,6 +41,8 @@ function probe(args: string[], env: NodeJS.ProcessEnv, cwd: string): Promise<{ c
   const script = `
 import { createRequire } from 'node:module';
 import { loadBundle, usedCache } from ${JSON.stringify(`${ROOT}bin/bundle.js`)};
+import { applyWasmFlags } from ${JSON.stringify(`${ROOT}bin/wasm-flags.js`)};
+applyWasmFlags();
 const code = await loadBundle(${JSON.stringify(CLI)}).main(['node', 'drover', ...${JSON.stringify(args)}]);
 const packages = [...new Set(Object.keys(createRequire(import.meta.url).cache).flatMap((f) => /node_modules\\/((?:@[^/]+\\/)?[^/]+)/.exec(f)?.[1] ?? []))];
 process.stderr.write('\\nPROBE ' + JSON.stringify({ code, cli: usedCache(${JSON.stringify(CLI)}) ?? null, controller: usedCache(${JSON.stringify(CONTROLLER)}) ?? null, packages }) + '\\n');
@@ -78,6 +80,34 @@ test('`drover status` runs from the CLI bundle and its code cache alone; reading
   assert.equal(apply.code, 1, 'the invalid file is refused');
   assert.equal(apply.controller, true, 'the schema came from the controller bundle, with its code cache');
   assert.ok(!apply.packages.includes('zod') && !apply.packages.includes('yaml'), 'zod and yaml are in the bundle');
+});
+
+test("the bundles keep their code caches when loaded after the store's thread compiled PGlite: V8's flags are the launcher's from the start", { skip: unbuilt, timeout: 120_000 }, async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'drover-cli-startup-flags-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  // As bin/drover.js runs `up`: flags, the CLI bundle, the store's thread started; here the
+  // controller's and the parser's bundles are loaded only once the store is ready (a store that
+  // changed V8's flags while starting made V8 refuse every cache checked after it).
+  const script = `
+import { loadBundle, usedCache } from ${JSON.stringify(`${ROOT}bin/bundle.js`)};
+import { applyWasmFlags } from ${JSON.stringify(`${ROOT}bin/wasm-flags.js`)};
+applyWasmFlags();
+loadBundle(${JSON.stringify(CLI)});
+const { startEmbeddedDb } = await import(${JSON.stringify(`${ROOT}dist/adapters/store/index.js`)});
+const db = await startEmbeddedDb(${JSON.stringify(join(dir, 'db'))});
+await db.query('select 1');
+loadBundle(${JSON.stringify(CONTROLLER)});
+loadBundle(${JSON.stringify(`${ROOT}dist/cli/parse-worker.cjs`)});
+process.stdout.write(JSON.stringify([${JSON.stringify(CLI)}, ${JSON.stringify(CONTROLLER)}, ${JSON.stringify(`${ROOT}dist/cli/parse-worker.cjs`)}].map((f) => usedCache(f))));
+await db.close();`;
+  const out = await new Promise<string>((resolve, reject) => {
+    const p = spawn(process.execPath, ['--input-type=module', '-e', script], { cwd: dir, env: { ...process.env, NODE_OPTIONS: '' }, stdio: ['ignore', 'pipe', 'inherit'] });
+    let stdout = '';
+    p.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    p.once('error', reject);
+    p.once('close', (code) => (code === 0 ? resolve(stdout) : reject(new Error(`exit ${code}`))));
+  });
+  assert.deepEqual(JSON.parse(out), [true, true, true], 'CLI, controller and parser bundles, each with its code cache');
 });
 
 test('--version answers without loading the CLI; the default port is the controller\'s', async () => {

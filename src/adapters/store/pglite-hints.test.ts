@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { hintsSupported, hotBitmap, wasmLayout, withCompilationHints } from './pglite-hints.js';
+import { compileInput, hotBitmap, wasmLayout, withCompilationHints } from './pglite-hints.js';
 import { HOT_FUNCTIONS } from './pglite-hot-functions.js';
 
 /** Node's WebAssembly (this project's TypeScript setup has no DOM types). */
@@ -57,7 +57,10 @@ void test('compilation hints: a hints section is put before the code section, on
   assert.throws(() => hotBitmap(3, [3]), /not one of/);
 });
 
-void test("compilation hints: this Node's V8 compiles the eager functions with the module and the lazy ones not at all until called", { skip: !hintsSupported({}) && 'not the V8 the hints are used on' }, () => {
+/** bin/wasm-flags.js: the launcher's flags and the V8 they are set on. */
+const flags = (await import(new URL('../../../bin/wasm-flags.js', import.meta.url).href)) as { WASM_HINT_FLAGS: string[]; wasmHintsSupported(v?: string): boolean };
+
+void test("compilation hints: this Node's V8, with the launcher's flags, compiles the eager functions with the module and the lazy ones not at all until called", { skip: !flags.wasmHintsSupported() && 'not the V8 the hints are used on' }, () => {
   const bytes = tinyModule();
   const hinted = withCompilationHints(bytes, { wasmBytes: bytes.length, declared: 3, eager: hotBitmap(3, [0, 2]) })!;
   const script = `const b = Buffer.from(${JSON.stringify(Buffer.from(hinted).toString('base64'))}, 'base64'); new WebAssembly.Module(b);`;
@@ -66,14 +69,26 @@ void test("compilation hints: this Node's V8 compiles the eager functions with t
     assert.equal(r.status, 0, r.stderr);
     return [...r.stdout.matchAll(/^Compiled function \S+#(\d+) using Liftoff/gm)].map((m) => Number(m[1])).sort();
   };
-  assert.deepEqual(run(['--experimental-wasm-compilation-hints', '--no-wasm-lazy-compilation']), [1, 3], 'own functions 0 and 2 (1 and 3 counting the import)');
+  assert.deepEqual(run(flags.WASM_HINT_FLAGS), [1, 3], 'own functions 0 and 2 (1 and 3 counting the import)');
   assert.deepEqual(run([]), [], 'without the flags: all lazy (V8 default)');
 });
 
-void test('compilation hints: only on the V8 they were measured with, and not when turned off', () => {
-  assert.equal(hintsSupported({}, '11.3.244.8-node.38'), true);
-  assert.equal(hintsSupported({ DROVER_STORE_HINTS: 'off' }, '11.3.244.8-node.38'), false);
-  assert.equal(hintsSupported({}, '12.4.254.21-node.33'), false);
+void test('compilation hints: the training run\'s functions eager, or every function lazy when turned off or made for other bytes', () => {
+  const bytes = tinyModule();
+  const hintsOf = (b: Uint8Array) => {
+    const name = Buffer.from('compilationHints');
+    const at = Buffer.from(b).indexOf(name);
+    return at < 0 ? undefined : [...b.subarray(at + name.length + 1, at + name.length + 4)];
+  };
+  const hot = { wasmBytes: bytes.length, declared: 3, eager: hotBitmap(3, [1]) };
+  assert.deepEqual(hintsOf(compileInput(bytes, hot, {}).bytes), [1, 2, 1]);
+  assert.equal(compileInput(bytes, hot, {}).eager, true);
+  assert.deepEqual(hintsOf(compileInput(bytes, hot, { DROVER_STORE_HINTS: 'off' }).bytes), [1, 1, 1], 'off: all lazy');
+  assert.deepEqual(hintsOf(compileInput(bytes, { ...hot, wasmBytes: 1 }, {}).bytes), [1, 1, 1], 'another module: all lazy');
+  const junk = Buffer.from('not wasm');
+  assert.equal(compileInput(junk, hot, {}).bytes, junk, 'unreadable: as it is');
+  assert.equal(flags.wasmHintsSupported('11.3.244.8-node.38'), true);
+  assert.equal(flags.wasmHintsSupported('12.4.254.21-node.33'), false);
 });
 
 void test("compilation hints: the training run's functions are for the installed PGlite (else: npm run store:hints)", () => {

@@ -8,16 +8,18 @@
  * half a second of CPU, more than it saves on two cores.
  *
  * V8 reads a "compilationHints" section (one byte per function: lazy or eager) when started with
- * `--experimental-wasm-compilation-hints` and without lazy compilation. The functions a training
- * run of `drover up` called (pglite-hot-functions.ts, made by `npm run store:hints`) are marked
- * eager, and compiled on V8's threads while the store's thread copies the template; the others
- * stay lazy. The section is added to the bytes in memory: PGlite's own file is not changed.
+ * `--experimental-wasm-compilation-hints` and without lazy compilation: bin/wasm-flags.js sets
+ * both, on Node 20's V8, for the whole process before anything is loaded (the bundles' code
+ * caches are made under the same flags). The functions a training run of `drover up` called
+ * (pglite-hot-functions.ts, made by `npm run store:hints`) are marked eager, and compiled on V8's
+ * threads while the store's thread copies the template; the others stay lazy. The section is
+ * added to the bytes in memory: PGlite's own file is not changed.
  *
- * Only on the V8 this was measured with (Node 20's, 11.x): elsewhere, or with
- * `DROVER_STORE_HINTS=off`, or when the PGlite files differ from the training run's, V8 compiles
- * lazily as before. Nothing but the compile's timing depends on it.
+ * With `DROVER_STORE_HINTS=off`, or when the PGlite files differ from the training run's, every
+ * function is marked lazy: compiled when first called, as V8 does by default. Without the flags
+ * (another V8, or PGlite started by other code than bin/drover.js) V8 ignores the section.
+ * Nothing but the compile's timing depends on it.
  */
-import v8 from 'node:v8';
 import { HOT_FUNCTIONS } from './pglite-hot-functions.js';
 
 /** The training run's functions, as stored: PGlite's wasm size, its count of own functions, and a bitmap of the hot ones. */
@@ -160,26 +162,21 @@ export function hotBitmap(declared: number, eager: Iterable<number>): string {
   return bits.toString('base64');
 }
 
-/** Whether this V8 is one the hints were measured with (Node 20's, 11.x) and they are not turned off. */
-export function hintsSupported(env: NodeJS.ProcessEnv = process.env, v8Version = process.versions.v8): boolean {
-  return env.DROVER_STORE_HINTS !== 'off' && /^11\./.test(v8Version);
+/** Whether hints may mark functions eager (not turned off with DROVER_STORE_HINTS=off). */
+export function hintsWanted(env: NodeJS.ProcessEnv = process.env): boolean {
+  return env.DROVER_STORE_HINTS !== 'off';
 }
 
 /**
- * PGlite's WebAssembly to compile: with hints (and V8 told to read them; its flags are the
- * process's, so any later module is compiled eagerly, which only PGlite's size makes costly)
- * when {@link hintsSupported} and the training run matches, else `bytes` as they are.
+ * PGlite's WebAssembly to compile: with the training run's functions eager when
+ * {@link hintsWanted} and the run was made with these bytes, else with every function lazy (what
+ * V8 does without flags, kept when the flags are set); `bytes` as they are if they cannot be
+ * read as a module (with the flags, V8 then compiles it whole).
  */
-export function compileInput(bytes: Uint8Array, hot: HotFunctions = HOT_FUNCTIONS, env: NodeJS.ProcessEnv = process.env): { bytes: Uint8Array; hinted: boolean } {
-  if (!hintsSupported(env)) return { bytes, hinted: false };
-  const hinted = withCompilationHints(bytes, hot);
-  if (!hinted) return { bytes, hinted: false };
-  v8.setFlagsFromString('--experimental-wasm-compilation-hints');
-  v8.setFlagsFromString('--no-wasm-lazy-compilation');
-  return { bytes: hinted, hinted: true };
-}
-
-/** Back to V8's lazy compilation (a hinted compile that failed is retried without hints). */
-export function lazyCompilation(): void {
-  v8.setFlagsFromString('--wasm-lazy-compilation');
+export function compileInput(bytes: Uint8Array, hot: HotFunctions = HOT_FUNCTIONS, env: NodeJS.ProcessEnv = process.env): { bytes: Uint8Array; eager: boolean } {
+  const trained = hintsWanted(env) ? withCompilationHints(bytes, hot) : undefined;
+  if (trained) return { bytes: trained, eager: true };
+  const layout = wasmLayout(bytes);
+  const lazy = layout && withCompilationHints(bytes, { wasmBytes: bytes.length, declared: layout.declaredFunctions, eager: hotBitmap(layout.declaredFunctions, []) });
+  return { bytes: lazy ?? bytes, eager: false };
 }

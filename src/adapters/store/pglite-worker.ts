@@ -8,7 +8,7 @@ import { parentPort } from 'node:worker_threads';
 import type { PGlite, PGliteOptions } from '@electric-sql/pglite';
 import type { OpenRequest, ThreadAnswer, ThreadRequest } from './pglite-thread.js';
 import { seedStore } from './pglite-template.js';
-import { compileInput, lazyCompilation } from './pglite-hints.js';
+import { compileInput } from './pglite-hints.js';
 
 const port = parentPort;
 const describe = (err: unknown) =>
@@ -28,15 +28,14 @@ async function readArtifacts(): Promise<{ wasm: Buffer; data: Buffer } | undefin
 /** Node's WebAssembly (this project's TypeScript setup has no DOM types). */
 const wasmApi = (globalThis as unknown as { WebAssembly: { compile(bytes: Uint8Array): Promise<unknown> } }).WebAssembly;
 
-/** PGlite's module, hinted if it can be; undefined if it cannot be compiled here (PGlite then compiles it itself). */
+/** PGlite's module, with compilation hints (pglite-hints.ts); undefined if it cannot be compiled here (PGlite then compiles it itself). */
 async function compile(wasm: Buffer): Promise<unknown> {
   const input = compileInput(wasm);
   try {
     return await wasmApi.compile(input.bytes);
   } catch {
-    if (!input.hinted) return undefined;
-    lazyCompilation();
-    return wasmApi.compile(wasm).catch(() => undefined);
+    // Not expected (V8 ignores a hints section it cannot use): the bytes as they are.
+    return input.bytes === wasm ? undefined : wasmApi.compile(wasm).catch(() => undefined);
   }
 }
 
