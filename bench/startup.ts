@@ -7,7 +7,11 @@
  *    controller, core, store, transport, providers, logger) loaded eagerly first — the before.
  * 2. `drover up` on a fresh data folder: time from the command's start to `app … applied`:
  *    as shipped (bin/drover.js), from dist/'s modules without the bundles, and from dist/'s
- *    modules with DROVER_STORE_TEMPLATE=off (initdb, as before the template).
+ *    modules with DROVER_STORE_TEMPLATE=off (initdb, as before the template); in a folder under
+ *    the system's temporary folder and, as shipped, in one under the checkout (where a user's
+ *    project usually is). The cost of creating a file in each place is printed with them: a new
+ *    store is ~350 files, and on some machines the temporary folder's file system is far slower
+ *    at making them (0.5 ms a file against 0.02 ms was measured on one).
  * 3. Time from `drover up --detach` to every role serving, for the three-tier example
  *    (4 instances) and the fifty variant (50 instances, created in parallel). The reference in
  *    the same run is what sequential creation would take: the 4-instance time per dependency
@@ -17,7 +21,7 @@
  * BENCH_CONVERGE=0 leaves out part 3.
  */
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { closeSync, mkdirSync, mkdtempSync, openSync, rmSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BIN, drover, killAll, processesWithEnv, ROOT } from '../test/helpers.js';
@@ -84,11 +88,16 @@ async function cliTimes(): Promise<{ command: string; before: number; now: numbe
  * dist/'s modules, as before the template; `files`: the template, the CLI from dist/'s modules;
  * `now`: bin/drover.js (the bundles with their code cache).
  */
-async function upApplied(file: string, how: 'initdb' | 'files' | 'now'): Promise<number> {
-  const cwd = mkdtempSync(join(tmpdir(), 'drover-bench-up-'));
+type How = 'initdb' | 'files' | 'now' | 'checkout';
+/** Where a fresh data folder is made: the system's temporary folder, or (`checkout`) one in the checkout. */
+const CHECKOUT_TMP = join(ROOT, '.bench-tmp');
+const parentOf = (how: How) => (how === 'checkout' ? CHECKOUT_TMP : tmpdir());
+
+async function upApplied(file: string, how: How): Promise<number> {
+  const cwd = mkdtempSync(join(parentOf(how), 'drover-bench-up-'));
   try {
     const env = { ...process.env, DROVER_LOG_LEVEL: 'warn', ...(how === 'initdb' ? { DROVER_STORE_TEMPLATE: 'off' } : {}) };
-    const cli = how === 'now' ? [BIN] : ['-e', UNBUNDLED, '--'];
+    const cli = how === 'now' || how === 'checkout' ? [BIN] : ['-e', UNBUNDLED, '--'];
     const t0 = performance.now();
     const p = spawn(process.execPath, [...cli, 'up', join(ROOT, file), '--port', '0'], { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
@@ -148,15 +157,29 @@ const cli = await cliTimes();
 console.log('\n| command | before: all modules loaded up front (ms) | now (ms) |');
 console.log('| --- | ---: | ---: |');
 for (const r of cli) console.log(`| ${r.command} | ${Math.round(r.before)} | ${Math.round(r.now)} |`);
-const applied = { initdb: [] as number[], files: [] as number[], now: [] as number[] };
+mkdirSync(CHECKOUT_TMP, { recursive: true });
+const applied: Record<How, number[]> = { initdb: [], files: [], now: [], checkout: [] };
 for (let k = 0; k < runs; k++) {
-  for (const how of ['initdb', 'files', 'now'] as const) applied[how].push(await upApplied('examples/three-tier/drover.yaml', how));
+  for (const how of ['initdb', 'files', 'now', 'checkout'] as const) applied[how].push(await upApplied('examples/three-tier/drover.yaml', how));
 }
-console.log(`\n| \`drover up\` on a fresh data folder, until \`app … applied\` (median of ${runs}) | ms |`);
-console.log('| --- | ---: |');
-console.log(`| before: the store made by initdb (DROVER_STORE_TEMPLATE=off), the CLI and controller from dist/'s modules | ${Math.round(median(applied.initdb))} |`);
-console.log(`| the store from the build's template, the CLI and controller from dist/'s modules (no bundle, no code cache; the store started early, as below) | ${Math.round(median(applied.files))} |`);
-console.log(`| now: bin/drover.js (bundles with their code cache); the data folder locked and the store's thread started (template copy, PGlite) before the controller loads; the API built meanwhile | ${Math.round(median(applied.now))} |\n`);
+const createUs = (parent: string) => {
+  const dir = mkdtempSync(join(parent, 'drover-bench-files-'));
+  try {
+    const t0 = performance.now();
+    for (let i = 0; i < 300; i++) closeSync(openSync(join(dir, `f${i}`), 'wx', 0o600));
+    return ((performance.now() - t0) / 300) * 1000;
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+};
+const where = (how: How) => `${how === 'checkout' ? `${CHECKOUT_TMP}/` : `${tmpdir()}/`}: ${Math.round(createUs(parentOf(how)))} µs to create a file`;
+console.log(`\n| \`drover up\` on a fresh data folder, until \`app … applied\` (median of ${runs}; ${runs} runs of each, taken in turn) | data folder in | ms |`);
+console.log('| --- | --- | ---: |');
+console.log(`| before: the store made by initdb (DROVER_STORE_TEMPLATE=off), the CLI and controller from dist/'s modules | ${where('initdb')} | ${Math.round(median(applied.initdb))} |`);
+console.log(`| the store from the build's template, the CLI and controller from dist/'s modules (no bundle, no code cache; the store started early, as below) | ${where('files')} | ${Math.round(median(applied.files))} |`);
+console.log(`| now: bin/drover.js (bundles with their code cache; the store's thread started before the controller loads) | ${where('now')} | ${Math.round(median(applied.now))} |`);
+console.log(`| now, the data folder in the checkout | ${where('checkout')} | ${Math.round(median(applied.checkout))} |\n`);
+rmSync(CHECKOUT_TMP, { recursive: true, force: true });
 const rows: Row[] = [];
 // BENCH_CONVERGE=0 stops here (the CLI and apply figures only).
 if (process.env.BENCH_CONVERGE === '0') process.exit(0);

@@ -5,14 +5,11 @@
 // `--version` is answered from package.json without loading anything else.
 import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { applyWasmFlags } from './wasm-flags.js';
 
 const args = process.argv.slice(2);
 if (args.length === 1 && (args[0] === '--version' || args[0] === '-V')) {
   process.stdout.write(`${JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')).version}\n`);
 } else {
-  // First: the bundles' code caches were made under these flags (wasm-flags.js says why).
-  applyWasmFlags();
   const bundle = fileURLToPath(new URL('../dist/cli/drover.cjs', import.meta.url));
   const { main } = existsSync(bundle) ? (await import('./bundle.js')).loadBundle(bundle) : await import('../dist/cli/main.js');
   main(process.argv).then((code) => { process.exitCode = code; }, (err) => { console.error(err); process.exitCode = 1; });

@@ -10,8 +10,8 @@
 //   started by the controller's API at every start.
 //
 // Each file ends with its build id; FILE.cache (made by running the bundles once in a child
-// process with the flags bin/drover.js sets, as `drover` runs: after the store's template, which
-// the controller's training start uses) begins with the same id.
+// process with no flags, as `drover` runs: after the store's template, which the controller's
+// training start uses) begins with the same id.
 //
 // Left outside, as packages: PGlite (finds its .wasm and .data beside its own module),
 // thread-stream (a pino transport runs its files in a worker thread; Drover uses none: its
@@ -137,8 +137,8 @@ for (const [file, result] of [[CLI, cli], [CONTROLLER, heavy], [PARSER, parser]]
 // The bundle of earlier builds (an ES module): gone, so nothing runs it by mistake.
 rmSync(resolve(outDir, 'drover.js'), { force: true });
 
-// The code caches: made by a `node` with no flags but those bin/drover.js sets (V8 refuses a
-// cache made under other flags), after running what `drover` runs first, so the functions it
+// The code caches: made by a `node` with no flags (V8 refuses a cache made under other flags,
+// and so do Node's own modules: nothing in drover may change V8's flags at run time), after running what `drover` runs first, so the functions it
 // compiles are in the cache: for the controller's, a start on a new embedded store and an app
 // applied, read and deleted through the API (what `drover up` does before it says "applied"; a
 // function first run after the cache was made is compiled at every start, on the controller's
@@ -148,9 +148,6 @@ import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadBundle } from ${JSON.stringify(resolve(root, 'bin/bundle.js'))};
-import { applyWasmFlags } from ${JSON.stringify(resolve(root, 'bin/wasm-flags.js'))};
-// Under the flags bin/drover.js sets, before anything is compiled.
-applyWasmFlags();
 const caches = [];
 const keep = (file) => (script) => caches.push([file, script]);
 const cli = loadBundle(${JSON.stringify(CLI)}, keep(${JSON.stringify(CLI)}));

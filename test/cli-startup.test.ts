@@ -41,8 +41,6 @@ function probe(args: string[], env: NodeJS.ProcessEnv, cwd: string): Promise<{ c
   const script = `
 import { createRequire } from 'node:module';
 import { loadBundle, usedCache } from ${JSON.stringify(`${ROOT}bin/bundle.js`)};
-import { applyWasmFlags } from ${JSON.stringify(`${ROOT}bin/wasm-flags.js`)};
-applyWasmFlags();
 const code = await loadBundle(${JSON.stringify(CLI)}).main(['node', 'drover', ...${JSON.stringify(args)}]);
 const packages = [...new Set(Object.keys(createRequire(import.meta.url).cache).flatMap((f) => /node_modules\\/((?:@[^/]+\\/)?[^/]+)/.exec(f)?.[1] ?? []))];
 process.stderr.write('\\nPROBE ' + JSON.stringify({ code, cli: usedCache(${JSON.stringify(CLI)}) ?? null, controller: usedCache(${JSON.stringify(CONTROLLER)}) ?? null, packages }) + '\\n');
@@ -82,16 +80,14 @@ test('`drover status` runs from the CLI bundle and its code cache alone; reading
   assert.ok(!apply.packages.includes('zod') && !apply.packages.includes('yaml'), 'zod and yaml are in the bundle');
 });
 
-test("the bundles keep their code caches when loaded after the store's thread compiled PGlite: V8's flags are the launcher's from the start", { skip: unbuilt, timeout: 120_000 }, async (t) => {
+test("the bundles keep their code caches when loaded after the store's thread compiled PGlite: nothing changes V8's flags at run time", { skip: unbuilt, timeout: 120_000 }, async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'drover-cli-startup-flags-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
-  // As bin/drover.js runs `up`: flags, the CLI bundle, the store's thread started; here the
-  // controller's and the parser's bundles are loaded only once the store is ready (a store that
+  // As bin/drover.js runs `up`: the CLI bundle, the store's thread started; here the controller's
+  // and the parser's bundles are loaded only once the store is ready (a store's thread that
   // changed V8's flags while starting made V8 refuse every cache checked after it).
   const script = `
 import { loadBundle, usedCache } from ${JSON.stringify(`${ROOT}bin/bundle.js`)};
-import { applyWasmFlags } from ${JSON.stringify(`${ROOT}bin/wasm-flags.js`)};
-applyWasmFlags();
 loadBundle(${JSON.stringify(CLI)});
 const { startEmbeddedDb } = await import(${JSON.stringify(`${ROOT}dist/adapters/store/index.js`)});
 const db = await startEmbeddedDb(${JSON.stringify(join(dir, 'db'))});

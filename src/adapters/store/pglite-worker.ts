@@ -8,7 +8,6 @@ import { parentPort } from 'node:worker_threads';
 import type { PGlite, PGliteOptions } from '@electric-sql/pglite';
 import type { OpenRequest, ThreadAnswer, ThreadRequest } from './pglite-thread.js';
 import { seedStore } from './pglite-template.js';
-import { compileInput } from './pglite-hints.js';
 
 const port = parentPort;
 const describe = (err: unknown) =>
@@ -28,17 +27,6 @@ async function readArtifacts(): Promise<{ wasm: Buffer; data: Buffer } | undefin
 /** Node's WebAssembly (this project's TypeScript setup has no DOM types). */
 const wasmApi = (globalThis as unknown as { WebAssembly: { compile(bytes: Uint8Array): Promise<unknown> } }).WebAssembly;
 
-/** PGlite's module, with compilation hints (pglite-hints.ts); undefined if it cannot be compiled here (PGlite then compiles it itself). */
-async function compile(wasm: Buffer): Promise<unknown> {
-  const input = compileInput(wasm);
-  try {
-    return await wasmApi.compile(input.bytes);
-  } catch {
-    // Not expected (V8 ignores a hints section it cannot use): the bytes as they are.
-    return input.bytes === wasm ? undefined : wasmApi.compile(wasm).catch(() => undefined);
-  }
-}
-
 if (port) {
   const send = (a: ThreadAnswer) => port.postMessage(a);
   const artifacts = readArtifacts();
@@ -47,9 +35,8 @@ if (port) {
   try {
     const a = await artifacts;
     // Compiled on V8's threads while this one copies a new store's files from the template and
-    // loads PGlite's JavaScript: the functions a start uses ahead if V8 takes hints
-    // (pglite-hints.ts), the others when they are first called.
-    const compiled = a ? compile(a.wasm) : undefined;
+    // loads PGlite's JavaScript (V8 compiles each function when it is first called).
+    const compiled = a ? wasmApi.compile(a.wasm).catch(() => undefined) : undefined;
     const seeded = template !== null && seedStore(dir, template);
     // PGlite's JavaScript, loaded after the copy (one thread): a tenth of a second that the compile outlasts.
     const [{ DURABLE_START_PARAMS, DurableNodeFS, syncTree }, { KnownTypesPGlite, readArrayTypes }] = await Promise.all([import('./pglite-durable.js'), import('./pglite-array-types.js')]);
