@@ -16,7 +16,8 @@
 // Left outside, as packages: PGlite (finds its .wasm and .data beside its own module),
 // thread-stream (a pino transport runs its files in a worker thread; Drover uses none: its
 // foreground logger formats in the controller's thread, src/controller/console-log.ts), ssh2
-// (native parts), optional native packages. The agent and the simulator stay dist/'s own modules (`import()`ed when used).
+// (native parts), optional native packages. The agent and the simulator stay dist/'s own
+// modules (`import()`ed when used).
 import { build } from 'esbuild';
 import { createHash } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
@@ -138,11 +139,13 @@ for (const [file, result] of [[CLI, cli], [CONTROLLER, heavy], [PARSER, parser]]
 rmSync(resolve(outDir, 'drover.js'), { force: true });
 
 // The code caches: made by a `node` with no flags (V8 refuses a cache made under other flags,
-// and so do Node's own modules: nothing in drover may change V8's flags at run time), after running what `drover` runs first, so the functions it
-// compiles are in the cache: for the controller's, a start on a new embedded store and an app
-// applied, read and deleted through the API (what `drover up` does before it says "applied"; a
-// function first run after the cache was made is compiled at every start, on the controller's
-// thread).
+// Node's own modules' caches included: nothing in drover may change V8's flags at run time),
+// after running what `drover` runs first, so the functions it compiles are in the cache:
+// for the controller's, a start on a new embedded store and an app applied, read and deleted
+// through the API (what `drover up` does before it says "applied"; a function first run after
+// the cache was made is compiled at every start, on the controller's thread). A training start
+// that fails (a machine where the build may not listen on 127.0.0.1) is said, and the cache is
+// made without it.
 const made = spawnSync(process.execPath, ['--input-type=module', '-e', `
 import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -155,6 +158,13 @@ cli.buildProgram();
 const heavy = loadBundle(${JSON.stringify(CONTROLLER)}, keep(${JSON.stringify(CONTROLLER)}));
 const dataDir = mkdtempSync(join(tmpdir(), 'drover-code-cache-'));
 try {
+  await train();
+} catch (err) {
+  console.warn('build-cli: the code cache of controller.cjs is made without its training start: ' + (err instanceof Error ? err.message : String(err)));
+} finally {
+  rmSync(dataDir, { recursive: true, force: true });
+}
+async function train() {
   const server = await heavy.controller.startServer({ dataDir, host: '127.0.0.1', port: 0, logger: heavy.controller.consoleLogger('silent') });
   const call = async (method, path, body) => {
     const res = await fetch(server.url + path, { method, headers: { authorization: 'Bearer ' + server.token, ...(body ? { 'content-type': 'application/json' } : {}) }, body: body ? JSON.stringify(body) : undefined });
@@ -162,13 +172,14 @@ try {
     return res.json();
   };
   const yaml = ['app: warm', 'roles:', '  db:', '    count: 0', '    start: node db.mjs', '    exports: { url: "http://\${ip}:\${port}" }', '    health: { http: /health, interval: 500ms }', '  api:', '    count: 0', '    imports: [db.url]', '    start: node api.mjs', '    exports: { endpoint: "http://\${ip}:\${port}" }', ''].join('\\n');
-  await call('GET', '/v1/health');
-  await call('PUT', '/v1/apps/warm', { yaml, appDir: dataDir });
-  await call('GET', '/v1/apps');
-  await call('DELETE', '/v1/apps/warm');
-  await server.close();
-} finally {
-  rmSync(dataDir, { recursive: true, force: true });
+  try {
+    await call('GET', '/v1/health');
+    await call('PUT', '/v1/apps/warm', { yaml, appDir: dataDir });
+    await call('GET', '/v1/apps');
+    await call('DELETE', '/v1/apps/warm');
+  } finally {
+    await server.close();
+  }
 }
 // The parser's cache holds its code compiled by a parse, as in the worker.
 const parser = loadBundle(${JSON.stringify(PARSER)}, keep(${JSON.stringify(PARSER)}));

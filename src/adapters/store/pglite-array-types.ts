@@ -1,7 +1,8 @@
 /**
  * PGlite's array types, known without asking. At every start PGlite reads which array type
- * belongs to which element type (a join over pg_type, on a cold engine: 150–200 ms of the store's
- * thread here) so that a JavaScript array passed for `$1::text[]` is written `{a,b}` and an array
+ * belongs to which element type (a join over pg_type on a cold engine: 150–200 ms of the store's
+ * thread here, of which 100–150 ms are saved from a start to a first apply; the rest is warming
+ * up that the first statements then pay) so that a JavaScript array passed for `$1::text[]` is written `{a,b}` and an array
  * read back is parsed. The embedded store only ever needs PostgreSQL's own types (it makes none),
  * and those are fixed by the PostgreSQL that PGlite ships: `npm run build` reads them once
  * (scripts/build-store-template.mjs → dist/store-array-types.json), and a start with the same

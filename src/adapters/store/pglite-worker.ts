@@ -38,7 +38,7 @@ if (port) {
     // loads PGlite's JavaScript (V8 compiles each function when it is first called).
     const compiled = a ? wasmApi.compile(a.wasm).catch(() => undefined) : undefined;
     const seeded = template !== null && seedStore(dir, template);
-    // PGlite's JavaScript, loaded after the copy (one thread): a tenth of a second that the compile outlasts.
+    // PGlite's JavaScript, loaded after the copy (this thread does one thing at a time; the compile goes on meanwhile).
     const [{ DURABLE_START_PARAMS, DurableNodeFS, syncTree }, { KnownTypesPGlite, readArrayTypes }] = await Promise.all([import('./pglite-durable.js'), import('./pglite-array-types.js')]);
     // A new copy reaches the disk (libuv's threads) while PostgreSQL starts on it (this one).
     const synced = seeded ? syncTree(dir) : Promise.resolve();
