@@ -660,8 +660,10 @@ export function storeConformance(name: string, openFresh: OpenStore, opts: { man
       assert.equal(res.filter((r) => r.changed).length, 1);
       assert.ok(res.every((r) => r.app.generation === 1));
       assert.deepEqual((await store.listRoles('shop')).map((r) => [r.role, r.desired]), [['db', 1], ['web', 2]]);
-      // Changed specs racing: each apply is whole, the generation counts every change.
-      const specs = [1, 2, 3, 4, 5].map((c) => ({ ...spec, roles: { ...spec.roles, web: { ...spec.roles.web!, count: c, max: Math.max(c, spec.roles.web!.max) } } }));
+      // Changed specs racing: each apply is whole, the generation counts every change. Counts
+      // other than the stored one (2): a racer with count 2 that ran first found its spec
+      // unchanged (a CI run saw 4 changes of 5).
+      const specs = [3, 4, 5, 6, 7].map((c) => ({ ...spec, roles: { ...spec.roles, web: { ...spec.roles.web!, count: c, max: Math.max(c, spec.roles.web!.max) } } }));
       const changed = await Promise.all(specs.map((sp, k) => store.putApp({ name: 'shop', spec: sp, appDir: '/a', at: 100 + k })));
       assert.equal(changed.filter((r) => r.changed).length, 5);
       const last = (await store.getApp('shop'))!;
