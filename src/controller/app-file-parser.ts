@@ -20,8 +20,8 @@
  */
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import type { Worker } from 'node:worker_threads';
-import { startWorker } from '../adapters/threads/index.js';
+import type { Worker, WorkerOptions } from 'node:worker_threads';
+import { startModuleWorker, startWorker } from '../adapters/threads/index.js';
 import { APP_FILE_LIMITS, shapeIssues, SpecError, type AppSpec, type SpecIssue } from '../core/index.js';
 
 export interface AppFileParserOptions {
@@ -80,16 +80,15 @@ const ENTRY = new URL(FROM_SOURCE ? './parse-worker.ts' : './parse-worker.js', i
 const BUNDLE = fileURLToPath(new URL('../cli/parse-worker.cjs', import.meta.url));
 const LOADER = new URL('../../bin/bundle.js', import.meta.url);
 
-/** The worker's first code: the bundle if the build made one, else the module (from source: through tsx). */
-function workerCode(): { code: string | URL; eval: boolean } {
-  if (FROM_SOURCE) {
-    // From source (tsx), a worker on Node 20 does not inherit the loader: it registers it first.
-    return { code: `import('tsx/esm/api').then((api) => { api.register(); return import(${JSON.stringify(ENTRY.href)}); })`, eval: true };
+/**
+ * The worker: the bundle if the build made one, else the module (from source: through tsx), with
+ * the process's options but those a thread refuses (adapters/threads).
+ */
+function startParserWorker(options: WorkerOptions): Worker {
+  if (!FROM_SOURCE && existsSync(BUNDLE) && existsSync(fileURLToPath(LOADER))) {
+    return startWorker(`import(${JSON.stringify(LOADER.href)}).then((b) => b.loadBundle(${JSON.stringify(BUNDLE)}))`, { ...options, eval: true });
   }
-  if (existsSync(BUNDLE) && existsSync(fileURLToPath(LOADER))) {
-    return { code: `import(${JSON.stringify(LOADER.href)}).then((b) => b.loadBundle(${JSON.stringify(BUNDLE)}))`, eval: true };
-  }
-  return { code: ENTRY, eval: false };
+  return startModuleWorker(ENTRY, options);
 }
 
 /**
@@ -166,12 +165,7 @@ export class AppFileParser {
   }
 
   #start(): Running {
-    const entry = workerCode();
-    // The process's options, but those a thread refuses (adapters/threads).
-    const worker = startWorker(entry.code, {
-      eval: entry.eval,
-      resourceLimits: { maxOldGenerationSizeMb: this.#memoryLimitMb, stackSizeMb: 4 },
-    });
+    const worker = startParserWorker({ resourceLimits: { maxOldGenerationSizeMb: this.#memoryLimitMb, stackSizeMb: 4 } });
     // An idle parser must not keep the controller's process alive.
     worker.unref();
     const ready = new Promise<void>((resolve, reject) => {

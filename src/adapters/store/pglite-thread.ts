@@ -7,9 +7,8 @@
  * Statements run one at a time, in order. A transaction holds the database: statements from
  * outside it wait until it ends, as with PGlite in the same thread.
  */
-import { Worker } from 'node:worker_threads';
 import { storeTemplate } from './pglite-template.js';
-import { startWorker } from '../threads/index.js';
+import { startModuleWorker } from '../threads/index.js';
 import type { SqlClient } from './sql.js';
 
 /** The thread's first message: the folder to open, and the template to seed it from if it is new. */
@@ -30,8 +29,7 @@ export type ThreadAnswer =
   | { readonly id: number; readonly rows: unknown[] }
   | { readonly id: number; readonly error: ErrorText };
 
-const FROM_SOURCE = import.meta.url.endsWith('.ts');
-const ENTRY = new URL(FROM_SOURCE ? './pglite-worker.ts' : './pglite-worker.js', import.meta.url);
+const ENTRY = new URL(import.meta.url.endsWith('.ts') ? './pglite-worker.ts' : './pglite-worker.js', import.meta.url);
 
 /** An error of the thread, as a local one: its name, message and fields (a PostgreSQL error's code, detail, …). */
 function revive(e: ErrorText): Error {
@@ -47,11 +45,8 @@ function revive(e: ErrorText): Error {
  * thread itself, while PGlite's WebAssembly compiles.
  */
 export async function openPgliteThread(dir: string, template?: string): Promise<SqlClient> {
-  const worker = FROM_SOURCE
-    ? // From source (tsx), a worker on Node 20 does not inherit the loader: it registers it first.
-      new Worker(`import('tsx/esm/api').then((api) => { api.register(); return import(${JSON.stringify(ENTRY.href)}); })`, { eval: true })
-    : // The process's options, but those a thread refuses (adapters/threads).
-      startWorker(ENTRY);
+  // The process's options, but those a thread refuses; from source, through tsx (adapters/threads).
+  const worker = startModuleWorker(ENTRY);
   const pending = new Map<number, { resolve: (rows: unknown[]) => void; reject: (err: Error) => void }>();
   let nextId = 1;
   let stopped: Error | undefined;

@@ -2,10 +2,11 @@
  * Worker threads started with the process's own Node options, as far as a thread may have them.
  *
  * A worker given `execArgv` refuses options that belong to the whole process (V8's flags such as
- * `--max-semi-space-size` or `--trace-gc`, `--input-type` for `node -e`), and Node's default (the
- * parent's options) refuses them too. Run as `node --trace-gc bin/drover.js up`, the controller
- * could then not start its store or its app-file parser. Those options are left out here: they
- * already apply to every thread of the process. So is the script of `node -e`.
+ * `--max-semi-space-size` or `--trace-gc`), and Node's default (the parent's options) passes
+ * `--input-type` (of `node -e`), which a module's worker refuses. Run as
+ * `node --trace-gc bin/drover.js up`, the controller could not start its store or its app-file
+ * parser. Those options are left out here: they already apply to every thread of the process.
+ * So is the script of `node -e`.
  */
 import { Worker, type WorkerOptions } from 'node:worker_threads';
 
@@ -39,4 +40,15 @@ export function startWorker(entry: string | URL, options: WorkerOptions = {}): W
       execArgv = attempt === 0 && kept.length < execArgv.length ? kept : [];
     }
   }
+}
+
+/**
+ * A worker on the module `entry`. A `.ts` module (this code run from source, through tsx) is
+ * loaded through tsx's API: a worker on Node 20 does not inherit the loader of the thread that
+ * starts it.
+ */
+export function startModuleWorker(entry: URL, options: WorkerOptions = {}): Worker {
+  if (!entry.pathname.endsWith('.ts')) return startWorker(entry, options);
+  const boot = `import('tsx/esm/api').then((api) => { api.register(); return import(${JSON.stringify(entry.href)}); })`;
+  return startWorker(boot, { ...options, eval: true });
 }
