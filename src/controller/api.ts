@@ -9,7 +9,7 @@ import { STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
 import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import swagger from '@fastify/swagger';
-import { APP_FILE_LIMITS, apiProof, appFileWarnings, learnedCapacities, own, SpecError, startOrder, type AppSpec } from '../core/index.js';
+import { APP_FILE_LIMITS, apiProof, appFileWarnings, learnedCapacities, own, SpecError, startOrder, type AppSpec, type Plan } from '../core/index.js';
 import { LeaseLostError, type EventRecord, type StoredApp } from '../adapters/store/index.js';
 import type { ControllerTransport } from '../adapters/transport/index.js';
 import { lazySchemas } from './lazy-schemas.js';
@@ -383,9 +383,9 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
 
   // A list is summarised from what it read: an app forgotten meanwhile (its deletion done) is not
   // looked up again, which would answer 404 to a list or a status that found it.
-  const summaryOf = async (stored: StoredApp) => {
-    const name = stored.name;
-    const p = await c.preview(name);
+  // `plan`: the app's preview, when the caller has it already (an app's answer plans it once).
+  const summaryOf = async (stored: StoredApp, plan?: Promise<Plan | undefined>) => {
+    const p = await (plan ?? c.preview(stored.name));
     return {
       name: stored.name,
       generation: stored.generation,
@@ -404,14 +404,18 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
     return list.find((a) => a.name === name) ?? fail('not_found', `no app "${name}"`);
   };
 
-  const appSummary = async (name: string) => summaryOf(await storeApp(name));
   const rolesOf = async (name: string) => rolesFor(await storeApp(name));
+  /** An app as GET /v1/apps/{name} answers it: its summary and its roles, from one plan. */
+  const appView = async (stored: StoredApp) => {
+    const plan = c.preview(stored.name);
+    const [summary, roles] = await Promise.all([summaryOf(stored, plan), rolesFor(stored, plan)]);
+    return { ...summary, roles };
+  };
 
-  const rolesFor = async (stored: StoredApp) => {
+  const rolesFor = async (stored: StoredApp, plan?: Promise<Plan | undefined>) => {
     const name = stored.name;
-    const p = await c.preview(name);
-    const desired = await c.roleCounts(name);
-    const instances = await c.listInstances({ app: name });
+    // Asked together: the store answers them one after another without waiting for this thread.
+    const [p, desired, instances] = await Promise.all([plan ?? c.preview(name), c.roleCounts(name), c.listInstances({ app: name })]);
     return Object.values(stored.spec.roles).map((r) => {
       const s = p ? own(p.roles, r.name) : undefined;
       const d = desired.find((x) => x.role === r.name);
@@ -453,7 +457,7 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
 
   app.get('/v1/apps', { schema: { tags: ['apps'], response: { 200: { type: 'object', properties: { apps: { type: 'array', items: { type: 'object', additionalProperties: true } } } }, 401: errorSchema } } }, async () => {
     const apps = await c.listApps();
-    return { apps: await Promise.all(apps.map(summaryOf)) };
+    return { apps: await Promise.all(apps.map((a) => summaryOf(a))) };
   });
 
   app.put<{ Params: { name: string }; Body: { yaml?: string; spec?: unknown; appDir?: string } }>(
@@ -499,14 +503,11 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
       const existed = (await c.listApps()).some((a) => a.name === spec.app);
       const res = await c.apply(spec, b.appDir ?? opts.defaultAppDir);
       const bundle = res.bundle ? { sha256: res.bundle.sha256, size: res.bundle.size, unpackedBytes: res.bundle.unpackedBytes, files: res.bundle.files } : null;
-      return reply.status(existed ? 200 : 201).send({ app: await appSummary(res.app.name), changed: res.changed, warnings: appFileWarnings(spec), bundle });
+      return reply.status(existed ? 200 : 201).send({ app: await summaryOf(res.app), changed: res.changed, warnings: appFileWarnings(spec), bundle });
     },
   );
 
-  app.get<{ Params: { name: string } }>('/v1/apps/:name', { schema: { tags: ['apps'], params: nameParams, response: { 200: { type: 'object', additionalProperties: true }, ...errors(400, 401, 404) } } }, async (req) => ({
-    ...(await appSummary(req.params.name)),
-    roles: await rolesOf(req.params.name),
-  }));
+  app.get<{ Params: { name: string } }>('/v1/apps/:name', { schema: { tags: ['apps'], params: nameParams, response: { 200: { type: 'object', additionalProperties: true }, ...errors(400, 401, 404) } } }, async (req) => appView(await storeApp(req.params.name)));
 
   app.delete<{ Params: { name: string } }>('/v1/apps/:name', { schema: { tags: ['apps'], summary: 'Stop the app (reverse dependency order) and forget it', params: nameParams, response: { 202: { type: 'object', additionalProperties: true }, ...errors(400, 401, 404) } } }, async (req, reply) => {
     await c.deleteApp(req.params.name);
@@ -655,7 +656,7 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
     {
       controller: c,
       version: opts.version,
-      apps: async () => (await Promise.all((await c.listApps()).map(summaryOf))).map(({ spec: _spec, ...rest }) => rest),
+      apps: async () => (await Promise.all((await c.listApps()).map((a) => summaryOf(a)))).map(({ spec: _spec, ...rest }) => rest),
       roles: async (name) => (await rolesOf(name)).map(({ instances: _instances, ...rest }) => rest),
       onError: (err) => app.log.warn({ err }, 'stream tick failed'),
     },
@@ -687,7 +688,7 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
     },
   }, async () => {
     const [leadership, apps] = await Promise.all([c.leadership(), c.listApps()]);
-    return { controller: leadership, apps: await Promise.all(apps.map(async (a) => ({ ...(await summaryOf(a)), roles: await rolesFor(a) }))) };
+    return { controller: leadership, apps: await Promise.all(apps.map((a) => appView(a))) };
   });
 
   app.post('/v1/shutdown', { schema: { tags: ['controller'], summary: 'Stop the controller (apps keep running unless deleted first)', response: { 202: { type: 'object', additionalProperties: true }, 401: errorSchema } } }, async (_req, reply) => {
