@@ -7,11 +7,10 @@
  * a power cut or a kernel crash can lose it or leave the store damaged. Here:
  * - PostgreSQL runs with fsync on and `wal_sync_method=fsync` (its fdatasync would reach nothing);
  * - NODEFS's fsync is the real one (`fsync(2)` on the file's descriptor, or on the folder's);
- * - a store just copied from the template is synced, files and folders, before it is used.
+ * - a store just copied from the template is synced, files and folders, before it is used
+ *   (`syncTree`, pglite-copy.ts).
  */
 import { closeSync, fsyncSync, openSync } from 'node:fs';
-import { open, readdir } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
 import { PGlite } from '@electric-sql/pglite';
 import { NodeFS } from '@electric-sql/pglite/nodefs';
 
@@ -30,6 +29,8 @@ export const DURABLE_START_PARAMS: readonly string[] = [
 
 /** What of the Emscripten module this file touches. */
 interface EmscriptenNodeFs {
+  /** Called by PGlite's file packager (a later preRun step) for each file of its bundle (pglite.data). */
+  FS_createDataFile?: (path: string, name: string | null, data: Uint8Array, ...rest: boolean[]) => unknown;
   readonly NODEFS?: {
     stream_ops: { fsync?: (stream: NodeFsStream) => number };
     realPath(node: unknown): string;
@@ -70,52 +71,32 @@ export function realFsync(mod: EmscriptenNodeFs): void {
   };
 }
 
-/** PGlite's file system on a folder (NODEFS), with {@link realFsync}. */
+/** The time zone database's folder in PGlite's bundle, and the zones kept from it: the store's own (UTC, set in its postgresql.conf) and its aliases. */
+const ZONES = '/pglite/share/postgresql/timezone/';
+export const KEPT_ZONES: ReadonlySet<string> = new Set(['UTC', 'GMT', 'Etc/UTC', 'Etc/GMT', 'Etc/UCT', 'UCT', 'Universal', 'Zulu']);
+
+/**
+ * Leaves the time zone database (594 of the bundle's 699 files) out of PGlite's in-memory share
+ * folder, all but the store's own zone, UTC: unpacking the bundle makes every file in memory
+ * through Emscripten's path lookups, and these cost a tenth of PostgreSQL's start (measured
+ * about 50 ms of 350 on this project's 2-core machine). Drover's statements keep every time as
+ * epoch milliseconds and name no zone; a zone other than UTC named in SQL would be refused
+ * ("time zone … not recognized"). Runs before PGlite's file packager, which calls it per file.
+ */
+export function leaveOutTimeZones(mod: EmscriptenNodeFs): void {
+  const create = mod.FS_createDataFile;
+  if (typeof create !== 'function') return; // another PGlite build: its files are all unpacked
+  mod.FS_createDataFile = (path, name, ...rest) => {
+    if (name === null && path.startsWith(ZONES) && !KEPT_ZONES.has(path.slice(ZONES.length))) return undefined;
+    return create(path, name, ...rest);
+  };
+}
+
+/** PGlite's file system on a folder (NODEFS), with {@link realFsync}, and {@link leaveOutTimeZones}. */
 export class DurableNodeFS extends NodeFS {
   override async init(pg: PGlite, opts: Parameters<NodeFS['init']>[1]): ReturnType<NodeFS['init']> {
     const { emscriptenOpts } = await super.init(pg, opts);
-    const preRun = [...((emscriptenOpts as { preRun?: unknown[] }).preRun ?? []), (mod: EmscriptenNodeFs) => realFsync(mod)];
+    const preRun = [...((emscriptenOpts as { preRun?: unknown[] }).preRun ?? []), (mod: EmscriptenNodeFs) => realFsync(mod), (mod: EmscriptenNodeFs) => leaveOutTimeZones(mod)];
     return { emscriptenOpts: { ...emscriptenOpts, preRun } as typeof emscriptenOpts };
   }
-}
-
-/**
- * Syncs every file and folder under `dir`, then the folder holding it, on libuv's threads (a
- * fresh copy of the template: its files were written without a sync). A file gone meanwhile
- * (PostgreSQL, started beside, removed or renamed it) is skipped: its replacement is PostgreSQL's.
- */
-export async function syncTree(dir: string): Promise<void> {
-  const files: string[] = [];
-  const folders: string[] = [];
-  const walk = async (d: string): Promise<void> => {
-    folders.push(d);
-    for (const e of await readdir(d, { withFileTypes: true }).catch(gone([]))) {
-      if (e.isDirectory()) await walk(join(d, e.name));
-      else if (e.isFile()) files.push(join(d, e.name));
-    }
-  };
-  await walk(dir);
-  // Four at a time: libuv's threads (PGlite itself reads and writes on the store's thread).
-  const queue = [...files, ...folders.reverse(), dirname(dir)];
-  await Promise.all(Array.from({ length: 4 }, async () => {
-    for (let p = queue.shift(); p !== undefined; p = queue.shift()) await syncOne(p);
-  }));
-}
-
-async function syncOne(path: string): Promise<void> {
-  const fh = await open(path, 'r').catch(gone(undefined));
-  if (!fh) return;
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-}
-
-/** For a `.catch`: the fallback when the path is gone, the error otherwise. */
-function gone<T>(fallback: T): (err: unknown) => T {
-  return (err) => {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return fallback;
-    throw err;
-  };
 }

@@ -16,6 +16,12 @@ void test('PGlite in its own thread: a transaction holds the database until it e
     await db.query('INSERT INTO t VALUES ($1, $2, $3)', [1, at, JSON.stringify({ a: [1, 'x'] })]);
     assert.deepEqual((await db.query<{ k: number; at: Date; doc: unknown }>('SELECT * FROM t')).rows, [{ k: 1, at, doc: { a: [1, 'x'] } }]);
 
+    // The store runs in UTC; the rest of the time zone database is left out of PGlite's files (pglite-durable.ts).
+    assert.equal((await db.query<{ tz: string }>("SELECT current_setting('TimeZone') AS tz")).rows[0]!.tz, 'UTC');
+    await db.exec("SET TIME ZONE 'Etc/UTC'");
+    assert.equal((await db.query<{ t: string }>("SELECT ($1::timestamptz AT TIME ZONE 'UTC')::text AS t", [at])).rows[0]!.t, '2026-11-30 06:00:00');
+    await assert.rejects(db.query("SELECT now() AT TIME ZONE 'Europe/Paris'"), /time zone "Europe\/Paris" not recognized/);
+
     // While a transaction is open, a statement from outside waits for its end and does not see inside it.
     let release!: () => void;
     const gate = new Promise<void>((r) => (release = r));

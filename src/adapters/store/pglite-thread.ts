@@ -7,6 +7,7 @@
  * Statements run one at a time, in order. A transaction holds the database: statements from
  * outside it wait until it ends, as with PGlite in the same thread.
  */
+import { syncTree } from './pglite-copy.js';
 import { storeTemplate } from './pglite-template.js';
 import { startModuleWorker } from '../threads/index.js';
 import type { SqlClient } from './sql.js';
@@ -24,6 +25,7 @@ interface ErrorText {
   readonly props: Record<string, unknown>;
 }
 export type ThreadAnswer =
+  | { readonly seeded: true }
   | { readonly ready: true }
   | { readonly failed: ErrorText }
   | { readonly id: number; readonly rows: unknown[] }
@@ -42,7 +44,9 @@ function revive(e: ErrorText): Error {
 /**
  * PGlite in a thread on `dir`; resolves once the database is ready, rejects with PGlite's error
  * if it cannot start. A new store is first seeded from `template` (pglite-template.ts) by the
- * thread itself, while PGlite's WebAssembly compiles.
+ * thread itself, while PGlite's WebAssembly compiles; the copy is synced to the disk from this
+ * thread (libuv's threads do the work, this event loop only chains it: the store's own loop is
+ * held by PostgreSQL's start), and the store is handed out once both are done.
  */
 export async function openPgliteThread(dir: string, template?: string): Promise<SqlClient> {
   // The process's options, but those a thread refuses; from source, through tsx (adapters/threads).
@@ -52,8 +56,14 @@ export async function openPgliteThread(dir: string, template?: string): Promise<
   let stopped: Error | undefined;
   // Alive while it has work: an idle store does not keep the process running (nor did PGlite in the same thread).
   const refresh = () => (pending.size > 0 ? worker.ref() : worker.unref());
-  const ready = new Promise<void>((resolve, reject) => {
+  let synced: Promise<void> = Promise.resolve();
+  const started = new Promise<void>((resolve, reject) => {
     const onMessage = (a: ThreadAnswer) => {
+      if ('seeded' in a) {
+        synced = syncTree(dir);
+        synced.catch(() => undefined); // awaited below
+        return;
+      }
       if ('ready' in a) return resolve();
       if ('failed' in a) return reject(revive(a.failed));
       const p = pending.get(a.id);
@@ -84,7 +94,8 @@ export async function openPgliteThread(dir: string, template?: string): Promise<
   };
   try {
     worker.postMessage({ open: dir, template: template ?? null } satisfies OpenRequest);
-    await ready;
+    await started;
+    await synced;
   } catch (err) {
     await worker.terminate();
     throw err;

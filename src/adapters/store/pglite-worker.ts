@@ -37,12 +37,10 @@ if (port) {
     // Compiled on V8's threads while this one copies a new store's files from the template and
     // loads PGlite's JavaScript (V8 compiles each function when it is first called).
     const compiled = a ? wasmApi.compile(a.wasm).catch(() => undefined) : undefined;
-    const seeded = template !== null && seedStore(dir, template);
+    // A new copy is synced to the disk by the thread that started this one, while PGlite loads and PostgreSQL starts on it here.
+    if (template !== null && seedStore(dir, template)) send({ seeded: true });
     // PGlite's JavaScript, loaded after the copy (this thread does one thing at a time; the compile goes on meanwhile).
-    const [{ DURABLE_START_PARAMS, DurableNodeFS, syncTree }, { KnownTypesPGlite, readArrayTypes }] = await Promise.all([import('./pglite-durable.js'), import('./pglite-array-types.js')]);
-    // A new copy reaches the disk (libuv's threads) while PostgreSQL starts on it (this one).
-    const synced = seeded ? syncTree(dir) : Promise.resolve();
-    synced.catch(() => undefined); // said below
+    const [{ DURABLE_START_PARAMS, DurableNodeFS }, { KnownTypesPGlite, readArrayTypes }] = await Promise.all([import('./pglite-durable.js'), import('./pglite-array-types.js')]);
     const module = await compiled;
     // Without them, PGlite loads its files itself.
     const options: PGliteOptions = {
@@ -52,7 +50,6 @@ if (port) {
     };
     db = new KnownTypesPGlite(options, a ? readArrayTypes(a.wasm.length, a.data.length) : undefined);
     await db.waitReady;
-    await synced;
   } catch (err) {
     send({ failed: describe(err) });
     throw err;
