@@ -24,7 +24,7 @@ const throughDoors = (up) => [
 ];
 
 export default tseslint.config(
-  { ignores: ['dist/', 'node_modules/', '**/*.js', '**/*.mjs', '**/*.d.mts', '.drover/', '.scratch/'] },
+  { ignores: ['dist/', 'node_modules/', '**/*.js', '**/*.mjs', '**/*.d.mts', '.drover/', '.scratch/', '.bench-tmp/'] },
   js.configs.recommended,
   ...tseslint.configs.recommendedTypeChecked,
   {

@@ -8,12 +8,15 @@
 //   (which reads the app file) and the like. One file instead of ~600 modules.
 // - dist/cli/parse-worker.cjs: the app-file parser's worker thread (core's parser, yaml, zod),
 //   started by the controller's API at every start.
+// - dist/cli/store-worker.cjs: the embedded store's thread with PGlite's JavaScript (its
+//   WebAssembly and files stay in the package, found where PGlite keeps them).
 //
 // Each file ends with its build id; FILE.cache (made by running the bundles once in a child
 // process with no flags, as `drover` runs: after the store's template, which the controller's
 // training start uses) begins with the same id.
 //
-// Left outside, as packages: PGlite (finds its .wasm and .data beside its own module),
+// Left outside, as packages: PGlite (finds its .wasm and .data beside its own module; but in
+// store-worker.cjs, where its `import.meta.url` is its package's own file),
 // thread-stream (a pino transport runs its files in a worker thread; Drover uses none: its
 // foreground logger formats in the controller's thread, src/controller/console-log.ts), ssh2
 // (native parts), optional native packages. The agent and the simulator stay dist/'s own
@@ -32,6 +35,7 @@ const outDir = resolve(root, 'dist/cli');
 const CLI = resolve(outDir, 'drover.cjs');
 const CONTROLLER = resolve(outDir, 'controller.cjs');
 const PARSER = resolve(outDir, 'parse-worker.cjs');
+const STORE = resolve(outDir, 'store-worker.cjs');
 
 /** Doors in controller.cjs, by the name the CLI's `import()` uses, and the export that holds each. */
 const HEAVY = {
@@ -92,6 +96,24 @@ const cliSplit = {
   },
 };
 
+/**
+ * PGlite's modules bundled: their `import.meta.url` (where PGlite finds pglite.wasm, pglite.data
+ * and initdb.wasm beside its own files) is the URL of the package's main file, resolved where the
+ * bundle runs (its files all sit in the package's dist/ folder, as that main file does).
+ */
+const pgliteMetaUrl = {
+  name: 'drover-pglite-meta-url',
+  setup(b) {
+    b.onLoad({ filter: /[\\/]@electric-sql[\\/]pglite[\\/]dist[\\/][^\\/]+\.js$/ }, (args) => {
+      const code = readFileSync(args.path, 'utf8');
+      if (!code.includes('import.meta')) return undefined;
+      const rewritten = code.replaceAll('import.meta.url', '__droverResolve("@electric-sql/pglite")');
+      if (rewritten.includes('import.meta')) throw new Error(`${args.path}: import.meta other than .url cannot be bundled`);
+      return { contents: rewritten, loader: 'js' };
+    });
+  },
+};
+
 const common = {
   bundle: true,
   format: 'cjs',
@@ -109,7 +131,7 @@ const common = {
   write: false,
 };
 
-const [cli, heavy, parser] = await Promise.all([
+const [cli, heavy, parser, store] = await Promise.all([
   build({ ...common, entryPoints: [resolve(cliDir, 'main.ts')], outfile: CLI, plugins: [cliSplit, metaUrl] }),
   build({
     ...common,
@@ -125,11 +147,13 @@ const [cli, heavy, parser] = await Promise.all([
   }),
   // The app-file parser's worker thread (src/controller/app-file-parser.ts loads it).
   build({ ...common, entryPoints: [resolve(src, 'controller/parse-worker.ts')], outfile: PARSER, external: EXTERNAL, plugins: [metaUrl] }),
+  // The embedded store's thread (src/adapters/store/pglite-thread.ts loads it), PGlite included.
+  build({ ...common, entryPoints: [resolve(src, 'adapters/store/pglite-worker.ts')], outfile: STORE, external: EXTERNAL.filter((e) => !e.startsWith('@electric-sql/pglite')), plugins: [metaUrl, pgliteMetaUrl] }),
 ]);
 
 // `import()` inside a node:vm script needs a flag on Node 20: the launcher passes its own.
 // esbuild writes each import() it leaves as `import("specifier")`.
-for (const [file, result] of [[CLI, cli], [CONTROLLER, heavy], [PARSER, parser]]) {
+for (const [file, result] of [[CLI, cli], [CONTROLLER, heavy], [PARSER, parser], [STORE, store]]) {
   const code = result.outputFiles[0].text.replace(/(?<![\w$.])import\("/g, '__droverImport("');
   const id = createHash('sha256').update(code).digest('hex');
   rmSync(`${file}.cache`, { force: true });
@@ -180,6 +204,25 @@ async function train() {
   } finally {
     await server.close();
   }
+}
+// The store thread's cache holds PGlite's code compiled by a start on a copy of the template
+// and the statements a controller's start runs first (here in this thread: a worker's script
+// cannot be reached to make its cache).
+const storeWorker = loadBundle(${JSON.stringify(STORE)}, keep(${JSON.stringify(STORE)}));
+const storeDir = mkdtempSync(join(tmpdir(), 'drover-store-cache-'));
+try {
+  const db = await storeWorker.openStoreDb(join(storeDir, 'db'), ${JSON.stringify(resolve(root, 'dist/store-template'))}, storeWorker.readArtifacts(), () => undefined);
+  try {
+    await db.query('select id from drover_migrations');
+    await db.exec('BEGIN');
+    await db.query("insert into leases (name, holder, epoch, acquired_at, renewed_at, expires_at) values ($1, $2, 1, 0, 0, 0) on conflict (name) do update set holder = excluded.holder returning *", ['warm', 'warm']);
+    await db.query('select * from apps where name = $1', ['warm']);
+    await db.exec('COMMIT');
+  } finally {
+    await db.close();
+  }
+} finally {
+  rmSync(storeDir, { recursive: true, force: true });
 }
 // The parser's cache holds its code compiled by a parse, as in the worker.
 const parser = loadBundle(${JSON.stringify(PARSER)}, keep(${JSON.stringify(PARSER)}));

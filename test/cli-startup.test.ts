@@ -17,6 +17,7 @@ import { drover, killableController, ROOT } from './helpers.js';
 
 const CLI = `${ROOT}dist/cli/drover.cjs`;
 const CONTROLLER = `${ROOT}dist/cli/controller.cjs`;
+const STORE = `${ROOT}dist/cli/store-worker.cjs`;
 const unbuilt = !existsSync(CLI) && !process.env.CI && 'no dist/cli/drover.cjs (run npm run build)';
 
 test('the CLI bundle holds the client and commander; the controller, the logger, the agent and the simulator load on demand', { skip: unbuilt }, () => {
@@ -29,7 +30,7 @@ test('the CLI bundle holds the client and commander; the controller, the logger,
   // The app-file schema (zod, yaml) is not in it: only the core's token proof is.
   assert.ok(!/node_modules\/(zod|yaml)\//.test(code));
   // Each bundle ends with its build id, which its cache begins with.
-  for (const file of [CLI, CONTROLLER]) {
+  for (const file of [CLI, CONTROLLER, STORE]) {
     const id = /\/\/# drover-build=([0-9a-f]{64})\n$/.exec(readFileSync(file, 'utf8').slice(-100))?.[1];
     assert.ok(id, `${file} ends with its build id`);
     assert.equal(readFileSync(`${file}.cache`).subarray(0, 64).toString('latin1'), id);
@@ -94,7 +95,9 @@ const db = await startEmbeddedDb(${JSON.stringify(join(dir, 'db'))});
 await db.query('select 1');
 loadBundle(${JSON.stringify(CONTROLLER)});
 loadBundle(${JSON.stringify(`${ROOT}dist/cli/parse-worker.cjs`)});
-process.stdout.write(JSON.stringify([${JSON.stringify(CLI)}, ${JSON.stringify(CONTROLLER)}, ${JSON.stringify(`${ROOT}dist/cli/parse-worker.cjs`)}].map((f) => usedCache(f))));
+// The store's thread ran its bundle; loaded here too (it does nothing outside a thread), its cache is checked as the thread's was.
+loadBundle(${JSON.stringify(STORE)});
+process.stdout.write(JSON.stringify([${JSON.stringify(CLI)}, ${JSON.stringify(CONTROLLER)}, ${JSON.stringify(`${ROOT}dist/cli/parse-worker.cjs`)}, ${JSON.stringify(STORE)}].map((f) => usedCache(f))));
 await db.close();`;
   const out = await new Promise<string>((resolve, reject) => {
     const p = spawn(process.execPath, ['--input-type=module', '-e', script], { cwd: dir, env: { ...process.env, NODE_OPTIONS: '' }, stdio: ['ignore', 'pipe', 'inherit'] });
@@ -103,7 +106,7 @@ await db.close();`;
     p.once('error', reject);
     p.once('close', (code) => (code === 0 ? resolve(stdout) : reject(new Error(`exit ${code}`))));
   });
-  assert.deepEqual(JSON.parse(out), [true, true, true], 'CLI, controller and parser bundles, each with its code cache');
+  assert.deepEqual(JSON.parse(out), [true, true, true, true], "CLI, controller, parser and store thread's bundles, each with its code cache");
 });
 
 test('--version answers without loading the CLI; the default port is the controller\'s', async () => {

@@ -18,10 +18,9 @@
  * await parser.close();
  * ```
  */
-import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { Worker, WorkerOptions } from 'node:worker_threads';
-import { startModuleWorker, startWorker } from '../adapters/threads/index.js';
+import { startBundledWorker } from '../adapters/threads/index.js';
 import { APP_FILE_LIMITS, shapeIssues, SpecError, type AppSpec, type SpecIssue } from '../core/index.js';
 
 export interface AppFileParserOptions {
@@ -70,25 +69,13 @@ export const WARM_UP_FILE = [
 ].join('\n');
 
 /** Where the worker's code is: next to this module, as .js once built, as .ts when run from source. */
-const FROM_SOURCE = import.meta.url.endsWith('.ts');
-const ENTRY = new URL(FROM_SOURCE ? './parse-worker.ts' : './parse-worker.js', import.meta.url);
-/**
- * The worker's code as one bundle with its V8 code cache (scripts/build-cli.mjs), loaded by the
- * launcher's loader (bin/bundle.js): a third of the CPU of loading its modules one by one, at
- * a start where the store and the controller want both cores.
- */
+const ENTRY = new URL(import.meta.url.endsWith('.ts') ? './parse-worker.ts' : './parse-worker.js', import.meta.url);
+/** The worker's code as one bundle with its V8 code cache (scripts/build-cli.mjs; adapters/threads loads it). */
 const BUNDLE = fileURLToPath(new URL('../cli/parse-worker.cjs', import.meta.url));
-const LOADER = new URL('../../bin/bundle.js', import.meta.url);
 
-/**
- * The worker: the bundle if the build made one, else the module (from source: through tsx), with
- * the process's options but those a thread refuses (adapters/threads).
- */
+/** The worker, with the process's options but those a thread refuses (adapters/threads). */
 function startParserWorker(options: WorkerOptions): Worker {
-  if (!FROM_SOURCE && existsSync(BUNDLE) && existsSync(fileURLToPath(LOADER))) {
-    return startWorker(`import(${JSON.stringify(LOADER.href)}).then((b) => b.loadBundle(${JSON.stringify(BUNDLE)}))`, { ...options, eval: true });
-  }
-  return startModuleWorker(ENTRY, options);
+  return startBundledWorker(ENTRY, BUNDLE, options);
 }
 
 /**

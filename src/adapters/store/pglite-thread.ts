@@ -9,7 +9,8 @@
  */
 import { syncTree } from './pglite-copy.js';
 import { storeTemplate } from './pglite-template.js';
-import { startModuleWorker } from '../threads/index.js';
+import { fileURLToPath } from 'node:url';
+import { startBundledWorker } from '../threads/index.js';
 import type { SqlClient } from './sql.js';
 
 /** The thread's first message: the folder to open, and the template to seed it from if it is new. */
@@ -25,13 +26,15 @@ interface ErrorText {
   readonly props: Record<string, unknown>;
 }
 export type ThreadAnswer =
-  | { readonly seeded: true }
+  | { readonly seeded: boolean }
   | { readonly ready: true }
   | { readonly failed: ErrorText }
   | { readonly id: number; readonly rows: unknown[] }
   | { readonly id: number; readonly error: ErrorText };
 
 const ENTRY = new URL(import.meta.url.endsWith('.ts') ? './pglite-worker.ts' : './pglite-worker.js', import.meta.url);
+/** The worker and PGlite's JavaScript as one bundle with its V8 code cache (scripts/build-cli.mjs). */
+const BUNDLE = fileURLToPath(new URL('../../cli/store-worker.cjs', import.meta.url));
 
 /** An error of the thread, as a local one: its name, message and fields (a PostgreSQL error's code, detail, …). */
 function revive(e: ErrorText): Error {
@@ -49,8 +52,8 @@ function revive(e: ErrorText): Error {
  * held by PostgreSQL's start), and the store is handed out once both are done.
  */
 export async function openPgliteThread(dir: string, template?: string): Promise<SqlClient> {
-  // The process's options, but those a thread refuses; from source, through tsx (adapters/threads).
-  const worker = startModuleWorker(ENTRY);
+  // The process's options, but those a thread refuses; the build's bundle, or from source through tsx (adapters/threads).
+  const worker = startBundledWorker(ENTRY, BUNDLE);
   const pending = new Map<number, { resolve: (rows: unknown[]) => void; reject: (err: Error) => void }>();
   let nextId = 1;
   let stopped: Error | undefined;
@@ -60,6 +63,7 @@ export async function openPgliteThread(dir: string, template?: string): Promise<
   const started = new Promise<void>((resolve, reject) => {
     const onMessage = (a: ThreadAnswer) => {
       if ('seeded' in a) {
+        if (!a.seeded) return;
         synced = syncTree(dir);
         synced.catch(() => undefined); // awaited below
         return;

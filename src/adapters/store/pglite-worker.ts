@@ -2,19 +2,26 @@
  * The thread the embedded store's PostgreSQL runs in (pglite-thread.ts): PGlite in the folder
  * its first message names, one statement at a time, in the order they come. No state but the
  * database.
+ *
+ * Built into one bundle with PGlite's JavaScript (dist/cli/store-worker.cjs, scripts/build-cli.mjs),
+ * loaded with a V8 code cache made by {@link openStoreDb} at build time; this module otherwise.
  */
 import { readFile } from 'node:fs/promises';
-import { parentPort } from 'node:worker_threads';
+import { parentPort, type MessagePort } from 'node:worker_threads';
 import type { PGlite, PGliteOptions } from '@electric-sql/pglite';
 import type { OpenRequest, ThreadAnswer, ThreadRequest } from './pglite-thread.js';
 import { seedStore } from './pglite-template.js';
 
-const port = parentPort;
 const describe = (err: unknown) =>
   err instanceof Error ? { name: err.name, message: err.message, props: { ...(err as unknown as Record<string, unknown>) } } : { name: 'Error', message: String(err), props: {} };
 
+interface Artifacts {
+  readonly wasm: Buffer;
+  readonly data: Buffer;
+}
+
 /** PGlite's WebAssembly and files, read from where PGlite keeps them; undefined if they are not there (PGlite then loads them itself). */
-async function readArtifacts(): Promise<{ wasm: Buffer; data: Buffer } | undefined> {
+export async function readArtifacts(): Promise<Artifacts | undefined> {
   try {
     const base = import.meta.resolve('@electric-sql/pglite');
     const [wasm, data] = await Promise.all([readFile(new URL('./pglite.wasm', base)), readFile(new URL('./pglite.data', base))]);
@@ -27,29 +34,39 @@ async function readArtifacts(): Promise<{ wasm: Buffer; data: Buffer } | undefin
 /** Node's WebAssembly (this project's TypeScript setup has no DOM types). */
 const wasmApi = (globalThis as unknown as { WebAssembly: { compile(bytes: Uint8Array): Promise<unknown> } }).WebAssembly;
 
-if (port) {
+/**
+ * PGlite started in `dir`: a new store seeded from `template` first (`onSeeded` says whether it
+ * was), while PGlite's WebAssembly compiles on V8's threads. `artifacts`: {@link readArtifacts},
+ * started by the caller as early as it can.
+ */
+export async function openStoreDb(dir: string, template: string | null, artifacts: Promise<Artifacts | undefined>, onSeeded: (copied: boolean) => void): Promise<PGlite> {
+  const a = await artifacts;
+  // Compiled on V8's threads while this one copies a new store's files from the template and
+  // loads PGlite's JavaScript (V8 compiles each function when it is first called).
+  const compiled = a ? wasmApi.compile(a.wasm).catch(() => undefined) : undefined;
+  // A new copy is synced to the disk by the thread that started this one, while PGlite loads and PostgreSQL starts on it here.
+  onSeeded(template !== null && seedStore(dir, template));
+  // PGlite's JavaScript, loaded after the copy (this thread does one thing at a time; the compile goes on meanwhile).
+  const [{ DURABLE_START_PARAMS, DurableNodeFS }, { KnownTypesPGlite, readArrayTypes }] = await Promise.all([import('./pglite-durable.js'), import('./pglite-array-types.js')]);
+  const module = await compiled;
+  // Without them, PGlite loads its files itself.
+  const options: PGliteOptions = {
+    fs: new DurableNodeFS(dir),
+    startParams: [...DURABLE_START_PARAMS],
+    ...(a && module ? { pgliteWasmModule: module, fsBundle: new Blob([a.data]) } : {}),
+  };
+  const db = new KnownTypesPGlite(options, a ? readArrayTypes(a.wasm.length, a.data.length) : undefined);
+  await db.waitReady;
+  return db;
+}
+
+async function serve(port: MessagePort): Promise<void> {
   const send = (a: ThreadAnswer) => port.postMessage(a);
   const artifacts = readArtifacts();
   const { open: dir, template } = await new Promise<OpenRequest>((resolve) => port.once('message', resolve));
   let db: PGlite;
   try {
-    const a = await artifacts;
-    // Compiled on V8's threads while this one copies a new store's files from the template and
-    // loads PGlite's JavaScript (V8 compiles each function when it is first called).
-    const compiled = a ? wasmApi.compile(a.wasm).catch(() => undefined) : undefined;
-    // A new copy is synced to the disk by the thread that started this one, while PGlite loads and PostgreSQL starts on it here.
-    if (template !== null && seedStore(dir, template)) send({ seeded: true });
-    // PGlite's JavaScript, loaded after the copy (this thread does one thing at a time; the compile goes on meanwhile).
-    const [{ DURABLE_START_PARAMS, DurableNodeFS }, { KnownTypesPGlite, readArrayTypes }] = await Promise.all([import('./pglite-durable.js'), import('./pglite-array-types.js')]);
-    const module = await compiled;
-    // Without them, PGlite loads its files itself.
-    const options: PGliteOptions = {
-      fs: new DurableNodeFS(dir),
-      startParams: [...DURABLE_START_PARAMS],
-      ...(a && module ? { pgliteWasmModule: module, fsBundle: new Blob([a.data]) } : {}),
-    };
-    db = new KnownTypesPGlite(options, a ? readArrayTypes(a.wasm.length, a.data.length) : undefined);
-    await db.waitReady;
+    db = await openStoreDb(dir, template, artifacts, (seeded) => send({ seeded }));
   } catch (err) {
     send({ failed: describe(err) });
     throw err;
@@ -75,3 +92,6 @@ if (port) {
   });
   send({ ready: true });
 }
+
+// A failed start is said to the thread's owner (above); the thread then ends with the error.
+if (parentPort) void serve(parentPort);
