@@ -211,7 +211,7 @@ async function train() {
 const storeWorker = loadBundle(${JSON.stringify(STORE)}, keep(${JSON.stringify(STORE)}));
 const storeDir = mkdtempSync(join(tmpdir(), 'drover-store-cache-'));
 try {
-  const db = await storeWorker.openStoreDb(join(storeDir, 'db'), ${JSON.stringify(resolve(root, 'dist/store-template'))}, storeWorker.readArtifacts(), () => undefined);
+  const db = await storeWorker.openStoreDb(join(storeDir, 'db'), ${JSON.stringify(resolve(root, 'dist/store-template'))}, storeWorker.readArtifacts());
   try {
     await db.query('select id from drover_migrations');
     await db.exec('BEGIN');

@@ -8,7 +8,7 @@
  * - PostgreSQL runs with fsync on and `wal_sync_method=fsync` (its fdatasync would reach nothing);
  * - NODEFS's fsync is the real one (`fsync(2)` on the file's descriptor, or on the folder's);
  * - a store just copied from the template is synced, files and folders, before it is used
- *   (`syncTree`, pglite-copy.ts).
+ *   (`syncCopy`, pglite-copy.ts).
  */
 import { closeSync, fsyncSync, openSync } from 'node:fs';
 import { PGlite } from '@electric-sql/pglite';

@@ -5,9 +5,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openPgliteStore } from './index.js';
 import { dropStoreSeeds, seedStore, storeTemplate, STORE_TEMPLATE_DIR } from './pglite-template.js';
-import { copyStoreTree, usedLength } from './pglite-copy.js';
+import { copyStoreTree, syncCopy, usedLength } from './pglite-copy.js';
 
-void test('a new store folder is seeded from the template, whole or not at all; an existing store never is', (t) => {
+void test('a new store folder is seeded from the template, whole or not at all, and synced; an existing store never is', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'drover-tpl-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const template = join(dir, 'template');
@@ -18,27 +18,31 @@ void test('a new store folder is seeded from the template, whole or not at all; 
   mkdirSync(data);
   // Left by a process killed while copying: gone at the next start.
   mkdirSync(join(data, 'db.seed-99999999-dead'));
-  assert.equal(seedStore(join(data, 'db'), template), true);
+  const synced = seedStore(join(data, 'db'), template);
+  assert.ok(synced, 'seeded');
+  await synced;
   assert.equal(readFileSync(join(data, 'db', 'base', 'x'), 'utf8'), 'template');
   assert.deepEqual(readdirSync(data), ['db'], 'the copy renamed into place, the dead one removed');
   assert.equal(statSync(join(data, 'db')).mode & 0o777, 0o700);
   assert.equal(statSync(join(data, 'db', 'base', 'x')).mode & 0o777, 0o600);
   // An empty folder (made by the data folder's setup) is new too.
   mkdirSync(join(data, 'empty'));
-  assert.equal(seedStore(join(data, 'empty'), template), true);
+  await seedStore(join(data, 'empty'), template);
   assert.equal(readFileSync(join(data, 'empty', 'base', 'x'), 'utf8'), 'template');
   // A store already there is left alone.
   mkdirSync(join(data, 'used'));
   writeFileSync(join(data, 'used', 'PG_VERSION'), 'mine');
-  assert.equal(seedStore(join(data, 'used'), template), false);
+  assert.equal(seedStore(join(data, 'used'), template), undefined);
   assert.equal(readFileSync(join(data, 'used', 'PG_VERSION'), 'utf8'), 'mine');
   // No template, or turned off: PGlite makes the folder itself.
-  assert.equal(seedStore(join(data, 'none'), join(dir, 'no-template')), false);
-  assert.equal(seedStore(join(data, 'off'), storeTemplate({ DROVER_STORE_TEMPLATE: 'off' })), false);
+  assert.equal(seedStore(join(data, 'none'), join(dir, 'no-template')), undefined);
+  assert.equal(seedStore(join(data, 'off'), storeTemplate({ DROVER_STORE_TEMPLATE: 'off' })), undefined);
   assert.equal(storeTemplate({}), STORE_TEMPLATE_DIR);
   // A template that cannot be copied leaves nothing half-made behind.
   symlinkSync('/etc/hostname', join(template, 'base', 'link'));
-  assert.equal(seedStore(join(data, 'bad'), template), false);
+  const opened = readdirSync('/proc/self/fd').length;
+  assert.equal(seedStore(join(data, 'bad'), template), undefined);
+  assert.equal(readdirSync('/proc/self/fd').length, opened, 'the files copied before the failure are closed');
   assert.deepEqual(readdirSync(data).sort(), ['db', 'empty', 'used']);
   // This process leaving while its store's thread copies: its copies go.
   mkdirSync(join(data, `gone.seed-${process.pid}-abcd`));
@@ -46,7 +50,7 @@ void test('a new store folder is seeded from the template, whole or not at all; 
   assert.deepEqual(readdirSync(data).sort(), ['db', 'empty', 'used']);
 });
 
-void test('the copy is sparse where a file ends in zero pages, and reads the same', (t) => {
+void test('the copy is sparse where a file ends in zero pages, and reads the same', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'drover-tpl-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const from = join(dir, 'from');
@@ -58,7 +62,11 @@ void test('the copy is sparse where a file ends in zero pages, and reads the sam
   writeFileSync(join(from, 'small'), 'x');
   writeFileSync(join(from, 'empty'), '');
   writeFileSync(join(from, 'zeros'), Buffer.alloc(10_000));
-  copyStoreTree(from, join(dir, 'to'));
+  const copied = copyStoreTree(from, join(dir, 'to'));
+  assert.equal(copied.files.length, 4, 'each file copied, still open for its sync');
+  assert.deepEqual(copied.folders, ['', 'pg_wal']);
+  await syncCopy(copied, join(dir, 'to'), [dir]);
+  assert.equal(copied.files.length, 0, 'closed once synced');
   for (const f of ['pg_wal/seg', 'small', 'empty', 'zeros']) assert.ok(readFileSync(join(dir, 'to', f)).equals(readFileSync(join(from, f))), f);
   // Four pages written of 2048; the rest a hole (where the file system has holes).
   assert.ok(statSync(join(dir, 'to', 'pg_wal', 'seg')).blocks * 512 < 1 << 20, 'the zero tail is not written');

@@ -6,13 +6,13 @@
  *
  * The copy (pglite-copy.ts: private, and sparse where the template is zeros; about 9 MB written
  * of 25) is made by the store's thread itself while PGlite's WebAssembly compiles, so it waits
- * for nothing the controller's thread does.
+ * for nothing the controller's thread does, and synced to the disk while PostgreSQL starts.
  */
 import { existsSync, readdirSync, renameSync, rmSync, rmdirSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { copyStoreTree } from './pglite-copy.js';
+import { closeCopy, copyStoreTree, syncCopy, type CopiedTree } from './pglite-copy.js';
 
 /** The template's folder: `dist/store-template/` at the package root (this file is three levels below it, in src/ or dist/). */
 export const STORE_TEMPLATE_DIR = fileURLToPath(new URL('../../../dist/store-template/', import.meta.url));
@@ -26,27 +26,31 @@ export function storeTemplate(env: NodeJS.ProcessEnv = process.env): string | un
 }
 
 /**
- * Copies the template into `dir` when `dir` holds no store yet; true when it did. The copy is
- * made beside it (`<dir>.seed-<pid>-<random>`, in the data folder, which must be private and
- * locked by the caller) and renamed into place once whole, so a process killed halfway leaves
- * no half store (its copy is removed at the next start). Runs in the store's own thread
- * (pglite-worker.ts), before PGlite opens the folder, so nothing else has to wait for it.
- * False, with nothing left behind, when there is a store already, no template, or the copy
- * fails (an unreadable template, a full disk): PGlite then makes the store itself.
+ * Copies the template into `dir` when `dir` holds no store yet; then the copy's sync to the disk,
+ * already under way on libuv's threads (`syncCopy`, pglite-copy.ts), which PostgreSQL may start
+ * beside but nothing may be committed before. The copy is made beside it
+ * (`<dir>.seed-<pid>-<random>`, in the data folder, which must be private and locked by the
+ * caller) and renamed into place once whole, so a process killed halfway leaves no half store
+ * (its copy is removed at the next start). Runs in the store's own thread (pglite-worker.ts),
+ * before PGlite opens the folder, so nothing else has to wait for it. Undefined, with nothing
+ * left behind, when there is a store already, no template, or the copy fails (an unreadable
+ * template, a full disk): PGlite then makes the store itself.
  */
-export function seedStore(dir: string, template: string | undefined): boolean {
+export function seedStore(dir: string, template: string | undefined): Promise<void> | undefined {
   removeDeadSeeds(dir);
-  if (template === undefined || hasStore(dir) || !existsSync(join(template, 'PG_VERSION'))) return false;
+  if (template === undefined || hasStore(dir) || !existsSync(join(template, 'PG_VERSION'))) return undefined;
   const seed = join(dirname(dir), `${seedPrefix(dir)}${process.pid}-${randomBytes(4).toString('hex')}`);
+  let copied: CopiedTree | undefined;
   try {
-    copyStoreTree(template, seed);
+    copied = copyStoreTree(template, seed);
     if (existsSync(dir)) rmdirSync(dir); // empty: hasStore said so
     renameSync(seed, dir);
-    return true;
   } catch {
+    if (copied) closeCopy(copied);
     remove(seed);
-    return false;
+    return undefined;
   }
+  return syncCopy(copied, dir, [dirname(dir)]);
 }
 
 /** Removes this process's copies beside `dir` that were not taken: for when it exits while its store's thread is still copying. */

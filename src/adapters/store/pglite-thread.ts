@@ -7,7 +7,6 @@
  * Statements run one at a time, in order. A transaction holds the database: statements from
  * outside it wait until it ends, as with PGlite in the same thread.
  */
-import { syncTree } from './pglite-copy.js';
 import { storeTemplate } from './pglite-template.js';
 import { fileURLToPath } from 'node:url';
 import { startBundledWorker } from '../threads/index.js';
@@ -26,7 +25,6 @@ interface ErrorText {
   readonly props: Record<string, unknown>;
 }
 export type ThreadAnswer =
-  | { readonly seeded: boolean }
   | { readonly ready: true }
   | { readonly failed: ErrorText }
   | { readonly id: number; readonly rows: unknown[] }
@@ -47,9 +45,8 @@ function revive(e: ErrorText): Error {
 /**
  * PGlite in a thread on `dir`; resolves once the database is ready, rejects with PGlite's error
  * if it cannot start. A new store is first seeded from `template` (pglite-template.ts) by the
- * thread itself, while PGlite's WebAssembly compiles; the copy is synced to the disk from this
- * thread (libuv's threads do the work, this event loop only chains it: the store's own loop is
- * held by PostgreSQL's start), and the store is handed out once both are done.
+ * thread itself, while PGlite's WebAssembly compiles, and synced to the disk while PostgreSQL
+ * starts.
  */
 export async function openPgliteThread(dir: string, template?: string): Promise<SqlClient> {
   // The process's options, but those a thread refuses; the build's bundle, or from source through tsx (adapters/threads).
@@ -59,15 +56,8 @@ export async function openPgliteThread(dir: string, template?: string): Promise<
   let stopped: Error | undefined;
   // Alive while it has work: an idle store does not keep the process running (nor did PGlite in the same thread).
   const refresh = () => (pending.size > 0 ? worker.ref() : worker.unref());
-  let synced: Promise<void> = Promise.resolve();
-  const started = new Promise<void>((resolve, reject) => {
+  const ready = new Promise<void>((resolve, reject) => {
     const onMessage = (a: ThreadAnswer) => {
-      if ('seeded' in a) {
-        if (!a.seeded) return;
-        synced = syncTree(dir);
-        synced.catch(() => undefined); // awaited below
-        return;
-      }
       if ('ready' in a) return resolve();
       if ('failed' in a) return reject(revive(a.failed));
       const p = pending.get(a.id);
@@ -98,8 +88,7 @@ export async function openPgliteThread(dir: string, template?: string): Promise<
   };
   try {
     worker.postMessage({ open: dir, template: template ?? null } satisfies OpenRequest);
-    await started;
-    await synced;
+    await ready;
   } catch (err) {
     await worker.terminate();
     throw err;
