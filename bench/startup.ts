@@ -5,6 +5,8 @@
  *    running controller), as shipped (bin/drover.js: the bundle, each command loading what it
  *    needs) and, in the same run, with every module the CLI used to load up front (the
  *    controller, core, store, transport, providers, logger) loaded eagerly first — the before.
+ *    Where NODE_EXTRA_CA_CERTS is set, `status` and `node -e ""` also without it: Node 20 loads
+ *    that file's certificates at every start, before any JavaScript.
  * 2. `drover up` on a fresh data folder: time from the command's start to `app … applied`:
  *    as shipped (bin/drover.js), from dist/'s modules without the bundles, and from dist/'s
  *    modules with DROVER_STORE_TEMPLATE=off (initdb, as before the template); in a folder under
@@ -54,14 +56,14 @@ import(${JSON.stringify(ROOT + 'dist/cli/main.js')}).then(async ({ main }) => {
   process.exitCode = await main(['node', 'drover', ...process.argv.slice(1).filter((a) => a !== '--')]);
 });`;
 
-async function cliTimes(): Promise<{ command: string; before: number; now: number }[]> {
+async function cliTimes(): Promise<{ command: string; before?: number; now: number }[]> {
   const cwd = mkdtempSync(join(tmpdir(), 'drover-bench-cli-'));
-  const env = { ...process.env, DROVER_LOG_LEVEL: 'warn' };
+  const env: NodeJS.ProcessEnv = { ...process.env, DROVER_LOG_LEVEL: 'warn' };
   try {
     const up = await drover(['up', join(ROOT, 'examples/three-tier/drover.yaml'), '--detach', '--port', '0'], { cwd, timeoutMs: 180_000 });
     if (up.code !== 0) throw new Error(`up failed: ${up.stderr}`);
     const n = Number(process.env.BENCH_CLI_RUNS ?? 9);
-    const rows = [];
+    const rows: { command: string; before?: number; now: number }[] = [];
     for (const command of [['--version'], ['status']]) {
       const before: number[] = [];
       const now: number[] = [];
@@ -74,6 +76,19 @@ async function cliTimes(): Promise<{ command: string; before: number; now: numbe
     const bare: number[] = [];
     for (let k = 0; k < n; k++) bare.push(await wall(['-e', ''], env, cwd));
     rows.push({ command: 'reference: `node -e ""`', before: median(bare), now: median(bare) });
+    // Node 20 reads NODE_EXTRA_CA_CERTS's file and builds its certificate store at every start,
+    // before any JavaScript runs (50-70 ms measured here): where it is set, also without it.
+    if (env.NODE_EXTRA_CA_CERTS) {
+      const plain = Object.fromEntries(Object.entries(env).filter(([k]) => k !== 'NODE_EXTRA_CA_CERTS'));
+      const status: number[] = [];
+      const node: number[] = [];
+      for (let k = 0; k < n; k++) {
+        status.push(await wall([BIN, 'status'], plain, cwd));
+        node.push(await wall(['-e', ''], plain, cwd));
+      }
+      rows.push({ command: 'drover status, NODE_EXTRA_CA_CERTS unset (it is set here)', now: median(status) });
+      rows.push({ command: 'reference: `node -e ""`, NODE_EXTRA_CA_CERTS unset', now: median(node) });
+    }
     await drover(['down'], { cwd, timeoutMs: 180_000 });
     return rows;
   } finally {
@@ -156,7 +171,7 @@ console.log(`drover startup benchmark — ${new Date().toISOString()}; node ${pr
 const cli = await cliTimes();
 console.log('\n| command | before: all modules loaded up front (ms) | now (ms) |');
 console.log('| --- | ---: | ---: |');
-for (const r of cli) console.log(`| ${r.command} | ${Math.round(r.before)} | ${Math.round(r.now)} |`);
+for (const r of cli) console.log(`| ${r.command} | ${r.before === undefined ? '-' : Math.round(r.before)} | ${Math.round(r.now)} |`);
 mkdirSync(CHECKOUT_TMP, { recursive: true });
 const applied: Record<How, number[]> = { initdb: [], files: [], now: [], checkout: [] };
 for (let k = 0; k < runs; k++) {
