@@ -73,7 +73,7 @@ export function realFsync(mod: EmscriptenNodeFs): void {
 
 /** The time zone database's folder in PGlite's bundle, and the zones kept from it: the store's own (UTC, set in its postgresql.conf) and its aliases. */
 const ZONES = '/pglite/share/postgresql/timezone/';
-export const KEPT_ZONES: ReadonlySet<string> = new Set(['UTC', 'GMT', 'Etc/UTC', 'Etc/GMT', 'Etc/UCT', 'UCT', 'Universal', 'Zulu']);
+const KEPT_ZONES: ReadonlySet<string> = new Set(['UTC', 'GMT', 'Etc/UTC', 'Etc/GMT', 'Etc/UCT', 'UCT', 'Universal', 'Zulu']);
 
 /**
  * Leaves the time zone database (594 of the bundle's 699 files) out of PGlite's in-memory share
