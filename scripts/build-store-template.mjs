@@ -12,6 +12,10 @@ const root = fileURLToPath(new URL('..', import.meta.url));
 const out = join(root, 'dist/store-template');
 // Made from scratch, never seeded from the template of an earlier build.
 rmSync(out, { recursive: true, force: true });
+// Nor opened by an earlier build's store thread: the store starts its thread from
+// dist/cli/store-worker.cjs when there is one (PGlite's JavaScript inside), which build-cli.mjs
+// makes after this script; until then the thread runs tsc's fresh modules.
+for (const f of ['store-worker.cjs', 'store-worker.cjs.cache']) rmSync(join(root, 'dist/cli', f), { force: true });
 const { openPgliteStore } = await import(join(root, 'dist/adapters/store/index.js'));
 const work = mkdtempSync(join(tmpdir(), 'drover-store-template-'));
 try {
